@@ -1,0 +1,3 @@
+"""backupflow core."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,303 @@
+"""Settings: one pydantic-settings object, built once at the edge and passed down.
+
+Sources, highest priority first:
+
+1. keyword arguments (tests, the demo);
+2. environment variables ``BACKUPFLOW_*``, nested with ``__``
+   (``BACKUPFLOW_DATABASE__NAME=gantt``);
+3. the env-file named by ``BACKUPFLOW_CONFIG``: ``BACKUPFLOW_*`` lines, and also the seed's
+   shell-style ``/etc/workload-optimization/backup.conf`` keys ``DB_SERVER``, ``DB_USER``,
+   ``DB_PASSWORD`` and ``DB_NAME``;
+4. the defaults below, which reproduce the seed's strategy.
+
+Secrets are :class:`~pydantic.SecretStr`: they print as ``**********``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from dotenv import dotenv_values
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    DotEnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from backupflow.errors import ConfigError
+
+__all__ = [
+    "CONFIG_ENV_VAR",
+    "DatabaseSettings",
+    "Job",
+    "JobSettings",
+    "PipelineSettings",
+    "RepositorySettings",
+    "Settings",
+    "current_settings",
+    "load_settings",
+    "use_settings",
+]
+
+CONFIG_ENV_VAR = "BACKUPFLOW_CONFIG"
+
+#: The seed's backup.conf keys and where they land in the settings.
+LEGACY_KEYS: dict[str, tuple[str, str]] = {
+    "DB_SERVER": ("database", "server"),
+    "DB_USER": ("database", "user"),
+    "DB_PASSWORD": ("database", "password"),
+    "DB_NAME": ("database", "name"),
+}
+
+
+class Job(BaseModel):
+    """One scheduled backup job: when it runs and how long its backups are kept."""
+
+    model_config = ConfigDict(frozen=True)
+
+    schedule: str = Field(description="Cron expression (five fields) in the settings' timezone.")
+    retention_days: int = Field(ge=1, le=3650, description="Days a backup of this job is kept.")
+
+    @field_validator("schedule")
+    @classmethod
+    def _five_fields(cls, value: str) -> str:
+        if len(value.split()) != 5:
+            raise ValueError(f"cron expression {value!r} must have five fields")
+        return value
+
+
+class JobSettings(BaseModel):
+    """The six jobs of the seed's backup policy."""
+
+    database_full: Job = Field(
+        default=Job(schedule="0 2 * * *", retention_days=30),
+        description="Full database backup: daily at 02:00, kept 30 days.",
+    )
+    database_diff: Job = Field(
+        default=Job(schedule="0 */4 * * *", retention_days=7),
+        description="Differential database backup: every 4 hours, kept 7 days.",
+    )
+    database_log: Job = Field(
+        default=Job(schedule="0 * * * *", retention_days=3),
+        description="Transaction log backup: hourly, kept 3 days.",
+    )
+    config: Job = Field(
+        default=Job(schedule="0 3 * * *", retention_days=30),
+        description="Configuration files: daily at 03:00, kept 30 days.",
+    )
+    logs: Job = Field(
+        default=Job(schedule="0 4 * * *", retention_days=14),
+        description="Application logs: daily at 04:00, kept 14 days.",
+    )
+    uploads: Job = Field(
+        default=Job(schedule="0 3 * * *", retention_days=30),
+        description="User uploads: daily at 03:00, kept 30 days.",
+    )
+
+
+class RepositorySettings(BaseModel):
+    """Where backups are kept: three tiers."""
+
+    primary: Path = Field(
+        default=Path("/var/backups"),
+        description="Primary tier: a local folder on the backup server.",
+    )
+    secondary: str = Field(
+        default="s3://workload-optimization-backups",
+        description="Secondary tier: an S3 bucket URL.",
+    )
+    dr: str = Field(
+        default="s3://dr-workload-optimization-backups",
+        description="Disaster-recovery tier: an S3 bucket in another region.",
+    )
+
+
+class DatabaseSettings(BaseModel):
+    """The database that is backed up (the seed's DB_* keys)."""
+
+    engine: Literal["sqlite"] = Field(
+        default="sqlite", description="Database engine. SQLite is the embedded default."
+    )
+    name: str = Field(
+        default="gantt_workload",
+        min_length=1,
+        max_length=128,
+        pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$",
+        description="Database name (DB_NAME); also its folder in the repository.",
+    )
+    server: str = Field(default="localhost", description="Database server (DB_SERVER).")
+    user: str = Field(default="", description="Database login (DB_USER).")
+    password: SecretStr = Field(
+        default=SecretStr(""), description="Database password (DB_PASSWORD); never printed."
+    )
+    sqlite_path: Path = Field(
+        default=Path("/var/lib/workload-optimization/gantt_workload.db"),
+        description="SQLite engine: the live database file.",
+    )
+    missing_full: Literal["promote", "fail"] = Field(
+        default="promote",
+        description="When a differential or log backup finds no full backup: take a full "
+        "backup instead (promote) or fail.",
+    )
+
+
+class PipelineSettings(BaseModel):
+    """How backup streams are compressed, hashed and stored."""
+
+    codec: Literal["zstd", "gzip"] = Field(
+        default="zstd", description="Compression; gzip matches the seed's .gz files."
+    )
+    zstd_level: int = Field(default=3, ge=1, le=19, description="zstd compression level.")
+    zstd_threads: int = Field(
+        default=-1, ge=-1, le=64, description="zstd worker threads; -1 = one per core, 0 = none."
+    )
+    gzip_level: int = Field(default=6, ge=1, le=9, description="gzip compression level.")
+    chunk_bytes: int = Field(
+        default=1 << 20,
+        ge=64 << 10,
+        le=64 << 20,
+        description="Size of the chunks streamed through the pipeline.",
+    )
+    verify_after_write: bool = Field(
+        default=True,
+        description="Read every stored object back and check its SHA-256 before the manifest "
+        "is written.",
+    )
+
+
+class _LegacyConfSource(PydanticBaseSettingsSource):
+    """Reads the seed's ``DB_SERVER=``-style keys from the env-file."""
+
+    def __init__(self, settings_cls: type[BaseSettings], env_file: Path | None) -> None:
+        super().__init__(settings_cls)
+        self._env_file = env_file
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False  # pragma: no cover - __call__ does the work
+
+    def __call__(self) -> dict[str, Any]:
+        if self._env_file is None or not self._env_file.is_file():
+            return {}
+        values: dict[str, Any] = {}
+        for key, value in dotenv_values(self._env_file).items():
+            target = LEGACY_KEYS.get(key)
+            if target is None or value is None:
+                continue
+            section, field = target
+            values.setdefault(section, {})[field] = value
+        return values
+
+
+class Settings(BaseSettings):
+    """Every setting of backupflow; defaults reproduce the seed's strategy."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="BACKUPFLOW_",
+        env_nested_delimiter="__",
+        extra="ignore",
+        validate_default=True,
+    )
+
+    timezone: str = Field(
+        default="Asia/Seoul", description="Timezone of every schedule (IANA name)."
+    )
+    backup_log: Path = Field(
+        default=Path("/var/log/workload-optimization/backup.log"),
+        description="Backup log: one JSON line per backup or restore.",
+    )
+    staging_dir: Path = Field(
+        default=Path("/var/tmp/backupflow"),
+        description="Scratch folder for snapshots and restores in progress.",
+    )
+    orphan_grace_minutes: int = Field(
+        default=60,
+        ge=0,
+        le=7 * 24 * 60,
+        description="Data objects without a manifest older than this are left-overs of "
+        "interrupted backups and are removed.",
+    )
+    repository: RepositorySettings = Field(default_factory=RepositorySettings)
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    jobs: JobSettings = Field(default_factory=JobSettings)
+    pipeline: PipelineSettings = Field(default_factory=PipelineSettings)
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown timezone {value!r}") from exc
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        env_file: Path | None = None
+        if isinstance(dotenv_settings, DotEnvSettingsSource) and isinstance(
+            dotenv_settings.env_file, str | Path
+        ):
+            env_file = Path(dotenv_settings.env_file)
+        return (
+            init_settings,
+            env_settings,
+            dotenv_settings,
+            _LegacyConfSource(settings_cls, env_file),
+            file_secret_settings,
+        )
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build the settings from the environment and ``$BACKUPFLOW_CONFIG``.
+
+    Raises :class:`ConfigError` with one sentence naming the first bad setting; the
+    offending value is never echoed (it may be a secret).
+    """
+    env_file = os.environ.get(CONFIG_ENV_VAR) or None
+    if env_file is not None and not Path(env_file).is_file():
+        raise ConfigError(
+            f"{CONFIG_ENV_VAR} names {env_file}, which is not a readable file; "
+            "fix the path or unset it."
+        )
+    try:
+        return Settings(_env_file=env_file, **overrides)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "settings"
+        raise ConfigError(
+            f"invalid setting {where}: {first['msg']}; check BACKUPFLOW_"
+            f"{where.upper().replace('.', '__')} or {CONFIG_ENV_VAR}."
+        ) from None
+
+
+_current: ContextVar[Settings | None] = ContextVar("backupflow_settings", default=None)
+
+
+@contextmanager
+def use_settings(settings: Settings) -> Iterator[Settings]:
+    """Make ``settings`` what :func:`current_settings` returns in this context (CLI, demo)."""
+    token = _current.set(settings)
+    try:
+        yield settings
+    finally:
+        _current.reset(token)
+
+
+def current_settings() -> Settings:
+    """The settings for a flow run: the ones set by :func:`use_settings`, else loaded from the
+    environment (what a worker does)."""
+    return _current.get() or load_settings()

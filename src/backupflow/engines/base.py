@@ -1,0 +1,102 @@
+"""The database engine interface.
+
+An engine turns a live database into files in a staging folder (``dump``) and turns a
+restore chain back into a database (``restore`` then ``install``).  It never touches a
+storage tier: the pipeline streams its files in and out.  Callers branch on
+:class:`Capabilities`, never on an engine's name.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, BinaryIO, Literal
+
+from backupflow.models import BackupKind, Manifest
+
+__all__ = ["BackupSource", "Capabilities", "Dump", "DumpFile", "Engine", "Installed"]
+
+#: Opens one object (by role) of a backup as a verified, decompressed stream.
+ObjectOpener = Callable[[str], AbstractContextManager[BinaryIO]]
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What an engine can do."""
+
+    differential: bool
+    log: bool
+    #: "backup": restore points are the moments backups were taken;
+    #: "exact": logs can be replayed to any second in between.
+    point_in_time: Literal["backup", "exact"]
+
+
+@dataclass(frozen=True)
+class BackupSource:
+    """A backup already in the repository, with a way to read its objects."""
+
+    manifest: Manifest
+    open_object: ObjectOpener
+
+
+@dataclass(frozen=True)
+class DumpFile:
+    """One file an engine produced, to be stored under ``role``."""
+
+    role: str
+    path: Path
+
+
+@dataclass(frozen=True)
+class Dump:
+    """What ``Engine.dump`` produced in the staging folder."""
+
+    kind: BackupKind
+    restore_point: datetime
+    files: tuple[DumpFile, ...]
+    position: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Installed:
+    """Where a restored database went, and where the replaced one was kept."""
+
+    target: Path
+    kept_aside: tuple[Path, ...] = ()
+
+
+class Engine(ABC):
+    """A database engine: dump, restore, integrity check and install."""
+
+    name: str
+    capabilities: Capabilities
+
+    @abstractmethod
+    def check_source(self) -> None:
+        """Raise :class:`~backupflow.errors.SourceNotFoundError` if the database is absent."""
+
+    @abstractmethod
+    def dump(self, kind: BackupKind, parent: BackupSource | None, staging: Path) -> Dump:
+        """Write a ``kind`` backup into ``staging``; diff and log need their ``parent``."""
+
+    @abstractmethod
+    def restore(self, chain: Sequence[BackupSource], scratch: Path) -> None:
+        """Apply ``chain`` (full first) into the new file or folder ``scratch``, verify the
+        result against the last manifest and run the integrity check."""
+
+    @abstractmethod
+    def install(self, scratch: Path, target: Path, *, replace: bool, stamp: str) -> Installed:
+        """Move a restored ``scratch`` into ``target``.  An existing target is only replaced
+        with ``replace``, and is then kept aside (suffix ``stamp``), never deleted."""
+
+    @abstractmethod
+    def default_target(self, restore_point: datetime) -> Path:
+        """Where a restore goes when no target is given: never the live database."""
+
+    @abstractmethod
+    def live_target(self) -> Path:
+        """The live database, replaced only with an explicit flag."""

@@ -1,0 +1,115 @@
+"""One error tree for backupflow.
+
+Every error a user can meet is a :class:`BackupflowError`; its message is one sentence that
+says what was wrong and what to do.  Third-party exceptions are translated at the adapter
+boundary (``raise StorageError(...) from exc``).  ``retryable`` marks errors worth retrying
+(transient I/O); nothing else is retried.
+
+::
+
+    BackupflowError
+    ├── ConfigError                 bad or missing settings
+    ├── StorageError                a storage backend failed
+    │   ├── ObjectNotFoundError     the key does not exist
+    │   ├── InvalidKeyError         a key that is not relative, or has "..", etc.
+    │   └── TransientStorageError   retryable (timeouts, throttling, 5xx)
+    ├── EngineError                 a database engine failed
+    │   └── SourceNotFoundError     the database to back up does not exist
+    ├── IntegrityError              data does not match its recorded checksum
+    ├── CatalogError                a manifest cannot be read or trusted
+    │   └── UnsupportedManifestError  unknown format version
+    ├── RestorePlanError            no restore plan can reach the target
+    │   ├── NoBackupError           nothing at or before the target
+    │   ├── TargetInFutureError     the target time is later than now
+    │   └── ChainGapError           a backup the chain needs is missing
+    └── RestoreTargetError          the restore target is unsafe to write
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BackupflowError",
+    "CatalogError",
+    "ChainGapError",
+    "ConfigError",
+    "EngineError",
+    "IntegrityError",
+    "InvalidKeyError",
+    "NoBackupError",
+    "ObjectNotFoundError",
+    "RestorePlanError",
+    "RestoreTargetError",
+    "SourceNotFoundError",
+    "StorageError",
+    "TargetInFutureError",
+    "TransientStorageError",
+    "UnsupportedManifestError",
+]
+
+
+class BackupflowError(Exception):
+    """Base of every error backupflow raises on purpose."""
+
+    retryable: bool = False
+
+
+class ConfigError(BackupflowError):
+    """The settings are invalid or incomplete."""
+
+
+class StorageError(BackupflowError):
+    """A storage backend could not complete an operation."""
+
+
+class ObjectNotFoundError(StorageError):
+    """The requested key does not exist in the storage."""
+
+
+class InvalidKeyError(StorageError):
+    """A key is not a valid relative object key."""
+
+
+class TransientStorageError(StorageError):
+    """A storage failure that may succeed when retried."""
+
+    retryable = True
+
+
+class EngineError(BackupflowError):
+    """A database engine failed to back up or restore."""
+
+
+class SourceNotFoundError(EngineError):
+    """The database to back up does not exist."""
+
+
+class IntegrityError(BackupflowError):
+    """Data read back does not match the checksum recorded for it."""
+
+
+class CatalogError(BackupflowError):
+    """A manifest is unreadable, inconsistent or untrusted."""
+
+
+class UnsupportedManifestError(CatalogError):
+    """A manifest has a format version this backupflow does not read."""
+
+
+class RestorePlanError(BackupflowError):
+    """No restore plan reaches the requested target."""
+
+
+class NoBackupError(RestorePlanError):
+    """No full backup exists at or before the target."""
+
+
+class TargetInFutureError(RestorePlanError):
+    """The requested restore point is later than now."""
+
+
+class ChainGapError(RestorePlanError):
+    """A backup that the restore chain needs is missing from the catalog."""
+
+
+class RestoreTargetError(BackupflowError):
+    """The restore target exists (or is live) and no explicit flag allows replacing it."""

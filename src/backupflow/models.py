@@ -1,0 +1,146 @@
+"""Immutable domain records: stored objects and backup manifests.
+
+A manifest describes one complete, verified backup.  It is the last thing written for a
+backup, and the only thing that makes its data objects a backup.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from backupflow import __version__
+from backupflow.errors import CatalogError, UnsupportedManifestError
+
+__all__ = [
+    "MANIFEST_FORMAT",
+    "MANIFEST_VERSION",
+    "BackupKind",
+    "Category",
+    "Manifest",
+    "StoredObject",
+    "new_backup_id",
+    "utc",
+]
+
+MANIFEST_FORMAT = "backupflow.manifest"
+MANIFEST_VERSION = 1
+
+
+class Category(StrEnum):
+    """What was backed up; also the top-level folder of its keys (the seed's folders)."""
+
+    DATABASE = "database"
+    CONFIG = "config"
+    LOGS = "logs"
+    UPLOADS = "uploads"
+
+
+class BackupKind(StrEnum):
+    """Full, differential (changes since the full) or log (changes since the previous)."""
+
+    FULL = "full"
+    DIFF = "diff"
+    LOG = "log"
+
+
+def utc(moment: datetime) -> datetime:
+    """Return ``moment`` as an aware UTC datetime; naive datetimes are refused."""
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        raise ValueError("a timestamp must carry a timezone (for example +09:00 or Z)")
+    return moment.astimezone(UTC)
+
+
+def new_backup_id(kind: BackupKind, started_at: datetime) -> str:
+    """A sortable, unique id: ``20261126T053301Z-full-3f9a1c``."""
+    stamp = utc(started_at).strftime("%Y%m%dT%H%M%S")
+    return f"{stamp}Z-{kind.value}-{secrets.token_hex(3)}"
+
+
+class StoredObject(BaseModel):
+    """One object in the storage and the checksums that prove it intact."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    role: str = Field(description="What the object holds, e.g. 'data' or 'pages'.")
+    key: str = Field(description="Storage key, relative to the tier's root.")
+    codec: str = Field(description="Compression codec of the stored bytes.")
+    size: int = Field(ge=0, description="Stored (compressed) size in bytes.")
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="SHA-256 of the stored bytes.")
+    raw_size: int = Field(ge=0, description="Size before compression.")
+    raw_sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="SHA-256 before compression.")
+
+
+class Manifest(BaseModel):
+    """The catalog record of one backup (format version 1)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    format: str = MANIFEST_FORMAT
+    format_version: int = MANIFEST_VERSION
+    id: str = Field(pattern=r"^[0-9]{8}T[0-9]{6}Z-(full|diff|log)-[0-9a-f]{6}$")
+    category: Category
+    kind: BackupKind
+    engine: str
+    database: str
+    started_at: datetime
+    finished_at: datetime
+    restore_point: datetime = Field(description="The state this backup restores to.")
+    position: dict[str, Any] = Field(
+        default_factory=dict, description="Engine data that chains backups (pages, LSNs)."
+    )
+    base_id: str | None = Field(default=None, description="The full backup this one builds on.")
+    parent_id: str | None = Field(
+        default=None, description="The backup whose state this one is applied on top of."
+    )
+    objects: tuple[StoredObject, ...]
+    tool_version: str = __version__
+    notes: tuple[str, ...] = ()
+
+    @field_validator("started_at", "finished_at", "restore_point")
+    @classmethod
+    def _aware_utc(cls, value: datetime) -> datetime:
+        return utc(value)
+
+    def object(self, role: str) -> StoredObject:
+        """The stored object with ``role``; a missing role is a catalog error."""
+        for obj in self.objects:
+            if obj.role == role:
+                return obj
+        raise CatalogError(f"backup {self.id} has no {role!r} object in its manifest.")
+
+    @property
+    def stored_bytes(self) -> int:
+        """Total stored size of the backup's objects."""
+        return sum(obj.size for obj in self.objects)
+
+    def to_json(self) -> bytes:
+        """Canonical JSON bytes (sorted keys, UTC timestamps)."""
+        return json.dumps(self.model_dump(mode="json"), sort_keys=True, indent=1).encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes, *, source: str) -> Manifest:
+        """Parse a manifest read from ``source``, refusing unknown formats and versions."""
+        try:
+            data = json.loads(raw)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise CatalogError(f"manifest {source} is not valid JSON; it is damaged.") from exc
+        if not isinstance(data, dict) or data.get("format") != MANIFEST_FORMAT:
+            raise CatalogError(f"{source} is not a backupflow manifest.")
+        version = data.get("format_version")
+        if version != MANIFEST_VERSION:
+            raise UnsupportedManifestError(
+                f"manifest {source} has format version {version}, but this backupflow reads "
+                f"version {MANIFEST_VERSION}; use the backupflow release that wrote it."
+            )
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            raise CatalogError(f"manifest {source} is invalid at {where}: {first['msg']}.") from exc

@@ -1,0 +1,160 @@
+"""The streaming pipeline: source -> compress -> SHA-256 -> storage, and back.
+
+Memory stays bounded by the chunk size whatever the size of the backup: nothing reads a
+whole object.  Reading back checks both the stored bytes' and the decompressed bytes'
+SHA-256 against the manifest, and names the object when they differ.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import BinaryIO, cast
+
+from backupflow.codecs import CODEC_ERRORS, Codec, get_codec
+from backupflow.errors import IntegrityError
+from backupflow.models import StoredObject
+from backupflow.storage.base import Storage
+
+__all__ = ["HashingReader", "open_verified", "store_stream", "verify_stored"]
+
+Progress = Callable[[int], None]
+
+
+class HashingReader:
+    """Wraps a reader; hashes and counts every byte that passes through ``read``."""
+
+    def __init__(self, inner: BinaryIO, progress: Progress | None = None) -> None:
+        self._inner = inner
+        self._progress = progress
+        self.sha256 = hashlib.sha256()
+        self.size = 0
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._inner.read(size)
+        if data:
+            self.sha256.update(data)
+            self.size += len(data)
+            if self._progress is not None:
+                self._progress(len(data))
+        return data
+
+    def readable(self) -> bool:
+        return True
+
+    def drain(self, chunk_bytes: int) -> None:
+        """Read (and hash) whatever is left."""
+        while self.read(chunk_bytes):
+            pass
+
+
+def store_stream(
+    storage: Storage,
+    key: str,
+    source: BinaryIO,
+    codec: Codec,
+    *,
+    role: str,
+    chunk_bytes: int = 1 << 20,
+    verify: bool = True,
+    progress: Progress | None = None,
+) -> StoredObject:
+    """Compress ``source`` into ``storage`` under ``key`` in one pass and return its record.
+
+    The stored size is checked against what was sent, and with ``verify`` the stored
+    object is read back and its SHA-256 recomputed before the record is returned.
+    """
+    raw = HashingReader(source, progress)
+    stored_hash = hashlib.sha256()
+    stored_size = 0
+    compressor = codec.compressor()
+
+    def chunks() -> Iterator[bytes]:
+        nonlocal stored_size
+        while block := raw.read(chunk_bytes):
+            out = compressor.compress(block)
+            if out:
+                stored_hash.update(out)
+                stored_size += len(out)
+                yield out
+        tail = compressor.flush()
+        if tail:
+            stored_hash.update(tail)
+            stored_size += len(tail)
+            yield tail
+
+    info = storage.put(key, chunks())
+    record = StoredObject(
+        role=role,
+        key=key,
+        codec=codec.name,
+        size=stored_size,
+        sha256=stored_hash.hexdigest(),
+        raw_size=raw.size,
+        raw_sha256=raw.sha256.hexdigest(),
+    )
+    if info.size != stored_size:
+        raise IntegrityError(
+            f"{key} in {storage.name} holds {info.size} bytes after writing {stored_size}; "
+            "the write was not complete."
+        )
+    if verify:
+        verify_stored(storage, record, chunk_bytes=chunk_bytes)
+    return record
+
+
+def verify_stored(storage: Storage, record: StoredObject, *, chunk_bytes: int = 1 << 20) -> None:
+    """Re-read a stored object and check its size and SHA-256 (without decompressing)."""
+    with storage.open(record.key) as handle:
+        reader = HashingReader(handle)
+        reader.drain(chunk_bytes)
+    if reader.size != record.size or reader.sha256.hexdigest() != record.sha256:
+        raise IntegrityError(
+            f"{record.key} in {storage.name} does not match its recorded SHA-256; "
+            "the stored copy is damaged."
+        )
+
+
+@contextmanager
+def open_verified(
+    storage: Storage,
+    record: StoredObject,
+    *,
+    chunk_bytes: int = 1 << 20,
+    progress: Progress | None = None,
+) -> Iterator[BinaryIO]:
+    """Stream the decompressed content of ``record``; verify it when the block exits.
+
+    The caller must treat what it read as provisional until the ``with`` block ends
+    without an error: damage is detected once every byte has been seen.
+    """
+    info = storage.stat(record.key)
+    if info.size != record.size:
+        raise IntegrityError(
+            f"{record.key} in {storage.name} is {info.size} bytes but the manifest says "
+            f"{record.size}; the stored copy is damaged or incomplete."
+        )
+    codec = get_codec(record.codec)
+    with storage.open(record.key) as handle:
+        stored = HashingReader(handle, progress)
+        try:
+            plain = HashingReader(codec.reader(cast(BinaryIO, stored)))
+            yield cast(BinaryIO, plain)
+            plain.drain(chunk_bytes)
+            stored.drain(chunk_bytes)
+        except CODEC_ERRORS as exc:
+            raise IntegrityError(
+                f"{record.key} in {storage.name} cannot be decompressed ({exc}); "
+                "the stored copy is damaged."
+            ) from exc
+    if stored.size != record.size or stored.sha256.hexdigest() != record.sha256:
+        raise IntegrityError(
+            f"{record.key} in {storage.name} does not match its recorded SHA-256; "
+            "the stored copy is damaged."
+        )
+    if plain.size != record.raw_size or plain.sha256.hexdigest() != record.raw_sha256:
+        raise IntegrityError(
+            f"{record.key} in {storage.name} decompresses to data that does not match its "
+            "recorded SHA-256; the stored copy is damaged."
+        )

@@ -1,0 +1,221 @@
+"""Pure planners: which backup to take, and which backups restore a target.
+
+No I/O here: every function takes manifests and ``now`` and returns a plan that says why,
+or raises a typed :class:`~backupflow.errors.RestorePlanError` that says why not.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Literal
+
+from backupflow.errors import ChainGapError, NoBackupError, TargetInFutureError
+from backupflow.models import BackupKind, Manifest, utc
+
+__all__ = ["BackupDecision", "PlanStep", "RestorePlan", "plan_backup", "plan_restore"]
+
+
+def _ts(moment: datetime) -> str:
+    return utc(moment).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass(frozen=True)
+class BackupDecision:
+    """What a backup run will take and what it builds on."""
+
+    kind: BackupKind
+    base: Manifest | None = None
+    parent: Manifest | None = None
+    notes: tuple[str, ...] = ()
+
+
+def plan_backup(
+    manifests: Sequence[Manifest],
+    requested: BackupKind,
+    *,
+    database: str,
+    missing_full: Literal["promote", "fail"] = "promote",
+) -> BackupDecision:
+    """Decide the kind, base and parent of the next backup of one database.
+
+    A differential builds on the newest full backup; a log builds on the newest backup of
+    that full's chain.  Without any full backup, the run is promoted to a full backup (or
+    refused, with ``missing_full="fail"``).
+    """
+    if requested is BackupKind.FULL:
+        return BackupDecision(BackupKind.FULL)
+    fulls = [m for m in manifests if m.kind is BackupKind.FULL]
+    if not fulls:
+        if missing_full == "fail":
+            raise NoBackupError(
+                f"no full backup of {database} exists, so a {requested.value} backup has "
+                "nothing to build on; run a full backup first or set "
+                "BACKUPFLOW_DATABASE__MISSING_FULL=promote."
+            )
+        return BackupDecision(
+            BackupKind.FULL,
+            notes=(
+                f"no full backup of {database} existed: took a full backup instead of the "
+                f"requested {requested.value} backup",
+            ),
+        )
+    base = max(fulls, key=lambda m: (m.restore_point, m.id))
+    if requested is BackupKind.DIFF:
+        return BackupDecision(BackupKind.DIFF, base=base, parent=base)
+    chain = [base, *(m for m in manifests if m.base_id == base.id)]
+    parent = max(chain, key=lambda m: (m.restore_point, m.id))
+    return BackupDecision(BackupKind.LOG, base=base, parent=parent)
+
+
+@dataclass(frozen=True)
+class PlanStep:
+    """One backup to apply, and why it is in the plan."""
+
+    manifest: Manifest
+    reason: str
+
+
+@dataclass(frozen=True)
+class RestorePlan:
+    """An ordered chain (full first) that restores one database to ``restore_point``."""
+
+    database: str
+    requested: datetime | None  # None = latest
+    steps: tuple[PlanStep, ...]
+    restore_point: datetime
+    now: datetime
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def manifests(self) -> tuple[Manifest, ...]:
+        return tuple(step.manifest for step in self.steps)
+
+    @property
+    def last(self) -> Manifest:
+        return self.steps[-1].manifest
+
+    @property
+    def shortfall(self) -> timedelta:
+        """How far the restore point lies before the requested time (or before now)."""
+        return (self.requested or self.now) - self.restore_point
+
+
+def _chain(target: Manifest, by_id: dict[str, Manifest]) -> list[Manifest] | tuple[str, Manifest]:
+    """Full-first chain ending at ``target``, or (missing id, the backup that needs it)."""
+    chain = [target]
+    current = target
+    while current.kind is not BackupKind.FULL:
+        parent_id = current.parent_id
+        parent = by_id.get(parent_id) if parent_id else None
+        if parent is None or parent.restore_point > current.restore_point:
+            return (parent_id or "(none recorded)", current)
+        chain.append(parent)
+        current = parent
+    chain.reverse()
+    return chain
+
+
+def _reason(manifest: Manifest, previous: Manifest | None) -> str:
+    if manifest.kind is BackupKind.FULL:
+        return "full backup: the base of the chain"
+    if manifest.kind is BackupKind.DIFF:
+        return f"differential: changes since full {manifest.base_id}"
+    assert previous is not None
+    return f"log: changes since {previous.kind.value} {previous.id}"
+
+
+def plan_restore(
+    manifests: Sequence[Manifest],
+    *,
+    database: str,
+    target: datetime | None,
+    now: datetime,
+) -> RestorePlan:
+    """Choose the chain that restores ``database`` to ``target`` (``None`` = latest).
+
+    The plan reaches the newest restore point at or before the target; when that point is
+    earlier than the target, the plan says so.  If that point's chain is broken, the error
+    names the two backups around the gap and the latest point that can still be restored.
+    """
+    now = utc(now)
+    series = sorted(
+        (m for m in manifests if m.database == database),
+        key=lambda m: (m.restore_point, m.id),
+    )
+    if target is not None:
+        target = utc(target)
+        if target > now:
+            raise TargetInFutureError(
+                f"the target {_ts(target)} is later than now ({_ts(now)}); "
+                "give a time in the past or --latest."
+            )
+    if not series:
+        raise NoBackupError(f"there are no backups of {database} in this repository.")
+    limit = target or now
+    candidates = [m for m in series if m.restore_point <= limit]
+    if not candidates or not any(m.kind is BackupKind.FULL for m in candidates):
+        earliest = next((m for m in series if m.kind is BackupKind.FULL), None)
+        where = (
+            f"the earliest restore point of {database} is {_ts(earliest.restore_point)}"
+            if earliest
+            else f"{database} has no full backup at all"
+        )
+        raise NoBackupError(f"no full backup of {database} restores to {_ts(limit)}: {where}.")
+    by_id = {m.id: m for m in series}
+    best = candidates[-1]
+    found = _chain(best, by_id)
+    if isinstance(found, tuple):
+        missing, needer = found
+        before = [m for m in series if m.restore_point < needer.restore_point]
+        left = before[-1] if before else None
+        fallback = _latest_restorable(candidates, by_id)
+        hint = (
+            f"; the latest point that can be restored is {_ts(fallback.restore_point)} "
+            f"(--at {_ts(fallback.restore_point)})"
+            if fallback
+            else ""
+        )
+        left_text = f"{left.id} ({_ts(left.restore_point)})" if left else "the start"
+        raise ChainGapError(
+            f"the chain to {_ts(best.restore_point)} is broken: {needer.kind.value} backup "
+            f"{needer.id} needs backup {missing}, which is missing; the gap lies between "
+            f"{left_text} and {needer.id} ({_ts(needer.restore_point)}){hint}."
+        )
+    steps = tuple(PlanStep(m, _reason(m, found[i - 1] if i else None)) for i, m in enumerate(found))
+    notes: list[str] = []
+    if target is not None and best.restore_point < target:
+        gap = target - best.restore_point
+        notes.append(
+            f"the restore point {_ts(best.restore_point)} is {_human(gap)} earlier than the "
+            f"requested {_ts(target)}: no backup of {database} was taken in between"
+        )
+    return RestorePlan(
+        database=database,
+        requested=target,
+        steps=steps,
+        restore_point=best.restore_point,
+        now=now,
+        notes=tuple(notes),
+    )
+
+
+def _latest_restorable(
+    candidates: Sequence[Manifest], by_id: dict[str, Manifest]
+) -> Manifest | None:
+    for manifest in reversed(candidates):
+        if isinstance(_chain(manifest, by_id), list):
+            return manifest
+    return None
+
+
+def _human(delta: timedelta) -> str:
+    seconds = int(delta.total_seconds())
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes} min {seconds} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes} min"

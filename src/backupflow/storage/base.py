@@ -1,0 +1,117 @@
+"""The storage interface every tier implements, and key validation.
+
+Contract (every backend, checked by ``tests/integration/test_storage_conformance.py``):
+
+* Keys are relative ``/``-separated paths of safe characters; no empty, ``.`` or ``..``
+  component, no leading ``/``, nothing starting with ``.tmp-`` (reserved for writes in
+  progress).  :func:`validate_key` enforces this at the boundary of every call.
+* :meth:`Storage.put` consumes an iterable of byte chunks and makes the object visible only
+  when it is complete and durable: a reader never sees half an object, and an interrupted
+  put leaves no object under ``key``.  An existing object is replaced atomically.
+* :meth:`Storage.open` streams an object's bytes; a missing key raises
+  :class:`~backupflow.errors.ObjectNotFoundError`.
+* :meth:`Storage.stat` returns size and modification time, or raises ObjectNotFoundError.
+* :meth:`Storage.list` yields every complete object under a prefix, sorted by key.  A prefix
+  ending in ``/`` is a folder; otherwise it matches key beginnings.
+* :meth:`Storage.delete` removes an object; deleting a missing key is not an error.
+* Errors are :class:`~backupflow.errors.StorageError`; transient ones are
+  :class:`~backupflow.errors.TransientStorageError` (``retryable``).
+"""
+
+from __future__ import annotations
+
+import builtins
+import re
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import BinaryIO
+
+from backupflow.errors import InvalidKeyError
+
+__all__ = ["TMP_PREFIX", "ObjectInfo", "Storage", "get_bytes", "put_bytes", "validate_key"]
+
+TMP_PREFIX = ".tmp-"
+_SAFE = re.compile(r"^[A-Za-z0-9._\-=+@]+$")
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectInfo:
+    """What a backend knows about one stored object."""
+
+    key: str
+    size: int
+    modified: datetime
+
+
+def validate_key(key: str) -> str:
+    """Return ``key`` if it is a valid object key, else raise :class:`InvalidKeyError`."""
+    if not key or key.startswith("/") or key.endswith("/"):
+        raise InvalidKeyError(f"storage key {key!r} must be a relative path to an object.")
+    for part in key.split("/"):
+        if part in ("", ".", ".."):
+            raise InvalidKeyError(f"storage key {key!r} has an empty, '.' or '..' component.")
+        if not _SAFE.match(part):
+            raise InvalidKeyError(f"storage key {key!r} has characters outside [A-Za-z0-9._-=+@].")
+        if part.startswith(TMP_PREFIX):
+            raise InvalidKeyError(f"storage key {key!r} uses the reserved prefix {TMP_PREFIX!r}.")
+    return key
+
+
+def validate_prefix(prefix: str) -> str:
+    """A listing prefix: empty, or a key beginning (which may end in ``/``)."""
+    if prefix:
+        validate_key(prefix.rstrip("/") or "x/")
+    return prefix
+
+
+class Storage(ABC):
+    """A flat namespace of immutable-by-convention objects (a folder, a bucket, memory)."""
+
+    #: Short human name used in messages, e.g. ``primary:/var/backups``.
+    name: str
+
+    @abstractmethod
+    def put(self, key: str, chunks: Iterable[bytes]) -> ObjectInfo:
+        """Store the concatenated ``chunks`` under ``key``, atomically and durably."""
+
+    @abstractmethod
+    def open(self, key: str) -> AbstractContextManager[BinaryIO]:
+        """Open ``key`` for streaming reads."""
+
+    @abstractmethod
+    def stat(self, key: str) -> ObjectInfo:
+        """Size and modification time of ``key``."""
+
+    @abstractmethod
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        """Every complete object whose key starts with ``prefix``, sorted by key."""
+
+    @abstractmethod
+    def delete(self, key: str) -> None:
+        """Remove ``key``; a missing key is not an error."""
+
+    def cleanup_incomplete(self, older_than: datetime) -> builtins.list[str]:
+        """Remove left-overs of interrupted writes older than ``older_than``.
+
+        Backends whose writes cannot leave debris (S3 aborts its multipart uploads through a
+        lifecycle rule, memory is atomic) keep this default, which removes nothing.
+        """
+        del older_than
+        return []
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name}>"
+
+
+def put_bytes(storage: Storage, key: str, data: bytes) -> ObjectInfo:
+    """Store a small object given as bytes."""
+    return storage.put(key, [data])
+
+
+def get_bytes(storage: Storage, key: str) -> bytes:
+    """Read a small object whole (manifests only; backups are streamed)."""
+    with storage.open(key) as handle:
+        return handle.read()

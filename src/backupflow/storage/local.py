@@ -1,0 +1,154 @@
+"""A storage tier in a local folder (the seed's ``/var/backups``)."""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+import errno
+import os
+import secrets
+from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import BinaryIO
+
+from backupflow.errors import ObjectNotFoundError, StorageError, TransientStorageError
+from backupflow.storage.base import (
+    TMP_PREFIX,
+    ObjectInfo,
+    Storage,
+    validate_key,
+    validate_prefix,
+)
+
+__all__ = ["LocalStorage"]
+
+_TRANSIENT = {errno.EAGAIN, errno.EINTR, errno.EBUSY, errno.ETIMEDOUT}
+
+
+def _translate(exc: OSError, action: str, key: str) -> StorageError:
+    if exc.errno in _TRANSIENT:
+        return TransientStorageError(
+            f"could not {action} {key}: {exc.strerror}; retrying may help."
+        )
+    if exc.errno == errno.ENOSPC:
+        return StorageError(f"could not {action} {key}: the backup disk is full.")
+    return StorageError(f"could not {action} {key}: {exc.strerror or exc}.")
+
+
+class LocalStorage(Storage):
+    """Objects are files under ``root``; writes go to ``.tmp-*`` names, fsync, then rename."""
+
+    def __init__(self, root: Path, *, name: str | None = None) -> None:
+        self.root = Path(root)
+        self.name = name or f"local:{self.root}"
+
+    def _path(self, key: str) -> Path:
+        return self.root / validate_key(key)
+
+    def put(self, key: str, chunks: Iterable[bytes]) -> ObjectInfo:
+        path = self._path(key)
+        tmp = path.with_name(f"{TMP_PREFIX}{path.name}.{secrets.token_hex(4)}")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(tmp, "xb") as handle:
+                for chunk in chunks:
+                    handle.write(chunk)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, path)
+            dir_fd = os.open(path.parent, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise _translate(exc, "write", key) from exc
+        except BaseException:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise
+        return self.stat(key)
+
+    @contextlib.contextmanager
+    def _opened(self, key: str) -> Iterator[BinaryIO]:
+        path = self._path(key)
+        try:
+            handle = open(path, "rb")  # noqa: SIM115 - closed below
+        except FileNotFoundError as exc:
+            raise ObjectNotFoundError(f"{key} does not exist in {self.name}.") from exc
+        except OSError as exc:
+            raise _translate(exc, "read", key) from exc
+        with handle:
+            yield handle
+
+    def open(self, key: str) -> contextlib.AbstractContextManager[BinaryIO]:
+        return self._opened(key)
+
+    def stat(self, key: str) -> ObjectInfo:
+        path = self._path(key)
+        try:
+            st = path.stat()
+        except FileNotFoundError as exc:
+            raise ObjectNotFoundError(f"{key} does not exist in {self.name}.") from exc
+        except OSError as exc:
+            raise _translate(exc, "inspect", key) from exc
+        return ObjectInfo(key, st.st_size, datetime.fromtimestamp(st.st_mtime, UTC))
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        validate_prefix(prefix)
+        folder = prefix.rpartition("/")[0]
+        base = self.root / folder if folder else self.root
+        if not base.is_dir():
+            return
+        found: builtins.list[ObjectInfo] = []
+        for dirpath, dirnames, filenames in os.walk(base):
+            dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+            rel_dir = Path(dirpath).relative_to(self.root).as_posix()
+            for filename in filenames:
+                if filename.startswith("."):
+                    continue
+                key = filename if rel_dir == "." else f"{rel_dir}/{filename}"
+                if not key.startswith(prefix):
+                    continue
+                try:
+                    found.append(self.stat(key))
+                except ObjectNotFoundError:
+                    continue  # deleted while listing
+        yield from sorted(found, key=lambda info: info.key)
+
+    def delete(self, key: str) -> None:
+        path = self._path(key)
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise _translate(exc, "delete", key) from exc
+        parent = path.parent
+        while parent != self.root and parent.is_relative_to(self.root):
+            try:
+                parent.rmdir()  # only removes empty folders
+            except OSError:
+                break
+            parent = parent.parent
+
+    def cleanup_incomplete(self, older_than: datetime) -> builtins.list[str]:
+        removed: builtins.list[str] = []
+        if not self.root.is_dir():
+            return removed
+        cutoff = older_than.timestamp()
+        for dirpath, _dirnames, filenames in os.walk(self.root):
+            for filename in filenames:
+                if not filename.startswith(TMP_PREFIX):
+                    continue
+                path = Path(dirpath) / filename
+                try:
+                    if path.stat().st_mtime < cutoff:
+                        path.unlink()
+                        removed.append(path.relative_to(self.root).as_posix())
+                except FileNotFoundError:
+                    continue
+        return removed
