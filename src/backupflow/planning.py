@@ -18,7 +18,7 @@ __all__ = ["BackupDecision", "PlanStep", "RestorePlan", "plan_backup", "plan_res
 
 
 def _ts(moment: datetime) -> str:
-    return utc(moment).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return utc(moment).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
 @dataclass(frozen=True)
@@ -211,9 +211,9 @@ def _latest_restorable(
 
 
 def _human(delta: timedelta) -> str:
+    if delta.total_seconds() < 60:
+        return f"{delta.total_seconds():.3f} s"
     seconds = int(delta.total_seconds())
-    if seconds < 60:
-        return f"{seconds} s"
     minutes, seconds = divmod(seconds, 60)
     if minutes < 60:
         return f"{minutes} min {seconds} s"

@@ -13,8 +13,10 @@ __all__ = ["artifact_key", "iso", "manifest_row", "plan_rows"]
 
 
 def iso(moment: datetime | None) -> str:
-    """UTC ISO-8601 to the second, or '-'."""
-    return utc(moment).strftime("%Y-%m-%dT%H:%M:%SZ") if moment else "-"
+    """UTC ISO-8601 to the millisecond, or '-'."""
+    if moment is None:
+        return "-"
+    return utc(moment).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
 def artifact_key(*parts: str) -> str:

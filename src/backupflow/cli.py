@@ -1,0 +1,305 @@
+"""The ``backupflow`` command line.
+
+Every user mistake ends with one sentence on standard error and a non-zero exit code;
+tracebacks are shown only with ``BACKUPFLOW_DEBUG=1``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any
+from zoneinfo import ZoneInfo
+
+import click
+import typer
+from rich.console import Console
+from rich.progress import DownloadColumn, Progress, TransferSpeedColumn
+from rich.table import Table
+
+from backupflow.catalog import Catalog
+from backupflow.config import Settings, load_settings, use_settings
+from backupflow.errors import BackupflowError
+from backupflow.models import BackupKind, Category
+from backupflow.progress import report_progress
+from backupflow.reporting import iso, manifest_row, plan_rows
+from backupflow.storage import open_primary
+
+__all__ = ["app", "main"]
+
+console = Console(width=None if sys.stdout.isatty() else 160)
+errors = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
+
+app = typer.Typer(
+    name="backupflow",
+    help="Backups and restores of the Gantt workload API, run as Prefect flows.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+backup_app = typer.Typer(help="Take a backup now.", no_args_is_help=True)
+restore_app = typer.Typer(help="Restore from the backups.", no_args_is_help=True)
+config_app = typer.Typer(help="Inspect the settings.", no_args_is_help=True)
+app.add_typer(backup_app, name="backup")
+app.add_typer(restore_app, name="restore")
+app.add_typer(config_app, name="config")
+
+
+def _debug() -> bool:
+    return os.environ.get("BACKUPFLOW_DEBUG", "") not in ("", "0", "false")
+
+
+class _NoTraceback(logging.Formatter):
+    """Formats records without their exception text: the CLI reports errors itself."""
+
+    def __init__(self, inner: logging.Formatter | None) -> None:
+        super().__init__()
+        self.inner = inner or logging.Formatter()
+
+    def format(self, record: logging.LogRecord) -> str:
+        saved = record.exc_info, record.exc_text, record.stack_info
+        record.exc_info, record.exc_text, record.stack_info = None, None, None
+        try:
+            return self.inner.format(record)
+        finally:
+            record.exc_info, record.exc_text, record.stack_info = saved
+
+
+def _quiet_prefect_tracebacks(level: int | None = None) -> None:
+    """Keep Prefect's console logs (at ``level`` or above), without the tracebacks of
+    failed runs."""
+    from prefect.logging.configuration import ensure_logging_setup
+    from prefect.logging.handlers import PrefectConsoleHandler
+
+    ensure_logging_setup()
+    for name in ["", *logging.root.manager.loggerDict]:
+        for handler in getattr(logging.getLogger(name), "handlers", []):
+            if isinstance(handler, PrefectConsoleHandler) and not isinstance(
+                handler.formatter, _NoTraceback
+            ):
+                handler.setFormatter(_NoTraceback(handler.formatter))
+            if isinstance(handler, PrefectConsoleHandler) and level is not None:
+                handler.setLevel(level)
+
+
+@contextmanager
+def _flow_context(settings: Settings, *, show_progress: bool) -> Iterator[None]:
+    if not _debug():
+        _quiet_prefect_tracebacks()
+    with use_settings(settings):
+        if not (show_progress and console.is_terminal):
+            yield
+            return
+        with Progress(
+            *Progress.get_default_columns()[:1],
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            console=console,
+            transient=True,
+        ) as bar:
+            task = bar.add_task("transfer", total=None)
+            with report_progress(lambda n: bar.advance(task, n)):
+                yield
+
+
+def _parse_time(value: str, timezone: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise typer.BadParameter(
+            f"{value!r} is not an ISO-8601 time such as 2026-11-26T10:30:00+09:00."
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=ZoneInfo(timezone))
+    return moment
+
+
+@backup_app.command("database")
+def backup_database_cmd(
+    kind: Annotated[
+        BackupKind, typer.Option("--type", "-t", help="full, diff (differential) or log.")
+    ] = BackupKind.FULL,
+) -> None:
+    """Back up the configured database now (runs the backup-database flow)."""
+    settings = load_settings()
+    from flows.backup_database import backup_database
+
+    with _flow_context(settings, show_progress=True):
+        manifest = backup_database(kind=kind)
+    row = manifest_row(manifest)
+    console.print(
+        f"[green]{row['kind']} backup {row['id']}[/green] of {row['database']}: restore point "
+        f"{row['restore_point']}, {row['raw_bytes']:,} bytes stored as {row['stored_bytes']:,}."
+    )
+    for note in manifest.notes:
+        console.print(f"[yellow]note:[/yellow] {note}")
+
+
+@restore_app.command("database")
+def restore_database_cmd(
+    at: Annotated[
+        str | None,
+        typer.Option(
+            "--at",
+            help="Target time, ISO-8601 (without an offset: the settings' timezone).",
+        ),
+    ] = None,
+    latest: Annotated[bool, typer.Option("--latest", help="Restore the latest state.")] = False,
+    into: Annotated[
+        Path | None, typer.Option("--into", help="Write the restored database to this path.")
+    ] = None,
+    replace: Annotated[
+        bool,
+        typer.Option(
+            "--replace",
+            help="Replace an existing target (the live database without --into); "
+            "the current file is kept aside.",
+        ),
+    ] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print the plan; change nothing.")
+    ] = False,
+) -> None:
+    """Restore the configured database to a point in time (--at) or its latest state."""
+    if (at is None) == (not latest):
+        raise typer.BadParameter("give exactly one of --at TIME or --latest.")
+    settings = load_settings()
+    target_time = _parse_time(at, settings.timezone) if at else None
+    from flows.restore_database import restore_database
+
+    with _flow_context(settings, show_progress=not dry_run):
+        report = restore_database(
+            target_time=target_time,
+            into=str(into) if into else None,
+            replace=replace,
+            dry_run=dry_run,
+        )
+    for problem in report.problems:
+        errors.print(f"[yellow]warning:[/yellow] {problem}")
+    console.print(_plan_table(report.plan.database, plan_rows(report.plan)))
+    for note in report.plan.notes:
+        console.print(f"[yellow]note:[/yellow] {note}")
+    if report.outcome is None:
+        console.print(
+            f"dry run: would restore to {iso(report.plan.restore_point)} into {report.target}; "
+            "nothing was changed."
+        )
+        return
+    outcome = report.outcome
+    console.print(
+        f"[green]restored[/green] {report.plan.database} to {iso(report.plan.restore_point)} "
+        f"into {outcome.target} in {outcome.seconds:.2f} s (integrity check passed)."
+    )
+    for aside in outcome.kept_aside:
+        console.print(f"the replaced file was kept as {aside}")
+
+
+def _plan_table(database: str, rows: list[dict[str, Any]]) -> Table:
+    table = Table(title=f"Restore plan for {database}")
+    for column in ("step", "id", "kind", "restore_point", "stored_bytes", "why"):
+        table.add_column(column.replace("_", " "))
+    for row in rows:
+        table.add_row(
+            *(str(row[c]) for c in ("step", "id", "kind", "restore_point")),
+            f"{row['stored_bytes']:,}",
+            row["why"],
+        )
+    return table
+
+
+@app.command("catalog")
+def catalog_cmd(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """List the backups of the configured database in the primary tier."""
+    settings = load_settings()
+    scan = Catalog(open_primary(settings)).scan(Category.DATABASE, settings.database.name)
+    rows = [manifest_row(m) for m in scan.manifests]
+    if as_json:
+        print(json.dumps({"backups": rows, "problems": list(scan.problems)}, indent=2))
+    else:
+        table = Table(title=f"Backups of {settings.database.name} in {settings.repository.primary}")
+        for column in rows[0] if rows else ("id",):
+            table.add_column(column.replace("_", " "))
+        for row in rows:
+            table.add_row(*(f"{v:,}" if isinstance(v, int) else str(v) for v in row.values()))
+        console.print(table)
+    for problem in scan.problems:
+        errors.print(f"[red]error:[/red] {problem}")
+    if scan.problems:
+        raise typer.Exit(1)
+
+
+@config_app.command("show")
+def config_show_cmd(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Print the effective settings; secrets are masked."""
+    settings = load_settings()
+    data = settings.model_dump(mode="json")
+    if as_json:
+        print(json.dumps(data, indent=2))
+        return
+    table = Table(title="Effective settings (secrets masked)")
+    table.add_column("setting")
+    table.add_column("value")
+    for key, value in _flatten(data):
+        table.add_row(key, str(value))
+    console.print(table)
+
+
+def _flatten(data: dict[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
+    for key, value in data.items():
+        if isinstance(value, dict):
+            yield from _flatten(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", value
+
+
+@app.command("demo")
+def demo_cmd(
+    workdir: Annotated[
+        Path, typer.Option("--workdir", help="Folder for the demo's database and backups.")
+    ] = Path(".demo"),
+) -> None:
+    """Run the end-to-end demo on a sample Gantt-workload SQLite database (no services)."""
+    from backupflow.demo import run_demo
+
+    _quiet_prefect_tracebacks(None if _debug() else logging.WARNING)
+    ok = run_demo(workdir.resolve(), console)
+    if not ok:
+        raise typer.Exit(1)
+
+
+def main() -> None:
+    """Entry point: run the app and turn errors into one sentence and an exit code."""
+    try:
+        app(standalone_mode=False)
+    except BackupflowError as exc:
+        if _debug():
+            raise
+        errors.print(f"[red]error:[/red] {exc}", highlight=False)
+        sys.exit(1)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except (click.Abort, KeyboardInterrupt):
+        errors.print("interrupted.")
+        sys.exit(130)
+    except Exception as exc:
+        if _debug():
+            raise
+        errors.print(
+            f"[red]internal error:[/red] {type(exc).__name__}: {exc} "
+            "(run again with BACKUPFLOW_DEBUG=1 to see where)",
+            highlight=False,
+        )
+        sys.exit(70)
