@@ -197,9 +197,10 @@ def run_demo(workdir: Path, console: Console) -> bool:
         for column in (
             "requested",
             "restore point reached",
-            "behind requested",
+            "behind target (or now)",
             "backups",
-            "seconds",
+            "restore s",
+            "flow run s",
             "matches source",
         ):
             results.add_column(column)
