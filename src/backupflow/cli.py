@@ -34,7 +34,7 @@ from backupflow.storage import open_primary
 __all__ = ["app", "main"]
 
 console = Console(width=None if sys.stdout.isatty() else 160)
-errors = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
+errors = Console(stderr=True, soft_wrap=True)
 
 app = typer.Typer(
     name="backupflow",
@@ -280,7 +280,7 @@ def demo_cmd(
 def main() -> None:
     """Entry point: run the app and turn errors into one sentence and an exit code."""
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)
     except BackupflowError as exc:
         if _debug():
             raise
@@ -303,3 +303,4 @@ def main() -> None:
             highlight=False,
         )
         sys.exit(70)
+    sys.exit(code if isinstance(code, int) else 0)

@@ -1,0 +1,5 @@
+"""``python -m backupflow``."""
+
+from backupflow.cli import main
+
+main()

@@ -1,0 +1,137 @@
+"""The ``backupflow`` command as an operator runs it: a real process, real exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from tests.support.chain import content_digest
+
+CLI = [sys.executable, "-m", "backupflow"]
+Run = Callable[..., subprocess.CompletedProcess[str]]
+
+
+@pytest.fixture
+def env(tmp_path: Path, prefect_server: str) -> dict[str, str]:
+    """Environment of an operator's shell: settings as BACKUPFLOW_* variables."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("BACKUPFLOW_", "PREFECT_"))}
+    return {
+        **base,
+        "PREFECT_API_URL": prefect_server,
+        "PREFECT_HOME": str(tmp_path / "prefect-home"),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "DO_NOT_TRACK": "1",
+        "BACKUPFLOW_REPOSITORY__PRIMARY": str(tmp_path / "backups"),
+        "BACKUPFLOW_DATABASE__NAME": "gantt",
+        "BACKUPFLOW_DATABASE__SQLITE_PATH": str(tmp_path / "app" / "gantt.db"),
+        "BACKUPFLOW_BACKUP_LOG": str(tmp_path / "backup.log"),
+        "BACKUPFLOW_STAGING_DIR": str(tmp_path / "staging"),
+    }
+
+
+@pytest.fixture
+def run(env: dict[str, str]) -> Run:
+    def _run(*args: str, extra: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*CLI, *args],
+            env={**env, **(extra or {})},
+            capture_output=True,
+            text=True,
+            timeout=180,
+            check=False,
+        )
+
+    return _run
+
+
+def _seed(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(path)
+    with conn:
+        conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)")
+        conn.executemany("INSERT INTO t (v) VALUES (?)", [(str(i),) for i in range(2000)])
+    conn.close()
+
+
+def _one_clear_error(result: subprocess.CompletedProcess[str], *fragments: str) -> None:
+    assert result.returncode != 0, result.stdout
+    assert "Traceback" not in result.stderr + result.stdout
+    for fragment in fragments:
+        assert fragment in result.stderr, result.stderr
+
+
+def test_backup_then_restore_from_the_command_line(run: Run, tmp_path: Path) -> None:
+    live = tmp_path / "app" / "gantt.db"
+    _seed(live)
+    done = run("backup", "database", "--type", "full")
+    assert done.returncode == 0, done.stderr
+    assert "full backup" in done.stdout
+    catalog = run("catalog", "--json")
+    assert catalog.returncode == 0
+    backups = json.loads(catalog.stdout)["backups"]
+    assert [b["kind"] for b in backups] == ["full"]
+
+    restored = run("restore", "database", "--latest", "--into", str(tmp_path / "r.db"))
+    assert restored.returncode == 0, restored.stderr
+    assert "integrity check passed" in restored.stdout
+    assert content_digest(tmp_path / "r.db") == content_digest(live)
+
+    again = run("restore", "database", "--latest", "--into", str(tmp_path / "r.db"))
+    _one_clear_error(again, "already exists", "--replace")
+
+
+def test_user_mistakes_get_one_sentence_and_an_exit_code(run: Run, tmp_path: Path) -> None:
+    _one_clear_error(run("backup", "database", "--type", "weekly"), "weekly")
+    _one_clear_error(run("backup", "database"), "does not exist")
+    _seed(tmp_path / "app" / "gantt.db")
+    assert run("backup", "database").returncode == 0
+    future = (datetime.now(UTC) + timedelta(days=1)).isoformat()
+    _one_clear_error(run("restore", "database", "--at", future), "later than now")
+    _one_clear_error(
+        run("restore", "database", "--at", "2020-01-01T00:00:00+09:00"), "earliest restore point"
+    )
+    _one_clear_error(run("restore", "database", "--at", "yesterday"), "ISO-8601")
+    _one_clear_error(run("restore", "database"), "--latest")
+    _one_clear_error(
+        run("backup", "database", extra={"BACKUPFLOW_PIPELINE__ZSTD_LEVEL": "99"}),
+        "pipeline.zstd_level",
+    )
+
+
+def test_unknown_manifest_version_is_reported_and_skipped(run: Run, tmp_path: Path) -> None:
+    _seed(tmp_path / "app" / "gantt.db")
+    assert run("backup", "database").returncode == 0
+    manifest = next((tmp_path / "backups").rglob("*.manifest.json"))
+    future = manifest.with_name("20991231T000000Z-full-ffffff.manifest.json")
+    data = json.loads(manifest.read_text())
+    data.update(format_version=99, id="20991231T000000Z-full-ffffff")
+    future.write_text(json.dumps(data))
+    _one_clear_error(run("catalog"), "format version 99")
+    dry = run("restore", "database", "--latest", "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert "format version 99" in dry.stderr
+    assert "nothing was changed" in dry.stdout
+
+
+def test_config_show_masks_the_seed_password(run: Run, tmp_path: Path) -> None:
+    conf = tmp_path / "backup.conf"
+    conf.write_text(
+        "DB_SERVER=sql01.internal\nDB_USER=backup\nDB_PASSWORD='Pa55-w0rd!'\nDB_NAME=GanttDB\n"
+    )
+    shown = run("config", "show", "--json", extra={"BACKUPFLOW_CONFIG": str(conf)})
+    assert shown.returncode == 0, shown.stderr
+    assert "Pa55-w0rd!" not in shown.stdout + shown.stderr
+    data = json.loads(shown.stdout)
+    assert data["database"]["server"] == "sql01.internal"
+    assert data["database"]["password"] == "**********"
+    assert data["repository"]["primary"] == str(tmp_path / "backups")  # env wins over file
+    missing = run("config", "show", extra={"BACKUPFLOW_CONFIG": str(tmp_path / "nope.conf")})
+    _one_clear_error(missing, "BACKUPFLOW_CONFIG")

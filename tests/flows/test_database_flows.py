@@ -1,0 +1,148 @@
+"""The backup-database and restore-database flows under a real (temporary) Prefect server."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from prefect.artifacts import Artifact
+
+from backupflow.backuplog import BackupLog
+from backupflow.catalog import Catalog
+from backupflow.config import Settings, use_settings
+from backupflow.errors import NoBackupError, TargetInFutureError
+from backupflow.models import BackupKind, Category
+from backupflow.storage import open_primary
+from flows.backup_database import backup_database
+from flows.restore_database import restore_database
+from tests.support.chain import content_digest, snapshot_copy
+
+
+def _seed(path: Path, rows: int = 3_000) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(path)
+    with conn:
+        conn.execute("CREATE TABLE tasks (id INTEGER PRIMARY KEY, name TEXT, progress REAL)")
+        conn.executemany(
+            "INSERT INTO tasks (name, progress) VALUES (?, ?)",
+            [(f"task {i}", 0.0) for i in range(rows)],
+        )
+    conn.close()
+
+
+def _touch(path: Path, sql: str) -> None:
+    conn = sqlite3.connect(path)
+    with conn:
+        conn.execute(sql)
+    conn.close()
+
+
+def test_full_diff_log_then_point_in_time_restore(settings: Settings, tmp_path: Path) -> None:
+    live = settings.database.sqlite_path
+    _seed(live)
+    with use_settings(settings):
+        full = backup_database(kind=BackupKind.FULL)
+        _touch(live, "UPDATE tasks SET progress = 0.5 WHERE id < 100")
+        diff = backup_database(kind=BackupKind.DIFF)
+        at_diff = snapshot_copy(live, tmp_path / "at_diff.db")
+        _touch(live, "DELETE FROM tasks WHERE id > 2000")
+        log = backup_database(kind=BackupKind.LOG)
+
+        assert (diff.parent_id, log.parent_id) == (full.id, diff.id)
+        between = diff.restore_point + (log.restore_point - diff.restore_point) / 2
+        report = restore_database(target_time=between, into=str(tmp_path / "middle.db"))
+        assert report.outcome is not None
+        assert [s.manifest.id for s in report.plan.steps] == [full.id, diff.id]
+        assert content_digest(tmp_path / "middle.db") == content_digest(at_diff)
+        assert report.plan.notes and "earlier than the requested" in report.plan.notes[0]
+
+        latest = restore_database(into=str(tmp_path / "latest.db"))
+        assert latest.plan.last.id == log.id
+        assert content_digest(tmp_path / "latest.db") == content_digest(live)
+
+    events = BackupLog(settings.backup_log).read()
+    assert [(e["event"], e["status"], e.get("kind")) for e in events] == [
+        ("backup", "completed", "full"),
+        ("backup", "completed", "diff"),
+        ("backup", "completed", "log"),
+        ("restore", "completed", None),
+        ("restore", "completed", None),
+    ]
+    assert events[0]["message"].startswith("Database backup completed at")
+    artifact = Artifact.get("backup-gantt-log")
+    assert artifact is not None
+    assert json.loads(str(artifact.data))[0]["id"] == log.id
+    restored = Artifact.get("restore-gantt")
+    assert restored is not None
+    assert json.loads(str(restored.data))[0]["backups_applied"] == 3
+
+
+def test_log_without_full_is_promoted_and_says_so(settings: Settings) -> None:
+    _seed(settings.database.sqlite_path)
+    with use_settings(settings):
+        manifest = backup_database(kind=BackupKind.LOG)
+    assert manifest.kind is BackupKind.FULL
+    assert "instead of the requested log backup" in manifest.notes[0]
+
+
+def test_missing_full_can_be_a_failure_that_stores_nothing(settings: Settings) -> None:
+    _seed(settings.database.sqlite_path)
+    strict = settings.model_copy(
+        update={"database": settings.database.model_copy(update={"missing_full": "fail"})}
+    )
+    with use_settings(strict), pytest.raises(NoBackupError, match="no full backup"):
+        backup_database(kind=BackupKind.DIFF)
+    assert not list(open_primary(strict).list(""))
+
+
+def test_interrupted_backup_is_never_listed_and_is_cleaned_next_time(settings: Settings) -> None:
+    _seed(settings.database.sqlite_path)
+    primary = settings.repository.primary
+    with use_settings(settings):
+        good = backup_database(kind=BackupKind.FULL)
+    day = primary / "database" / "gantt" / datetime.now(UTC).strftime("%Y-%m-%d")
+    orphan = day / "20261126T000000Z-full-abcdef.data.zst"  # data written, manifest never was
+    orphan.write_bytes(b"half a backup")
+    partial = day / ".tmp-20261126T000000Z-full-abcdef.pages.zst.1234"
+    partial.write_bytes(b"interrupted write")
+    old = time.time() - 2 * 3600
+    for path in (orphan, partial):
+        os.utime(path, (old, old))
+    scan = Catalog(open_primary(settings)).scan(Category.DATABASE, "gantt")
+    assert [m.id for m in scan.manifests] == [good.id]
+
+    with use_settings(settings):
+        backup_database(kind=BackupKind.LOG)
+    assert not orphan.exists() and not partial.exists()
+    scan = Catalog(open_primary(settings)).scan(Category.DATABASE, "gantt")
+    assert len(scan.manifests) == 2
+    assert (primary / good.object("data").key).exists()
+
+
+def test_restore_refuses_future_and_prehistoric_targets(settings: Settings, tmp_path: Path) -> None:
+    _seed(settings.database.sqlite_path)
+    with use_settings(settings):
+        full = backup_database(kind=BackupKind.FULL)
+        with pytest.raises(TargetInFutureError, match="later than now"):
+            restore_database(target_time=datetime.now(UTC) + timedelta(hours=1))
+        with pytest.raises(NoBackupError, match="earliest restore point"):
+            restore_database(target_time=full.restore_point - timedelta(days=1))
+    assert not list(tmp_path.glob("app/*.restored-*"))
+
+
+def test_naive_target_time_is_read_in_the_settings_timezone(settings: Settings) -> None:
+    _seed(settings.database.sqlite_path)
+    with use_settings(settings):
+        full = backup_database(kind=BackupKind.FULL)
+        seoul = full.restore_point.astimezone(
+            __import__("zoneinfo").ZoneInfo("Asia/Seoul")
+        ) + timedelta(seconds=1)
+        report = restore_database(target_time=seoul.replace(tzinfo=None), dry_run=True)
+    assert report.plan.last.id == full.id
+    assert report.outcome is None
+    assert not report.target.exists()  # a dry run writes nothing
