@@ -38,20 +38,21 @@ def backup_database(kind: BackupKind = BackupKind.FULL) -> Manifest:
     logger = get_run_logger()
     log = BackupLog(settings.backup_log)
     log.check_writable()
-    engine = open_engine(settings)
-    if kind is BackupKind.DIFF and not engine.capabilities.differential:
-        raise ConfigError(f"the {engine.name} engine cannot take differential backups.")
-    if kind is BackupKind.LOG and not engine.capabilities.log:
-        raise ConfigError(f"the {engine.name} engine cannot take log backups.")
-    engine.check_source()
+    database = settings.database.name
     storage = open_primary(settings)
     catalog = Catalog(storage)
-    database = settings.database.name
-    clean_interrupted(storage, Category.DATABASE, database, settings.orphan_grace_minutes)
-    decision = decide_backup(catalog, kind, settings)
-    job = BackupJob.start(database, decision, datetime.now(UTC))
+    job: BackupJob | None = None
     clock = time.monotonic()
     try:
+        engine = open_engine(settings)
+        if kind is BackupKind.DIFF and not engine.capabilities.differential:
+            raise ConfigError(f"the {engine.name} engine cannot take differential backups.")
+        if kind is BackupKind.LOG and not engine.capabilities.log:
+            raise ConfigError(f"the {engine.name} engine cannot take log backups.")
+        engine.check_source()
+        clean_interrupted(storage, Category.DATABASE, database, settings.orphan_grace_minutes)
+        decision = decide_backup(catalog, kind, settings)
+        job = BackupJob.start(database, decision, datetime.now(UTC))
         dump = dump_database(engine, job, storage, settings)
         objects = compress_and_store(
             storage, job, dump, codec_for(settings.pipeline), settings, current_progress()
@@ -62,14 +63,15 @@ def backup_database(kind: BackupKind = BackupKind.FULL) -> Manifest:
             log,
             "backup",
             "failed",
-            id=job.backup_id,
-            kind=decision.kind.value,
+            id=job.backup_id if job else "-",
+            kind=job.decision.kind.value if job else kind.value,
             database=database,
             error=str(exc),
         )
         raise
     finally:
-        shutil.rmtree(job.staging(settings), ignore_errors=True)
+        if job is not None:
+            shutil.rmtree(job.staging(settings), ignore_errors=True)
     seconds = time.monotonic() - clock
     row = manifest_row(manifest)
     log_event(

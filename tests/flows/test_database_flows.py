@@ -98,6 +98,9 @@ def test_missing_full_can_be_a_failure_that_stores_nothing(settings: Settings) -
     with use_settings(strict), pytest.raises(NoBackupError, match="no full backup"):
         backup_database(kind=BackupKind.DIFF)
     assert not list(open_primary(strict).list(""))
+    [event] = BackupLog(strict.backup_log).read()
+    assert (event["status"], event["kind"]) == ("failed", "diff")
+    assert "no full backup" in event["error"]
 
 
 def test_interrupted_backup_is_never_listed_and_is_cleaned_next_time(settings: Settings) -> None:
