@@ -8,6 +8,7 @@ import sqlite3
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 from prefect.artifacts import Artifact
@@ -142,9 +143,7 @@ def test_naive_target_time_is_read_in_the_settings_timezone(settings: Settings) 
     _seed(settings.database.sqlite_path)
     with use_settings(settings):
         full = backup_database(kind=BackupKind.FULL)
-        seoul = full.restore_point.astimezone(
-            __import__("zoneinfo").ZoneInfo("Asia/Seoul")
-        ) + timedelta(seconds=1)
+        seoul = full.restore_point.astimezone(ZoneInfo("Asia/Seoul"))  # read as UTC: +9 h, future
         report = restore_database(target_time=seoul.replace(tzinfo=None), dry_run=True)
     assert report.plan.last.id == full.id
     assert report.outcome is None
