@@ -14,6 +14,7 @@ from typing import BinaryIO, Protocol, cast
 import zstandard
 
 from backupflow.config import PipelineSettings
+from backupflow.errors import CatalogError
 
 __all__ = [
     "CODEC_ERRORS",
@@ -132,7 +133,10 @@ def get_codec(name: str, *, level: int | None = None, threads: int = -1) -> Code
         return GzipCodec(level or 6)
     if name == "none":
         return NoneCodec()
-    raise ValueError(f"unknown codec {name!r}; expected zstd, gzip or none")
+    raise CatalogError(
+        f"unknown codec {name!r} (this backupflow knows zstd, gzip and none); "
+        "use the backupflow release that wrote the backup."
+    )
 
 
 def codec_for(settings: PipelineSettings) -> Codec:

@@ -24,7 +24,15 @@ from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from dotenv import dotenv_values
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     DotEnvSettingsSource,
@@ -76,6 +84,19 @@ class Job(BaseModel):
 
 class JobSettings(BaseModel):
     """The six jobs of the seed's backup policy."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _merge_with_defaults(cls, data: Any) -> Any:
+        """Setting one field of a job (``..._SCHEDULE``) keeps the job's other defaults."""
+        if not isinstance(data, dict):
+            return data
+        merged = dict(data)
+        for name, value in data.items():
+            field = cls.model_fields.get(name)
+            if field is not None and isinstance(value, dict) and isinstance(field.default, Job):
+                merged[name] = {**field.default.model_dump(), **value}
+        return merged
 
     database_full: Job = Field(
         default=Job(schedule="0 2 * * *", retention_days=30),

@@ -102,10 +102,18 @@ class Manifest(BaseModel):
     tool_version: str = __version__
     notes: tuple[str, ...] = ()
 
-    @field_validator("started_at", "finished_at", "restore_point")
+    @field_validator("started_at", "finished_at")
     @classmethod
     def _aware_utc(cls, value: datetime) -> datetime:
         return utc(value)
+
+    @field_validator("restore_point")
+    @classmethod
+    def _whole_milliseconds(cls, value: datetime) -> datetime:
+        """Restore points are kept (and shown) to the millisecond, rounded down, so that the
+        time an operator copies from a listing selects that very backup."""
+        value = utc(value)
+        return value.replace(microsecond=value.microsecond // 1000 * 1000)
 
     def object(self, role: str) -> StoredObject:
         """The stored object with ``role``; a missing role is a catalog error."""

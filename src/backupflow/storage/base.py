@@ -2,9 +2,10 @@
 
 Contract (every backend, checked by ``tests/integration/test_storage_conformance.py``):
 
-* Keys are relative ``/``-separated paths of safe characters; no empty, ``.`` or ``..``
-  component, no leading ``/``, nothing starting with ``.tmp-`` (reserved for writes in
-  progress).  :func:`validate_key` enforces this at the boundary of every call.
+* Keys are relative ``/``-separated paths of safe characters; no empty component, no
+  leading ``/``, no component starting with ``.`` (so no ``.``/``..``, and ``.tmp-*`` stays
+  reserved for writes in progress).  :func:`validate_key` enforces this at the boundary of
+  every call.
 * :meth:`Storage.put` consumes an iterable of byte chunks and makes the object visible only
   when it is complete and durable: a reader never sees half an object, and an interrupted
   put leaves no object under ``key``.  An existing object is replaced atomically.
@@ -53,10 +54,13 @@ def validate_key(key: str) -> str:
     for part in key.split("/"):
         if part in ("", ".", ".."):
             raise InvalidKeyError(f"storage key {key!r} has an empty, '.' or '..' component.")
-        if not _SAFE.match(part):
+        if not _SAFE.fullmatch(part):
             raise InvalidKeyError(f"storage key {key!r} has characters outside [A-Za-z0-9._-=+@].")
-        if part.startswith(TMP_PREFIX):
-            raise InvalidKeyError(f"storage key {key!r} uses the reserved prefix {TMP_PREFIX!r}.")
+        if part.startswith("."):
+            raise InvalidKeyError(
+                f"storage key {key!r} has a component starting with '.', which is reserved for "
+                "writes in progress."
+            )
     return key
 
 

@@ -7,6 +7,7 @@ import contextlib
 import errno
 import os
 import secrets
+import stat
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -77,7 +78,7 @@ class LocalStorage(Storage):
         path = self._path(key)
         try:
             handle = open(path, "rb")  # noqa: SIM115 - closed below
-        except FileNotFoundError as exc:
+        except (FileNotFoundError, IsADirectoryError) as exc:
             raise ObjectNotFoundError(f"{key} does not exist in {self.name}.") from exc
         except OSError as exc:
             raise _translate(exc, "read", key) from exc
@@ -95,6 +96,8 @@ class LocalStorage(Storage):
             raise ObjectNotFoundError(f"{key} does not exist in {self.name}.") from exc
         except OSError as exc:
             raise _translate(exc, "inspect", key) from exc
+        if not stat.S_ISREG(st.st_mode):
+            raise ObjectNotFoundError(f"{key} is a folder, not an object, in {self.name}.")
         return ObjectInfo(key, st.st_size, datetime.fromtimestamp(st.st_mtime, UTC))
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
@@ -121,6 +124,8 @@ class LocalStorage(Storage):
 
     def delete(self, key: str) -> None:
         path = self._path(key)
+        if path.is_dir():
+            return  # a folder is not an object
         try:
             path.unlink()
         except FileNotFoundError:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import builtins
 import time
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from datetime import datetime
 from typing import BinaryIO, TypeVar
 
@@ -53,8 +53,14 @@ class RetryingStorage(Storage):
             return self._call(lambda: self.inner.put(key, chunks))
         return self.inner.put(key, chunks)
 
+    @contextmanager
+    def _opened(self, key: str) -> Iterator[BinaryIO]:
+        with ExitStack() as stack:
+            # Entering is what opens the object: retry that, not just building the manager.
+            yield self._call(lambda: stack.enter_context(self.inner.open(key)))
+
     def open(self, key: str) -> AbstractContextManager[BinaryIO]:
-        return self._call(lambda: self.inner.open(key))
+        return self._opened(key)
 
     def stat(self, key: str) -> ObjectInfo:
         return self._call(lambda: self.inner.stat(key))

@@ -1,0 +1,235 @@
+"""Settings: seed defaults, environment overrides, the seed's backup.conf, and errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import SecretStr
+
+from backupflow.config import Job, load_settings
+from backupflow.errors import ConfigError
+
+PASSWORD = "s3cr3t!Pa55"
+
+BACKUP_CONF = f"""\
+# /etc/workload-optimization/backup.conf (seed)
+DB_SERVER=sql01
+DB_USER=backup
+DB_PASSWORD='{PASSWORD}'
+DB_NAME=GanttDB
+"""
+
+
+def write_conf(tmp_path: Path, text: str = BACKUP_CONF) -> Path:
+    path = tmp_path / "backup.conf"
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("job", "schedule", "retention_days"),
+    [
+        ("database_full", "0 2 * * *", 30),
+        ("database_diff", "0 */4 * * *", 7),
+        ("database_log", "0 * * * *", 3),
+        ("config", "0 3 * * *", 30),
+        ("logs", "0 4 * * *", 14),
+        ("uploads", "0 3 * * *", 30),
+    ],
+)
+def test_default_jobs_reproduce_the_seed(job: str, schedule: str, retention_days: int) -> None:
+    settings = load_settings()
+
+    assert getattr(settings.jobs, job) == Job(schedule=schedule, retention_days=retention_days)
+
+
+def test_default_places_reproduce_the_seed() -> None:
+    settings = load_settings()
+
+    assert settings.repository.primary == Path("/var/backups")
+    assert settings.repository.secondary == "s3://workload-optimization-backups"
+    assert settings.repository.dr == "s3://dr-workload-optimization-backups"
+    assert settings.backup_log == Path("/var/log/workload-optimization/backup.log")
+    assert settings.timezone == "Asia/Seoul"
+    assert settings.pipeline.codec == "zstd"
+    assert settings.database.missing_full == "promote"
+    assert settings.database.password.get_secret_value() == ""
+
+
+def test_environment_overrides_with_prefix_and_nesting(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BACKUPFLOW_TIMEZONE", "UTC")
+    monkeypatch.setenv("BACKUPFLOW_DATABASE__NAME", "gantt_staging")
+    monkeypatch.setenv("BACKUPFLOW_DATABASE__PASSWORD", PASSWORD)
+    monkeypatch.setenv("BACKUPFLOW_REPOSITORY__PRIMARY", "/srv/backups")
+    monkeypatch.setenv("BACKUPFLOW_PIPELINE__CODEC", "gzip")
+    monkeypatch.setenv("BACKUPFLOW_PIPELINE__ZSTD_LEVEL", "7")
+
+    settings = load_settings()
+
+    assert settings.timezone == "UTC"
+    assert settings.database.name == "gantt_staging"
+    assert settings.database.password.get_secret_value() == PASSWORD
+    assert settings.database.server == "localhost"  # untouched sibling keeps its default
+    assert settings.repository.primary == Path("/srv/backups")
+    assert settings.repository.secondary == "s3://workload-optimization-backups"
+    assert settings.pipeline.codec == "gzip"
+    assert settings.pipeline.zstd_level == 7
+
+
+def test_environment_overrides_a_whole_job(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BACKUPFLOW_JOBS__DATABASE_LOG__SCHEDULE", "*/15 * * * *")
+    monkeypatch.setenv("BACKUPFLOW_JOBS__DATABASE_LOG__RETENTION_DAYS", "5")
+
+    settings = load_settings()
+
+    assert settings.jobs.database_log == Job(schedule="*/15 * * * *", retention_days=5)
+    assert settings.jobs.database_full == Job(schedule="0 2 * * *", retention_days=30)
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "job", "expected"),
+    [
+        (
+            "BACKUPFLOW_JOBS__DATABASE_FULL__SCHEDULE",
+            "30 1 * * *",
+            "database_full",
+            Job(schedule="30 1 * * *", retention_days=30),
+        ),
+        (
+            "BACKUPFLOW_JOBS__LOGS__RETENTION_DAYS",
+            "60",
+            "logs",
+            Job(schedule="0 4 * * *", retention_days=60),
+        ),
+    ],
+)
+def test_environment_overrides_one_field_of_a_job(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str, job: str, expected: Job
+) -> None:
+    monkeypatch.setenv(variable, value)
+
+    settings = load_settings()
+
+    assert getattr(settings.jobs, job) == expected
+
+
+def test_keyword_overrides_beat_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BACKUPFLOW_DATABASE__NAME", "from_env")
+
+    settings = load_settings(database={"name": "from_call"})
+
+    assert settings.database.name == "from_call"
+
+
+def test_seed_backup_conf_is_read(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("BACKUPFLOW_CONFIG", str(write_conf(tmp_path)))
+
+    settings = load_settings()
+
+    assert settings.database.server == "sql01"
+    assert settings.database.user == "backup"
+    assert settings.database.name == "GanttDB"
+    assert isinstance(settings.database.password, SecretStr)
+    assert settings.database.password.get_secret_value() == PASSWORD
+
+
+def test_backupflow_lines_in_the_config_file_are_read_and_env_wins(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    conf = write_conf(
+        tmp_path,
+        BACKUP_CONF + "BACKUPFLOW_TIMEZONE=Europe/Paris\nBACKUPFLOW_DATABASE__USER=fromfile\n",
+    )
+    monkeypatch.setenv("BACKUPFLOW_CONFIG", str(conf))
+    monkeypatch.setenv("BACKUPFLOW_DATABASE__NAME", "from_env")
+
+    settings = load_settings()
+
+    assert settings.timezone == "Europe/Paris"
+    assert settings.database.name == "from_env"
+    assert settings.database.server == "sql01"
+    assert settings.database.user == "fromfile"
+
+
+def test_password_is_never_printed(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("BACKUPFLOW_CONFIG", str(write_conf(tmp_path)))
+
+    settings = load_settings()
+
+    assert PASSWORD not in str(settings)
+    assert PASSWORD not in repr(settings)
+    assert PASSWORD not in settings.model_dump_json()
+    assert PASSWORD not in str(settings.database)
+    assert "**********" in str(settings.database)
+
+
+def test_missing_config_file_is_a_config_error(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    missing = tmp_path / "nowhere" / "backup.conf"
+    monkeypatch.setenv("BACKUPFLOW_CONFIG", str(missing))
+
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+
+    assert str(missing) in str(caught.value)
+    assert "BACKUPFLOW_CONFIG" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "setting"),
+    [
+        ("BACKUPFLOW_TIMEZONE", "Mars/Base", "timezone"),
+        ("BACKUPFLOW_PIPELINE__ZSTD_LEVEL", "99", "pipeline.zstd_level"),
+        ("BACKUPFLOW_PIPELINE__CODEC", "lz4", "pipeline.codec"),
+        ("BACKUPFLOW_DATABASE__NAME", "../etc", "database.name"),
+        ("BACKUPFLOW_JOBS__DATABASE_FULL__SCHEDULE", "0 2 *", "jobs.database_full.schedule"),
+        ("BACKUPFLOW_ORPHAN_GRACE_MINUTES", "-1", "orphan_grace_minutes"),
+    ],
+)
+def test_bad_value_is_one_sentence_naming_the_setting(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str, setting: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+
+    message = str(caught.value)
+    assert f"invalid setting {setting}:" in message
+    assert variable in message  # says which variable to fix
+    assert "\n" not in message
+    assert message.endswith(".")
+    assert caught.value.__cause__ is None and caught.value.__suppress_context__
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        pytest.param({"database": {"password": [PASSWORD]}}, id="not-a-string"),
+        pytest.param({"database": {"password": {"value": PASSWORD}}}, id="a-mapping"),
+    ],
+)
+def test_bad_password_value_is_not_echoed(overrides: dict[str, object]) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(**overrides)
+
+    message = str(caught.value)
+    assert "database.password" in message
+    assert PASSWORD not in message
+    # the pydantic error (which shows the input) is not chained into tracebacks
+    assert caught.value.__cause__ is None and caught.value.__suppress_context__
+
+
+def test_error_elsewhere_in_backup_conf_does_not_echo_the_password(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    conf = write_conf(tmp_path, BACKUP_CONF.replace("DB_NAME=GanttDB", "DB_NAME='Gantt DB!'"))
+    monkeypatch.setenv("BACKUPFLOW_CONFIG", str(conf))
+
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+
+    assert "database.name" in str(caught.value)
+    assert PASSWORD not in str(caught.value)
