@@ -11,7 +11,12 @@ from pathlib import Path
 import pytest
 
 from backupflow.config import Settings
-from backupflow.errors import IntegrityError, RestoreTargetError, SourceNotFoundError
+from backupflow.errors import (
+    BackupflowError,
+    IntegrityError,
+    RestoreTargetError,
+    SourceNotFoundError,
+)
 from backupflow.models import BackupKind
 from tests.support.chain import content_digest, restore, snapshot_copy, take_backup
 
@@ -151,7 +156,7 @@ def test_missing_object_names_it(settings: Settings, tmp_path: Path) -> None:
     take_backup(settings, BackupKind.FULL)
     log = take_backup(settings, BackupKind.LOG)
     (settings.repository.primary / log.object("data").key).unlink()
-    with pytest.raises(Exception, match=log.object("data").key.rsplit("/", 1)[-1]):
+    with pytest.raises(BackupflowError, match=log.object("data").key.rsplit("/", 1)[-1]):
         restore(settings, None, tmp_path / "r.db")
     assert not (tmp_path / "r.db").exists()
 

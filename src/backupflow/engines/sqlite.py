@@ -39,6 +39,7 @@ from backupflow.errors import (
     RestoreTargetError,
     SourceNotFoundError,
 )
+from backupflow.fsutil import fsync_dir
 from backupflow.models import BackupKind
 
 __all__ = ["SqliteEngine"]
@@ -251,11 +252,7 @@ class SqliteEngine(Engine):
                     kept.append(aside)
         target.parent.mkdir(parents=True, exist_ok=True)
         os.replace(scratch, target)
-        dir_fd = os.open(target.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        fsync_dir(target.parent)
         return Installed(target=target, kept_aside=tuple(kept))
 
     def default_target(self, restore_point: datetime) -> Path:

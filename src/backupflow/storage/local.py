@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from backupflow.errors import ObjectNotFoundError, StorageError, TransientStorageError
+from backupflow.fsutil import fsync_dir
 from backupflow.storage.base import (
     TMP_PREFIX,
     ObjectInfo,
@@ -58,11 +59,7 @@ class LocalStorage(Storage):
                 handle.flush()
                 os.fsync(handle.fileno())
             os.replace(tmp, path)
-            dir_fd = os.open(path.parent, os.O_RDONLY)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
+            fsync_dir(path.parent)
         except OSError as exc:
             with contextlib.suppress(OSError):
                 tmp.unlink()
