@@ -5,37 +5,48 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Literal
 from zoneinfo import ZoneInfo
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 
 from backupflow.backuplog import BackupLog
-from backupflow.catalog import Catalog
 from backupflow.config import current_settings
 from backupflow.engines import open_engine
-from backupflow.errors import BackupflowError
-from backupflow.models import Category
-from backupflow.planning import RestorePlan, plan_restore
+from backupflow.errors import BackupflowError, ConfigError
+from backupflow.models import Manifest
+from backupflow.planning import RestorePlan
 from backupflow.progress import current_progress
 from backupflow.reporting import artifact_key, iso, plan_rows
 from backupflow.restore import RestoreOutcome, resolve_target
-from backupflow.storage import open_primary
+from backupflow.storage import Tier, open_tier, open_tiers
 from tasks.backuplog import log_event
-from tasks.database import restore_chain
-from tasks.storage import read_catalog
+from tasks.database import plan_restore, restore_chain
 
 __all__ = ["RestoreReport", "restore_database"]
+
+Source = Literal["auto", "primary", "secondary", "dr"]
 
 
 @dataclass(frozen=True)
 class RestoreReport:
     """The plan, where it goes, and (unless a dry run) what the restore did."""
 
-    plan: RestorePlan
+    plan: RestorePlan[Manifest]
     target: Path
     problems: tuple[str, ...]
     outcome: RestoreOutcome | None
+    tiers: tuple[str, ...] = ()
+
+
+def _tiers(settings_source: Source) -> list[Tier]:
+    settings = current_settings()
+    if settings_source == "auto":
+        return open_tiers(settings)
+    if not getattr(settings.repository, settings_source).enabled:
+        raise ConfigError(f"the {settings_source} tier is disabled in the settings.")
+    return [open_tier(settings_source, settings)]
 
 
 @flow(name="restore-database", flow_run_name="restore-database", persist_result=False)
@@ -44,13 +55,16 @@ def restore_database(
     into: str | None = None,
     replace: bool = False,
     dry_run: bool = False,
+    source: Source = "auto",
 ) -> RestoreReport:
-    """Restore the configured database from the primary tier.
+    """Restore the configured database from the backups.
 
     ``target_time`` (ISO-8601; without an offset it is read in the settings' timezone)
     picks the newest restore point at or before it; leave it empty for the latest state.
-    The restore writes a new file unless ``into`` names one; an existing file, or the live
-    database, is only replaced with ``replace`` and is then kept aside.
+    ``source`` is the tier to read (``auto``: primary, then secondary, then DR, falling back
+    to the next tier when a copy is missing or damaged).  The restore writes a new file
+    unless ``into`` names one; an existing file, or the live database, is only replaced
+    with ``replace`` and is then kept aside.
     """
     settings = current_settings()
     logger = get_run_logger()
@@ -60,14 +74,10 @@ def restore_database(
     if not dry_run:
         log.check_writable()
     engine = open_engine(settings)
-    storage = open_primary(settings)
+    tiers = _tiers(source)
     database = settings.database.name
-    scan = read_catalog(Catalog(storage), Category.DATABASE, database)
-    plan = plan_restore(
-        scan.manifests, database=database, target=target_time, now=datetime.now(UTC)
-    )
-    for note in plan.notes:
-        logger.warning(note)
+    loaded = plan_restore(tiers, database, target_time, datetime.now(UTC))
+    plan = loaded.plan
     target = resolve_target(engine, plan, Path(into) if into else None, replace)
     logger.info(
         "plan: %d backup(s) to restore point %s into %s",
@@ -76,16 +86,10 @@ def restore_database(
         target,
     )
     if dry_run:
-        return RestoreReport(plan, target, scan.problems, None)
+        return RestoreReport(plan, target, loaded.problems, None, tuple(t.name for t in tiers))
     try:
         outcome = restore_chain(
-            engine,
-            storage,
-            plan,
-            target,
-            replace,
-            settings.pipeline.chunk_bytes,
-            current_progress(),
+            engine, loaded, target, replace, settings.pipeline.chunk_bytes, current_progress()
         )
     except BackupflowError as exc:
         log_event(log, "restore", "failed", database=database, target=str(target), error=str(exc))
@@ -95,18 +99,19 @@ def restore_database(
         "requested": iso(plan.requested) if plan.requested else "latest",
         "restore_point": iso(plan.restore_point),
         "backups_applied": len(plan.steps),
+        "tiers_used": ", ".join(sorted(set(outcome.tiers_used.values()))),
         "target": str(outcome.target),
         "seconds": round(outcome.seconds, 2),
         "kept_aside": ", ".join(str(p) for p in outcome.kept_aside) or "-",
+        "problems": "; ".join(outcome.problems) or "-",
     }
     log_event(log, "restore", "completed", **summary)
     create_table_artifact(
         key=artifact_key("restore", database),
-        table=[
-            summary,
-            *({"step": r["step"], "id": r["id"], "why": r["why"]} for r in plan_rows(plan)),
-        ],
+        table=[summary],
         description=f"Latest restore of {database}: "
         + "; ".join(f"{r['kind']} {r['id']}" for r in plan_rows(plan)),
     )
-    return RestoreReport(plan, target, scan.problems, outcome)
+    return RestoreReport(
+        plan, target, loaded.problems + outcome.problems, outcome, tuple(t.name for t in tiers)
+    )

@@ -2,41 +2,47 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
 
 from prefect import get_run_logger, task
 
 from backupflow import backup, restore
-from backupflow.catalog import Catalog
 from backupflow.config import Settings
 from backupflow.engines.base import Dump, Engine
-from backupflow.models import BackupKind
-from backupflow.planning import BackupDecision, RestorePlan
+from backupflow.models import BackupKind, Manifest
+from backupflow.planning import BackupDecision
 from backupflow.progress import Progress
-from backupflow.storage.base import Storage
+from backupflow.storage import Tier
 from tasks._options import SIDE_EFFECTS
 
-__all__ = ["decide_backup", "dump_database", "restore_chain"]
+__all__ = ["decide_backup", "dump_database", "plan_restore", "restore_chain"]
 
 
 @task(name="decide-backup", task_run_name="decide-{requested}-backup", **SIDE_EFFECTS)
-def decide_backup(catalog: Catalog, requested: BackupKind, settings: Settings) -> BackupDecision:
-    """Choose the backup's kind, base and parent from the catalog."""
-    decision = backup.decide_backup(catalog, requested, settings)
+def decide_backup(
+    tiers: Sequence[Tier], requested: BackupKind, settings: Settings
+) -> tuple[BackupDecision[Manifest], Tier | None]:
+    """Choose the backup's kind, base and parent from the tiers' catalogs."""
+    decision, parent_tier = backup.decide_backup(tiers, requested, settings)
     logger = get_run_logger()
     for note in decision.notes:
         logger.warning(note)
-    if decision.parent is not None:
-        logger.info("%s backup builds on %s", decision.kind.value, decision.parent.id)
-    return decision
+    if decision.parent is not None and parent_tier is not None:
+        logger.info(
+            "%s backup builds on %s (read from %s)",
+            decision.kind.value,
+            decision.parent.id,
+            parent_tier.name,
+        )
+    return decision, parent_tier
 
 
 @task(name="dump-database", task_run_name="dump-{job.backup_id}", **SIDE_EFFECTS)
-def dump_database(
-    engine: Engine, job: backup.BackupJob, storage: Storage, settings: Settings
-) -> Dump:
+def dump_database(engine: Engine, job: backup.BackupJob, settings: Settings) -> Dump:
     """Let the engine write the backup's files into the staging folder."""
-    dump = backup.dump_database(engine, job, storage, settings)
+    dump = backup.dump_database(engine, job, settings)
     get_run_logger().info(
         "%s dump of %s taken at %s: %s",
         dump.kind.value,
@@ -47,27 +53,47 @@ def dump_database(
     return dump
 
 
-@task(name="restore-chain", task_run_name="restore-{plan.database}", **SIDE_EFFECTS)
+@task(name="plan-restore", task_run_name="plan-restore-{database}", **SIDE_EFFECTS)
+def plan_restore(
+    tiers: Sequence[Tier], database: str, target_time: datetime | None, now: datetime
+) -> restore.LoadedPlan:
+    """Plan from manifest names on the tiers; read full manifests only for the chain."""
+    loaded = restore.load_plan(tiers, database, target_time, now)
+    logger = get_run_logger()
+    for problem in loaded.problems:
+        logger.warning(problem)
+    for note in loaded.plan.notes:
+        logger.warning(note)
+    return loaded
+
+
+@task(name="restore-chain", task_run_name="restore-{loaded.plan.database}", **SIDE_EFFECTS)
 def restore_chain(
     engine: Engine,
-    storage: Storage,
-    plan: RestorePlan,
+    loaded: restore.LoadedPlan,
     target: Path,
     replace: bool,
     chunk_bytes: int,
     progress: Progress | None = None,
 ) -> restore.RestoreOutcome:
     """Download, verify and apply the chain into a scratch file, check it, install it."""
-    outcome = restore.execute_restore(
-        engine, storage, plan, target, replace=replace, chunk_bytes=chunk_bytes, progress=progress
-    )
     logger = get_run_logger()
+    outcome = restore.execute_restore(
+        engine,
+        loaded,
+        target,
+        replace=replace,
+        chunk_bytes=chunk_bytes,
+        progress=progress,
+        report=logger.error,
+    )
     logger.info(
-        "restored %s to %s in %.1f s (restore point %s)",
-        plan.database,
+        "restored %s to %s in %.1f s (restore point %s), from %s",
+        loaded.plan.database,
         outcome.target,
         outcome.seconds,
-        plan.restore_point.isoformat(),
+        loaded.plan.restore_point.isoformat(),
+        ", ".join(sorted(set(outcome.tiers_used.values()))),
     )
     for aside in outcome.kept_aside:
         logger.warning("the replaced file was kept aside as %s", aside)

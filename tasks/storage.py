@@ -1,75 +1,84 @@
-"""Tasks over a storage tier: clean-up, compress + checksum + store, manifest, catalog."""
+"""Tasks over storage tiers: clean-up, compress + checksum + store, copy, manifest, replicate."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
 from prefect import get_run_logger, task
 
-from backupflow import backup
-from backupflow.catalog import Catalog, CatalogScan
+from backupflow import backup, tiers
+from backupflow.catalog import Catalog
 from backupflow.codecs import Codec
 from backupflow.config import Settings
-from backupflow.engines.base import Dump, Engine
+from backupflow.engines.base import Dump
 from backupflow.models import Category, Manifest, StoredObject
 from backupflow.progress import Progress
-from backupflow.storage.base import Storage
+from backupflow.storage import Tier
 from tasks._options import SIDE_EFFECTS, retry_if_retryable
 
-__all__ = ["clean_interrupted", "compress_and_store", "read_catalog", "write_manifest"]
+__all__ = [
+    "clean_interrupted",
+    "compress_and_store",
+    "copy_to_tier",
+    "replicate",
+    "write_manifest",
+]
 
 
-@task(name="clean-interrupted", task_run_name="clean-interrupted-{name}", **SIDE_EFFECTS)
-def clean_interrupted(
-    storage: Storage, category: Category, name: str, grace_minutes: int
-) -> list[str]:
+@task(name="clean-interrupted", task_run_name="clean-interrupted-{tier.name}", **SIDE_EFFECTS)
+def clean_interrupted(tier: Tier, category: Category, name: str, grace_minutes: int) -> list[str]:
     """Remove left-overs of interrupted backups (temporary files, data without manifest)."""
     removed = backup.clean_interrupted(
-        storage, category, name, now=datetime.now(UTC), grace=timedelta(minutes=grace_minutes)
+        tier.storage, category, name, now=datetime.now(UTC), grace=timedelta(minutes=grace_minutes)
     )
     if removed:
         get_run_logger().warning(
             "removed %d left-over object(s) of interrupted backups from %s: %s",
             len(removed),
-            storage.name,
+            tier.storage.name,
             ", ".join(removed),
         )
     return removed
 
 
-@task(name="read-catalog", task_run_name="read-catalog-{name}", **SIDE_EFFECTS)
-def read_catalog(catalog: Catalog, category: Category, name: str) -> CatalogScan:
-    """List the manifests of one database or file set; unreadable ones are logged."""
-    scan = catalog.scan(category, name)
+@task(name="replicate", task_run_name="replicate-{name}", **SIDE_EFFECTS)
+def replicate(
+    all_tiers: Sequence[Tier], category: Category, name: str, chunk_bytes: int
+) -> tiers.ReplicationReport:
+    """Copy whatever any tier lacks from a tier that has it (idempotent, verified)."""
+    report = tiers.replicate(all_tiers, category.value, name, chunk_bytes=chunk_bytes)
     logger = get_run_logger()
-    for problem in scan.problems:
-        logger.warning("ignored: %s", problem)
-    logger.info("%d backup(s) of %s in %s", len(scan.manifests), name, catalog.storage.name)
-    return scan
+    for backup_id, source, dest in report.copied:
+        logger.warning("replicated backup %s from %s to %s", backup_id, source, dest)
+    for problem in report.problems:
+        logger.error(problem)
+    return report
 
 
 @task(
     name="compress-and-store",
-    task_run_name="compress-and-store-{job.backup_id}",
+    task_run_name="compress-and-store-{job.backup_id}-{tier.name}",
     retries=2,
     retry_delay_seconds=[2, 10],
     retry_condition_fn=retry_if_retryable,
     **SIDE_EFFECTS,
 )
 def compress_and_store(
-    storage: Storage,
+    tier: Tier,
     job: backup.BackupJob,
     dump: Dump,
     codec: Codec,
     settings: Settings,
     progress: Progress | None = None,
 ) -> tuple[StoredObject, ...]:
-    """Compress, hash and store every file of a dump, each read back and verified."""
-    objects = backup.store_dump(storage, job, dump, codec, settings, progress)
+    """Compress, hash and store every file of a dump in one tier, verified."""
+    objects = backup.store_dump(tier.storage, job, dump, codec, settings, progress)
     for obj in objects:
         get_run_logger().info(
-            "stored %s: %d -> %d bytes (%s), sha256 %s",
+            "stored %s in %s: %d -> %d bytes (%s), sha256 %s",
             obj.key,
+            tier.name,
             obj.raw_size,
             obj.size,
             obj.codec,
@@ -78,17 +87,32 @@ def compress_and_store(
     return objects
 
 
-@task(name="write-manifest", task_run_name="write-manifest-{job.backup_id}", **SIDE_EFFECTS)
-def write_manifest(
-    catalog: Catalog,
-    job: backup.BackupJob,
-    engine: Engine,
-    dump: Dump,
-    objects: tuple[StoredObject, ...],
-) -> Manifest:
-    """Write the manifest last: only now is the backup listed."""
-    manifest = backup.commit_backup(catalog, job, engine, dump, objects, datetime.now(UTC))
-    get_run_logger().info(
-        "backup %s recorded: restore point %s", manifest.id, manifest.restore_point.isoformat()
-    )
-    return manifest
+@task(
+    name="copy-to-tier",
+    task_run_name="copy-{manifest.id}-{source.name}-to-{dest.name}",
+    retries=2,
+    retry_delay_seconds=[2, 10],
+    retry_condition_fn=retry_if_retryable,
+    **SIDE_EFFECTS,
+)
+def copy_to_tier(manifest: Manifest, source: Tier, dest: Tier, chunk_bytes: int) -> None:
+    """Upload (secondary) or replicate (DR) a stored backup, verifying every object."""
+    for record in manifest.objects:
+        tiers.copy_object(
+            source.storage,
+            dest.storage,
+            record,
+            chunk_bytes=chunk_bytes,
+            write_once=dest.write_once,
+        )
+    get_run_logger().info("copied backup %s from %s to %s", manifest.id, source.name, dest.name)
+
+
+@task(
+    name="write-manifest", task_run_name="write-manifest-{manifest.id}-{tier.name}", **SIDE_EFFECTS
+)
+def write_manifest(tier: Tier, manifest: Manifest) -> str:
+    """Write the manifest last: only now is the backup listed in this tier."""
+    key = Catalog(tier.storage).write(manifest)
+    get_run_logger().info("backup %s recorded in %s", manifest.id, tier.name)
+    return key

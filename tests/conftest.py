@@ -48,7 +48,11 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch) -> None:
 def settings(tmp_path: Path) -> Settings:
     """Settings that keep every file of a test inside its tmp_path."""
     return load_settings(
-        repository={"primary": tmp_path / "backups"},
+        repository={
+            "primary": {"url": str(tmp_path / "backups")},
+            "secondary": {"url": str(tmp_path / "secondary")},
+            "dr": {"url": str(tmp_path / "dr")},
+        },
         database={"name": "gantt", "sqlite_path": tmp_path / "app" / "gantt.db"},
         backup_log=tmp_path / "log" / "backup.log",
         staging_dir=tmp_path / "staging",

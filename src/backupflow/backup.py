@@ -1,13 +1,14 @@
 """Backup operations, one function per step; the Prefect tasks wrap these.
 
-Order of a backup: clean left-overs -> decide (plan) -> dump -> store each file (compress,
-hash, verify) -> write the manifest last -> log.
+Order of a backup: clean left-overs -> decide (plan) -> dump -> store in the first tier
+(compress, hash, verify) -> copy to the other tiers (verified) -> a manifest per tier, each
+written last -> log.
 """
 
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -16,15 +17,18 @@ from backupflow.catalog import Catalog, object_key
 from backupflow.codecs import Codec
 from backupflow.config import Settings
 from backupflow.engines.base import BackupSource, Dump, Engine
+from backupflow.errors import ObjectLockedError
 from backupflow.models import BackupKind, Category, Manifest, StoredObject, new_backup_id
 from backupflow.pipeline import open_verified, store_stream
 from backupflow.planning import BackupDecision, plan_backup
+from backupflow.storage import Tier
 from backupflow.storage.base import Storage
+from backupflow.tiers import locate
 
 __all__ = [
     "BackupJob",
+    "build_manifest",
     "clean_interrupted",
-    "commit_backup",
     "decide_backup",
     "dump_database",
     "source_of",
@@ -41,11 +45,18 @@ class BackupJob:
     backup_id: str
     database: str
     started_at: datetime
-    decision: BackupDecision
+    decision: BackupDecision[Manifest]
+    parent_tier: Tier | None = None
 
     @classmethod
-    def start(cls, database: str, decision: BackupDecision, now: datetime) -> BackupJob:
-        return cls(new_backup_id(decision.kind, now), database, now, decision)
+    def start(
+        cls,
+        database: str,
+        decision: BackupDecision[Manifest],
+        now: datetime,
+        parent_tier: Tier | None = None,
+    ) -> BackupJob:
+        return cls(new_backup_id(decision.kind, now), database, now, decision, parent_tier)
 
     def staging(self, settings: Settings) -> Path:
         return settings.staging_dir / self.backup_id
@@ -54,23 +65,40 @@ class BackupJob:
 def clean_interrupted(
     storage: Storage, category: Category, name: str, *, now: datetime, grace: timedelta
 ) -> list[str]:
-    """Remove what interrupted backups left: temporary files and data without a manifest."""
+    """Remove what interrupted backups left: temporary files and data without a manifest.
+
+    Objects still under Object Lock are left for later.
+    """
     cutoff = now - grace
     removed = storage.cleanup_incomplete(cutoff)
-    catalog = Catalog(storage)
-    removed += catalog.remove(catalog.orphans(category, name, older_than=cutoff))
+    for info in Catalog(storage).orphans(category, name, older_than=cutoff):
+        try:
+            storage.delete(info.key)
+        except ObjectLockedError:
+            continue
+        removed.append(info.key)
     return removed
 
 
-def decide_backup(catalog: Catalog, requested: BackupKind, settings: Settings) -> BackupDecision:
-    """Read the catalog and plan the next backup of the configured database."""
-    scan = catalog.scan(Category.DATABASE, settings.database.name)
-    return plan_backup(
-        scan.manifests,
+def decide_backup(
+    tiers: Sequence[Tier], requested: BackupKind, settings: Settings
+) -> tuple[BackupDecision[Manifest], Tier | None]:
+    """Plan the next backup from every tier's catalog; returns where its parent can be read."""
+    database = settings.database.name
+    holdings = locate(tiers, Category.DATABASE.value, database)
+    plan = plan_backup(
+        holdings.sorted_entries(),
         requested,
-        database=settings.database.name,
+        database=database,
         missing_full=settings.database.missing_full,
     )
+    if plan.parent is None:
+        return BackupDecision(plan.kind, notes=plan.notes), None
+    parent, parent_tier = holdings.load(plan.parent.id)
+    base = parent if plan.base is None or plan.base.id == parent.id else None
+    if base is None and plan.base is not None:
+        base, _ = holdings.load(plan.base.id)
+    return BackupDecision(plan.kind, base=base, parent=parent, notes=plan.notes), parent_tier
 
 
 def source_of(
@@ -85,11 +113,13 @@ def source_of(
     )
 
 
-def dump_database(engine: Engine, job: BackupJob, storage: Storage, settings: Settings) -> Dump:
+def dump_database(engine: Engine, job: BackupJob, settings: Settings) -> Dump:
     """Let the engine write the backup's files into this job's staging folder."""
     parent = job.decision.parent
     source = (
-        source_of(storage, parent, chunk_bytes=settings.pipeline.chunk_bytes) if parent else None
+        source_of(job.parent_tier.storage, parent, chunk_bytes=settings.pipeline.chunk_bytes)
+        if parent is not None and job.parent_tier is not None
+        else None
     )
     staging = job.staging(settings)
     if staging.exists():
@@ -131,17 +161,16 @@ def store_dump(
     return tuple(stored)
 
 
-def commit_backup(
-    catalog: Catalog,
+def build_manifest(
     job: BackupJob,
     engine: Engine,
     dump: Dump,
     objects: tuple[StoredObject, ...],
     finished_at: datetime,
 ) -> Manifest:
-    """Write the manifest: the moment the stored objects become a backup."""
+    """The manifest of a stored backup (the same on every tier)."""
     decision = job.decision
-    manifest = Manifest(
+    return Manifest(
         id=job.backup_id,
         category=Category.DATABASE,
         kind=decision.kind,
@@ -156,5 +185,3 @@ def commit_backup(
         objects=objects,
         notes=decision.notes,
     )
-    catalog.write(manifest)
-    return manifest

@@ -13,8 +13,9 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
+from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 from zoneinfo import ZoneInfo
 
 import click
@@ -23,18 +24,33 @@ from rich.console import Console
 from rich.progress import DownloadColumn, Progress, TransferSpeedColumn
 from rich.table import Table
 
-from backupflow.catalog import Catalog
 from backupflow.config import Settings, load_settings, use_settings
 from backupflow.errors import BackupflowError
 from backupflow.models import BackupKind, Category
 from backupflow.progress import report_progress
 from backupflow.reporting import iso, manifest_row, plan_rows
-from backupflow.storage import open_primary
+from backupflow.storage import TIER_NAMES, TierName, open_tiers
+from backupflow.tiers import locate
 
 __all__ = ["app", "main"]
 
-console = Console(width=None if sys.stdout.isatty() else 160)
+console = Console(width=None if sys.stdout.isatty() else 160, soft_wrap=True)
 errors = Console(stderr=True, soft_wrap=True)
+
+
+class SourceChoice(StrEnum):
+    AUTO = "auto"
+    PRIMARY = "primary"
+    SECONDARY = "secondary"
+    DR = "dr"
+
+
+class TierChoice(StrEnum):
+    ALL = "all"
+    PRIMARY = "primary"
+    SECONDARY = "secondary"
+    DR = "dr"
+
 
 app = typer.Typer(
     name="backupflow",
@@ -165,6 +181,14 @@ def restore_database_cmd(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Print the plan; change nothing.")
     ] = False,
+    source: Annotated[
+        SourceChoice,
+        typer.Option(
+            "--from",
+            help="Tier to restore from; auto tries primary, secondary, then DR and falls back "
+            "when a copy is missing or damaged.",
+        ),
+    ] = SourceChoice.AUTO,
 ) -> None:
     """Restore the configured database to a point in time (--at) or its latest state."""
     if (at is None) == (not latest):
@@ -179,6 +203,7 @@ def restore_database_cmd(
             into=str(into) if into else None,
             replace=replace,
             dry_run=dry_run,
+            source=source.value,
         )
     for problem in report.problems:
         errors.print(f"[yellow]warning:[/yellow] {problem}")
@@ -192,9 +217,10 @@ def restore_database_cmd(
         )
         return
     outcome = report.outcome
+    used = ", ".join(sorted(set(outcome.tiers_used.values())))
     console.print(
         f"[green]restored[/green] {report.plan.database} to {iso(report.plan.restore_point)} "
-        f"into {outcome.target} in {outcome.seconds:.2f} s (integrity check passed)."
+        f"into {outcome.target} in {outcome.seconds:.2f} s from {used} (integrity check passed)."
     )
     for aside in outcome.kept_aside:
         console.print(f"the replaced file was kept as {aside}")
@@ -215,25 +241,50 @@ def _plan_table(database: str, rows: list[dict[str, Any]]) -> Table:
 
 @app.command("catalog")
 def catalog_cmd(
+    tier: Annotated[
+        TierChoice, typer.Option("--tier", help="Which tier(s) to list.")
+    ] = TierChoice.ALL,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
-    """List the backups of the configured database in the primary tier."""
+    """List the backups of the configured database and the tiers that hold each."""
     settings = load_settings()
-    scan = Catalog(open_primary(settings)).scan(Category.DATABASE, settings.database.name)
-    rows = [manifest_row(m) for m in scan.manifests]
+    names = TIER_NAMES if tier is TierChoice.ALL else (cast(TierName, tier.value),)
+    holdings = locate(open_tiers(settings, names), Category.DATABASE.value, settings.database.name)
+    problems = list(holdings.problems)
+    rows = []
+    for entry in holdings.sorted_entries():
+        try:
+            manifest, _where = holdings.load(entry.id)
+        except BackupflowError as exc:
+            problems.append(str(exc))
+            continue
+        rows.append({**manifest_row(manifest), "tiers": ", ".join(holdings.tier_names(entry.id))})
     if as_json:
-        print(json.dumps({"backups": rows, "problems": list(scan.problems)}, indent=2))
+        print(json.dumps({"backups": rows, "problems": problems}, indent=2))
     else:
-        table = Table(title=f"Backups of {settings.database.name} in {settings.repository.primary}")
-        for column in rows[0] if rows else ("id",):
+        table = Table(title=f"Backups of {settings.database.name}")
+        for column in rows[0] if rows else ("id", "tiers"):
             table.add_column(column.replace("_", " "))
         for row in rows:
             table.add_row(*(f"{v:,}" if isinstance(v, int) else str(v) for v in row.values()))
         console.print(table)
-    for problem in scan.problems:
+    for problem in problems:
         errors.print(f"[red]error:[/red] {problem}")
-    if scan.problems:
+    if problems:
         raise typer.Exit(1)
+
+
+@app.command("replicate")
+def replicate_cmd() -> None:
+    """Copy every backup to each tier that lacks it, verifying checksums (idempotent)."""
+    settings = load_settings()
+    from flows.replicate_backups import replicate_backups
+
+    with _flow_context(settings, show_progress=True):
+        report = replicate_backups()
+    for backup_id, source, dest in report.copied:
+        console.print(f"copied {backup_id} from {source} to {dest}")
+    console.print(f"[green]all tiers hold every backup[/green] ({len(report.copied)} copied).")
 
 
 @config_app.command("show")

@@ -50,6 +50,7 @@ __all__ = [
     "PipelineSettings",
     "RepositorySettings",
     "Settings",
+    "TierSettings",
     "current_settings",
     "load_settings",
     "use_settings",
@@ -64,6 +65,19 @@ LEGACY_KEYS: dict[str, tuple[str, str]] = {
     "DB_PASSWORD": ("database", "password"),
     "DB_NAME": ("database", "name"),
 }
+
+
+def _merge_nested_defaults(cls: type[BaseModel], data: Any) -> Any:
+    """Setting one field of a nested default (``BACKUPFLOW_JOBS__LOGS__RETENTION_DAYS``)
+    keeps that default's other fields instead of replacing it whole."""
+    if not isinstance(data, dict):
+        return data
+    merged = dict(data)
+    for name, value in data.items():
+        field = cls.model_fields.get(name)
+        if field is not None and isinstance(value, dict) and isinstance(field.default, BaseModel):
+            merged[name] = {**field.default.model_dump(), **value}
+    return merged
 
 
 class Job(BaseModel):
@@ -87,16 +101,8 @@ class JobSettings(BaseModel):
 
     @model_validator(mode="before")
     @classmethod
-    def _merge_with_defaults(cls, data: Any) -> Any:
-        """Setting one field of a job (``..._SCHEDULE``) keeps the job's other defaults."""
-        if not isinstance(data, dict):
-            return data
-        merged = dict(data)
-        for name, value in data.items():
-            field = cls.model_fields.get(name)
-            if field is not None and isinstance(value, dict) and isinstance(field.default, Job):
-                merged[name] = {**field.default.model_dump(), **value}
-        return merged
+    def _merge(cls, data: Any) -> Any:
+        return _merge_nested_defaults(cls, data)
 
     database_full: Job = Field(
         default=Job(schedule="0 2 * * *", retention_days=30),
@@ -124,21 +130,92 @@ class JobSettings(BaseModel):
     )
 
 
-class RepositorySettings(BaseModel):
-    """Where backups are kept: three tiers."""
+class TierSettings(BaseModel):
+    """One storage tier: a local folder or an S3 bucket (with its own region)."""
 
-    primary: Path = Field(
-        default=Path("/var/backups"),
-        description="Primary tier: a local folder on the backup server.",
+    url: str = Field(
+        description="A folder (/var/backups, file:///var/backups) or s3://bucket[/prefix]."
     )
-    secondary: str = Field(
-        default="s3://workload-optimization-backups",
-        description="Secondary tier: an S3 bucket URL.",
+    enabled: bool = Field(default=True, description="Write to and read from this tier.")
+    region: str | None = Field(default=None, description="S3: the bucket's region.")
+    endpoint_url: str | None = Field(
+        default=None, description="S3: endpoint of an S3-compatible store (MinIO, ...)."
     )
-    dr: str = Field(
-        default="s3://dr-workload-optimization-backups",
+    credentials_block: str | None = Field(
+        default=None,
+        description="S3: name of a prefect-aws AwsCredentials block; else boto3's default "
+        "credential chain (environment, profile, instance role).",
+    )
+    addressing_style: Literal["auto", "path", "virtual"] = Field(
+        default="auto", description="S3: bucket addressing (path for most S3-compatible stores)."
+    )
+    sse: Literal["none", "AES256", "aws:kms"] = Field(
+        default="AES256", description="S3: server-side encryption (SSE-S3 or SSE-KMS)."
+    )
+    kms_key_id: str | None = Field(default=None, description="S3: KMS key id for aws:kms.")
+    storage_class: str = Field(default="STANDARD", description="S3: storage class of objects.")
+    object_lock_mode: Literal["GOVERNANCE", "COMPLIANCE"] | None = Field(
+        default=None,
+        description="S3: Object Lock retention for every object (the bucket must have Object "
+        "Lock enabled); none by default.",
+    )
+    object_lock_days: int = Field(
+        default=30, ge=1, le=36500, description="S3: days an object stays locked."
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _known_scheme(cls, value: str) -> str:
+        if "://" in value and not value.startswith(("s3://", "file://")):
+            raise ValueError(f"tier URL {value!r} must be a folder, file://... or s3://...")
+        if value.startswith("s3://") and not value[5:].split("/", 1)[0]:
+            raise ValueError(f"tier URL {value!r} names no bucket")
+        return value
+
+    @property
+    def is_s3(self) -> bool:
+        return self.url.startswith("s3://")
+
+
+class RepositorySettings(BaseModel):
+    """Where backups are kept: three tiers, tried in this order when restoring."""
+
+    primary: TierSettings = Field(
+        default=TierSettings(url="/var/backups"),
+        description="Primary tier: the local backup server.",
+    )
+    secondary: TierSettings = Field(
+        default=TierSettings(
+            url="s3://workload-optimization-backups",
+            region="ap-northeast-2",
+            storage_class="STANDARD_IA",
+        ),
+        description="Secondary tier: an S3 bucket.",
+    )
+    dr: TierSettings = Field(
+        default=TierSettings(
+            url="s3://dr-workload-optimization-backups",
+            region="ap-northeast-1",
+            storage_class="STANDARD_IA",
+        ),
         description="Disaster-recovery tier: an S3 bucket in another region.",
     )
+    part_bytes: int = Field(
+        default=8 << 20,
+        ge=5 << 20,
+        le=512 << 20,
+        description="S3 multipart part size; memory per upload is about part_bytes x "
+        "(max_concurrency + 1).",
+    )
+    max_concurrency: int = Field(default=4, ge=1, le=32, description="S3 parts in flight.")
+    request_attempts: int = Field(
+        default=5, ge=1, le=20, description="Attempts per S3 request (throttling, 5xx, resets)."
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _merge(cls, data: Any) -> Any:
+        return _merge_nested_defaults(cls, data)
 
 
 class DatabaseSettings(BaseModel):

@@ -12,7 +12,9 @@ boundary (``raise StorageError(...) from exc``).  ``retryable`` marks errors wor
     ├── StorageError                a storage backend failed
     │   ├── ObjectNotFoundError     the key does not exist
     │   ├── InvalidKeyError         a key that is not relative, or has "..", etc.
-    │   └── TransientStorageError   retryable (timeouts, throttling, 5xx)
+    │   ├── ObjectLockedError       S3 Object Lock forbids deleting it yet
+    │   ├── TransientStorageError   retryable (timeouts, throttling, 5xx)
+    │   └── TierError               a backup is missing from some tier after a run
     ├── EngineError                 a database engine failed
     │   └── SourceNotFoundError     the database to back up does not exist
     ├── IntegrityError              data does not match its recorded checksum
@@ -36,12 +38,14 @@ __all__ = [
     "IntegrityError",
     "InvalidKeyError",
     "NoBackupError",
+    "ObjectLockedError",
     "ObjectNotFoundError",
     "RestorePlanError",
     "RestoreTargetError",
     "SourceNotFoundError",
     "StorageError",
     "TargetInFutureError",
+    "TierError",
     "TransientStorageError",
     "UnsupportedManifestError",
 ]
@@ -69,10 +73,18 @@ class InvalidKeyError(StorageError):
     """A key is not a valid relative object key."""
 
 
+class ObjectLockedError(StorageError):
+    """The object is under S3 Object Lock retention and cannot be deleted yet."""
+
+
 class TransientStorageError(StorageError):
     """A storage failure that may succeed when retried."""
 
     retryable = True
+
+
+class TierError(StorageError):
+    """A backup reached some tiers but not all of them (the next run repairs the gap)."""
 
 
 class EngineError(BackupflowError):

@@ -6,15 +6,42 @@ or raises a typed :class:`~backupflow.errors.RestorePlanError` that says why not
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Literal
+from typing import Generic, Literal, Protocol, TypeVar
 
 from backupflow.errors import ChainGapError, NoBackupError, TargetInFutureError
 from backupflow.models import BackupKind, Manifest, utc
 
-__all__ = ["BackupDecision", "PlanStep", "RestorePlan", "plan_backup", "plan_restore"]
+__all__ = [
+    "Backup",
+    "BackupDecision",
+    "PlanStep",
+    "RestorePlan",
+    "chain_of",
+    "plan_backup",
+    "plan_restore",
+]
+
+
+class Backup(Protocol):
+    """What planning needs of a backup: a manifest, or a catalog entry read from its key."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def kind(self) -> BackupKind: ...
+
+    @property
+    def restore_point(self) -> datetime: ...
+
+    @property
+    def parent_id(self) -> str | None: ...
+
+
+B = TypeVar("B", bound=Backup)
 
 
 def _ts(moment: datetime) -> str:
@@ -22,22 +49,22 @@ def _ts(moment: datetime) -> str:
 
 
 @dataclass(frozen=True)
-class BackupDecision:
+class BackupDecision(Generic[B]):
     """What a backup run will take and what it builds on."""
 
     kind: BackupKind
-    base: Manifest | None = None
-    parent: Manifest | None = None
+    base: B | None = None
+    parent: B | None = None
     notes: tuple[str, ...] = ()
 
 
 def plan_backup(
-    manifests: Sequence[Manifest],
+    manifests: Sequence[B],
     requested: BackupKind,
     *,
     database: str,
     missing_full: Literal["promote", "fail"] = "promote",
-) -> BackupDecision:
+) -> BackupDecision[B]:
     """Decide the kind, base and parent of the next backup of one database.
 
     A differential builds on the newest full backup; a log builds on the newest backup of
@@ -45,7 +72,7 @@ def plan_backup(
     refused, with ``missing_full="fail"``).
     """
     if requested is BackupKind.FULL:
-        return BackupDecision(BackupKind.FULL)
+        return BackupDecision[B](BackupKind.FULL)
     fulls = [m for m in manifests if m.kind is BackupKind.FULL]
     if not fulls:
         if missing_full == "fail":
@@ -54,7 +81,7 @@ def plan_backup(
                 "nothing to build on; run a full backup first or set "
                 "BACKUPFLOW_DATABASE__MISSING_FULL=promote."
             )
-        return BackupDecision(
+        return BackupDecision[B](
             BackupKind.FULL,
             notes=(
                 f"no full backup of {database} existed: took a full backup instead of the "
@@ -64,37 +91,55 @@ def plan_backup(
     base = max(fulls, key=lambda m: (m.restore_point, m.id))
     if requested is BackupKind.DIFF:
         return BackupDecision(BackupKind.DIFF, base=base, parent=base)
-    chain = [base, *(m for m in manifests if m.base_id == base.id)]
+    by_id = {m.id: m for m in manifests}
+    chain = [m for m in manifests if _full_of(m, by_id) == base.id]
     parent = max(chain, key=lambda m: (m.restore_point, m.id))
     return BackupDecision(BackupKind.LOG, base=base, parent=parent)
 
 
+def _full_of(backup: Backup, by_id: Mapping[str, Backup]) -> str | None:
+    """The id of the full backup at the root of ``backup``'s chain (None if broken)."""
+    current: Backup | None = backup
+    seen = 0
+    while current is not None and current.kind is not BackupKind.FULL and seen < 100_000:
+        current = by_id.get(current.parent_id or "")
+        seen += 1
+    return current.id if current is not None and current.kind is BackupKind.FULL else None
+
+
 @dataclass(frozen=True)
-class PlanStep:
+class PlanStep(Generic[B]):
     """One backup to apply, and why it is in the plan."""
 
-    manifest: Manifest
+    manifest: B
     reason: str
 
 
 @dataclass(frozen=True)
-class RestorePlan:
+class RestorePlan(Generic[B]):
     """An ordered chain (full first) that restores one database to ``restore_point``."""
 
     database: str
     requested: datetime | None  # None = latest
-    steps: tuple[PlanStep, ...]
+    steps: tuple[PlanStep[B], ...]
     restore_point: datetime
     now: datetime
     notes: tuple[str, ...] = field(default=())
 
     @property
-    def manifests(self) -> tuple[Manifest, ...]:
+    def manifests(self) -> tuple[B, ...]:
         return tuple(step.manifest for step in self.steps)
 
     @property
-    def last(self) -> Manifest:
+    def last(self) -> B:
         return self.steps[-1].manifest
+
+    def with_manifests(self, loaded: Mapping[str, Manifest]) -> RestorePlan[Manifest]:
+        """The same plan over full manifests (loaded only for the chosen chain)."""
+        steps = tuple(PlanStep(loaded[s.manifest.id], s.reason) for s in self.steps)
+        return RestorePlan(
+            self.database, self.requested, steps, self.restore_point, self.now, self.notes
+        )
 
     @property
     def shortfall(self) -> timedelta:
@@ -102,7 +147,7 @@ class RestorePlan:
         return (self.requested or self.now) - self.restore_point
 
 
-def _chain(target: Manifest, by_id: dict[str, Manifest]) -> list[Manifest] | tuple[str, Manifest]:
+def _chain(target: B, by_id: Mapping[str, B]) -> list[B] | tuple[str, B]:
     """Full-first chain ending at ``target``, or (missing id, the backup that needs it)."""
     chain = [target]
     current = target
@@ -117,22 +162,28 @@ def _chain(target: Manifest, by_id: dict[str, Manifest]) -> list[Manifest] | tup
     return chain
 
 
-def _reason(manifest: Manifest, previous: Manifest | None) -> str:
-    if manifest.kind is BackupKind.FULL:
+def chain_of(target: B, by_id: Mapping[str, B]) -> list[B] | None:
+    """The full-first chain ending at ``target``, or None when a backup of it is missing."""
+    found = _chain(target, by_id)
+    return found if isinstance(found, list) else None
+
+
+def _reason(backup: Backup, previous: Backup | None) -> str:
+    if backup.kind is BackupKind.FULL:
         return "full backup: the base of the chain"
-    if manifest.kind is BackupKind.DIFF:
-        return f"differential: changes since full {manifest.base_id}"
     assert previous is not None
+    if backup.kind is BackupKind.DIFF:
+        return f"differential: changes since full {previous.id}"
     return f"log: changes since {previous.kind.value} {previous.id}"
 
 
 def plan_restore(
-    manifests: Sequence[Manifest],
+    manifests: Sequence[B],
     *,
     database: str,
     target: datetime | None,
     now: datetime,
-) -> RestorePlan:
+) -> RestorePlan[B]:
     """Choose the chain that restores ``database`` to ``target`` (``None`` = latest).
 
     The plan reaches the newest restore point at or before the target; when that point is
@@ -141,7 +192,8 @@ def plan_restore(
     """
     now = utc(now)
     series = sorted(
-        (m for m in manifests if m.database == database),
+        # Catalog entries come from one database's folder; manifests say which database.
+        (m for m in manifests if getattr(m, "database", database) == database),
         key=lambda m: (m.restore_point, m.id),
     )
     if target is not None:
@@ -201,9 +253,7 @@ def plan_restore(
     )
 
 
-def _latest_restorable(
-    candidates: Sequence[Manifest], by_id: dict[str, Manifest]
-) -> Manifest | None:
+def _latest_restorable(candidates: Sequence[B], by_id: Mapping[str, B]) -> B | None:
     for manifest in reversed(candidates):
         if isinstance(_chain(manifest, by_id), list):
             return manifest

@@ -39,7 +39,7 @@ def manifest_row(manifest: Manifest) -> dict[str, Any]:
     }
 
 
-def plan_rows(plan: RestorePlan) -> list[dict[str, Any]]:
+def plan_rows(plan: RestorePlan[Manifest]) -> list[dict[str, Any]]:
     """One row per step of a restore plan."""
     return [
         {

@@ -1,37 +1,54 @@
-"""Restore operations: plan from the catalog, rebuild in a scratch file, then install.
+"""Restore operations: plan from the tiers, rebuild in a scratch file, then install.
 
 Nothing live is touched until the rebuilt database has passed every check; an existing
-target is only replaced with an explicit ``replace`` and is then kept aside.
+target is only replaced with an explicit ``replace`` and is then kept aside.  Each backup of
+the chain is read from the first tier that holds a good copy: a copy that is missing or
+fails its checksum is reported and the next tier is used.
 """
 
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import BinaryIO
 
-from backupflow.backup import source_of
-from backupflow.catalog import Catalog
-from backupflow.engines.base import Engine
-from backupflow.errors import RestoreTargetError
-from backupflow.models import Category
+from backupflow.engines.base import BackupSource, Engine
+from backupflow.errors import CatalogError, IntegrityError, RestoreTargetError, StorageError
+from backupflow.models import Category, Manifest
+from backupflow.pipeline import open_verified
 from backupflow.planning import RestorePlan, plan_restore
-from backupflow.storage.base import Storage
+from backupflow.storage import Tier
+from backupflow.tiers import locate
 
-__all__ = ["RestoreOutcome", "execute_restore", "load_plan", "resolve_target"]
+__all__ = ["LoadedPlan", "RestoreOutcome", "execute_restore", "load_plan", "resolve_target"]
+
+Progress = Callable[[int], None]
+
+
+@dataclass(frozen=True)
+class LoadedPlan:
+    """A restore plan over full manifests, and the tiers holding each backup (in order)."""
+
+    plan: RestorePlan[Manifest]
+    sources: dict[str, list[Tier]]
+    problems: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
 class RestoreOutcome:
     """What a restore did."""
 
-    plan: RestorePlan
+    plan: RestorePlan[Manifest]
     target: Path
     kept_aside: tuple[Path, ...]
     started_at: datetime
     finished_at: datetime
+    tiers_used: dict[str, str] = field(default_factory=dict)
+    problems: tuple[str, ...] = ()
 
     @property
     def seconds(self) -> float:
@@ -39,15 +56,35 @@ class RestoreOutcome:
 
 
 def load_plan(
-    catalog: Catalog, database: str, target_time: datetime | None, now: datetime
-) -> tuple[RestorePlan, tuple[str, ...]]:
-    """Plan a restore from one tier; also returns the manifests that could not be read."""
-    scan = catalog.scan(Category.DATABASE, database)
-    plan = plan_restore(scan.manifests, database=database, target=target_time, now=now)
-    return plan, scan.problems
+    tiers: Sequence[Tier], database: str, target_time: datetime | None, now: datetime
+) -> LoadedPlan:
+    """Plan from the manifest names on the given tiers; read full manifests for the chain only."""
+    holdings = locate(tiers, Category.DATABASE.value, database)
+    problems = list(holdings.problems)
+    unreadable: set[str] = set()
+    while True:
+        usable = [e for e in holdings.sorted_entries() if e.id not in unreadable]
+        plan = plan_restore(usable, database=database, target=target_time, now=now)
+        loaded: dict[str, Manifest] = {}
+        try:
+            for step in plan.steps:
+                loaded[step.manifest.id], _tier = holdings.load(step.manifest.id)
+        except CatalogError as exc:
+            # A manifest no tier can read (damaged, or a newer format) is left out and the
+            # plan is made again without it.
+            unreadable.add(step.manifest.id)
+            problems.append(f"{exc}; planning without it")
+            continue
+        return LoadedPlan(
+            plan=plan.with_manifests(loaded),
+            sources={s.manifest.id: list(holdings.holders[s.manifest.id]) for s in plan.steps},
+            problems=tuple(problems),
+        )
 
 
-def resolve_target(engine: Engine, plan: RestorePlan, into: Path | None, replace: bool) -> Path:
+def resolve_target(
+    engine: Engine, plan: RestorePlan[Manifest], into: Path | None, replace: bool
+) -> Path:
     """The path the restore writes; refuses an existing path unless ``replace``."""
     if into is not None:
         target = into
@@ -65,34 +102,84 @@ def resolve_target(engine: Engine, plan: RestorePlan, into: Path | None, replace
     return target
 
 
+class _UnusableCopy(IntegrityError):
+    """One tier's copy of one backup could not be read or failed its checksum."""
+
+    def __init__(self, backup_id: str, tier: str, reason: str) -> None:
+        super().__init__(f"the {tier} copy of backup {backup_id} is unusable: {reason}")
+        self.backup_id = backup_id
+        self.tier = tier
+
+
+def _source(
+    manifest: Manifest, tier: Tier, chunk_bytes: int, progress: Progress | None
+) -> BackupSource:
+    @contextmanager
+    def open_object(role: str) -> Iterator[BinaryIO]:
+        try:
+            with open_verified(
+                tier.storage, manifest.object(role), chunk_bytes=chunk_bytes, progress=progress
+            ) as handle:
+                yield handle
+        except (IntegrityError, StorageError) as exc:
+            if isinstance(exc, _UnusableCopy):
+                raise
+            raise _UnusableCopy(manifest.id, tier.name, str(exc)) from exc
+
+    return BackupSource(manifest=manifest, open_object=open_object)
+
+
 def execute_restore(
     engine: Engine,
-    storage: Storage,
-    plan: RestorePlan,
+    loaded: LoadedPlan,
     target: Path,
     *,
     replace: bool,
     chunk_bytes: int,
-    progress: Callable[[int], None] | None = None,
+    progress: Progress | None = None,
+    report: Callable[[str], None] | None = None,
 ) -> RestoreOutcome:
-    """Rebuild the plan's chain next to ``target``, verify it, then move it into place."""
+    """Rebuild the chain next to ``target``, verify it, then move it into place.
+
+    When a tier's copy fails, the restore starts again with that copy excluded, until it
+    succeeds or no tier is left for some backup of the chain.
+    """
+    plan = loaded.plan
     started = datetime.now(UTC)
     stamp = started.strftime("%Y%m%dT%H%M%SZ")
     target.parent.mkdir(parents=True, exist_ok=True)
     scratch = target.parent / f".{target.name}.restoring-{secrets.token_hex(4)}"
-    chain = [
-        source_of(storage, manifest, chunk_bytes=chunk_bytes, progress=progress)
-        for manifest in plan.manifests
-    ]
-    try:
-        engine.restore(chain, scratch)
-        installed = engine.install(scratch, target, replace=replace, stamp=stamp)
-    finally:
-        scratch.unlink(missing_ok=True)
+    unusable: set[tuple[str, str]] = set()
+    problems: list[str] = []
+    while True:
+        chosen: dict[str, Tier] = {}
+        for manifest in plan.manifests:
+            usable = [
+                t for t in loaded.sources[manifest.id] if (manifest.id, t.name) not in unusable
+            ]
+            if not usable:
+                raise IntegrityError(
+                    f"no tier holds a usable copy of backup {manifest.id}: {'; '.join(problems)}"
+                )
+            chosen[manifest.id] = usable[0]
+        chain = [_source(m, chosen[m.id], chunk_bytes, progress) for m in plan.manifests]
+        try:
+            engine.restore(chain, scratch)
+            installed = engine.install(scratch, target, replace=replace, stamp=stamp)
+            break
+        except _UnusableCopy as exc:
+            unusable.add((exc.backup_id, exc.tier))
+            problems.append(str(exc))
+            if report is not None:
+                report(f"{exc}; trying the next tier")
+        finally:
+            scratch.unlink(missing_ok=True)
     return RestoreOutcome(
         plan=plan,
         target=installed.target,
         kept_aside=installed.kept_aside,
         started_at=started,
         finished_at=datetime.now(UTC),
+        tiers_used={backup_id: tier.name for backup_id, tier in chosen.items()},
+        problems=tuple(problems),
     )

@@ -29,7 +29,9 @@ def env(tmp_path: Path, prefect_server: str) -> dict[str, str]:
         "PREFECT_HOME": str(tmp_path / "prefect-home"),
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "DO_NOT_TRACK": "1",
-        "BACKUPFLOW_REPOSITORY__PRIMARY": str(tmp_path / "backups"),
+        "BACKUPFLOW_REPOSITORY__PRIMARY__URL": str(tmp_path / "backups"),
+        "BACKUPFLOW_REPOSITORY__SECONDARY__URL": str(tmp_path / "secondary"),
+        "BACKUPFLOW_REPOSITORY__DR__URL": str(tmp_path / "dr"),
         "BACKUPFLOW_DATABASE__NAME": "gantt",
         "BACKUPFLOW_DATABASE__SQLITE_PATH": str(tmp_path / "app" / "gantt.db"),
         "BACKUPFLOW_BACKUP_LOG": str(tmp_path / "backup.log"),
@@ -110,15 +112,21 @@ def test_unknown_manifest_version_is_reported_and_skipped(run: Run, tmp_path: Pa
     _seed(tmp_path / "app" / "gantt.db")
     assert run("backup", "database").returncode == 0
     manifest = next((tmp_path / "backups").rglob("*.manifest.json"))
-    future = manifest.with_name("20991231T000000Z-full-ffffff.manifest.json")
     data = json.loads(manifest.read_text())
-    data.update(format_version=99, id="20991231T000000Z-full-ffffff")
-    future.write_text(json.dumps(data))
+    newer = datetime.fromisoformat(data["restore_point"]) + timedelta(milliseconds=500)
+    data.update(
+        format_version=99,
+        id=data["id"][:-6] + "ffffff",
+        restore_point=newer.isoformat(),
+    )
+    name = f"{newer.strftime('%Y%m%dT%H%M%S')}{newer.microsecond // 1000:03d}Z_{data['id']}_none"
+    (manifest.parent / f"{name}.manifest.json").write_text(json.dumps(data))
     _one_clear_error(run("catalog"), "format version 99")
     dry = run("restore", "database", "--latest", "--dry-run")
     assert dry.returncode == 0, dry.stderr
     assert "format version 99" in dry.stderr
     assert "nothing was changed" in dry.stdout
+    assert data["id"] not in dry.stdout  # the plan uses the readable backup
 
 
 def test_config_show_masks_the_seed_password(run: Run, tmp_path: Path) -> None:
@@ -132,6 +140,6 @@ def test_config_show_masks_the_seed_password(run: Run, tmp_path: Path) -> None:
     data = json.loads(shown.stdout)
     assert data["database"]["server"] == "sql01.internal"
     assert data["database"]["password"] == "**********"
-    assert data["repository"]["primary"] == str(tmp_path / "backups")  # env wins over file
+    assert data["repository"]["primary"]["url"] == str(tmp_path / "backups")  # env wins
     missing = run("config", "show", extra={"BACKUPFLOW_CONFIG": str(tmp_path / "nope.conf")})
     _one_clear_error(missing, "BACKUPFLOW_CONFIG")

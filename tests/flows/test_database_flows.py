@@ -106,7 +106,7 @@ def test_missing_full_can_be_a_failure_that_stores_nothing(settings: Settings) -
 
 def test_interrupted_backup_is_never_listed_and_is_cleaned_next_time(settings: Settings) -> None:
     _seed(settings.database.sqlite_path)
-    primary = settings.repository.primary
+    primary = Path(settings.repository.primary.url)
     with use_settings(settings):
         good = backup_database(kind=BackupKind.FULL)
     day = primary / "database" / "gantt" / datetime.now(UTC).strftime("%Y-%m-%d")

@@ -133,16 +133,20 @@ def test_missing_source_database_is_a_clear_error(settings: Settings) -> None:
         take_backup(settings, BackupKind.FULL)
 
 
+def _flip(path: Path) -> None:
+    raw = bytearray(path.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    path.write_bytes(bytes(raw))
+
+
 def test_corrupted_object_is_refused_and_nothing_is_written(
     settings: Settings, tmp_path: Path
 ) -> None:
     live = settings.database.sqlite_path
     _create(live, 5_000)
     full = take_backup(settings, BackupKind.FULL)
-    data = settings.repository.primary / full.object("data").key
-    raw = bytearray(data.read_bytes())
-    raw[len(raw) // 2] ^= 0xFF
-    data.write_bytes(bytes(raw))
+    for tier in ("backups", "secondary", "dr"):
+        _flip(tmp_path / tier / full.object("data").key)
     target = tmp_path / "restored.db"
     with pytest.raises(IntegrityError, match=full.object("data").key):
         restore(settings, None, target)
@@ -150,12 +154,24 @@ def test_corrupted_object_is_refused_and_nothing_is_written(
     assert not list(target.parent.glob(".restored.db.restoring-*"))
 
 
+def test_a_damaged_copy_falls_back_to_the_next_tier(settings: Settings, tmp_path: Path) -> None:
+    live = settings.database.sqlite_path
+    _create(live, 5_000)
+    full = take_backup(settings, BackupKind.FULL)
+    _flip(tmp_path / "backups" / full.object("data").key)
+    _plan, outcome = restore(settings, None, tmp_path / "r.db")
+    assert outcome.tiers_used == {full.id: "secondary"}
+    assert "primary copy of backup" in outcome.problems[0]
+    assert content_digest(outcome.target) == content_digest(live)
+
+
 def test_missing_object_names_it(settings: Settings, tmp_path: Path) -> None:
     live = settings.database.sqlite_path
     _create(live, 1_000)
     take_backup(settings, BackupKind.FULL)
     log = take_backup(settings, BackupKind.LOG)
-    (settings.repository.primary / log.object("data").key).unlink()
+    for tier in ("backups", "secondary", "dr"):
+        (tmp_path / tier / log.object("data").key).unlink()
     with pytest.raises(BackupflowError, match=log.object("data").key.rsplit("/", 1)[-1]):
         restore(settings, None, tmp_path / "r.db")
     assert not (tmp_path / "r.db").exists()

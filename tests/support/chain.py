@@ -9,8 +9,8 @@ from pathlib import Path
 
 from backupflow.backup import (
     BackupJob,
+    build_manifest,
     clean_interrupted,
-    commit_backup,
     decide_backup,
     dump_database,
     store_dump,
@@ -22,21 +22,26 @@ from backupflow.engines import open_engine
 from backupflow.models import BackupKind, Manifest
 from backupflow.planning import RestorePlan
 from backupflow.restore import RestoreOutcome, execute_restore, load_plan, resolve_target
-from backupflow.storage import Storage, open_primary
+from backupflow.storage import Tier, open_tiers
+from backupflow.tiers import copy_backup
 
 __all__ = ["content_digest", "restore", "snapshot_copy", "take_backup"]
 
 
-def take_backup(settings: Settings, kind: BackupKind, storage: Storage | None = None) -> Manifest:
-    """The same steps as the backup-database flow, without Prefect."""
-    storage = storage or open_primary(settings)
+def take_backup(settings: Settings, kind: BackupKind, tiers: list[Tier] | None = None) -> Manifest:
+    """The same steps as the backup-database flow, without Prefect: every tier, or raise."""
+    tiers = tiers if tiers is not None else open_tiers(settings)
     engine = open_engine(settings)
-    catalog = Catalog(storage)
-    decision = decide_backup(catalog, kind, settings)
-    job = BackupJob.start(settings.database.name, decision, datetime.now(UTC))
-    dump = dump_database(engine, job, storage, settings)
-    objects = store_dump(storage, job, dump, codec_for(settings.pipeline), settings)
-    return commit_backup(catalog, job, engine, dump, objects, datetime.now(UTC))
+    decision, parent_tier = decide_backup(tiers, kind, settings)
+    job = BackupJob.start(settings.database.name, decision, datetime.now(UTC), parent_tier)
+    dump = dump_database(engine, job, settings)
+    first, *others = tiers
+    objects = store_dump(first.storage, job, dump, codec_for(settings.pipeline), settings)
+    manifest = build_manifest(job, engine, dump, objects, datetime.now(UTC))
+    Catalog(first.storage).write(manifest)
+    for tier in others:
+        copy_backup(manifest, first, tier, chunk_bytes=settings.pipeline.chunk_bytes)
+    return manifest
 
 
 def restore(
@@ -45,19 +50,17 @@ def restore(
     into: Path,
     *,
     replace: bool = False,
-    storage: Storage | None = None,
-) -> tuple[RestorePlan, RestoreOutcome]:
+    tiers: list[Tier] | None = None,
+) -> tuple[RestorePlan[Manifest], RestoreOutcome]:
     """The same steps as the restore-database flow, without Prefect."""
-    storage = storage or open_primary(settings)
+    tiers = tiers if tiers is not None else open_tiers(settings)
     engine = open_engine(settings)
-    plan, _problems = load_plan(
-        Catalog(storage), settings.database.name, target_time, datetime.now(UTC)
-    )
-    target = resolve_target(engine, plan, into, replace)
+    loaded = load_plan(tiers, settings.database.name, target_time, datetime.now(UTC))
+    target = resolve_target(engine, loaded.plan, into, replace)
     outcome = execute_restore(
-        engine, storage, plan, target, replace=replace, chunk_bytes=settings.pipeline.chunk_bytes
+        engine, loaded, target, replace=replace, chunk_bytes=settings.pipeline.chunk_bytes
     )
-    return plan, outcome
+    return loaded.plan, outcome
 
 
 def content_digest(path: Path) -> str:

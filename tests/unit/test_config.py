@@ -47,9 +47,10 @@ def test_default_jobs_reproduce_the_seed(job: str, schedule: str, retention_days
 def test_default_places_reproduce_the_seed() -> None:
     settings = load_settings()
 
-    assert settings.repository.primary == Path("/var/backups")
-    assert settings.repository.secondary == "s3://workload-optimization-backups"
-    assert settings.repository.dr == "s3://dr-workload-optimization-backups"
+    assert settings.repository.primary.url == "/var/backups"
+    assert settings.repository.secondary.url == "s3://workload-optimization-backups"
+    assert settings.repository.dr.url == "s3://dr-workload-optimization-backups"
+    assert settings.repository.dr.region != settings.repository.secondary.region
     assert settings.backup_log == Path("/var/log/workload-optimization/backup.log")
     assert settings.timezone == "Asia/Seoul"
     assert settings.pipeline.codec == "zstd"
@@ -61,7 +62,7 @@ def test_environment_overrides_with_prefix_and_nesting(monkeypatch: pytest.Monke
     monkeypatch.setenv("BACKUPFLOW_TIMEZONE", "UTC")
     monkeypatch.setenv("BACKUPFLOW_DATABASE__NAME", "gantt_staging")
     monkeypatch.setenv("BACKUPFLOW_DATABASE__PASSWORD", PASSWORD)
-    monkeypatch.setenv("BACKUPFLOW_REPOSITORY__PRIMARY", "/srv/backups")
+    monkeypatch.setenv("BACKUPFLOW_REPOSITORY__PRIMARY__URL", "/srv/backups")
     monkeypatch.setenv("BACKUPFLOW_PIPELINE__CODEC", "gzip")
     monkeypatch.setenv("BACKUPFLOW_PIPELINE__ZSTD_LEVEL", "7")
 
@@ -71,8 +72,9 @@ def test_environment_overrides_with_prefix_and_nesting(monkeypatch: pytest.Monke
     assert settings.database.name == "gantt_staging"
     assert settings.database.password.get_secret_value() == PASSWORD
     assert settings.database.server == "localhost"  # untouched sibling keeps its default
-    assert settings.repository.primary == Path("/srv/backups")
-    assert settings.repository.secondary == "s3://workload-optimization-backups"
+    assert settings.repository.primary.url == "/srv/backups"
+    assert settings.repository.secondary.url == "s3://workload-optimization-backups"
+    assert settings.repository.secondary.region == "ap-northeast-2"  # sibling default kept
     assert settings.pipeline.codec == "gzip"
     assert settings.pipeline.zstd_level == 7
 

@@ -2,27 +2,125 @@
 
 from __future__ import annotations
 
-from backupflow.config import Settings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from backupflow.config import RepositorySettings, Settings, TierSettings
+from backupflow.errors import ConfigError
 from backupflow.storage.base import ObjectInfo, Storage, get_bytes, put_bytes, validate_key
 from backupflow.storage.local import LocalStorage
 from backupflow.storage.memory import MemoryStorage
 from backupflow.storage.retry import RetryingStorage
+from backupflow.storage.s3 import ObjectLock, S3Storage
 
 __all__ = [
+    "TIER_NAMES",
     "LocalStorage",
     "MemoryStorage",
     "ObjectInfo",
     "RetryingStorage",
+    "S3Storage",
     "Storage",
+    "Tier",
+    "TierName",
     "get_bytes",
+    "make_s3_client",
     "open_primary",
+    "open_tier",
+    "open_tiers",
     "put_bytes",
     "validate_key",
 ]
 
+TierName = Literal["primary", "secondary", "dr"]
+TIER_NAMES: tuple[TierName, ...] = ("primary", "secondary", "dr")
+
+
+@dataclass(frozen=True)
+class Tier:
+    """A named storage tier."""
+
+    name: TierName
+    storage: Storage
+
+    @property
+    def write_once(self) -> bool:
+        """True when objects cannot be deleted early (S3 Object Lock)."""
+        inner = self.storage.inner if isinstance(self.storage, RetryingStorage) else self.storage
+        return isinstance(inner, S3Storage) and inner.object_lock is not None
+
+
+def make_s3_client(tier: TierSettings, repository: RepositorySettings) -> Any:
+    """A boto3 S3 client for one tier: its region, endpoint, credentials and retry policy.
+
+    Credentials come from the prefect-aws ``AwsCredentials`` block the tier names, else from
+    boto3's default chain; never from a flow parameter.
+    """
+    import boto3
+    from botocore.config import Config
+
+    config = Config(
+        retries={"max_attempts": repository.request_attempts, "mode": "standard"},
+        s3={"addressing_style": tier.addressing_style},
+        connect_timeout=10,
+        read_timeout=120,
+        max_pool_connections=max(10, repository.max_concurrency * 2),
+        request_checksum_calculation="when_required",
+        response_checksum_validation="when_required",
+    )
+    if tier.credentials_block:
+        try:
+            from prefect_aws import AwsCredentials
+
+            session = AwsCredentials.load(tier.credentials_block).get_boto3_session()
+        except Exception as exc:  # the block API raises several kinds
+            raise ConfigError(
+                f"the AWS credentials block {tier.credentials_block!r} cannot be loaded; create "
+                "it (deployments/bootstrap) or fix the tier's credentials_block."
+            ) from exc
+    else:
+        session = boto3.session.Session()
+    return session.client(
+        "s3", region_name=tier.region, endpoint_url=tier.endpoint_url, config=config
+    )
+
+
+def open_tier(name: TierName, settings: Settings, *, client: Any = None) -> Tier:
+    """The storage for one tier, wrapped with retries."""
+    tier: TierSettings = getattr(settings.repository, name)
+    if tier.is_s3:
+        bucket, _, prefix = tier.url[5:].partition("/")
+        lock = (
+            ObjectLock(tier.object_lock_mode, tier.object_lock_days)
+            if tier.object_lock_mode
+            else None
+        )
+        storage: Storage = S3Storage(
+            client or make_s3_client(tier, settings.repository),
+            bucket,
+            prefix,
+            name=f"{name}:{tier.url}",
+            part_bytes=settings.repository.part_bytes,
+            max_concurrency=settings.repository.max_concurrency,
+            sse=tier.sse,
+            kms_key_id=tier.kms_key_id,
+            storage_class=tier.storage_class,
+            object_lock=lock,
+        )
+    else:
+        root = Path(tier.url.removeprefix("file://"))
+        storage = LocalStorage(root, name=f"{name}:{root}")
+    return Tier(name, RetryingStorage(storage))
+
+
+def open_tiers(settings: Settings, names: tuple[TierName, ...] = TIER_NAMES) -> list[Tier]:
+    """The enabled tiers among ``names``, in the order given."""
+    return [
+        open_tier(name, settings) for name in names if getattr(settings.repository, name).enabled
+    ]
+
 
 def open_primary(settings: Settings) -> Storage:
-    """The primary tier from the settings, wrapped with retries."""
-    return RetryingStorage(
-        LocalStorage(settings.repository.primary, name=f"primary:{settings.repository.primary}")
-    )
+    """The primary tier's storage."""
+    return open_tier("primary", settings).storage

@@ -77,6 +77,10 @@ class Storage(ABC):
     #: Short human name used in messages, e.g. ``primary:/var/backups``.
     name: str
 
+    #: True when ``put`` itself proves the stored bytes equal the bytes sent (S3 checks
+    #: per-part checksums), so the pipeline need not read the object back.
+    verified_writes: bool = False
+
     @abstractmethod
     def put(self, key: str, chunks: Iterable[bytes]) -> ObjectInfo:
         """Store the concatenated ``chunks`` under ``key``, atomically and durably."""

@@ -1,0 +1,423 @@
+"""A storage tier in an S3 bucket (or an S3-compatible store such as MinIO).
+
+* Uploads stream: chunks are cut into parts of ``part_bytes`` and uploaded as a multipart
+  upload with at most ``max_concurrency`` parts in flight, so memory stays bounded by
+  ``part_bytes * (max_concurrency + 1)`` whatever the object's size.  Small objects are one
+  ``PutObject``.
+* Every part carries its SHA-256 (``ChecksumSHA256``), which S3 checks on receipt.  After
+  the upload the object's checksum reported by S3 is compared with the one computed here
+  (for a multipart object: the SHA-256 of the parts' SHA-256s), and its size with the bytes
+  sent, so the stored bytes are exactly the bytes our whole-object SHA-256 was computed on.
+* Server-side encryption, storage class and Object Lock retention are applied to every
+  object.  On a tier with Object Lock, ``delete`` removes object versions explicitly (it
+  never hides a locked object behind a delete marker) and reports a locked object as
+  :class:`~backupflow.errors.ObjectLockedError`.
+* botocore errors are translated: throttling, 5xx and connection failures are
+  :class:`~backupflow.errors.TransientStorageError`; access denied or a missing bucket fail
+  at once naming the bucket and the operation.
+"""
+
+from __future__ import annotations
+
+import base64
+import builtins
+import contextlib
+import hashlib
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any, BinaryIO, Literal, TypeVar, cast
+
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectionClosedError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    ReadTimeoutError,
+)
+
+from backupflow.errors import (
+    IntegrityError,
+    ObjectLockedError,
+    ObjectNotFoundError,
+    StorageError,
+    TransientStorageError,
+)
+from backupflow.storage.base import ObjectInfo, Storage, validate_key, validate_prefix
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3.client import S3Client
+    from mypy_boto3_s3.type_defs import ObjectLockRetentionTypeDef
+
+__all__ = ["ObjectLock", "S3Storage", "translate_s3_error"]
+
+T = TypeVar("T")
+
+_TRANSIENT_CODES = {
+    "SlowDown",
+    "Throttling",
+    "ThrottlingException",
+    "RequestTimeout",
+    "RequestTimeTooSkewed",
+    "InternalError",
+    "ServiceUnavailable",
+    "503",
+    "500",
+    "502",
+    "504",
+}
+_NOT_FOUND_CODES = {"NoSuchKey", "404", "NotFound"}
+_NETWORK_ERRORS = (
+    EndpointConnectionError,
+    ConnectionClosedError,
+    ConnectTimeoutError,
+    ReadTimeoutError,
+)
+
+
+def translate_s3_error(
+    exc: Exception, *, bucket: str, operation: str, key: str = ""
+) -> StorageError:
+    """One clear StorageError for a botocore error; transient ones are retryable."""
+    where = f"s3://{bucket}/{key}" if key else f"s3://{bucket}"
+    if isinstance(exc, _NETWORK_ERRORS):
+        return TransientStorageError(f"{operation} on {where} failed: {exc}; retrying may help.")
+    if isinstance(exc, ClientError):
+        error = exc.response.get("Error", {})
+        code = str(error.get("Code", ""))
+        status = str(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", ""))
+        if code in _NOT_FOUND_CODES or (status == "404" and code not in ("NoSuchBucket",)):
+            return ObjectNotFoundError(f"{where} does not exist.")
+        if code == "NoSuchBucket":
+            return StorageError(
+                f"{operation} failed: the bucket {bucket} does not exist (or is in another "
+                "account); check the tier's URL."
+            )
+        if code in ("AccessDenied", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
+            return StorageError(
+                f"{operation} on {where} was denied ({code}); check the credentials and the "
+                "IAM permissions listed in the README for this tier."
+            )
+        if code in _TRANSIENT_CODES or status.startswith("5"):
+            return TransientStorageError(
+                f"{operation} on {where} failed ({code or status}); retrying may help."
+            )
+        return StorageError(f"{operation} on {where} failed: {code} {error.get('Message', '')}.")
+    if isinstance(exc, BotoCoreError):
+        return TransientStorageError(f"{operation} on {where} failed: {exc}.")
+    return StorageError(f"{operation} on {where} failed: {exc}.")
+
+
+@dataclass(frozen=True)
+class ObjectLock:
+    """S3 Object Lock retention applied to every object written."""
+
+    mode: Literal["GOVERNANCE", "COMPLIANCE"]
+    days: int
+
+    def until(self) -> datetime:
+        return datetime.now(UTC) + timedelta(days=self.days)
+
+
+def _b64(digest: bytes) -> str:
+    return base64.b64encode(digest).decode("ascii")
+
+
+class S3Storage(Storage):
+    """Objects under ``prefix`` in ``bucket``."""
+
+    verified_writes = True
+
+    def __init__(
+        self,
+        client: S3Client,
+        bucket: str,
+        prefix: str = "",
+        *,
+        name: str | None = None,
+        part_bytes: int = 8 << 20,
+        max_concurrency: int = 4,
+        sse: Literal["none", "AES256", "aws:kms"] = "AES256",
+        kms_key_id: str | None = None,
+        storage_class: str = "STANDARD",
+        object_lock: ObjectLock | None = None,
+    ) -> None:
+        if part_bytes < 5 << 20:
+            raise ValueError("S3 parts must be at least 5 MiB")
+        self.client = client
+        self.bucket = bucket
+        self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
+        self.name = name or f"s3://{bucket}/{self.prefix}"
+        self.part_bytes = part_bytes
+        self.max_concurrency = max(1, max_concurrency)
+        self.object_lock = object_lock
+        self._put_args: dict[str, Any] = {"StorageClass": storage_class}
+        if sse != "none":
+            self._put_args["ServerSideEncryption"] = sse
+            if sse == "aws:kms" and kms_key_id:
+                self._put_args["SSEKMSKeyId"] = kms_key_id
+
+    # -- helpers -----------------------------------------------------------------------
+
+    def _key(self, key: str) -> str:
+        return self.prefix + validate_key(key)
+
+    def _call(self, operation: str, key: str, fn: Callable[[], T]) -> T:
+        try:
+            return fn()
+        except (ClientError, BotoCoreError) as exc:
+            raise translate_s3_error(exc, bucket=self.bucket, operation=operation, key=key) from exc
+
+    def _lock_args(self) -> dict[str, Any]:
+        if self.object_lock is None:
+            return {}
+        return {
+            "ObjectLockMode": self.object_lock.mode,
+            "ObjectLockRetainUntilDate": self.object_lock.until(),
+        }
+
+    # -- the interface -----------------------------------------------------------------
+
+    def put(self, key: str, chunks: Iterable[bytes]) -> ObjectInfo:
+        full_key = self._key(key)
+        parts = _parts(chunks, self.part_bytes)
+        first = next(parts, b"")
+        second = next(parts, None)
+        if second is None:
+            digest = hashlib.sha256(first).digest()
+            response = self._call(
+                "PutObject",
+                full_key,
+                lambda: self.client.put_object(
+                    Bucket=self.bucket,
+                    Key=full_key,
+                    Body=first,
+                    ChecksumAlgorithm="SHA256",
+                    ChecksumSHA256=_b64(digest),
+                    **self._put_args,
+                    **self._lock_args(),
+                ),
+            )
+            self._check(full_key, len(first), _b64(digest))
+            del response
+            return self.stat(key)
+        return self._multipart(key, full_key, first, second, parts)
+
+    def _multipart(
+        self, key: str, full_key: str, first: bytes, second: bytes, rest: Iterator[bytes]
+    ) -> ObjectInfo:
+        upload = self._call(
+            "CreateMultipartUpload",
+            full_key,
+            lambda: self.client.create_multipart_upload(
+                Bucket=self.bucket,
+                Key=full_key,
+                ChecksumAlgorithm="SHA256",
+                **self._put_args,
+                **self._lock_args(),
+            ),
+        )
+        upload_id = upload["UploadId"]
+        digests: list[bytes] = []
+        futures: list[Future[dict[str, Any]]] = []
+        in_flight = threading.BoundedSemaphore(self.max_concurrency)
+        total = 0
+
+        def send(number: int, body: bytes, digest: bytes) -> dict[str, Any]:
+            try:
+                response = self._call(
+                    "UploadPart",
+                    full_key,
+                    lambda: self.client.upload_part(
+                        Bucket=self.bucket,
+                        Key=full_key,
+                        UploadId=upload_id,
+                        PartNumber=number,
+                        Body=body,
+                        ChecksumAlgorithm="SHA256",
+                        ChecksumSHA256=_b64(digest),
+                    ),
+                )
+                return {
+                    "PartNumber": number,
+                    "ETag": response["ETag"],
+                    "ChecksumSHA256": _b64(digest),
+                }
+            finally:
+                in_flight.release()
+
+        try:
+            with ThreadPoolExecutor(self.max_concurrency, thread_name_prefix="s3-part") as pool:
+                for number, body in enumerate(_chain(first, second, rest), start=1):
+                    digest = hashlib.sha256(body).digest()
+                    digests.append(digest)
+                    total += len(body)
+                    in_flight.acquire()  # bounds the parts held in memory
+                    futures.append(pool.submit(send, number, body, digest))
+                    if any(f.done() and f.exception() for f in futures):
+                        break
+                completed = [f.result() for f in futures]
+            self._call(
+                "CompleteMultipartUpload",
+                full_key,
+                lambda: self.client.complete_multipart_upload(
+                    Bucket=self.bucket,
+                    Key=full_key,
+                    UploadId=upload_id,
+                    MultipartUpload={"Parts": completed},  # type: ignore[typeddict-item]
+                ),
+            )
+        except BaseException:
+            with contextlib.suppress(ClientError, BotoCoreError):
+                self.client.abort_multipart_upload(
+                    Bucket=self.bucket, Key=full_key, UploadId=upload_id
+                )
+            raise
+        composite = _b64(hashlib.sha256(b"".join(digests)).digest())
+        version = self._check(full_key, total, composite)
+        lock = self.object_lock
+        if lock is not None:
+            # Some S3-compatible stores ignore lock headers on multipart uploads: set it again.
+            retention: ObjectLockRetentionTypeDef = {
+                "Mode": lock.mode,
+                "RetainUntilDate": lock.until(),
+            }
+            self._call(
+                "PutObjectRetention",
+                full_key,
+                lambda: self.client.put_object_retention(
+                    Bucket=self.bucket, Key=full_key, VersionId=version, Retention=retention
+                ),
+            )
+        return self.stat(key)
+
+    def _check(self, full_key: str, size: int, checksum: str) -> str:
+        """Compare what S3 stored with what was sent; returns the version id."""
+        head = self._call(
+            "HeadObject",
+            full_key,
+            lambda: self.client.head_object(
+                Bucket=self.bucket, Key=full_key, ChecksumMode="ENABLED"
+            ),
+        )
+        stored = str(head.get("ChecksumSHA256") or "").split("-", 1)[0]
+        if head["ContentLength"] != size or (stored and stored != checksum):
+            raise IntegrityError(
+                f"s3://{self.bucket}/{full_key} does not hold the bytes that were uploaded "
+                f"({head['ContentLength']} of {size} bytes); the upload is not trusted."
+            )
+        return str(head.get("VersionId") or "null")
+
+    @contextlib.contextmanager
+    def _opened(self, key: str) -> Iterator[BinaryIO]:
+        full_key = self._key(key)
+        response = self._call(
+            "GetObject", full_key, lambda: self.client.get_object(Bucket=self.bucket, Key=full_key)
+        )
+        body = response["Body"]
+        try:
+            yield cast(BinaryIO, _TranslatingReader(body, self, full_key))
+        finally:
+            body.close()
+
+    def open(self, key: str) -> contextlib.AbstractContextManager[BinaryIO]:
+        return self._opened(key)
+
+    def stat(self, key: str) -> ObjectInfo:
+        full_key = self._key(key)
+        head = self._call(
+            "HeadObject",
+            full_key,
+            lambda: self.client.head_object(Bucket=self.bucket, Key=full_key),
+        )
+        return ObjectInfo(key, int(head["ContentLength"]), head["LastModified"])
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        validate_prefix(prefix)
+        paginator = self.client.get_paginator("list_objects_v2")
+        pages = paginator.paginate(Bucket=self.bucket, Prefix=self.prefix + prefix)
+        found: builtins.list[ObjectInfo] = []
+        try:
+            for page in pages:
+                for item in page.get("Contents", []):
+                    key = item["Key"][len(self.prefix) :]
+                    found.append(ObjectInfo(key, int(item["Size"]), item["LastModified"]))
+        except (ClientError, BotoCoreError) as exc:
+            raise translate_s3_error(
+                exc, bucket=self.bucket, operation="ListObjectsV2", key=self.prefix + prefix
+            ) from exc
+        yield from sorted(found, key=lambda info: info.key)
+
+    def delete(self, key: str) -> None:
+        full_key = self._key(key)
+        if self.object_lock is None:
+            self._call(
+                "DeleteObject",
+                full_key,
+                lambda: self.client.delete_object(Bucket=self.bucket, Key=full_key),
+            )
+            return
+        listing = self._call(
+            "ListObjectVersions",
+            full_key,
+            lambda: self.client.list_object_versions(Bucket=self.bucket, Prefix=full_key),
+        )
+        versions = [
+            v["VersionId"]
+            for v in [*listing.get("Versions", []), *listing.get("DeleteMarkers", [])]
+            if v["Key"] == full_key
+        ]
+        for version in versions:
+            try:
+                self.client.delete_object(Bucket=self.bucket, Key=full_key, VersionId=version)
+            except ClientError as exc:
+                code = str(exc.response.get("Error", {}).get("Code", ""))
+                if code == "AccessDenied":
+                    raise ObjectLockedError(
+                        f"s3://{self.bucket}/{full_key} is under Object Lock and cannot be "
+                        "deleted before its retention ends."
+                    ) from exc
+                raise translate_s3_error(
+                    exc, bucket=self.bucket, operation="DeleteObject", key=full_key
+                ) from exc
+
+
+class _TranslatingReader:
+    """A streaming body whose read errors become StorageErrors."""
+
+    def __init__(self, body: Any, storage: S3Storage, full_key: str) -> None:
+        self._body = body
+        self._storage = storage
+        self._key = full_key
+
+    def read(self, size: int = -1) -> bytes:
+        try:
+            return cast(bytes, self._body.read(size if size >= 0 else None))
+        except (ClientError, BotoCoreError) as exc:
+            raise translate_s3_error(
+                exc, bucket=self._storage.bucket, operation="GetObject", key=self._key
+            ) from exc
+
+    def readable(self) -> bool:
+        return True
+
+
+def _parts(chunks: Iterable[bytes], size: int) -> Iterator[bytes]:
+    """Re-cut a stream of chunks into parts of exactly ``size`` bytes (the last may be less)."""
+    buffer = bytearray()
+    for chunk in chunks:
+        buffer += chunk
+        while len(buffer) >= size:
+            yield bytes(buffer[:size])
+            del buffer[:size]
+    if buffer:
+        yield bytes(buffer)
+
+
+def _chain(first: bytes, second: bytes, rest: Iterator[bytes]) -> Iterator[bytes]:
+    yield first
+    yield second
+    yield from rest
