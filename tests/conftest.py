@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from backupflow.config import Settings, load_settings
+from tests.support.s3 import MotoServer
 
 UNDER_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
@@ -42,6 +43,35 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for key in list(os.environ):
         if key.startswith("BACKUPFLOW_"):
             monkeypatch.delenv(key)
+
+
+@pytest.fixture
+def aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fake credentials for moto; nothing may reach a real AWS account."""
+    for key, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_SESSION_TOKEN": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+
+
+@pytest.fixture(scope="session")
+def _shared_moto_server() -> Iterator[MotoServer]:
+    server = MotoServer().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def moto_server(aws_env: None, _shared_moto_server: MotoServer) -> MotoServer:
+    """moto's S3 HTTP server on a loopback port, shared by the session.  moto keeps its state
+    per process, so tests use bucket names of their own."""
+    return _shared_moto_server
 
 
 @pytest.fixture

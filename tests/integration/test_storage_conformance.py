@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import random
+import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 import pytest
+from moto import mock_aws
 
 from backupflow.errors import (
     InvalidKeyError,
@@ -23,8 +25,9 @@ from backupflow.errors import (
     StorageError,
     TransientStorageError,
 )
-from backupflow.storage import LocalStorage, MemoryStorage, RetryingStorage, Storage
+from backupflow.storage import LocalStorage, MemoryStorage, RetryingStorage, S3Storage, Storage
 from backupflow.storage.base import ObjectInfo
+from tests.support.s3 import client_for, make_bucket
 
 KEY = "database/gantt/2026-11-26/20261126T053301Z-full-3f9a1c.data.zst"
 
@@ -33,14 +36,28 @@ def _no_sleep(seconds: float) -> None:
     del seconds
 
 
-@pytest.fixture(params=["local", "memory", "retrying-local"])
-def storage(request: pytest.FixtureRequest, tmp_path: Path) -> Storage:
+@pytest.fixture(params=["local", "memory", "retrying-local", "s3-mock", "s3-server"])
+def storage(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Storage]:
+    """Every backend: folders, memory, and S3 through moto in-process and over HTTP."""
     root = tmp_path / "repo"
     if request.param == "local":
-        return LocalStorage(root)
-    if request.param == "memory":
-        return MemoryStorage()
-    return RetryingStorage(LocalStorage(root), sleep=_no_sleep)
+        yield LocalStorage(root)
+    elif request.param == "memory":
+        yield MemoryStorage()
+    elif request.param == "retrying-local":
+        yield RetryingStorage(LocalStorage(root), sleep=_no_sleep)
+    elif request.param == "s3-mock":
+        request.getfixturevalue("aws_env")
+        with mock_aws():
+            client = client_for("ap-northeast-2")
+            make_bucket(client, "conformance", "ap-northeast-2")
+            yield S3Storage(client, "conformance", "tier-prefix", part_bytes=5 << 20)
+    else:
+        server = request.getfixturevalue("moto_server")
+        bucket = f"conformance-{uuid.uuid4().hex[:12]}"
+        client = client_for("ap-northeast-1", server.url)
+        make_bucket(client, bucket, "ap-northeast-1")
+        yield S3Storage(client, bucket, part_bytes=5 << 20, max_concurrency=2)
 
 
 @pytest.fixture(params=["local", "retrying-local"])
