@@ -60,7 +60,7 @@ def replicate(
     name="compress-and-store",
     task_run_name="compress-and-store-{job.backup_id}-{tier.name}",
     retries=2,
-    retry_delay_seconds=[2, 10],
+    retry_delay_seconds=[1, 4],
     retry_condition_fn=retry_if_retryable,
     **SIDE_EFFECTS,
 )
@@ -91,7 +91,7 @@ def compress_and_store(
     name="copy-to-tier",
     task_run_name="copy-{manifest.id}-{source.name}-to-{dest.name}",
     retries=2,
-    retry_delay_seconds=[2, 10],
+    retry_delay_seconds=[1, 4],
     retry_condition_fn=retry_if_retryable,
     **SIDE_EFFECTS,
 )

@@ -111,7 +111,10 @@ def open_tier(name: TierName, settings: Settings, *, client: Any = None) -> Tier
     else:
         root = Path(tier.url.removeprefix("file://"))
         storage = LocalStorage(root, name=f"{name}:{root}")
-    return Tier(name, RetryingStorage(storage))
+    # boto3 already retries each S3 request (request_attempts); the wrapper retries whole
+    # operations once more, and a local folder a few times.
+    attempts = 2 if tier.is_s3 else 4
+    return Tier(name, RetryingStorage(storage, attempts=attempts))
 
 
 def open_tiers(settings: Settings, names: tuple[TierName, ...] = TIER_NAMES) -> list[Tier]:
