@@ -1,30 +1,37 @@
 """The end-to-end demo: a sample Gantt-workload database, backed up and restored for real.
 
-It needs no services, no root and no network: SQLite, a local repository folder and
-Prefect's temporary local server.
+It needs no services, no root and no network: SQLite, a local folder as the primary tier,
+an in-process S3 endpoint of moto's on loopback for the secondary and DR buckets (local
+folders when moto is not installed), and Prefect's temporary local server.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
+import os
 import random
 import shutil
 import sqlite3
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
+from typing import Literal
 
 from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 from rich.console import Console
 from rich.table import Table
 
-from backupflow.catalog import Catalog
 from backupflow.config import Settings, load_settings, use_settings
 from backupflow.errors import RestoreTargetError
 from backupflow.models import BackupKind, Category, Manifest
+from backupflow.planning import RestorePlan
 from backupflow.reporting import iso, manifest_row, plan_rows
-from backupflow.storage import open_primary
+from backupflow.storage import open_tiers
+from backupflow.tiers import locate
 
 __all__ = ["create_sample_database", "database_digest", "demo_settings", "run_demo"]
 
@@ -117,10 +124,64 @@ def _change(path: Path, step: int) -> str:
     return done
 
 
-def demo_settings(workdir: Path) -> Settings:
-    """Settings that keep everything inside ``workdir``."""
+SECONDARY_BUCKET = "workload-optimization-backups"
+DR_BUCKET = "dr-workload-optimization-backups"
+
+
+@contextmanager
+def s3_endpoint() -> Iterator[str | None]:
+    """An in-process S3 endpoint of moto's on loopback, with the seed's two buckets in two
+    regions (DR with Object Lock); None when moto is not installed."""
+    try:
+        import boto3
+        from moto.server import ThreadedMotoServer
+    except ImportError:
+        yield None
+        return
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        os.environ.setdefault(key, "demo-not-a-secret")
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no per-request lines
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    url = f"http://127.0.0.1:{server.get_host_and_port()[1]}"
+    try:
+        for bucket, region, lock in (
+            (SECONDARY_BUCKET, "ap-northeast-2", False),
+            (DR_BUCKET, "ap-northeast-1", True),
+        ):
+            client = boto3.client("s3", region_name=region, endpoint_url=url)
+            client.create_bucket(
+                Bucket=bucket,
+                CreateBucketConfiguration={"LocationConstraint": region},  # type: ignore[typeddict-item]
+                ObjectLockEnabledForBucket=lock,
+            )
+        yield url
+    finally:
+        server.stop()
+
+
+def demo_settings(workdir: Path, endpoint: str | None = None) -> Settings:
+    """Settings that keep everything inside ``workdir`` (and the demo's S3 endpoint)."""
+    if endpoint is None:
+        secondary: dict[str, object] = {"url": str(workdir / "s3-secondary")}
+        dr: dict[str, object] = {"url": str(workdir / "s3-dr")}
+    else:
+        common = {"endpoint_url": endpoint, "addressing_style": "path"}
+        secondary = {"url": f"s3://{SECONDARY_BUCKET}", "region": "ap-northeast-2", **common}
+        dr = {
+            "url": f"s3://{DR_BUCKET}",
+            "region": "ap-northeast-1",
+            "object_lock_mode": "GOVERNANCE",
+            "object_lock_days": 1,
+            **common,
+        }
     return load_settings(
-        repository={"primary": workdir / "backups"},
+        repository={
+            "primary": {"url": str(workdir / "backups")},
+            "secondary": secondary,
+            "dr": dr,
+            "request_attempts": 2,
+        },
         database={
             "engine": "sqlite",
             "name": "gantt_workload",
@@ -137,20 +198,64 @@ class _Point:
     digest: str
 
 
+def _plan_table(label: str, plan: RestorePlan[Manifest]) -> Table:
+    table = Table(title=f"Plan for the {label} restore")
+    for column in ("step", "id", "kind", "restore_point", "why"):
+        table.add_column(column.replace("_", " "))
+    for row in plan_rows(plan):
+        table.add_row(*(str(row[c]) for c in ("step", "id", "kind", "restore_point", "why")))
+    return table
+
+
+def _catalog_table(settings: Settings) -> Table:
+    holdings = locate(open_tiers(settings), Category.DATABASE.value, settings.database.name)
+    table = Table(title="Catalog: every backup and the tiers holding it")
+    for column in ("id", "kind", "restore point", "parent", "raw bytes", "stored bytes", "tiers"):
+        table.add_column(column)
+    for entry in holdings.sorted_entries():
+        manifest, _tier = holdings.load(entry.id)
+        row = manifest_row(manifest)
+        table.add_row(
+            row["id"],
+            row["kind"],
+            row["restore_point"],
+            row["parent"],
+            f"{row['raw_bytes']:,}",
+            f"{row['stored_bytes']:,}",
+            ", ".join(holdings.tier_names(entry.id)),
+        )
+    return table
+
+
 def run_demo(workdir: Path, console: Console) -> bool:
     """Run the demo; returns True when every restore matched its restore point."""
+    with s3_endpoint() as endpoint:
+        return _run(workdir, console, endpoint)
+
+
+def _run(workdir: Path, console: Console, endpoint: str | None) -> bool:
     from flows.backup_database import backup_database
     from flows.restore_database import restore_database
 
     if workdir.exists():
         shutil.rmtree(workdir)
-    settings = demo_settings(workdir)
+    settings = demo_settings(workdir, endpoint)
     live = settings.database.sqlite_path
     create_sample_database(live)
     console.rule("[bold]backupflow demo")
+    repo = settings.repository
+    console.print(f"sample database {live}: {live.stat().st_size:,} bytes")
     console.print(
-        f"sample database {live}: {live.stat().st_size:,} bytes; repository "
-        f"{settings.repository.primary}"
+        f"tiers: primary {repo.primary.url}; secondary {repo.secondary.url} "
+        f"({repo.secondary.region or 'local folder'}); DR {repo.dr.url} "
+        f"({repo.dr.region or 'local folder'}"
+        + (", Object Lock" if repo.dr.object_lock_mode else "")
+        + ")"
+        + (
+            f"; S3 served by moto on {endpoint}"
+            if endpoint
+            else "; moto absent: S3 tiers are folders"
+        )
     )
     points: list[_Point] = []
     ok = True
@@ -172,30 +277,16 @@ def run_demo(workdir: Path, console: Console) -> bool:
             points.append(_Point(manifest, database_digest(live)))
             console.print(
                 f"[green]{item.value} backup[/green] {manifest.id} "
-                f"({manifest.stored_bytes:,} bytes stored)"
+                f"({manifest.stored_bytes:,} bytes stored on each of 3 tiers)"
             )
-
-        scan = Catalog(open_primary(settings)).scan(Category.DATABASE, settings.database.name)
-        table = Table(title="Catalog (primary tier)")
-        for column in ("id", "kind", "restore_point", "parent", "raw_bytes", "stored_bytes"):
-            table.add_column(column.replace("_", " "))
-        for m in scan.manifests:
-            row = manifest_row(m)
-            table.add_row(
-                row["id"],
-                row["kind"],
-                row["restore_point"],
-                row["parent"],
-                f"{row['raw_bytes']:,}",
-                f"{row['stored_bytes']:,}",
-            )
-        console.print(table)
+        console.print(_catalog_table(settings))
 
         diff, first_log = points[1].manifest, points[2].manifest
         middle = diff.restore_point + (first_log.restore_point - diff.restore_point) / 2
         results = Table(title="Restores")
         for column in (
             "requested",
+            "from",
             "restore point reached",
             "behind target (or now)",
             "backups",
@@ -204,33 +295,39 @@ def run_demo(workdir: Path, console: Console) -> bool:
             "matches source",
         ):
             results.add_column(column)
-        cases = [
-            ("middle", middle, points[1], workdir / "restored" / "middle.db"),
-            ("latest", None, points[-1], workdir / "restored" / "latest.db"),
+        cases: list[tuple[str, datetime | None, _Point, Path, Literal["auto", "dr"]]] = [
+            ("middle", middle, points[1], workdir / "restored" / "middle.db", "auto"),
+            ("latest", None, points[-1], workdir / "restored" / "latest.db", "auto"),
+            ("DR-only", None, points[-1], workdir / "restored" / "from-dr.db", "dr"),
         ]
-        for label, when, expected, into in cases:
-            clock = time.perf_counter()
-            report = restore_database(target_time=when, into=str(into))
-            seconds = time.perf_counter() - clock
-            plan_table = Table(title=f"Plan for the {label} restore")
-            for column in ("step", "id", "kind", "restore_point", "why"):
-                plan_table.add_column(column.replace("_", " "))
-            for row in plan_rows(report.plan):
-                plan_table.add_row(
-                    *(str(row[c]) for c in ("step", "id", "kind", "restore_point", "why"))
+        for label, when, expected, into, source in cases:
+            if label == "DR-only":
+                shutil.rmtree(settings.repository.primary.url)
+                console.print(
+                    "[red]disaster:[/red] the primary backup folder is gone; restoring from the "
+                    "DR tier alone"
                 )
-            console.print(plan_table)
+            clock = time.perf_counter()
+            report = restore_database(
+                target_time=when,
+                into=str(into),
+                source=source,
+            )
+            seconds = time.perf_counter() - clock
+            console.print(_plan_table(label, report.plan))
             for note in report.plan.notes:
                 console.print(f"[yellow]note:[/yellow] {note}")
             same = database_digest(into) == expected.digest
             reached = report.plan.restore_point == expected.manifest.restore_point
             ok = ok and same and reached
+            outcome = report.outcome
             results.add_row(
                 iso(when) if when else "latest",
+                ", ".join(sorted(set(outcome.tiers_used.values()))) if outcome else "-",
                 iso(report.plan.restore_point),
                 f"{report.plan.shortfall.total_seconds():.3f} s",
                 str(len(report.plan.steps)),
-                f"{report.outcome.seconds:.3f}" if report.outcome else "-",
+                f"{outcome.seconds:.3f}" if outcome else "-",
                 f"{seconds:.2f}",
                 "[green]yes[/green]" if same and reached else "[red]NO[/red]",
             )
