@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -80,6 +81,16 @@ def test_backup_then_restore_from_the_command_line(run: Run, tmp_path: Path) -> 
     assert catalog.returncode == 0
     backups = json.loads(catalog.stdout)["backups"]
     assert [b["kind"] for b in backups] == ["full"]
+    assert backups[0]["tiers"] == "primary, secondary, dr"
+
+    shutil.rmtree(tmp_path / "secondary")  # a tier loses its copy
+    only_dr = run("catalog", "--tier", "secondary", "--json")
+    assert json.loads(only_dr.stdout)["backups"] == []
+    healed = run("replicate")
+    assert healed.returncode == 0, healed.stderr
+    assert "to secondary" in healed.stdout
+    again = json.loads(run("catalog", "--json").stdout)["backups"]
+    assert again[0]["tiers"] == "primary, secondary, dr"
 
     restored = run("restore", "database", "--latest", "--into", str(tmp_path / "r.db"))
     assert restored.returncode == 0, restored.stderr
