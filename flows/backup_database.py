@@ -25,6 +25,7 @@ from tasks.storage import (
     clean_interrupted,
     compress_and_store,
     copy_to_tier,
+    prune,
     replicate,
     write_manifest,
 )
@@ -60,7 +61,7 @@ def backup_database(kind: BackupKind = BackupKind.FULL) -> Manifest:
         if kind is BackupKind.LOG and not engine.capabilities.log:
             raise ConfigError(f"the {engine.name} engine cannot take log backups.")
         engine.check_source()
-        healing = replicate(tiers, Category.DATABASE, database, chunk)
+        healing = replicate(tiers, Category.DATABASE, database, settings)
         for tier in tiers:
             try:
                 clean_interrupted(tier, Category.DATABASE, database, settings.orphan_grace_minutes)
@@ -142,6 +143,12 @@ def backup_database(kind: BackupKind = BackupKind.FULL) -> Manifest:
         raise TierError(
             f"backup {manifest.id} is stored on {', '.join(stored_on)} but a tier is missing "
             f"backups ({'; '.join(gaps)}); the next backup run or `backupflow replicate` "
-            "copies them once the tier is reachable."
+            "copies them once the tier is reachable; nothing was pruned."
         )
+    # Retention runs last, and only after a backup that reached every tier.
+    for tier in tiers:
+        try:
+            prune(tier, Category.DATABASE, database, settings, False, log)
+        except BackupflowError as exc:
+            logger.error("retention could not run in %s: %s", tier.name, exc)
     return manifest

@@ -22,7 +22,7 @@ def replicate_backups() -> ReplicationReport:
         open_tiers(settings),
         Category.DATABASE,
         settings.database.name,
-        settings.pipeline.chunk_bytes,
+        settings,
     )
     if report.problems:
         raise TierError(

@@ -7,8 +7,9 @@ from datetime import UTC, datetime, timedelta
 
 from prefect import get_run_logger, task
 
-from backupflow import backup, tiers
-from backupflow.catalog import Catalog
+from backupflow import backup, retention, tiers
+from backupflow.backuplog import BackupLog
+from backupflow.catalog import Catalog, CatalogEntry
 from backupflow.codecs import Codec
 from backupflow.config import Settings
 from backupflow.engines.base import Dump
@@ -21,6 +22,7 @@ __all__ = [
     "clean_interrupted",
     "compress_and_store",
     "copy_to_tier",
+    "prune",
     "replicate",
     "write_manifest",
 ]
@@ -44,10 +46,17 @@ def clean_interrupted(tier: Tier, category: Category, name: str, grace_minutes: 
 
 @task(name="replicate", task_run_name="replicate-{name}", **SIDE_EFFECTS)
 def replicate(
-    all_tiers: Sequence[Tier], category: Category, name: str, chunk_bytes: int
+    all_tiers: Sequence[Tier], category: Category, name: str, settings: Settings
 ) -> tiers.ReplicationReport:
-    """Copy whatever any tier lacks from a tier that has it (idempotent, verified)."""
-    report = tiers.replicate(all_tiers, category.value, name, chunk_bytes=chunk_bytes)
+    """Copy whatever any tier lacks from a tier that has it (idempotent, verified), but only
+    what that tier's retention keeps."""
+    report = tiers.replicate(
+        all_tiers,
+        category.value,
+        name,
+        chunk_bytes=settings.pipeline.chunk_bytes,
+        policies={t.name: retention.policy_for(settings, t.name, category) for t in all_tiers},
+    )
     logger = get_run_logger()
     for backup_id, source, dest in report.copied:
         logger.warning("replicated backup %s from %s to %s", backup_id, source, dest)
@@ -116,3 +125,54 @@ def write_manifest(tier: Tier, manifest: Manifest) -> str:
     key = Catalog(tier.storage).write(manifest)
     get_run_logger().info("backup %s recorded in %s", manifest.id, tier.name)
     return key
+
+
+@task(name="prune", task_run_name="prune-{name}-{tier.name}", **SIDE_EFFECTS)
+def prune(
+    tier: Tier,
+    category: Category,
+    name: str,
+    settings: Settings,
+    dry_run: bool = False,
+    log: BackupLog | None = None,
+) -> tuple[retention.RetentionPlan[CatalogEntry], retention.PruneReport | None]:
+    """Apply the tier's retention to one series (a dry run only plans)."""
+    policy = retention.policy_for(settings, tier.name, category)
+    plan, report = retention.prune_tier(
+        tier, category, name, policy, now=datetime.now(UTC), dry_run=dry_run
+    )
+    logger = get_run_logger()
+    logger.info(
+        "retention in %s: keep %d, delete %d%s",
+        tier.name,
+        len(plan.kept),
+        len(plan.deletions),
+        " (dry run)" if dry_run else "",
+    )
+    if report is None:
+        return plan, None
+    for backup_id in report.deleted:
+        logger.info("deleted backup %s from %s", backup_id, tier.name)
+    for backup_id in report.locked:
+        logger.info("kept backup %s in %s: still under Object Lock", backup_id, tier.name)
+    for failure in report.failed:
+        logger.error("could not delete from %s: %s", tier.name, failure)
+    orphans = backup.clean_interrupted(
+        tier.storage,
+        category,
+        name,
+        now=datetime.now(UTC),
+        grace=timedelta(minutes=settings.orphan_grace_minutes),
+    )
+    if log is not None and (report.deleted or report.failed or orphans):
+        log.append(
+            "prune",
+            status="failed" if report.failed else "completed",
+            tier=tier.name,
+            series=f"{category.value}/{name}",
+            deleted=report.deleted,
+            locked=report.locked,
+            failed=report.failed,
+            leftovers_removed=orphans,
+        )
+    return plan, report

@@ -12,7 +12,7 @@ import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, cast
@@ -285,6 +285,48 @@ def replicate_cmd() -> None:
     for backup_id, source, dest in report.copied:
         console.print(f"copied {backup_id} from {source} to {dest}")
     console.print(f"[green]all tiers hold every backup[/green] ({len(report.copied)} copied).")
+
+
+@app.command("prune")
+def prune_cmd(
+    tier: Annotated[
+        TierChoice, typer.Option("--tier", help="Which tier(s) to prune.")
+    ] = TierChoice.ALL,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print the plan with its reasons; delete nothing.")
+    ] = False,
+) -> None:
+    """Apply retention: delete what no rule keeps (see the README), never a needed backup."""
+    settings = load_settings()
+    from flows.prune_backups import prune_backups
+
+    names = None if tier is TierChoice.ALL else [tier.value]
+    now = datetime.now(UTC)
+    with _flow_context(settings, show_progress=False):
+        results = prune_backups(tiers=names, dry_run=dry_run)  # type: ignore[arg-type]
+    for result in results:
+        table = Table(title=f"Retention in {result.tier}" + (" (dry run)" if dry_run else ""))
+        for column in ("id", "kind", "restore point", "age", "decision", "reason"):
+            table.add_column(column)
+        for decision in result.plan.decisions:
+            backup = decision.backup
+            age = now - backup.restore_point
+            table.add_row(
+                backup.id,
+                backup.kind.value,
+                iso(backup.restore_point),
+                f"{age.total_seconds() / 86400:.1f} d",
+                "[green]keep[/green]" if decision.keep else "[red]delete[/red]",
+                decision.reason,
+            )
+        console.print(table)
+        if result.report is not None:
+            console.print(
+                f"{result.tier}: deleted {len(result.report.deleted)}, still locked "
+                f"{len(result.report.locked)}."
+            )
+    if dry_run:
+        console.print("dry run: nothing was deleted.")
 
 
 @config_app.command("show")

@@ -49,6 +49,7 @@ __all__ = [
     "JobSettings",
     "PipelineSettings",
     "RepositorySettings",
+    "RetentionOverrides",
     "Settings",
     "TierSettings",
     "current_settings",
@@ -130,6 +131,17 @@ class JobSettings(BaseModel):
     )
 
 
+class RetentionOverrides(BaseModel):
+    """Per-tier retention in days, overriding the job's (None = the job's own)."""
+
+    database_full: int | None = Field(default=None, ge=1, le=36500)
+    database_diff: int | None = Field(default=None, ge=1, le=36500)
+    database_log: int | None = Field(default=None, ge=1, le=36500)
+    config: int | None = Field(default=None, ge=1, le=36500)
+    logs: int | None = Field(default=None, ge=1, le=36500)
+    uploads: int | None = Field(default=None, ge=1, le=36500)
+
+
 class TierSettings(BaseModel):
     """One storage tier: a local folder or an S3 bucket (with its own region)."""
 
@@ -161,6 +173,11 @@ class TierSettings(BaseModel):
     )
     object_lock_days: int = Field(
         default=30, ge=1, le=36500, description="S3: days an object stays locked."
+    )
+    retention: RetentionOverrides = Field(
+        default_factory=RetentionOverrides,
+        description="Retention days for this tier, per job (e.g. a shorter primary on a "
+        "small disk, a longer DR tier); unset jobs use the job's retention.",
     )
 
     @field_validator("url")
@@ -210,6 +227,13 @@ class RepositorySettings(BaseModel):
     max_concurrency: int = Field(default=4, ge=1, le=32, description="S3 parts in flight.")
     request_attempts: int = Field(
         default=5, ge=1, le=20, description="Attempts per S3 request (throttling, 5xx, resets)."
+    )
+    min_full_backups: int = Field(
+        default=2,
+        ge=1,
+        le=100,
+        description="Retention always keeps this many newest full backups (and what they "
+        "need), whatever their age.",
     )
 
     @model_validator(mode="before")

@@ -7,13 +7,15 @@ SHA-256 of every object on the way, and writes the manifest last; it is idempote
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 
 from backupflow.catalog import Catalog, CatalogEntry
 from backupflow.errors import BackupflowError, CatalogError, IntegrityError, ObjectNotFoundError
 from backupflow.models import Manifest, StoredObject
 from backupflow.pipeline import HashingReader, verify_stored
+from backupflow.retention import RetentionPolicy, plan_retention
 from backupflow.storage import Tier
 from backupflow.storage.base import Storage
 
@@ -119,6 +121,13 @@ def copy_backup(manifest: Manifest, source: Tier, dest: Tier, *, chunk_bytes: in
     Catalog(dest.storage).write(manifest)
 
 
+def _kept_by(keep: Mapping[str, set[str]]) -> Wanted:
+    def wanted(tier: Tier, entry: CatalogEntry) -> bool:
+        return entry.id in keep.get(tier.name, {entry.id})
+
+    return wanted
+
+
 @dataclass
 class ReplicationReport:
     """What a replication pass copied, and what it could not."""
@@ -137,15 +146,27 @@ def replicate(
     name: str,
     *,
     chunk_bytes: int,
-    wanted: Wanted | None = None,
+    policies: Mapping[str, RetentionPolicy] | None = None,
+    now: datetime | None = None,
 ) -> ReplicationReport:
     """Copy every backup of a series to each tier that lacks it, oldest first.
 
-    Sources are tried in tier order; a source whose copy is damaged is reported and the
-    next one is tried.  Running it again when nothing is missing copies nothing.
+    With ``policies`` (per tier name), a backup is only copied to a tier whose retention
+    would keep it, so replication never brings back what that tier pruned.  Sources are
+    tried in tier order; a source whose copy is damaged is reported and the next one is
+    tried.  Running it again when nothing is missing copies nothing.
     """
     holdings = locate(tiers, category, name)
     report = ReplicationReport(problems=list(holdings.problems))
+    wanted: Wanted | None = None
+    if policies is not None:
+        entries = holdings.sorted_entries()
+        moment = now or datetime.now(UTC)
+        keep = {
+            tier: {b.id for b in plan_retention(entries, replace(policy, lock=None), moment).kept}
+            for tier, policy in policies.items()
+        }
+        wanted = _kept_by(keep)
     for entry in holdings.sorted_entries():
         present = {tier.name for tier in holdings.holders[entry.id]}
         for dest in holdings.listed:

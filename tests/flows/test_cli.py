@@ -100,6 +100,16 @@ def test_backup_then_restore_from_the_command_line(run: Run, tmp_path: Path) -> 
     again = run("restore", "database", "--latest", "--into", str(tmp_path / "r.db"))
     _one_clear_error(again, "already exists", "--replace")
 
+    plan = run("prune", "--dry-run")
+    assert plan.returncode == 0, plan.stderr
+    assert "Retention in primary (dry run)" in plan.stdout
+    assert "within the 30-day full retention" in plan.stdout
+    assert "nothing was deleted" in plan.stdout
+    pruned = run("prune", "--tier", "dr")
+    assert pruned.returncode == 0, pruned.stderr
+    assert "dr: deleted 0" in pruned.stdout
+    assert len(json.loads(run("catalog", "--json").stdout)["backups"]) == 1
+
 
 def test_user_mistakes_get_one_sentence_and_an_exit_code(run: Run, tmp_path: Path) -> None:
     _one_clear_error(run("backup", "database", "--type", "weekly"), "weekly")

@@ -1,0 +1,64 @@
+"""Flow: apply retention to every tier (or the ones named), or only plan it (dry run)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from prefect import flow
+from prefect.artifacts import create_table_artifact
+
+from backupflow.backuplog import BackupLog
+from backupflow.catalog import CatalogEntry
+from backupflow.config import current_settings
+from backupflow.errors import StorageError
+from backupflow.models import Category
+from backupflow.reporting import artifact_key, iso
+from backupflow.retention import PruneReport, RetentionPlan
+from backupflow.storage import TIER_NAMES, open_tiers
+from tasks.storage import prune
+
+__all__ = ["TierPrune", "prune_backups"]
+
+TierChoice = Literal["primary", "secondary", "dr"]
+
+
+@dataclass(frozen=True)
+class TierPrune:
+    """One tier's retention plan and, unless a dry run, what was deleted."""
+
+    tier: str
+    plan: RetentionPlan[CatalogEntry]
+    report: PruneReport | None
+
+
+@flow(name="prune-backups", persist_result=False)
+def prune_backups(tiers: list[TierChoice] | None = None, dry_run: bool = False) -> list[TierPrune]:
+    """Apply retention (see the README's rules) to the named tiers, default all of them."""
+    settings = current_settings()
+    chosen = tuple(tiers) if tiers else TIER_NAMES
+    log = BackupLog(settings.backup_log)
+    results = []
+    for tier in open_tiers(settings, chosen):
+        plan, report = prune(
+            tier, Category.DATABASE, settings.database.name, settings, dry_run, log
+        )
+        results.append(TierPrune(tier.name, plan, report))
+        create_table_artifact(
+            key=artifact_key("retention", settings.database.name, tier.name),
+            table=[
+                {
+                    "id": d.backup.id,
+                    "kind": d.backup.kind.value,
+                    "restore_point": iso(d.backup.restore_point),
+                    "decision": "keep" if d.keep else "delete",
+                    "reason": d.reason,
+                }
+                for d in plan.decisions
+            ],
+            description=f"Retention plan for {tier.name}" + (" (dry run)" if dry_run else ""),
+        )
+    failed = [f for r in results if r.report for f in r.report.failed]
+    if failed:
+        raise StorageError(f"some backups could not be deleted: {'; '.join(failed)}")
+    return results
