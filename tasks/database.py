@@ -10,14 +10,14 @@ from prefect import get_run_logger, task
 
 from backupflow import backup, restore
 from backupflow.config import Settings
-from backupflow.engines.base import Dump, Engine
-from backupflow.models import BackupKind, Manifest
+from backupflow.engines.base import BackupSource, Dump, Engine
+from backupflow.models import BackupKind, Category, Manifest
 from backupflow.planning import BackupDecision
 from backupflow.progress import Progress
 from backupflow.storage import Tier
 from tasks._options import SIDE_EFFECTS
 
-__all__ = ["decide_backup", "dump_database", "plan_restore", "restore_chain"]
+__all__ = ["decide_backup", "dump_database", "dump_files", "plan_restore", "restore_chain"]
 
 
 @task(name="decide-backup", task_run_name="decide-{requested}-backup", **SIDE_EFFECTS)
@@ -53,12 +53,34 @@ def dump_database(engine: Engine, job: backup.BackupJob, settings: Settings) -> 
     return dump
 
 
+@task(name="dump-files", task_run_name="dump-{job.backup_id}", **SIDE_EFFECTS)
+def dump_files(
+    engine: Engine, job: backup.BackupJob, settings: Settings, previous: BackupSource | None
+) -> Dump:
+    """Read the file set into the staging folder (a tar stream, or a member list whose
+    unchanged files reuse the previous backup's hashes)."""
+    staging = job.staging(settings)
+    dump = engine.dump(BackupKind.FULL, previous, staging)
+    get_run_logger().info(
+        "%s: %s members, %s bytes (%s)",
+        job.database,
+        dump.position.get("members"),
+        dump.position.get("bytes"),
+        dump.position.get("layout"),
+    )
+    return dump
+
+
 @task(name="plan-restore", task_run_name="plan-restore-{database}", **SIDE_EFFECTS)
 def plan_restore(
-    tiers: Sequence[Tier], database: str, target_time: datetime | None, now: datetime
+    tiers: Sequence[Tier],
+    database: str,
+    target_time: datetime | None,
+    now: datetime,
+    category: Category = Category.DATABASE,
 ) -> restore.LoadedPlan:
     """Plan from manifest names on the tiers; read full manifests only for the chain."""
-    loaded = restore.load_plan(tiers, database, target_time, now)
+    loaded = restore.load_plan(tiers, database, target_time, now, category)
     logger = get_run_logger()
     for problem in loaded.problems:
         logger.warning(problem)

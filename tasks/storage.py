@@ -7,12 +7,13 @@ from datetime import UTC, datetime, timedelta
 
 from prefect import get_run_logger, task
 
-from backupflow import backup, retention, tiers
+from backupflow import backup, filebackup, retention, tiers
 from backupflow.backuplog import BackupLog
 from backupflow.catalog import Catalog, CatalogEntry
 from backupflow.codecs import Codec
-from backupflow.config import Settings
+from backupflow.config import FileSetSettings, Settings
 from backupflow.engines.base import Dump
+from backupflow.filesets import ScanReport, is_content_addressed
 from backupflow.models import Category, Manifest, StoredObject
 from backupflow.progress import Progress
 from backupflow.storage import Tier
@@ -24,6 +25,7 @@ __all__ = [
     "copy_to_tier",
     "prune",
     "replicate",
+    "store_contents",
     "write_manifest",
 ]
 
@@ -157,13 +159,14 @@ def prune(
         logger.info("kept backup %s in %s: still under Object Lock", backup_id, tier.name)
     for failure in report.failed:
         logger.error("could not delete from %s: %s", tier.name, failure)
+    grace = timedelta(minutes=settings.orphan_grace_minutes)
     orphans = backup.clean_interrupted(
-        tier.storage,
-        category,
-        name,
-        now=datetime.now(UTC),
-        grace=timedelta(minutes=settings.orphan_grace_minutes),
+        tier.storage, category, name, now=datetime.now(UTC), grace=grace
     )
+    if is_content_addressed(name):
+        orphans += filebackup.remove_unreferenced_content(
+            tier.storage, category, name, now=datetime.now(UTC), grace=grace
+        )
     if log is not None and (report.deleted or report.failed or orphans):
         log.append(
             "prune",
@@ -176,3 +179,46 @@ def prune(
             leftovers_removed=orphans,
         )
     return plan, report
+
+
+@task(
+    name="store-contents",
+    task_run_name="store-contents-{job.backup_id}-{tier.name}",
+    **SIDE_EFFECTS,
+)
+def store_contents(
+    tier: Tier,
+    job: backup.BackupJob,
+    dump: Dump,
+    file_set: FileSetSettings,
+    codec: Codec,
+    report: ScanReport,
+    previous: Manifest | None,
+    settings: Settings,
+    progress: Progress | None = None,
+) -> tuple[StoredObject, ...]:
+    """Store each distinct file content of a content-addressed set once in this tier."""
+    members_file = next(f.path for f in dump.files if f.role == "members")
+    records = filebackup.store_contents(
+        tier.storage,
+        job,
+        members_file,
+        file_set,
+        codec,
+        report,
+        previous=previous,
+        scratch=job.staging(settings) / "content",
+        chunk_bytes=settings.pipeline.chunk_bytes,
+        progress=progress,
+    )
+    reused = {o.key for o in previous.objects} if previous else set()
+    new = [r for r in records if r.key not in reused]
+    get_run_logger().info(
+        "%s: %d distinct contents, %d new (%d bytes stored), %d already in the tier",
+        tier.name,
+        len(records),
+        len(new),
+        sum(r.size for r in new),
+        len(records) - len(new),
+    )
+    return records

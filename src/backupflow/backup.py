@@ -47,6 +47,7 @@ class BackupJob:
     started_at: datetime
     decision: BackupDecision[Manifest]
     parent_tier: Tier | None = None
+    category: Category = Category.DATABASE
 
     @classmethod
     def start(
@@ -55,8 +56,10 @@ class BackupJob:
         decision: BackupDecision[Manifest],
         now: datetime,
         parent_tier: Tier | None = None,
+        category: Category = Category.DATABASE,
     ) -> BackupJob:
-        return cls(new_backup_id(decision.kind, now), database, now, decision, parent_tier)
+        backup_id = new_backup_id(decision.kind, now)
+        return cls(backup_id, database, now, decision, parent_tier, category)
 
     def staging(self, settings: Settings) -> Path:
         return settings.staging_dir / self.backup_id
@@ -139,7 +142,7 @@ def store_dump(
     stored = []
     for item in dump.files:
         key = object_key(
-            Category.DATABASE,
+            job.category,
             job.database,
             job.started_at,
             job.backup_id,
@@ -167,12 +170,13 @@ def build_manifest(
     dump: Dump,
     objects: tuple[StoredObject, ...],
     finished_at: datetime,
+    notes: tuple[str, ...] = (),
 ) -> Manifest:
     """The manifest of a stored backup (the same on every tier)."""
     decision = job.decision
     return Manifest(
         id=job.backup_id,
-        category=Category.DATABASE,
+        category=job.category,
         kind=decision.kind,
         engine=engine.name,
         database=job.database,
@@ -183,5 +187,5 @@ def build_manifest(
         base_id=decision.base.id if decision.base else None,
         parent_id=decision.parent.id if decision.parent else None,
         objects=objects,
-        notes=decision.notes,
+        notes=decision.notes + notes,
     )

@@ -25,16 +25,26 @@ from backupflow.models import BackupKind, Category, Manifest, utc
 from backupflow.storage.base import ObjectInfo, Storage, get_bytes, put_bytes
 
 __all__ = [
+    "CONTENT_ROLE",
     "MANIFEST_SUFFIX",
     "Catalog",
     "CatalogEntry",
     "CatalogScan",
+    "content_prefix",
     "manifest_key",
     "object_key",
     "series_prefix",
 ]
 
 MANIFEST_SUFFIX = ".manifest.json"
+
+
+CONTENT_ROLE = "content:"
+
+
+def content_prefix(category: Category, name: str) -> str:
+    """The folder of a content-addressed set's shared content."""
+    return f"{category.value}/{name}/content/"
 
 
 def series_prefix(category: Category, name: str) -> str:
@@ -190,10 +200,15 @@ class Catalog:
         return key
 
     def delete(self, manifest: Manifest) -> None:
-        """Remove a backup: its manifest first, then its data (the reverse of writing)."""
+        """Remove a backup: its manifest first, then its data (the reverse of writing).
+
+        Shared content (``content:*`` objects of a content-addressed set) is left for
+        :meth:`unreferenced_content`, since other backups may still use it.
+        """
         self.storage.delete(manifest_key(manifest))
         for obj in manifest.objects:
-            self.storage.delete(obj.key)
+            if not obj.role.startswith(CONTENT_ROLE):
+                self.storage.delete(obj.key)
 
     def orphans(self, category: Category, name: str, *, older_than: datetime) -> list[ObjectInfo]:
         """Objects of a series that no manifest lists and that are older than ``older_than``.
@@ -204,12 +219,32 @@ class Catalog:
         claimed_ids = {
             _manifest_id_of(info.key) for info in infos if info.key.endswith(MANIFEST_SUFFIX)
         }
+        shared = content_prefix(category, name)
         return [
             info
             for info in infos
             if not info.key.endswith(MANIFEST_SUFFIX)
+            and not info.key.startswith(shared)
             and _backup_id_of(info.key) not in claimed_ids
             and info.modified < older_than
+        ]
+
+    def unreferenced_content(
+        self, category: Category, name: str, *, older_than: datetime
+    ) -> list[ObjectInfo]:
+        """Shared content that no readable manifest of the series lists any more.
+
+        If a manifest cannot be read, nothing is reported: content is never removed on a
+        guess.
+        """
+        scan = self.scan(category, name)
+        if scan.problems:
+            return []
+        used = {obj.key for m in scan.manifests for obj in m.objects}
+        return [
+            info
+            for info in self.storage.list(content_prefix(category, name))
+            if info.key not in used and info.modified < older_than
         ]
 
     def remove(self, infos: Iterable[ObjectInfo]) -> list[str]:

@@ -45,6 +45,12 @@ class SourceChoice(StrEnum):
     DR = "dr"
 
 
+class FileSetChoice(StrEnum):
+    CONFIG = "config"
+    LOGS = "logs"
+    UPLOADS = "uploads"
+
+
 class TierChoice(StrEnum):
     ALL = "all"
     PRIMARY = "primary"
@@ -155,6 +161,114 @@ def backup_database_cmd(
     )
     for note in manifest.notes:
         console.print(f"[yellow]note:[/yellow] {note}")
+
+
+@backup_app.command("files")
+def backup_files_cmd(
+    file_set: Annotated[
+        FileSetChoice, typer.Option("--set", "-s", help="config, logs or uploads.")
+    ] = FileSetChoice.CONFIG,
+) -> None:
+    """Back up one file set now (runs the backup-files flow)."""
+    settings = load_settings()
+    from flows.backup_files import backup_files
+
+    with _flow_context(settings, show_progress=True):
+        manifest = backup_files(file_set=file_set.value)
+    position = manifest.position
+    console.print(
+        f"[green]{file_set.value} backup {manifest.id}[/green]: {position.get('files')} files, "
+        f"{position.get('bytes', 0):,} bytes; {manifest.stored_bytes:,} bytes referenced in "
+        "each tier."
+    )
+    for note in manifest.notes:
+        console.print(f"[yellow]note:[/yellow] {note}")
+
+
+@restore_app.command("files")
+def restore_files_cmd(
+    file_set: Annotated[
+        FileSetChoice, typer.Option("--set", "-s", help="config, logs or uploads.")
+    ] = FileSetChoice.CONFIG,
+    at: Annotated[str | None, typer.Option("--at", help="Target time, ISO-8601.")] = None,
+    latest: Annotated[bool, typer.Option("--latest", help="Restore the latest state.")] = False,
+    into: Annotated[
+        Path | None, typer.Option("--into", help="An empty or new folder to restore into.")
+    ] = None,
+    in_place: Annotated[
+        bool,
+        typer.Option(
+            "--in-place",
+            help="Put the files over the live ones (kept aside first), then run the "
+            "post-restore command.",
+        ),
+    ] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="List what would change; change nothing.")
+    ] = False,
+    source: Annotated[
+        SourceChoice, typer.Option("--from", help="Tier to restore from.")
+    ] = SourceChoice.AUTO,
+    no_hook: Annotated[
+        bool, typer.Option("--no-hook", help="Do not run the post-restore command.")
+    ] = False,
+    undo: Annotated[
+        Path | None,
+        typer.Option("--undo", help="Undo an in-place restore from the folder it kept aside."),
+    ] = None,
+) -> None:
+    """Restore a file set (config, logs, uploads), verified file by file."""
+    settings = load_settings()
+    chosen = getattr(settings.files, file_set.value)
+    if undo is not None:
+        from backupflow.engines.files import UNDO_FILE, undo_in_place
+
+        if not (undo / UNDO_FILE).is_file():
+            raise typer.BadParameter(f"{undo} is not a folder kept aside by an in-place restore.")
+        count = undo_in_place(undo, chosen.root)
+        console.print(f"[green]undone:[/green] {count} entries of {chosen.root} put back.")
+        return
+    if (at is None) == (not latest):
+        raise typer.BadParameter("give exactly one of --at TIME or --latest.")
+    if in_place and into is not None:
+        raise typer.BadParameter("give --into DIR or --in-place, not both.")
+    target_time = _parse_time(at, settings.timezone) if at else None
+    from flows.restore_files import restore_files
+
+    with _flow_context(settings, show_progress=not dry_run):
+        report = restore_files(
+            file_set=file_set.value,
+            target_time=target_time,
+            into=str(into) if into else None,
+            in_place=in_place,
+            dry_run=dry_run,
+            source=source.value,
+            run_post_restore_hook=not no_hook,
+        )
+    for problem in report.problems:
+        errors.print(f"[yellow]warning:[/yellow] {problem}")
+    changed = [(p, a) for p, a in report.changes if a != "unchanged"]
+    table = Table(title=f"{file_set.value} at {iso(report.plan.restore_point)} -> {report.target}")
+    table.add_column("path")
+    table.add_column("change")
+    for path, action in changed:
+        table.add_row(path, action)
+    console.print(table)
+    unchanged = len(report.changes) - len(changed)
+    if report.outcome is None:
+        console.print(f"dry run: {len(changed)} to change, {unchanged} unchanged; nothing written.")
+        return
+    console.print(
+        f"[green]restored[/green] {len(report.changes)} entries into {report.target} "
+        f"(every file's SHA-256 verified)."
+    )
+    for aside in report.outcome.kept_aside:
+        console.print(
+            f"the replaced files were kept in {aside}; undo with: backupflow restore files "
+            f"--set {file_set.value} --undo {aside}"
+        )
+    if report.hook is not None:
+        console.print(f"post-restore command exited {report.hook.returncode}.")
 
 
 @restore_app.command("database")

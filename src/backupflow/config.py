@@ -45,6 +45,8 @@ from backupflow.errors import ConfigError
 __all__ = [
     "CONFIG_ENV_VAR",
     "DatabaseSettings",
+    "FileSetSettings",
+    "FilesSettings",
     "Job",
     "JobSettings",
     "PipelineSettings",
@@ -271,6 +273,47 @@ class DatabaseSettings(BaseModel):
     )
 
 
+class FileSetSettings(BaseModel):
+    """A set of files backed up together: a root folder and glob patterns relative to it."""
+
+    root: Path = Field(description="Folder the patterns are relative to; restored into it.")
+    include: list[str] = Field(description="Glob patterns of what to back up ('**' recurses).")
+    exclude: list[str] = Field(default_factory=list, description="Glob patterns to leave out.")
+
+
+API_ROOT = Path("/var/www/gantt-workload-api")
+
+
+class FilesSettings(BaseModel):
+    """The three file sets of the seed and what runs after a file restore."""
+
+    config: FileSetSettings = Field(
+        default=FileSetSettings(root=API_ROOT, include=["config/**", ".env*"]),
+        description="The API's configuration: config/ and .env* (the seed's config backup).",
+    )
+    logs: FileSetSettings = Field(
+        default=FileSetSettings(root=API_ROOT, include=["logs/**"], exclude=["**/*.tmp"]),
+        description="Application logs (the seed names no folder: logs/ of the API by default).",
+    )
+    uploads: FileSetSettings = Field(
+        default=FileSetSettings(root=API_ROOT, include=["uploads/**"]),
+        description="User uploads (the seed names no folder: uploads/ of the API by default); "
+        "stored content-addressed, each distinct file once.",
+    )
+    post_restore_hook: list[str] = Field(
+        default_factory=list,
+        description="Command (an argument list, not a shell string) run after an in-place "
+        'restore, e.g. ["pm2", "reload", "ecosystem.config.js", "--env", "production"].',
+    )
+    post_restore_cwd: Path = Field(default=API_ROOT, description="Folder the hook runs in.")
+    hook_timeout_seconds: int = Field(default=600, ge=1, le=86400)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _merge(cls, data: Any) -> Any:
+        return _merge_nested_defaults(cls, data)
+
+
 class PipelineSettings(BaseModel):
     """How backup streams are compressed, hashed and stored."""
 
@@ -350,6 +393,7 @@ class Settings(BaseSettings):
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     jobs: JobSettings = Field(default_factory=JobSettings)
     pipeline: PipelineSettings = Field(default_factory=PipelineSettings)
+    files: FilesSettings = Field(default_factory=FilesSettings)
 
     @field_validator("timezone")
     @classmethod

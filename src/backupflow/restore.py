@@ -8,7 +8,7 @@ fails its checksum is reported and the next tier is used.
 
 from __future__ import annotations
 
-import secrets
+import shutil
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from backupflow.engines.base import BackupSource, Engine
-from backupflow.errors import CatalogError, IntegrityError, RestoreTargetError, StorageError
+from backupflow.errors import CatalogError, IntegrityError, StorageError
 from backupflow.models import Category, Manifest
 from backupflow.pipeline import open_verified
 from backupflow.planning import RestorePlan, plan_restore
@@ -56,10 +56,14 @@ class RestoreOutcome:
 
 
 def load_plan(
-    tiers: Sequence[Tier], database: str, target_time: datetime | None, now: datetime
+    tiers: Sequence[Tier],
+    database: str,
+    target_time: datetime | None,
+    now: datetime,
+    category: Category = Category.DATABASE,
 ) -> LoadedPlan:
     """Plan from the manifest names on the given tiers; read full manifests for the chain only."""
-    holdings = locate(tiers, Category.DATABASE.value, database)
+    holdings = locate(tiers, category.value, database)
     problems = list(holdings.problems)
     unreadable: set[str] = set()
     while True:
@@ -92,13 +96,7 @@ def resolve_target(
         target = engine.live_target()
     else:
         target = engine.default_target(plan.restore_point)
-    if target.is_dir():
-        raise RestoreTargetError(f"{target} is a folder; give the path of a database file.")
-    if target.exists() and not replace:
-        raise RestoreTargetError(
-            f"{target} already exists; pass --replace to replace it (the current file is kept "
-            "aside) or choose another path with --into."
-        )
+    engine.check_target(target, replace)
     return target
 
 
@@ -148,7 +146,7 @@ def execute_restore(
     started = datetime.now(UTC)
     stamp = started.strftime("%Y%m%dT%H%M%SZ")
     target.parent.mkdir(parents=True, exist_ok=True)
-    scratch = target.parent / f".{target.name}.restoring-{secrets.token_hex(4)}"
+    scratch = engine.scratch_path(target)
     unusable: set[tuple[str, str]] = set()
     problems: list[str] = []
     while True:
@@ -173,7 +171,10 @@ def execute_restore(
             if report is not None:
                 report(f"{exc}; trying the next tier")
         finally:
-            scratch.unlink(missing_ok=True)
+            if scratch.is_dir() and not scratch.is_symlink():
+                shutil.rmtree(scratch, ignore_errors=True)
+            else:
+                scratch.unlink(missing_ok=True)
     return RestoreOutcome(
         plan=plan,
         target=installed.target,

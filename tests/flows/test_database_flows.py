@@ -75,7 +75,7 @@ def test_full_diff_log_then_point_in_time_restore(settings: Settings, tmp_path: 
         ("restore", "completed", None),
     ]
     assert events[0]["message"].startswith("Database backup completed at")
-    artifact = Artifact.get("backup-gantt-log")
+    artifact = Artifact.get("backup-database-gantt-log")
     assert artifact is not None
     assert json.loads(str(artifact.data))[0]["id"] == log.id
     restored = Artifact.get("restore-gantt")

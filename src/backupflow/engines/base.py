@@ -8,6 +8,7 @@ storage tier: the pipeline streams its files in and out.  Callers branch on
 
 from __future__ import annotations
 
+import secrets
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
@@ -16,6 +17,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, BinaryIO, Literal
 
+from backupflow.errors import RestoreTargetError
 from backupflow.models import BackupKind, Manifest
 
 __all__ = ["BackupSource", "Capabilities", "Dump", "DumpFile", "Engine", "Installed"]
@@ -92,6 +94,20 @@ class Engine(ABC):
     def install(self, scratch: Path, target: Path, *, replace: bool, stamp: str) -> Installed:
         """Move a restored ``scratch`` into ``target``.  An existing target is only replaced
         with ``replace``, and is then kept aside (suffix ``stamp``), never deleted."""
+
+    def scratch_path(self, target: Path) -> Path:
+        """Where a restore is built before it is installed (same filesystem as ``target``)."""
+        return target.parent / f".{target.name}.restoring-{secrets.token_hex(4)}"
+
+    def check_target(self, target: Path, replace: bool) -> None:
+        """Refuse a target that exists unless ``replace`` (the default for a single file)."""
+        if target.is_dir():
+            raise RestoreTargetError(f"{target} is a folder; give the path of a database file.")
+        if target.exists() and not replace:
+            raise RestoreTargetError(
+                f"{target} already exists; pass --replace to replace it (the current file is "
+                "kept aside) or choose another path with --into."
+            )
 
     @abstractmethod
     def default_target(self, restore_point: datetime) -> Path:

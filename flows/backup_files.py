@@ -1,0 +1,127 @@
+"""Flow: back up one file set (configuration, application logs or user uploads)."""
+
+from __future__ import annotations
+
+import shutil
+from datetime import UTC, datetime
+from typing import Literal
+
+from prefect import flow, get_run_logger
+
+from backupflow.backup import BackupJob, build_manifest, source_of
+from backupflow.backuplog import BackupLog
+from backupflow.codecs import codec_for
+from backupflow.config import current_settings
+from backupflow.engines.files import FileSetEngine
+from backupflow.errors import BackupflowError
+from backupflow.filebackup import latest_backup
+from backupflow.filesets import FILE_SETS, is_content_addressed
+from backupflow.models import BackupKind, Manifest, StoredObject
+from backupflow.planning import BackupDecision
+from backupflow.progress import current_progress
+from backupflow.storage import Tier, open_tiers
+from flows._common import finish_backup, heal_tiers, store_on_tiers
+from tasks.backuplog import log_event
+from tasks.database import dump_files
+from tasks.storage import compress_and_store, store_contents
+
+__all__ = ["backup_files"]
+
+FileSetName = Literal["config", "logs", "uploads"]
+
+
+@flow(name="backup-files", flow_run_name="backup-files-{file_set}", persist_result=False)
+def backup_files(file_set: FileSetName = "config") -> Manifest:
+    """Back up one file set to every tier.
+
+    ``config`` and ``logs`` are stored as one tar stream per backup; ``uploads`` stores each
+    distinct file content once and lists which content every path had.  Files that change
+    or vanish while read are reported; an unreadable file fails the run after the rest is
+    stored.
+    """
+    settings = current_settings()
+    logger = get_run_logger()
+    log = BackupLog(settings.backup_log)
+    log.check_writable()
+    category = FILE_SETS[file_set]
+    chosen = getattr(settings.files, file_set)
+    engine = FileSetEngine(file_set, chosen, staging_dir=settings.staging_dir)
+    tiers = open_tiers(settings)
+    job: BackupJob | None = None
+    try:
+        engine.check_source()
+        healing = heal_tiers(tiers, category, file_set, settings, logger)
+        previous = (
+            latest_backup(tiers, category, file_set) if is_content_addressed(file_set) else None
+        )
+        decision: BackupDecision[Manifest] = BackupDecision(BackupKind.FULL)
+        job = BackupJob.start(file_set, decision, datetime.now(UTC), category=category)
+        reference = (
+            source_of(previous[1].storage, previous[0], chunk_bytes=settings.pipeline.chunk_bytes)
+            if previous
+            else None
+        )
+        dump = dump_files(engine, job, settings, reference)
+        codec = codec_for(settings.pipeline)
+        this_job = job
+
+        def first_store(tier: Tier) -> tuple[StoredObject, ...]:
+            contents: tuple[StoredObject, ...] = ()
+            if is_content_addressed(file_set):
+                contents = store_contents(
+                    tier,
+                    this_job,
+                    dump,
+                    chosen,
+                    codec,
+                    engine.report,
+                    previous[0] if previous else None,
+                    settings,
+                    current_progress(),
+                )
+            return contents + compress_and_store(
+                tier, this_job, dump, codec, settings, current_progress()
+            )
+
+        stored = store_on_tiers(
+            tiers,
+            job,
+            first_store,
+            lambda objects: build_manifest(
+                this_job, engine, dump, objects, datetime.now(UTC), notes=engine.report.notes()
+            ),
+            settings,
+            logger,
+        )
+    except BackupflowError as exc:
+        log_event(
+            log,
+            "backup",
+            "failed",
+            id=job.backup_id if job else "-",
+            category=category.value,
+            database=file_set,
+            error=str(exc),
+        )
+        raise
+    finally:
+        if job is not None:
+            shutil.rmtree(job.staging(settings), ignore_errors=True)
+    for note in stored.manifest.notes:
+        logger.warning(note)
+    unreadable = engine.report.unreadable
+    return finish_backup(
+        stored,
+        tiers=tiers,
+        healing=healing,
+        log=log,
+        settings=settings,
+        message=f"{file_set.capitalize()} backup",
+        logger=logger,
+        extra_failure=(
+            f"{len(unreadable)} file(s) of {file_set} could not be read and are not in backup "
+            f"{stored.manifest.id} (the rest is stored): {', '.join(unreadable[:10])}"
+            if unreadable
+            else None
+        ),
+    )

@@ -1,0 +1,142 @@
+"""Flow: restore one file set to a point in time or its latest state, into a folder or in place."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Literal
+from zoneinfo import ZoneInfo
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_table_artifact
+
+from backupflow.backup import source_of
+from backupflow.backuplog import BackupLog
+from backupflow.config import current_settings
+from backupflow.engines.files import Change, FileSetEngine, plan_changes, read_members
+from backupflow.errors import BackupflowError, EngineError
+from backupflow.filebackup import HookResult, run_hook
+from backupflow.filesets import FILE_SETS
+from backupflow.models import Manifest
+from backupflow.planning import RestorePlan
+from backupflow.progress import current_progress
+from backupflow.reporting import artifact_key, iso
+from backupflow.restore import RestoreOutcome, resolve_target
+from backupflow.storage import Tier, open_tier, open_tiers
+from tasks.backuplog import log_event
+from tasks.database import plan_restore, restore_chain
+
+__all__ = ["FilesRestoreReport", "restore_files"]
+
+FileSetName = Literal["config", "logs", "uploads"]
+Source = Literal["auto", "primary", "secondary", "dr"]
+
+
+@dataclass(frozen=True)
+class FilesRestoreReport:
+    """The plan, the changes it makes (or would make), and what the restore did."""
+
+    plan: RestorePlan[Manifest]
+    target: Path
+    changes: tuple[Change, ...]
+    problems: tuple[str, ...]
+    outcome: RestoreOutcome | None
+    hook: HookResult | None = None
+
+
+@flow(name="restore-files", flow_run_name="restore-files-{file_set}", persist_result=False)
+def restore_files(
+    file_set: FileSetName = "config",
+    target_time: datetime | None = None,
+    into: str | None = None,
+    in_place: bool = False,
+    dry_run: bool = False,
+    source: Source = "auto",
+    run_post_restore_hook: bool = True,
+) -> FilesRestoreReport:
+    """Restore a file set from the backups.
+
+    Files are staged and verified first.  ``in_place`` puts them over the live files, which
+    are first kept aside (undo with ``backupflow restore files --undo``), then runs the
+    configured post-restore command; otherwise they go into ``into`` (an empty or new
+    folder) or a new folder under the staging directory.
+    """
+    settings = current_settings()
+    logger = get_run_logger()
+    if target_time is not None and target_time.tzinfo is None:
+        target_time = target_time.replace(tzinfo=ZoneInfo(settings.timezone))
+    log = BackupLog(settings.backup_log)
+    if not dry_run:
+        log.check_writable()
+    chosen = getattr(settings.files, file_set)
+    engine = FileSetEngine(file_set, chosen, staging_dir=settings.staging_dir)
+    tiers = open_tiers(settings) if source == "auto" else [open_tier(source, settings)]
+    loaded = plan_restore(tiers, file_set, target_time, datetime.now(UTC), FILE_SETS[file_set])
+    plan = loaded.plan
+    target = chosen.root if in_place else None
+    target = resolve_target(engine, plan, target or (Path(into) if into else None), in_place)
+    first: Tier = loaded.sources[plan.last.id][0]
+    members = read_members(
+        source_of(first.storage, plan.last, chunk_bytes=settings.pipeline.chunk_bytes)
+    )
+    changes = tuple(plan_changes(members, target))
+    counts = {a: sum(1 for _p, act in changes if act == a) for a in ("create", "replace")}
+    logger.info(
+        "restore %s (%s) into %s: %d to create, %d to replace",
+        file_set,
+        iso(plan.restore_point),
+        target,
+        counts["create"],
+        counts["replace"],
+    )
+    if dry_run:
+        return FilesRestoreReport(plan, target, changes, loaded.problems, None)
+    try:
+        outcome = restore_chain(
+            engine, loaded, target, in_place, settings.pipeline.chunk_bytes, current_progress()
+        )
+    except BackupflowError as exc:
+        log_event(log, "restore-files", "failed", set=file_set, target=str(target), error=str(exc))
+        raise
+    hook = None
+    if in_place and run_post_restore_hook and settings.files.post_restore_hook:
+        hook = run_hook(
+            settings.files.post_restore_hook,
+            settings.files.post_restore_cwd,
+            settings.files.hook_timeout_seconds,
+        )
+        logger.info(
+            "post-restore command %s exited %d: %s", hook.command, hook.returncode, hook.output
+        )
+    summary = {
+        "set": file_set,
+        "restore_point": iso(plan.restore_point),
+        "target": str(target),
+        "created": counts["create"],
+        "replaced": counts["replace"],
+        "kept_aside": ", ".join(str(p) for p in outcome.kept_aside) or "-",
+        "tiers_used": ", ".join(sorted(set(outcome.tiers_used.values()))),
+        "hook": f"exit {hook.returncode}" if hook else "-",
+    }
+    log_event(
+        log,
+        "restore-files",
+        "completed" if hook is None or hook.ok else "hook-failed",
+        hook_output=hook.output if hook else None,
+        **summary,
+    )
+    create_table_artifact(
+        key=artifact_key("restore", file_set),
+        table=[summary],
+        description=f"Latest {file_set} restore",
+    )
+    if hook is not None and not hook.ok:
+        raise EngineError(
+            f"the {file_set} files were restored into {target}, but the post-restore command "
+            f"{' '.join(hook.command)} failed with exit code {hook.returncode}: "
+            f"{hook.output.strip()[-300:]}"
+        )
+    return FilesRestoreReport(
+        plan, target, changes, loaded.problems + outcome.problems, outcome, hook
+    )

@@ -1,0 +1,171 @@
+"""File-set backup steps that database backups do not have: shared content, the hook, GC."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from backupflow.backup import BackupJob
+from backupflow.catalog import CONTENT_ROLE, Catalog
+from backupflow.codecs import Codec
+from backupflow.config import FileSetSettings
+from backupflow.errors import BackupflowError, ObjectLockedError
+from backupflow.filesets import ScanReport, content_key, decode_members, encode_members
+from backupflow.models import Category, Manifest, StoredObject
+from backupflow.pipeline import store_stream
+from backupflow.storage import Tier
+from backupflow.storage.base import Storage
+from backupflow.tiers import locate
+
+__all__ = [
+    "HookResult",
+    "latest_backup",
+    "remove_unreferenced_content",
+    "run_hook",
+    "store_contents",
+]
+
+_CHUNK = 1 << 20
+
+
+def latest_backup(
+    tiers: Sequence[Tier], category: Category, name: str
+) -> tuple[Manifest, Tier] | None:
+    """The newest readable backup of a series on any tier (to reuse its file hashes)."""
+    holdings = locate(tiers, category.value, name)
+    for entry in reversed(holdings.sorted_entries()):
+        try:
+            return holdings.load(entry.id)
+        except BackupflowError:
+            continue
+    return None
+
+
+def store_contents(
+    storage: Storage,
+    job: BackupJob,
+    members_file: Path,
+    file_set: FileSetSettings,
+    codec: Codec,
+    report: ScanReport,
+    *,
+    previous: Manifest | None,
+    scratch: Path,
+    chunk_bytes: int,
+    progress: Callable[[int], None] | None = None,
+) -> tuple[StoredObject, ...]:
+    """Store each distinct file content once; content the tier already holds is reused.
+
+    New content is first copied to ``scratch`` while hashed, so a file that changes while it
+    is read is stored as read (and reported), never under a wrong hash.  The member list is
+    rewritten when a file's content differed from its scan.
+    """
+    category, name = job.category, job.database
+    with open(members_file, "rb") as handle:
+        members = decode_members(handle)
+    known = {
+        obj.raw_sha256: obj
+        for obj in (previous.objects if previous else ())
+        if obj.role.startswith(CONTENT_ROLE)
+    }
+    present = {info.key: info.size for info in storage.list(f"{category.value}/{name}/content/")}
+    records: dict[str, StoredObject] = {}
+    changed = False
+    scratch.mkdir(parents=True, exist_ok=True)
+    for index, member in enumerate(members):
+        if member.type != "file" or member.sha256 is None:
+            continue
+        if member.sha256 in records:
+            continue
+        reuse = known.get(member.sha256)
+        if reuse is not None and present.get(reuse.key) == reuse.size:
+            records[member.sha256] = reuse
+            continue
+        copy = scratch / "content"
+        digest = hashlib.sha256()
+        size = 0
+        try:
+            with open(file_set.root / member.path, "rb") as src, open(copy, "wb") as out:
+                while block := src.read(_CHUNK):
+                    digest.update(block)
+                    size += len(block)
+                    out.write(block)
+        except FileNotFoundError:
+            report.vanished.append(member.path)
+            continue
+        sha = digest.hexdigest()
+        if sha != member.sha256:
+            report.changed.append(member.path)
+            members[index] = replace(member, sha256=sha, size=size)
+            changed = True
+        if sha not in records:
+            with open(copy, "rb") as source:
+                records[sha] = store_stream(
+                    storage,
+                    content_key(category, name, sha, codec.extension),
+                    source,
+                    codec,
+                    role=f"{CONTENT_ROLE}{sha}",
+                    chunk_bytes=chunk_bytes,
+                    progress=progress,
+                )
+        copy.unlink()
+    if changed:
+        with open(members_file, "wb") as out:
+            for line in encode_members(members):
+                out.write(line)
+    used = {m.sha256 for m in members if m.type == "file"}
+    return tuple(record for sha, record in records.items() if sha in used)
+
+
+def remove_unreferenced_content(
+    storage: Storage, category: Category, name: str, *, now: datetime, grace: timedelta
+) -> list[str]:
+    """Delete shared content that no kept backup lists (after the grace period)."""
+    removed = []
+    for info in Catalog(storage).unreferenced_content(category, name, older_than=now - grace):
+        try:
+            storage.delete(info.key)
+        except ObjectLockedError:
+            continue
+        removed.append(info.key)
+    return removed
+
+
+@dataclass(frozen=True)
+class HookResult:
+    """What the post-restore command did."""
+
+    command: tuple[str, ...]
+    returncode: int
+    output: str
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0
+
+
+def run_hook(command: Sequence[str], cwd: Path, timeout: float) -> HookResult:
+    """Run the post-restore command as an argument list (never through a shell)."""
+    try:
+        done = subprocess.run(
+            list(command),
+            cwd=cwd if cwd.is_dir() else None,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+            env=os.environ.copy(),
+        )
+    except FileNotFoundError:
+        return HookResult(tuple(command), 127, f"{command[0]}: command not found")
+    except subprocess.TimeoutExpired as exc:
+        output = (exc.stdout or "") if isinstance(exc.stdout, str) else ""
+        return HookResult(tuple(command), 124, output + f"\ntimed out after {timeout:.0f} s")
+    output = (done.stdout + done.stderr)[-4000:]
+    return HookResult(tuple(command), done.returncode, output)

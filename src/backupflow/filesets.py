@@ -1,0 +1,306 @@
+"""File sets: select files, back them up as a tar stream or content-addressed, list members.
+
+Config and log files go into one tar stream per backup (modes, mtimes and symlinks kept),
+through the same compress + checksum + store pipeline as database backups.  Uploads are
+content-addressed: each distinct file content is stored once under its SHA-256, and every
+backup lists which content each path had, so thirty daily restore points of a large uploads
+folder cost little more than one.  Every backup stores a member list (path, type, size,
+mode, mtime, SHA-256, link target) so that a restore is verified file by file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import stat
+import tarfile
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import BinaryIO, Literal
+
+from backupflow.config import FileSetSettings
+from backupflow.models import Category
+
+__all__ = [
+    "FILE_SETS",
+    "Member",
+    "ScanReport",
+    "content_key",
+    "decode_members",
+    "encode_members",
+    "hash_file",
+    "is_content_addressed",
+    "link_stays_inside",
+    "safe_relative",
+    "scan",
+    "select",
+    "write_tar",
+]
+
+FileSetName = Literal["config", "logs", "uploads"]
+FILE_SETS: dict[str, Category] = {
+    "config": Category.CONFIG,
+    "logs": Category.LOGS,
+    "uploads": Category.UPLOADS,
+}
+_CHUNK = 1 << 20
+
+
+def is_content_addressed(name: str) -> bool:
+    """Uploads are stored content-addressed; config and logs as tar streams."""
+    return name == "uploads"
+
+
+@dataclass(frozen=True)
+class Member:
+    """One entry of a file set as it was backed up."""
+
+    path: str  # relative, '/'-separated
+    type: Literal["file", "dir", "symlink"]
+    mode: int
+    mtime: float
+    size: int = 0
+    sha256: str | None = None
+    target: str | None = None  # symlinks
+
+    def to_json(self) -> str:
+        return json.dumps({k: v for k, v in asdict(self).items() if v is not None})
+
+
+def encode_members(members: Iterable[Member]) -> Iterator[bytes]:
+    """JSON lines, one member a line."""
+    for member in members:
+        yield (member.to_json() + "\n").encode()
+
+
+def decode_members(lines: Iterable[bytes]) -> list[Member]:
+    members = []
+    for line in lines:
+        if line.strip():
+            data = json.loads(line)
+            members.append(Member(**data))
+    return members
+
+
+def content_key(category: Category, name: str, sha256: str, extension: str) -> str:
+    """Where one distinct content of a content-addressed set is stored."""
+    return f"{category.value}/{name}/content/{sha256[:2]}/{sha256}{extension}"
+
+
+def _glob(pattern: str) -> re.Pattern[str]:
+    out, i = [], 0
+    while i < len(pattern):
+        if pattern.startswith("**/", i):
+            out.append("(?:.*/)?")
+            i += 3
+        elif pattern.startswith("**", i):
+            out.append(".*")
+            i += 2
+        elif pattern[i] == "*":
+            out.append("[^/]*")
+            i += 1
+        elif pattern[i] == "?":
+            out.append("[^/]")
+            i += 1
+        else:
+            out.append(re.escape(pattern[i]))
+            i += 1
+    return re.compile("".join(out))
+
+
+def select(file_set: FileSetSettings) -> list[str]:
+    """Relative paths under the set's root that match an include and no exclude pattern,
+    sorted; folders are not followed through symlinks."""
+    includes = [_glob(p) for p in file_set.include]
+    excludes = [_glob(p) for p in file_set.exclude]
+    root = file_set.root
+    found: list[str] = []
+    if not root.is_dir():
+        return found
+    for dirpath, dirnames, filenames in os.walk(root):
+        rel_dir = Path(dirpath).relative_to(root).as_posix()
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".backupflow-"))
+        for name in [*dirnames, *sorted(filenames)]:
+            rel = name if rel_dir == "." else f"{rel_dir}/{name}"
+            if any(p.fullmatch(rel) for p in includes) and not any(
+                p.fullmatch(rel) for p in excludes
+            ):
+                found.append(rel)
+    return sorted(found)
+
+
+@dataclass
+class ScanReport:
+    """What happened to files while they were read."""
+
+    changed: list[str] = field(default_factory=list)
+    vanished: list[str] = field(default_factory=list)
+    unreadable: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # devices, sockets, fifos
+
+    def notes(self) -> tuple[str, ...]:
+        notes = []
+        for label, paths in (
+            ("changed while being read", self.changed),
+            ("vanished before being read", self.vanished),
+            ("unreadable (not backed up)", self.unreadable),
+            ("not a file, folder or link (skipped)", self.skipped),
+        ):
+            if paths:
+                notes.append(
+                    f"{label}: {', '.join(paths[:20])}" + (" ..." if len(paths) > 20 else "")
+                )
+        return tuple(notes)
+
+
+def hash_file(path: Path) -> tuple[str, int]:
+    digest = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as handle:
+        while block := handle.read(_CHUNK):
+            digest.update(block)
+            size += len(block)
+    return digest.hexdigest(), size
+
+
+def scan(
+    file_set: FileSetSettings,
+    report: ScanReport,
+    *,
+    known: dict[str, Member] | None = None,
+) -> list[Member]:
+    """Describe every selected entry; file contents are hashed unless ``known`` has the
+    same path with the same size and mtime (the previous backup's member list)."""
+    members = []
+    for rel in select(file_set):
+        path = file_set.root / rel
+        try:
+            st = path.lstat()
+        except FileNotFoundError:
+            report.vanished.append(rel)
+            continue
+        mode = stat.S_IMODE(st.st_mode)
+        if stat.S_ISDIR(st.st_mode):
+            members.append(Member(rel, "dir", mode, st.st_mtime))
+        elif stat.S_ISLNK(st.st_mode):
+            members.append(Member(rel, "symlink", mode, st.st_mtime, target=os.readlink(path)))
+        elif stat.S_ISREG(st.st_mode):
+            previous = (known or {}).get(rel)
+            if (
+                previous is not None
+                and previous.type == "file"
+                and previous.size == st.st_size
+                and previous.mtime == st.st_mtime
+            ):
+                members.append(previous)
+                continue
+            try:
+                sha, size = hash_file(path)
+            except FileNotFoundError:
+                report.vanished.append(rel)
+                continue
+            except PermissionError:
+                report.unreadable.append(rel)
+                continue
+            if size != st.st_size or path.stat().st_mtime != st.st_mtime:
+                report.changed.append(rel)
+            members.append(Member(rel, "file", mode, st.st_mtime, size=size, sha256=sha))
+        else:
+            report.skipped.append(rel)
+    return members
+
+
+class _ExactReader:
+    """Reads exactly ``size`` bytes of a file that may change while it is read, hashing them;
+    a file that shrank is padded with zeros, one that grew is cut (both are reported)."""
+
+    def __init__(self, handle: BinaryIO, size: int) -> None:
+        self._handle = handle
+        self._left = size
+        self.sha256 = hashlib.sha256()
+        self.changed = False
+
+    def read(self, size: int = -1) -> bytes:
+        want = self._left if size < 0 else min(size, self._left)
+        data = self._handle.read(want) if want else b""
+        if len(data) < want:
+            self.changed = True
+            data += b"\0" * (want - len(data))
+        self._left -= len(data)
+        if self._left == 0 and not self.changed and self._handle.read(1):
+            self.changed = True
+        self.sha256.update(data)
+        return data
+
+
+def write_tar(file_set: FileSetSettings, tar_path: Path, report: ScanReport) -> list[Member]:
+    """Write the set as one tar file (PAX) and return its members; each file is read once."""
+    members: list[Member] = []
+    with tarfile.open(tar_path, "w", format=tarfile.PAX_FORMAT) as tar:
+        for rel in select(file_set):
+            path = file_set.root / rel
+            try:
+                st = path.lstat()
+            except FileNotFoundError:
+                report.vanished.append(rel)
+                continue
+            info = tarfile.TarInfo(rel)
+            info.mode = stat.S_IMODE(st.st_mode)
+            info.mtime = int(st.st_mtime)
+            mode = stat.S_IMODE(st.st_mode)
+            if stat.S_ISDIR(st.st_mode):
+                info.type = tarfile.DIRTYPE
+                tar.addfile(info)
+                members.append(Member(rel, "dir", mode, st.st_mtime))
+            elif stat.S_ISLNK(st.st_mode):
+                info.type = tarfile.SYMTYPE
+                info.linkname = os.readlink(path)
+                tar.addfile(info)
+                members.append(Member(rel, "symlink", mode, st.st_mtime, target=info.linkname))
+            elif stat.S_ISREG(st.st_mode):
+                try:
+                    handle = open(path, "rb")  # noqa: SIM115 - closed below
+                except FileNotFoundError:
+                    report.vanished.append(rel)
+                    continue
+                except PermissionError:
+                    report.unreadable.append(rel)
+                    continue
+                with handle:
+                    size = os.fstat(handle.fileno()).st_size
+                    info.size = size
+                    reader = _ExactReader(handle, size)
+                    tar.addfile(info, reader)
+                if reader.changed or path.stat().st_mtime != st.st_mtime:
+                    report.changed.append(rel)
+                members.append(
+                    Member(
+                        rel, "file", mode, st.st_mtime, size=size, sha256=reader.sha256.hexdigest()
+                    )
+                )
+            else:
+                report.skipped.append(rel)
+    return members
+
+
+def safe_relative(path: str) -> PurePosixPath | None:
+    """The member path if it stays inside its root (relative, no '..'), else None."""
+    pure = PurePosixPath(path)
+    if not path or pure.is_absolute() or ".." in pure.parts or "\\" in path or "\0" in path:
+        return None
+    return pure
+
+
+def link_stays_inside(member_path: str, target: str) -> bool:
+    """A relative link target that, from the link's folder, stays inside the root."""
+    if PurePosixPath(target).is_absolute():
+        return False
+    depth = len(PurePosixPath(member_path).parts) - 1
+    for part in PurePosixPath(target).parts:
+        depth += -1 if part == ".." else (0 if part == "." else 1)
+        if depth < 0:
+            return False
+    return True
