@@ -1,0 +1,178 @@
+"""Hostile archives and member lists are refused, and nothing outside the target is touched."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import tarfile
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from backupflow.catalog import Catalog
+from backupflow.codecs import ZstdCodec
+from backupflow.config import FileSetSettings
+from backupflow.engines.files import FileSetEngine
+from backupflow.errors import IntegrityError
+from backupflow.filesets import Member, _ExactReader, encode_members
+from backupflow.models import BackupKind, Category, Manifest, new_backup_id
+from backupflow.pipeline import store_stream
+from backupflow.restore import execute_restore, load_plan
+from backupflow.storage import MemoryStorage, Tier
+
+
+def _tar(entries: list[tuple[tarfile.TarInfo, bytes | None]]) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for info, data in entries:
+            if data is not None:
+                info.size = len(data)
+            tar.addfile(info, io.BytesIO(data) if data is not None else None)
+    return buffer.getvalue()
+
+
+def _file(name: str, data: bytes) -> tuple[tarfile.TarInfo, bytes]:
+    info = tarfile.TarInfo(name)
+    info.mode = 0o644
+    return info, data
+
+
+def _link(name: str, target: str) -> tuple[tarfile.TarInfo, None]:
+    info = tarfile.TarInfo(name)
+    info.type = tarfile.SYMTYPE
+    info.linkname = target
+    return info, None
+
+
+def _member(name: str, data: bytes) -> Member:
+    return Member(name, "file", 0o644, 0.0, size=len(data), sha256=hashlib.sha256(data).hexdigest())
+
+
+def _store_backup(storage: MemoryStorage, tar_bytes: bytes, members: list[Member]) -> Manifest:
+    started = datetime.now(UTC)
+    backup_id = new_backup_id(BackupKind.FULL, started)
+    day = started.strftime("%Y-%m-%d")
+    codec = ZstdCodec(threads=0)
+    data = store_stream(
+        storage,
+        f"config/config/{day}/{backup_id}.data.zst",
+        io.BytesIO(tar_bytes),
+        codec,
+        role="data",
+    )
+    listing = b"".join(encode_members(members))
+    member_obj = store_stream(
+        storage,
+        f"config/config/{day}/{backup_id}.members.zst",
+        io.BytesIO(listing),
+        codec,
+        role="members",
+    )
+    manifest = Manifest(
+        id=backup_id,
+        category=Category.CONFIG,
+        kind=BackupKind.FULL,
+        engine="files",
+        database="config",
+        started_at=started,
+        finished_at=started,
+        restore_point=started,
+        position={"layout": "tar"},
+        objects=(data, member_obj),
+    )
+    Catalog(storage).write(manifest)
+    return manifest
+
+
+def _restore(tmp_path: Path, storage: MemoryStorage, target: Path) -> None:
+    engine = FileSetEngine(
+        "config",
+        FileSetSettings(root=tmp_path / "live", include=["**"]),
+        staging_dir=tmp_path / "staging",
+    )
+    tier = Tier("primary", storage)
+    loaded = load_plan([tier], "config", None, datetime.now(UTC), Category.CONFIG)
+    execute_restore(engine, loaded, target, replace=False, chunk_bytes=1 << 16)
+
+
+def _nothing_written(tmp_path: Path, target: Path) -> None:
+    assert not target.exists()
+    assert not (tmp_path / "evil").exists()
+    assert not (tmp_path / "etc-passwd").exists()
+    assert not list(tmp_path.glob(".backupflow-restore-*"))
+
+
+CASES = {
+    "absolute path in the archive": ([_file("/tmp/evil", b"x")], [_member("tmp/evil", b"x")]),
+    "dot-dot in the archive": ([_file("../evil", b"x")], [_member("ok.txt", b"x")]),
+    "absolute path in the member list": ([_file("ok.txt", b"x")], [_member("/etc/passwd", b"x")]),
+    "dot-dot in the member list": ([_file("ok.txt", b"x")], [_member("a/../../evil", b"x")]),
+    "link escaping the target": (
+        [_link("config/passwd", "../../etc-passwd")],
+        [Member("config/passwd", "symlink", 0o777, 0.0, target="../../etc-passwd")],
+    ),
+    "absolute link": (
+        [_link("config/passwd", "/etc/passwd")],
+        [Member("config/passwd", "symlink", 0o777, 0.0, target="/etc/passwd")],
+    ),
+    "content that does not match its hash": (
+        [_file("config/app.json", b'{"evil": true}')],
+        [_member("config/app.json", b'{"port": 8080}')],
+    ),
+    "an entry the member list does not have": (
+        [_file("config/app.json", b"{}"), _file("config/extra.sh", b"rm -rf /")],
+        [_member("config/app.json", b"{}")],
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_hostile_backup_is_refused_and_nothing_is_written(tmp_path: Path, case: str) -> None:
+    entries, members = CASES[case]
+    storage = MemoryStorage()
+    _store_backup(storage, _tar(entries), members)
+    target = tmp_path / "restored"
+    with pytest.raises(IntegrityError, match=r"nothing was restored|unsafe|does not match"):
+        _restore(tmp_path, storage, target)
+    _nothing_written(tmp_path, target)
+
+
+def test_a_device_file_in_the_archive_is_refused(tmp_path: Path) -> None:
+    device = tarfile.TarInfo("config/dev")
+    device.type = tarfile.CHRTYPE
+    device.devmajor, device.devminor = 1, 3
+    storage = MemoryStorage()
+    _store_backup(storage, _tar([(device, None)]), [_member("config/app.json", b"{}")])
+    target = tmp_path / "restored"
+    with pytest.raises(IntegrityError):
+        _restore(tmp_path, storage, target)
+    _nothing_written(tmp_path, target)
+
+
+def test_a_legitimate_archive_restores(tmp_path: Path) -> None:
+    storage = MemoryStorage()
+    _store_backup(
+        storage,
+        _tar([_file("config/app.json", b"{}"), _link("config/current", "app.json")]),
+        [
+            _member("config/app.json", b"{}"),
+            Member("config/current", "symlink", 0o777, 0.0, target="app.json"),
+        ],
+    )
+    target = tmp_path / "restored"
+    _restore(tmp_path, storage, target)
+    assert (target / "config" / "app.json").read_bytes() == b"{}"
+    assert os.readlink(target / "config" / "current") == "app.json"
+
+
+def test_a_file_that_shrinks_while_read_is_padded_and_reported() -> None:
+    reader = _ExactReader(io.BytesIO(b"abc"), 5)
+    assert reader.read() == b"abc\0\0"
+    assert reader.changed
+    grown = _ExactReader(io.BytesIO(b"abcdef"), 3)
+    assert grown.read() == b"abc"
+    assert grown.changed
+    steady = _ExactReader(io.BytesIO(b"abc"), 3)
+    assert steady.read() == b"abc" and not steady.changed
