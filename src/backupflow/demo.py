@@ -13,6 +13,7 @@ import os
 import random
 import shutil
 import sqlite3
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -26,6 +27,7 @@ from rich.console import Console
 from rich.table import Table
 
 from backupflow.config import Settings, load_settings, use_settings
+from backupflow.demo_files import run_file_demo
 from backupflow.errors import RestoreTargetError
 from backupflow.models import BackupKind, Category, Manifest
 from backupflow.planning import RestorePlan
@@ -189,6 +191,18 @@ def demo_settings(workdir: Path, endpoint: str | None = None) -> Settings:
         },
         backup_log=workdir / "log" / "backup.log",
         staging_dir=workdir / "staging",
+        files={
+            "config": {"root": str(workdir / "api")},
+            "logs": {"root": str(workdir / "api")},
+            "uploads": {"root": str(workdir / "api")},
+            # A stand-in for the seed's `pm2 reload ecosystem.config.js --env production`.
+            "post_restore_hook": [
+                sys.executable,
+                "-c",
+                "print('pm2 reload ecosystem.config.js --env production (demo stand-in)')",
+            ],
+            "post_restore_cwd": str(workdir / "api"),
+        },
     )
 
 
@@ -342,6 +356,7 @@ def _run(workdir: Path, console: Console, endpoint: str | None) -> bool:
                 f"[green]refused as expected[/green] (restore over live data without "
                 f"--replace): {exc}"
             )
+        ok = run_file_demo(settings, workdir, console) and ok
     console.print(f"backup log: {settings.backup_log}")
     console.rule("[bold green]demo passed" if ok else "[bold red]demo FAILED")
     return ok

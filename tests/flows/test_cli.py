@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.chain import content_digest
+from tests.support.trees import make_api_tree
 
 CLI = [sys.executable, "-m", "backupflow"]
 Run = Callable[..., subprocess.CompletedProcess[str]]
@@ -164,3 +165,30 @@ def test_config_show_masks_the_seed_password(run: Run, tmp_path: Path) -> None:
     assert data["repository"]["primary"]["url"] == str(tmp_path / "backups")  # env wins
     missing = run("config", "show", extra={"BACKUPFLOW_CONFIG": str(tmp_path / "nope.conf")})
     _one_clear_error(missing, "BACKUPFLOW_CONFIG")
+
+
+def test_file_sets_from_the_command_line(run: Run, tmp_path: Path) -> None:
+    api = make_api_tree(tmp_path / "api")
+    extra = {f"BACKUPFLOW_FILES__{name}__ROOT": str(api) for name in ("CONFIG", "LOGS", "UPLOADS")}
+    done = run("backup", "files", "--set", "config", extra=extra)
+    assert done.returncode == 0, done.stderr
+    assert "config backup" in done.stdout
+    (api / "config" / "app.json").write_text("{}")
+    dry = run(
+        "restore", "files", "--set", "config", "--latest", "--in-place", "--dry-run", extra=extra
+    )
+    assert dry.returncode == 0, dry.stderr
+    assert "config/app.json" in dry.stdout and "replace" in dry.stdout
+    assert (api / "config" / "app.json").read_text() == "{}"
+    placed = run("restore", "files", "--set", "config", "--latest", "--in-place", extra=extra)
+    assert placed.returncode == 0, placed.stderr
+    assert '"port": 8080' in (api / "config" / "app.json").read_text()
+    aside = next(api.glob(".backupflow-aside-*"))
+    undone = run("restore", "files", "--set", "config", "--undo", str(aside), extra=extra)
+    assert undone.returncode == 0, undone.stderr
+    assert (api / "config" / "app.json").read_text() == "{}"
+    _one_clear_error(
+        run("restore", "files", "--set", "config", "--latest", "--into", str(api), extra=extra),
+        "not empty",
+    )
+    _one_clear_error(run("backup", "files", "--set", "photos", extra=extra), "photos")
