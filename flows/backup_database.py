@@ -12,6 +12,7 @@ from backupflow.backuplog import BackupLog
 from backupflow.codecs import codec_for
 from backupflow.config import current_settings
 from backupflow.engines import open_engine
+from backupflow.engines.base import Dump
 from backupflow.errors import BackupflowError, ConfigError
 from backupflow.models import BackupKind, Category, Manifest
 from backupflow.progress import current_progress
@@ -40,8 +41,9 @@ def backup_database(kind: BackupKind = BackupKind.FULL) -> Manifest:
     database = settings.database.name
     tiers = open_tiers(settings)
     job: BackupJob | None = None
+    dump: Dump | None = None
+    engine = open_engine(settings)
     try:
-        engine = open_engine(settings)
         if kind is BackupKind.DIFF and not engine.capabilities.differential:
             raise ConfigError(f"the {engine.name} engine cannot take differential backups.")
         if kind is BackupKind.LOG and not engine.capabilities.log:
@@ -51,14 +53,20 @@ def backup_database(kind: BackupKind = BackupKind.FULL) -> Manifest:
         decision, parent_tier = decide_backup(tiers, kind, settings)
         job = BackupJob.start(database, decision, datetime.now(UTC), parent_tier)
         dump = dump_database(engine, job, settings)
-        this_job = job
+        this_job, this_dump = job, dump
+        codec = codec_for(settings.pipeline)
         stored = store_on_tiers(
             tiers,
             job,
             lambda tier: compress_and_store(
-                tier, this_job, dump, codec_for(settings.pipeline), settings, current_progress()
+                tier,
+                this_job,
+                this_dump,
+                codec,
+                settings,
+                current_progress(),
             ),
-            lambda objects: build_manifest(this_job, engine, dump, objects, datetime.now(UTC)),
+            lambda objects: build_manifest(this_job, engine, this_dump, objects, datetime.now(UTC)),
             settings,
             logger,
         )
@@ -76,6 +84,8 @@ def backup_database(kind: BackupKind = BackupKind.FULL) -> Manifest:
     finally:
         if job is not None:
             shutil.rmtree(job.staging(settings), ignore_errors=True)
+        if dump is not None:
+            engine.cleanup(dump)
     return finish_backup(
         stored,
         tiers=tiers,

@@ -15,7 +15,7 @@ from backupflow.backuplog import BackupLog
 from backupflow.config import current_settings
 from backupflow.engines import open_engine
 from backupflow.errors import BackupflowError, ConfigError
-from backupflow.models import Manifest
+from backupflow.models import Category, Manifest
 from backupflow.planning import RestorePlan
 from backupflow.progress import current_progress
 from backupflow.reporting import artifact_key, iso, plan_rows
@@ -38,6 +38,7 @@ class RestoreReport:
     problems: tuple[str, ...]
     outcome: RestoreOutcome | None
     tiers: tuple[str, ...] = ()
+    script: tuple[str, ...] = ()
 
 
 def _tiers(settings_source: Source) -> list[Tier]:
@@ -76,7 +77,8 @@ def restore_database(
     engine = open_engine(settings)
     tiers = _tiers(source)
     database = settings.database.name
-    loaded = plan_restore(tiers, database, target_time, datetime.now(UTC))
+    exact = engine.capabilities.point_in_time == "exact"
+    loaded = plan_restore(tiers, database, target_time, datetime.now(UTC), Category.DATABASE, exact)
     plan = loaded.plan
     target = resolve_target(engine, plan, Path(into) if into else None, replace)
     logger.info(
@@ -86,7 +88,12 @@ def restore_database(
         target,
     )
     if dry_run:
-        return RestoreReport(plan, target, loaded.problems, None, tuple(t.name for t in tiers))
+        script = engine.restore_script(
+            plan.manifests, target, replace=replace, until=target_time if exact else None
+        )
+        return RestoreReport(
+            plan, target, loaded.problems, None, tuple(t.name for t in tiers), tuple(script)
+        )
     try:
         outcome = restore_chain(
             engine, loaded, target, replace, settings.pipeline.chunk_bytes, current_progress()

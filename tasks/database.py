@@ -78,9 +78,11 @@ def plan_restore(
     target_time: datetime | None,
     now: datetime,
     category: Category = Category.DATABASE,
+    by_lsn: bool = False,
 ) -> restore.LoadedPlan:
-    """Plan from manifest names on the tiers; read full manifests only for the chain."""
-    loaded = restore.load_plan(tiers, database, target_time, now, category)
+    """Plan from manifest names on the tiers; read full manifests only for the chain (or,
+    for LSN-chained engines, choose the chain by LSN)."""
+    loaded = restore.load_plan(tiers, database, target_time, now, category, by_lsn=by_lsn)
     logger = get_run_logger()
     for problem in loaded.problems:
         logger.warning(problem)

@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from backupflow.catalog import Catalog, object_key
-from backupflow.codecs import Codec
+from backupflow.codecs import Codec, NoneCodec
 from backupflow.config import Settings
 from backupflow.engines.base import BackupSource, Dump, Engine
 from backupflow.errors import ObjectLockedError
@@ -148,13 +148,16 @@ def store_dump(
             job.backup_id,
             f".{item.role}{codec.extension}",
         )
+        chosen = _worth_compressing(item.path, codec) if item.measure else codec
+        if chosen is not codec:
+            key = key.removesuffix(codec.extension)
         with open(item.path, "rb") as source:
             stored.append(
                 store_stream(
                     storage,
                     key,
                     source,
-                    codec,
+                    chosen,
                     role=item.role,
                     chunk_bytes=settings.pipeline.chunk_bytes,
                     verify=settings.pipeline.verify_after_write,
@@ -162,6 +165,17 @@ def store_dump(
                 )
             )
     return tuple(stored)
+
+
+def _worth_compressing(path: Path, codec: Codec, sample_bytes: int = 4 << 20) -> Codec:
+    """``codec``, or no compression when the file's first part shrinks by less than 10%."""
+    with open(path, "rb") as handle:
+        sample = handle.read(sample_bytes)
+    if not sample:
+        return codec
+    compressor = codec.compressor()
+    size = len(compressor.compress(sample)) + len(compressor.flush())
+    return NoneCodec() if size > 0.9 * len(sample) else codec
 
 
 def build_manifest(

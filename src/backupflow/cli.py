@@ -324,6 +324,9 @@ def restore_database_cmd(
     console.print(_plan_table(report.plan.database, plan_rows(report.plan)))
     for note in report.plan.notes:
         console.print(f"[yellow]note:[/yellow] {note}")
+    if report.script:
+        console.print("T-SQL that the restore would run (review it, or run it with sqlcmd):")
+        print("\n".join(report.script))
     if report.outcome is None:
         console.print(
             f"dry run: would restore to {iso(report.plan.restore_point)} into {report.target}; "

@@ -247,8 +247,9 @@ class RepositorySettings(BaseModel):
 class DatabaseSettings(BaseModel):
     """The database that is backed up (the seed's DB_* keys)."""
 
-    engine: Literal["sqlite"] = Field(
-        default="sqlite", description="Database engine. SQLite is the embedded default."
+    engine: Literal["sqlite", "sqlserver"] = Field(
+        default="sqlite",
+        description="Database engine: sqlite (embedded, the demo's) or sqlserver (the seed's).",
     )
     name: str = Field(
         default="gantt_workload",
@@ -265,6 +266,43 @@ class DatabaseSettings(BaseModel):
     sqlite_path: Path = Field(
         default=Path("/var/lib/workload-optimization/gantt_workload.db"),
         description="SQLite engine: the live database file.",
+    )
+    port: int = Field(default=1433, ge=1, le=65535, description="SQL Server: TCP port.")
+    odbc_driver: str = Field(
+        default="ODBC Driver 18 for SQL Server",
+        description="SQL Server: the ODBC driver (or FreeTDS's).",
+    )
+    encrypt: bool = Field(default=True, description="SQL Server: encrypt the connection.")
+    trust_server_certificate: bool = Field(
+        default=False, description="SQL Server: accept a self-signed server certificate."
+    )
+    password_block: str | None = Field(
+        default=None,
+        description="SQL Server: name of a Prefect Secret block holding the password "
+        "(else DB_PASSWORD / BACKUPFLOW_DATABASE__PASSWORD).",
+    )
+    server_backup_dir: str = Field(
+        default="/var/opt/mssql/backup",
+        description="SQL Server: folder, as the server sees it, where BACKUP writes files.",
+    )
+    worker_backup_dir: Path = Field(
+        default=Path("/var/opt/mssql/backup"),
+        description="SQL Server: the same folder as this worker sees it (same host or a "
+        "shared mount).",
+    )
+    server_timezone: str = Field(
+        default="UTC", description="SQL Server: the server's timezone (STOPAT is local time)."
+    )
+    native_compression: bool = Field(
+        default=True, description="SQL Server: BACKUP ... WITH COMPRESSION (edition permitting)."
+    )
+    verify_backup: bool = Field(
+        default=True, description="SQL Server: RESTORE VERIFYONLY ... WITH CHECKSUM afterwards."
+    )
+    tail_log_before_replace: bool = Field(
+        default=True,
+        description="SQL Server: take a tail-log backup WITH NORECOVERY before restoring over "
+        "the live database, so nothing committed is lost.",
     )
     missing_full: Literal["promote", "fail"] = Field(
         default="promote",

@@ -17,12 +17,19 @@ from pathlib import Path
 from typing import BinaryIO
 
 from backupflow.engines.base import BackupSource, Engine
-from backupflow.errors import CatalogError, IntegrityError, StorageError
-from backupflow.models import Category, Manifest
+from backupflow.engines.mssql.chain import select_chain
+from backupflow.errors import (
+    CatalogError,
+    IntegrityError,
+    NoBackupError,
+    StorageError,
+    TargetInFutureError,
+)
+from backupflow.models import Category, Manifest, utc
 from backupflow.pipeline import open_verified
-from backupflow.planning import RestorePlan, plan_restore
+from backupflow.planning import PlanStep, RestorePlan, plan_restore
 from backupflow.storage import Tier
-from backupflow.tiers import locate
+from backupflow.tiers import Holdings, locate
 
 __all__ = ["LoadedPlan", "RestoreOutcome", "execute_restore", "load_plan", "resolve_target"]
 
@@ -61,9 +68,16 @@ def load_plan(
     target_time: datetime | None,
     now: datetime,
     category: Category = Category.DATABASE,
+    *,
+    by_lsn: bool = False,
 ) -> LoadedPlan:
-    """Plan from the manifest names on the given tiers; read full manifests for the chain only."""
+    """Plan from the manifest names on the given tiers; read full manifests for the chain only.
+
+    With ``by_lsn`` (SQL Server), the chain is chosen by LSN from every manifest instead.
+    """
     holdings = locate(tiers, category.value, database)
+    if by_lsn:
+        return _load_lsn_plan(holdings, database, target_time, now)
     problems = list(holdings.problems)
     unreadable: set[str] = set()
     while True:
@@ -84,6 +98,42 @@ def load_plan(
             sources={s.manifest.id: list(holdings.holders[s.manifest.id]) for s in plan.steps},
             problems=tuple(problems),
         )
+
+
+def _load_lsn_plan(
+    holdings: Holdings, database: str, target_time: datetime | None, now: datetime
+) -> LoadedPlan:
+    problems = list(holdings.problems)
+    if target_time is not None and utc(target_time) > utc(now):
+        raise TargetInFutureError(
+            f"the target {utc(target_time):%Y-%m-%dT%H:%M:%SZ} is later than now; give a time "
+            "in the past or --latest."
+        )
+    manifests = []
+    for entry in holdings.sorted_entries():
+        try:
+            manifests.append(holdings.load(entry.id)[0])
+        except CatalogError as exc:
+            problems.append(f"{exc}; planning without it")
+    if not manifests:
+        raise NoBackupError(f"there are no backups of {database} in these tiers.")
+    chain, reached = select_chain(manifests, database, target_time)
+    steps = tuple(
+        PlanStep(m, f"{m.kind.value}: LSN {m.position['first_lsn']} to {m.position['last_lsn']}")
+        for m in chain
+    )
+    notes: tuple[str, ...] = ()
+    if target_time is not None and reached < utc(target_time):
+        notes = (
+            f"the backups reach {reached:%Y-%m-%dT%H:%M:%SZ}, earlier than the requested "
+            f"{utc(target_time):%Y-%m-%dT%H:%M:%SZ}",
+        )
+    plan = RestorePlan(database, target_time, steps, reached, utc(now), notes)
+    return LoadedPlan(
+        plan=plan,
+        sources={m.id: list(holdings.holders[m.id]) for m in chain},
+        problems=tuple(problems),
+    )
 
 
 def resolve_target(
@@ -162,7 +212,8 @@ def execute_restore(
             chosen[manifest.id] = usable[0]
         chain = [_source(m, chosen[m.id], chunk_bytes, progress) for m in plan.manifests]
         try:
-            engine.restore(chain, scratch)
+            until = plan.requested if engine.capabilities.point_in_time == "exact" else None
+            engine.restore(chain, scratch, until=until)
             installed = engine.install(scratch, target, replace=replace, stamp=stamp)
             break
         except _UnusableCopy as exc:

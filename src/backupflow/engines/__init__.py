@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 from backupflow.config import Settings
 from backupflow.engines.base import BackupSource, Capabilities, Dump, DumpFile, Engine, Installed
 from backupflow.engines.sqlite import SqliteEngine
@@ -15,14 +17,42 @@ __all__ = [
     "Engine",
     "Installed",
     "SqliteEngine",
+    "database_password",
     "open_engine",
 ]
 
 
 def open_engine(settings: Settings) -> Engine:
     """The engine the settings name."""
-    if settings.database.engine == "sqlite":
-        return SqliteEngine(
-            settings.database.sqlite_path, chunk_bytes=settings.pipeline.chunk_bytes
+    db = settings.database
+    if db.engine == "sqlite":
+        return SqliteEngine(db.sqlite_path, chunk_bytes=settings.pipeline.chunk_bytes)
+    if db.engine == "sqlserver":
+        from backupflow.engines.mssql import SqlServerEngine
+        from backupflow.engines.mssql.connection import SqlSession, odbc_connect
+
+        return SqlServerEngine(
+            db,
+            db.name,
+            SqlSession(lambda: odbc_connect(db, database_password(settings))),
+            chunk_bytes=settings.pipeline.chunk_bytes,
         )
-    raise ConfigError(f"database engine {settings.database.engine!r} is not available.")
+    raise ConfigError(f"database engine {db.engine!r} is not available.")
+
+
+def database_password(settings: Settings) -> str:
+    """The password: a Prefect Secret block when one is named, else the settings (env-file or
+    environment).  Never a flow parameter or a command-line argument."""
+    block = settings.database.password_block
+    if block:
+        try:
+            from prefect.blocks.system import Secret
+
+            value = cast(Secret[str], Secret.load(block)).get()
+        except Exception as exc:  # the block API raises several kinds
+            raise ConfigError(
+                f"the Secret block {block!r} cannot be loaded; create it or fix "
+                "BACKUPFLOW_DATABASE__PASSWORD_BLOCK."
+            ) from exc
+        return str(value)
+    return settings.database.password.get_secret_value()

@@ -51,6 +51,9 @@ class DumpFile:
 
     role: str
     path: Path
+    #: Measure how well it compresses first, and store it as is when that gains little
+    #: (e.g. a natively compressed SQL Server backup).
+    measure: bool = False
 
 
 @dataclass(frozen=True)
@@ -86,9 +89,24 @@ class Engine(ABC):
         """Write a ``kind`` backup into ``staging``; diff and log need their ``parent``."""
 
     @abstractmethod
-    def restore(self, chain: Sequence[BackupSource], scratch: Path) -> None:
+    def restore(
+        self, chain: Sequence[BackupSource], scratch: Path, *, until: datetime | None = None
+    ) -> None:
         """Apply ``chain`` (full first) into the new file or folder ``scratch``, verify the
-        result against the last manifest and run the integrity check."""
+        result against the last manifest and run the integrity check.  ``until`` is the
+        point to stop at, for engines that replay logs to an exact time."""
+
+    def restore_script(
+        self, chain: Sequence[Manifest], target: Path, *, replace: bool, until: datetime | None
+    ) -> list[str]:
+        """The statements a restore would run, for engines that restore with a script (a
+        dry run prints them); none by default."""
+        del chain, target, replace, until
+        return []
+
+    def cleanup(self, dump: Dump) -> None:
+        """Remove what ``dump`` left outside the staging folder (none by default)."""
+        del dump
 
     @abstractmethod
     def install(self, scratch: Path, target: Path, *, replace: bool, stamp: str) -> Installed:

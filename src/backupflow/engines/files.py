@@ -185,7 +185,9 @@ class FileSetEngine(Engine):
                 "use --in-place to replace the live files (they are kept aside)."
             )
 
-    def restore(self, chain: Sequence[BackupSource], scratch: Path) -> None:
+    def restore(
+        self, chain: Sequence[BackupSource], scratch: Path, *, until: datetime | None = None
+    ) -> None:
         source = chain[-1]
         manifest = source.manifest
         members = read_members(source)

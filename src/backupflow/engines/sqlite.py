@@ -184,7 +184,9 @@ class SqliteEngine(Engine):
 
     # -- restore -----------------------------------------------------------------------
 
-    def restore(self, chain: Sequence[BackupSource], scratch: Path) -> None:
+    def restore(
+        self, chain: Sequence[BackupSource], scratch: Path, *, until: datetime | None = None
+    ) -> None:
         if not chain or chain[0].manifest.kind is not BackupKind.FULL:
             raise EngineError("a SQLite restore chain must start with a full backup.")
         with chain[0].open_object("data") as src, open(scratch, "xb") as out:

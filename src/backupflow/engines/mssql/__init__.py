@@ -1,0 +1,5 @@
+"""The SQL Server engine."""
+
+from backupflow.engines.mssql.engine import SqlServerEngine
+
+__all__ = ["SqlServerEngine"]

@@ -1,0 +1,101 @@
+"""Restore chain selection by LSN, never by timestamp (the rules dbatools settled on).
+
+* full: the full backup finished at or before the target with the highest ``last_lsn``
+  (a copy-only full may serve);
+* differential: one whose ``database_backup_lsn`` equals that full's ``checkpoint_lsn``, the
+  latest finished at or before the target (copy-only fulls never become a base);
+* logs: ``last_lsn >= anchor.last_lsn``, empty ones (``first_lsn == last_lsn``) skipped, same
+  recovery fork, each ``first_lsn`` equal to the previous ``last_lsn`` (else a gap, named),
+  up to and including the first log that ends at or after the target.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from backupflow.errors import ChainGapError, NoBackupError
+from backupflow.models import BackupKind, Manifest, utc
+
+__all__ = ["lsn", "select_chain"]
+
+
+def lsn(manifest: Manifest, field: str) -> int:
+    """An LSN from a manifest's position (numeric(25,0) kept as an integer)."""
+    return int(manifest.position[field])
+
+
+def _finish(manifest: Manifest) -> datetime:
+    return manifest.restore_point
+
+
+def _ts(moment: datetime) -> str:
+    return utc(moment).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def select_chain(
+    backups: Sequence[Manifest], database: str, target: datetime | None
+) -> tuple[list[Manifest], datetime]:
+    """The backups to restore, in order, and the point the restore reaches."""
+    limit = utc(target) if target is not None else None
+
+    def finished(m: Manifest) -> bool:
+        return limit is None or _finish(m) <= limit
+
+    fulls = [m for m in backups if m.kind is BackupKind.FULL and finished(m)]
+    if not fulls:
+        first = min((m for m in backups if m.kind is BackupKind.FULL), key=_finish, default=None)
+        where = (
+            f"the first full backup finished at {_ts(_finish(first))}" if first else "none exists"
+        )
+        raise NoBackupError(f"no full backup of {database} finished by the target: {where}.")
+    full = max(fulls, key=lambda m: (lsn(m, "last_lsn"), _finish(m)))
+    diffs = [
+        m
+        for m in backups
+        if m.kind is BackupKind.DIFF
+        and finished(m)
+        and lsn(m, "database_backup_lsn") == lsn(full, "checkpoint_lsn")
+        and lsn(m, "last_lsn") > lsn(full, "last_lsn")
+    ]
+    anchor = max(diffs, key=lambda m: (lsn(m, "last_lsn"), _finish(m))) if diffs else full
+    chain = [full] + ([anchor] if anchor is not full else [])
+    fork = anchor.position.get("recovery_fork")
+    logs = sorted(
+        (
+            m
+            for m in backups
+            if m.kind is BackupKind.LOG
+            and lsn(m, "last_lsn") >= lsn(anchor, "last_lsn")
+            and lsn(m, "first_lsn") != lsn(m, "last_lsn")
+            and m.position.get("recovery_fork") == fork
+        ),
+        key=lambda m: lsn(m, "first_lsn"),
+    )
+    reached = _finish(anchor)
+    previous_last = lsn(anchor, "last_lsn")
+    previous: Manifest = anchor
+    for index, log in enumerate(logs):
+        first_lsn = lsn(log, "first_lsn")
+        if index == 0:
+            if first_lsn > previous_last:
+                _gap(database, previous, log)
+        elif first_lsn != previous_last:
+            _gap(database, previous, log)
+        chain.append(log)
+        previous, previous_last = log, lsn(log, "last_lsn")
+        reached = _finish(log)
+        if limit is not None and reached >= limit:
+            return chain, limit
+    if limit is not None and reached > limit:
+        reached = limit
+    return chain, reached
+
+
+def _gap(database: str, before: Manifest, after: Manifest) -> None:
+    raise ChainGapError(
+        f"the log chain of {database} has a gap between {before.kind.value} {before.id} "
+        f"(last LSN {before.position['last_lsn']}, {_ts(before.restore_point)}) and log "
+        f"{after.id} (first LSN {after.position['first_lsn']}); restore to "
+        f"{_ts(before.restore_point)} or earlier, or take a new full backup."
+    )
