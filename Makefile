@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: bootstrap demo test lint typecheck clean
+.PHONY: bootstrap demo test test-mssql lint typecheck clean
 
 bootstrap: $(STAMP)
 
@@ -21,6 +21,11 @@ test: $(STAMP)
 	$(BIN)/ruff check src flows tasks deployments tests
 	$(BIN)/mypy
 	$(BIN)/python -m pytest
+
+# The live SQL Server suite: needs BACKUPFLOW_TEST_MSSQL_DSN and the BACKUPFLOW_DATABASE__*
+# settings of a reachable server (docker/compose.test.yaml starts one where Docker runs).
+test-mssql: $(STAMP)
+	$(BIN)/python -m pytest -m mssql tests/live
 
 lint: $(STAMP)
 	$(BIN)/ruff check src flows tasks deployments tests

@@ -45,9 +45,7 @@ def select_chain(
     fulls = [m for m in backups if m.kind is BackupKind.FULL and finished(m)]
     if not fulls:
         first = min((m for m in backups if m.kind is BackupKind.FULL), key=_finish, default=None)
-        where = (
-            f"the first full backup finished at {_ts(_finish(first))}" if first else "none exists"
-        )
+        where = f"the first one finished at {_ts(_finish(first))}" if first else "none exists"
         raise NoBackupError(f"no full backup of {database} finished by the target: {where}.")
     full = max(fulls, key=lambda m: (lsn(m, "last_lsn"), _finish(m)))
     diffs = [
@@ -75,6 +73,8 @@ def select_chain(
     reached = _finish(anchor)
     previous_last = lsn(anchor, "last_lsn")
     previous: Manifest = anchor
+    if limit is not None and reached >= limit:
+        return chain, reached
     for index, log in enumerate(logs):
         first_lsn = lsn(log, "first_lsn")
         if index == 0:
