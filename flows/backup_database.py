@@ -10,7 +10,7 @@ from prefect import flow, get_run_logger
 from backupflow.backup import BackupJob, build_manifest
 from backupflow.backuplog import BackupLog
 from backupflow.codecs import codec_for
-from backupflow.config import current_settings
+from backupflow.config import Settings, current_settings
 from backupflow.engines import open_engine
 from backupflow.engines.base import Dump
 from backupflow.errors import BackupflowError, ConfigError
@@ -26,15 +26,40 @@ __all__ = ["backup_database"]
 
 
 @flow(name="backup-database", flow_run_name="backup-database-{kind}", persist_result=False)
-def backup_database(kind: BackupKind = BackupKind.FULL) -> Manifest:
-    """Back up the configured database to the primary, secondary and DR tiers.
+def backup_database(kind: BackupKind = BackupKind.FULL) -> list[Manifest]:
+    """Back up the configured database(s) to the primary, secondary and DR tiers.
 
     It first copies to each tier whatever an earlier run left missing there.  A tier that
     fails does not stop the others: the backup is kept where it could be stored and the run
     ends Failed naming the missing tier.  A differential or log backup with no full backup
     to build on becomes a full backup (``database.missing_full=promote``) or fails (``fail``).
+    With several databases (``database.databases``), each is backed up in turn and the run
+    fails at the end if any of them failed.
     """
     settings = current_settings()
+    names = settings.database.databases or [settings.database.name]
+    if names == ["*"]:
+        names = open_engine(settings).list_databases()
+    done: list[Manifest] = []
+    failures: list[str] = []
+    for name in names:
+        one = settings.model_copy(
+            update={"database": settings.database.model_copy(update={"name": name})}
+        )
+        try:
+            done.append(_backup_one(one, kind))
+        except BackupflowError as exc:
+            if len(names) == 1:
+                raise
+            failures.append(f"{name}: {exc}")
+    if failures:
+        raise BackupflowError(
+            f"{len(failures)} of {len(names)} database backups failed: " + "; ".join(failures)
+        )
+    return done
+
+
+def _backup_one(settings: Settings, kind: BackupKind) -> Manifest:
     logger = get_run_logger()
     log = BackupLog(settings.backup_log)
     log.check_writable()

@@ -153,14 +153,16 @@ def backup_database_cmd(
     from flows.backup_database import backup_database
 
     with _flow_context(settings, show_progress=True):
-        manifest = backup_database(kind=kind)
-    row = manifest_row(manifest)
-    console.print(
-        f"[green]{row['kind']} backup {row['id']}[/green] of {row['database']}: restore point "
-        f"{row['restore_point']}, {row['raw_bytes']:,} bytes stored as {row['stored_bytes']:,}."
-    )
-    for note in manifest.notes:
-        console.print(f"[yellow]note:[/yellow] {note}")
+        manifests = backup_database(kind=kind)
+    for manifest in manifests:
+        row = manifest_row(manifest)
+        console.print(
+            f"[green]{row['kind']} backup {row['id']}[/green] of {row['database']}: restore "
+            f"point {row['restore_point']}, {row['raw_bytes']:,} bytes stored as "
+            f"{row['stored_bytes']:,}."
+        )
+        for note in manifest.notes:
+            console.print(f"[yellow]note:[/yellow] {note}")
 
 
 @backup_app.command("files")

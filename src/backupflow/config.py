@@ -258,6 +258,11 @@ class DatabaseSettings(BaseModel):
         pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$",
         description="Database name (DB_NAME); also its folder in the repository.",
     )
+    databases: list[str] = Field(
+        default_factory=list,
+        description="Databases a backup run covers: empty = just `name`; a list of names; or "
+        '["*"] = every online user database (SQL Server).',
+    )
     server: str = Field(default="localhost", description="Database server (DB_SERVER).")
     user: str = Field(default="", description="Database login (DB_USER).")
     password: SecretStr = Field(

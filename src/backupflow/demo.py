@@ -287,7 +287,7 @@ def _run(workdir: Path, console: Console, endpoint: str | None) -> bool:
             if isinstance(item, int):
                 console.print(f"[cyan]application change:[/cyan] {_change(live, item)}")
                 continue
-            manifest = backup_database(kind=item)
+            manifest = backup_database(kind=item)[0]
             points.append(_Point(manifest, database_digest(live)))
             console.print(
                 f"[green]{item.value} backup[/green] {manifest.id} "

@@ -47,12 +47,12 @@ def test_full_diff_log_then_point_in_time_restore(settings: Settings, tmp_path: 
     live = settings.database.sqlite_path
     _seed(live)
     with use_settings(settings):
-        full = backup_database(kind=BackupKind.FULL)
+        full = backup_database(kind=BackupKind.FULL)[0]
         _touch(live, "UPDATE tasks SET progress = 0.5 WHERE id < 100")
-        diff = backup_database(kind=BackupKind.DIFF)
+        diff = backup_database(kind=BackupKind.DIFF)[0]
         at_diff = snapshot_copy(live, tmp_path / "at_diff.db")
         _touch(live, "DELETE FROM tasks WHERE id > 2000")
-        log = backup_database(kind=BackupKind.LOG)
+        log = backup_database(kind=BackupKind.LOG)[0]
 
         assert (diff.parent_id, log.parent_id) == (full.id, diff.id)
         between = diff.restore_point + (log.restore_point - diff.restore_point) / 2
@@ -86,7 +86,7 @@ def test_full_diff_log_then_point_in_time_restore(settings: Settings, tmp_path: 
 def test_log_without_full_is_promoted_and_says_so(settings: Settings) -> None:
     _seed(settings.database.sqlite_path)
     with use_settings(settings):
-        manifest = backup_database(kind=BackupKind.LOG)
+        manifest = backup_database(kind=BackupKind.LOG)[0]
     assert manifest.kind is BackupKind.FULL
     assert "instead of the requested log backup" in manifest.notes[0]
 
@@ -97,7 +97,7 @@ def test_missing_full_can_be_a_failure_that_stores_nothing(settings: Settings) -
         update={"database": settings.database.model_copy(update={"missing_full": "fail"})}
     )
     with use_settings(strict), pytest.raises(NoBackupError, match="no full backup"):
-        backup_database(kind=BackupKind.DIFF)
+        backup_database(kind=BackupKind.DIFF)[0]
     assert not list(open_primary(strict).list(""))
     [event] = BackupLog(strict.backup_log).read()
     assert (event["status"], event["kind"]) == ("failed", "diff")
@@ -108,7 +108,7 @@ def test_interrupted_backup_is_never_listed_and_is_cleaned_next_time(settings: S
     _seed(settings.database.sqlite_path)
     primary = Path(settings.repository.primary.url)
     with use_settings(settings):
-        good = backup_database(kind=BackupKind.FULL)
+        good = backup_database(kind=BackupKind.FULL)[0]
     day = primary / "database" / "gantt" / datetime.now(UTC).strftime("%Y-%m-%d")
     orphan = day / "20261126T000000Z-full-abcdef.data.zst"  # data written, manifest never was
     orphan.write_bytes(b"half a backup")
@@ -121,7 +121,7 @@ def test_interrupted_backup_is_never_listed_and_is_cleaned_next_time(settings: S
     assert [m.id for m in scan.manifests] == [good.id]
 
     with use_settings(settings):
-        backup_database(kind=BackupKind.LOG)
+        backup_database(kind=BackupKind.LOG)[0]
     assert not orphan.exists() and not partial.exists()
     scan = Catalog(open_primary(settings)).scan(Category.DATABASE, "gantt")
     assert len(scan.manifests) == 2
@@ -131,7 +131,7 @@ def test_interrupted_backup_is_never_listed_and_is_cleaned_next_time(settings: S
 def test_restore_refuses_future_and_prehistoric_targets(settings: Settings, tmp_path: Path) -> None:
     _seed(settings.database.sqlite_path)
     with use_settings(settings):
-        full = backup_database(kind=BackupKind.FULL)
+        full = backup_database(kind=BackupKind.FULL)[0]
         with pytest.raises(TargetInFutureError, match="later than now"):
             restore_database(target_time=datetime.now(UTC) + timedelta(hours=1))
         with pytest.raises(NoBackupError, match="earliest restore point"):
@@ -142,9 +142,22 @@ def test_restore_refuses_future_and_prehistoric_targets(settings: Settings, tmp_
 def test_naive_target_time_is_read_in_the_settings_timezone(settings: Settings) -> None:
     _seed(settings.database.sqlite_path)
     with use_settings(settings):
-        full = backup_database(kind=BackupKind.FULL)
+        full = backup_database(kind=BackupKind.FULL)[0]
         seoul = full.restore_point.astimezone(ZoneInfo("Asia/Seoul"))  # read as UTC: +9 h, future
         report = restore_database(target_time=seoul.replace(tzinfo=None), dry_run=True)
     assert report.plan.last.id == full.id
     assert report.outcome is None
     assert not report.target.exists()  # a dry run writes nothing
+
+
+def test_several_databases_are_backed_up_in_one_run(settings: Settings) -> None:
+    _seed(settings.database.sqlite_path)
+    several = settings.model_copy(
+        update={"database": settings.database.model_copy(update={"databases": ["gantt", "audit"]})}
+    )
+    with use_settings(several):
+        manifests = backup_database(kind=BackupKind.FULL)
+    assert [m.database for m in manifests] == ["gantt", "audit"]
+    catalog = Catalog(open_primary(several))
+    for name in ("gantt", "audit"):
+        assert len(catalog.entries(Category.DATABASE, name)) == 1

@@ -108,11 +108,11 @@ def test_chain_reaches_all_tiers_and_dr_alone_restores_it(
     live = settings.database.sqlite_path
     _seed(live)
     with use_settings(settings):
-        ids = [backup_database(kind=BackupKind.FULL).id]
+        ids = [backup_database(kind=BackupKind.FULL)[0].id]
         _change(live, "UPDATE workload SET hours = hours + 1 WHERE id % 7 = 0")
-        ids.append(backup_database(kind=BackupKind.DIFF).id)
+        ids.append(backup_database(kind=BackupKind.DIFF)[0].id)
         _change(live, "DELETE FROM workload WHERE id % 11 = 0")
-        ids.append(backup_database(kind=BackupKind.LOG).id)
+        ids.append(backup_database(kind=BackupKind.LOG)[0].id)
         for tier in ("primary", "secondary", "dr"):
             assert _ids(settings, tier) == ids, tier
 
@@ -153,7 +153,7 @@ def test_a_tier_lost_mid_run_is_named_and_backfilled_by_the_next_run(
 
     with use_settings(settings):
         with report_progress(lose_secondary), pytest.raises(TierError, match="secondary") as err:
-            backup_database(kind=BackupKind.FULL)
+            backup_database(kind=BackupKind.FULL)[0]
         assert "primary, dr" in str(err.value)
         missing_id = BackupLog(settings.backup_log).read()[-1]["id"]
         assert BackupLog(settings.backup_log).read()[-1]["status"] == "incomplete"
@@ -163,7 +163,7 @@ def test_a_tier_lost_mid_run_is_named_and_backfilled_by_the_next_run(
         secondary_server.start()  # back, on the same port
         assert _ids(settings, "secondary") == []
         _change(live, "UPDATE workload SET hours = 0 WHERE id < 10")
-        log = backup_database(kind=BackupKind.LOG)
+        log = backup_database(kind=BackupKind.LOG)[0]
         assert _ids(settings, "secondary") == [missing_id, log.id]
 
         again = replicate_backups()  # idempotent: nothing left to copy
@@ -179,7 +179,7 @@ def test_a_damaged_copy_is_reported_and_the_next_tier_restores(
     live = settings.database.sqlite_path
     _seed(live)
     with use_settings(settings):
-        full = backup_database(kind=BackupKind.FULL)
+        full = backup_database(kind=BackupKind.FULL)[0]
         shutil.rmtree(settings.repository.primary.url)
         data = full.object("data")
         raw = client_for(SECONDARY_REGION, servers[0].url)

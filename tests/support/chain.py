@@ -56,9 +56,7 @@ def restore(
     tiers = tiers if tiers is not None else open_tiers(settings)
     engine = open_engine(settings)
     exact = engine.capabilities.point_in_time == "exact"
-    loaded = load_plan(
-        tiers, settings.database.name, target_time, datetime.now(UTC), by_lsn=exact
-    )
+    loaded = load_plan(tiers, settings.database.name, target_time, datetime.now(UTC), by_lsn=exact)
     target = resolve_target(engine, loaded.plan, into, replace)
     outcome = execute_restore(
         engine, loaded, target, replace=replace, chunk_bytes=settings.pipeline.chunk_bytes

@@ -17,7 +17,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, BinaryIO, Literal
 
-from backupflow.errors import RestoreTargetError
+from backupflow.errors import ConfigError, RestoreTargetError
 from backupflow.models import BackupKind, Manifest
 
 __all__ = ["BackupSource", "Capabilities", "Dump", "DumpFile", "Engine", "Installed"]
@@ -95,6 +95,12 @@ class Engine(ABC):
         """Apply ``chain`` (full first) into the new file or folder ``scratch``, verify the
         result against the last manifest and run the integrity check.  ``until`` is the
         point to stop at, for engines that replay logs to an exact time."""
+
+    def list_databases(self) -> list[str]:
+        """Every database this engine's server holds (for ``databases = ["*"]``)."""
+        raise ConfigError(
+            f'the {self.name} engine cannot list databases; name them instead of "*".'
+        )
 
     def restore_script(
         self, chain: Sequence[Manifest], target: Path, *, replace: bool, until: datetime | None

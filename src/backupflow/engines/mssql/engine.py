@@ -156,6 +156,13 @@ class SqlServerEngine(Engine):
             "source": "headeronly",
         }
 
+    def list_databases(self) -> list[str]:
+        rows = self.session.run(
+            "SELECT name FROM sys.databases WHERE database_id > 4 AND state_desc = 'ONLINE' "
+            "ORDER BY name;"
+        ).rows
+        return [str(row[0]) for row in rows]
+
     def cleanup(self, dump: Dump) -> None:
         for item in dump.files:
             item.path.unlink(missing_ok=True)
