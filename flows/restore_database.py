@@ -57,6 +57,7 @@ def restore_database(
     replace: bool = False,
     dry_run: bool = False,
     source: Source = "auto",
+    database: str | None = None,
 ) -> RestoreReport:
     """Restore the configured database from the backups.
 
@@ -68,6 +69,10 @@ def restore_database(
     with ``replace`` and is then kept aside.
     """
     settings = current_settings()
+    if database:
+        settings = settings.model_copy(
+            update={"database": settings.database.model_copy(update={"name": database})}
+        )
     logger = get_run_logger()
     if target_time is not None and target_time.tzinfo is None:
         target_time = target_time.replace(tzinfo=ZoneInfo(settings.timezone))

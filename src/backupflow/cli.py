@@ -305,6 +305,10 @@ def restore_database_cmd(
             "when a copy is missing or damaged.",
         ),
     ] = SourceChoice.AUTO,
+    database: Annotated[
+        str | None,
+        typer.Option("--database", help="Which database (default: the configured DB_NAME)."),
+    ] = None,
 ) -> None:
     """Restore the configured database to a point in time (--at) or its latest state."""
     if (at is None) == (not latest):
@@ -320,6 +324,7 @@ def restore_database_cmd(
             replace=replace,
             dry_run=dry_run,
             source=source.value,
+            database=database,
         )
     for problem in report.problems:
         errors.print(f"[yellow]warning:[/yellow] {problem}")
