@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: bootstrap demo test test-mssql lint typecheck clean
+.PHONY: bootstrap demo serve test test-mssql lint typecheck clean
 
 bootstrap: $(STAMP)
 
@@ -16,6 +16,10 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(BIN)/backupflow demo
+
+serve: $(STAMP)
+	mkdir -p .prefect
+	deployments/serve.sh
 
 test: $(STAMP)
 	$(BIN)/ruff check src flows tasks deployments tests
@@ -35,4 +39,4 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .prefect

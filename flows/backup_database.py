@@ -6,6 +6,7 @@ import shutil
 from datetime import UTC, datetime
 
 from prefect import flow, get_run_logger
+from prefect.concurrency.sync import concurrency
 
 from backupflow.backup import BackupJob, build_manifest
 from backupflow.backuplog import BackupLog
@@ -18,6 +19,7 @@ from backupflow.models import BackupKind, Category, Manifest
 from backupflow.progress import current_progress
 from backupflow.storage import open_tiers
 from flows._common import finish_backup, heal_tiers, store_on_tiers
+from flows._notify import notify_on_failure
 from tasks.backuplog import log_event
 from tasks.database import decide_backup, dump_database
 from tasks.storage import compress_and_store
@@ -25,7 +27,12 @@ from tasks.storage import compress_and_store
 __all__ = ["backup_database"]
 
 
-@flow(name="backup-database", flow_run_name="backup-database-{kind}", persist_result=False)
+@flow(
+    name="backup-database",
+    flow_run_name="backup-database-{kind}",
+    persist_result=False,
+    on_failure=[notify_on_failure("backup_administrator")],
+)
 def backup_database(kind: BackupKind = BackupKind.FULL) -> list[Manifest]:
     """Back up the configured database(s) to the primary, secondary and DR tiers.
 
@@ -47,7 +54,12 @@ def backup_database(kind: BackupKind = BackupKind.FULL) -> list[Manifest]:
             update={"database": settings.database.model_copy(update={"name": name})}
         )
         try:
-            done.append(_backup_one(one, kind))
+            if settings.concurrency_limit:
+                # strict: a limit that was never created is an error, not a silent overlap
+                with concurrency(settings.concurrency_limit, occupy=1, strict=True):
+                    done.append(_backup_one(one, kind))
+            else:
+                done.append(_backup_one(one, kind))
         except BackupflowError as exc:
             if len(names) == 1:
                 raise

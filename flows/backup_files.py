@@ -21,6 +21,7 @@ from backupflow.planning import BackupDecision
 from backupflow.progress import current_progress
 from backupflow.storage import Tier, open_tiers
 from flows._common import finish_backup, heal_tiers, store_on_tiers
+from flows._notify import notify_on_failure
 from tasks.backuplog import log_event
 from tasks.database import dump_files
 from tasks.storage import compress_and_store, store_contents
@@ -30,7 +31,12 @@ __all__ = ["backup_files"]
 FileSetName = Literal["config", "logs", "uploads"]
 
 
-@flow(name="backup-files", flow_run_name="backup-files-{file_set}", persist_result=False)
+@flow(
+    name="backup-files",
+    flow_run_name="backup-files-{file_set}",
+    persist_result=False,
+    on_failure=[notify_on_failure("backup_administrator")],
+)
 def backup_files(file_set: FileSetName = "config") -> Manifest:
     """Back up one file set to every tier.
 

@@ -21,6 +21,7 @@ from backupflow.progress import current_progress
 from backupflow.reporting import artifact_key, iso, plan_rows
 from backupflow.restore import RestoreOutcome, resolve_target
 from backupflow.storage import Tier, open_tier, open_tiers
+from flows._notify import notify_on_failure
 from tasks.backuplog import log_event
 from tasks.database import plan_restore, restore_chain
 
@@ -50,7 +51,12 @@ def _tiers(settings_source: Source) -> list[Tier]:
     return [open_tier(settings_source, settings)]
 
 
-@flow(name="restore-database", flow_run_name="restore-database", persist_result=False)
+@flow(
+    name="restore-database",
+    flow_run_name="restore-database",
+    persist_result=False,
+    on_failure=[notify_on_failure("recovery_owner")],
+)
 def restore_database(
     target_time: datetime | None = None,
     into: str | None = None,
@@ -68,6 +74,7 @@ def restore_database(
     unless ``into`` names one; an existing file, or the live database, is only replaced
     with ``replace`` and is then kept aside.
     """
+    started = datetime.now(UTC)
     settings = current_settings()
     if database:
         settings = settings.model_copy(
@@ -114,6 +121,8 @@ def restore_database(
         "tiers_used": ", ".join(sorted(set(outcome.tiers_used.values()))),
         "target": str(outcome.target),
         "seconds": round(outcome.seconds, 2),
+        "rto_seconds": round((outcome.finished_at - started).total_seconds(), 2),
+        "rpo_seconds": round(max((started - plan.restore_point).total_seconds(), 0), 2),
         "kept_aside": ", ".join(str(p) for p in outcome.kept_aside) or "-",
         "problems": "; ".join(outcome.problems) or "-",
     }

@@ -24,6 +24,7 @@ from backupflow.progress import current_progress
 from backupflow.reporting import artifact_key, iso
 from backupflow.restore import RestoreOutcome, resolve_target
 from backupflow.storage import Tier, open_tier, open_tiers
+from flows._notify import notify_on_failure
 from tasks.backuplog import log_event
 from tasks.database import plan_restore, restore_chain
 
@@ -45,7 +46,12 @@ class FilesRestoreReport:
     hook: HookResult | None = None
 
 
-@flow(name="restore-files", flow_run_name="restore-files-{file_set}", persist_result=False)
+@flow(
+    name="restore-files",
+    flow_run_name="restore-files-{file_set}",
+    persist_result=False,
+    on_failure=[notify_on_failure("recovery_owner")],
+)
 def restore_files(
     file_set: FileSetName = "config",
     target_time: datetime | None = None,

@@ -44,11 +44,14 @@ from backupflow.errors import ConfigError
 
 __all__ = [
     "CONFIG_ENV_VAR",
+    "Contact",
     "DatabaseSettings",
+    "DrillSettings",
     "FileSetSettings",
     "FilesSettings",
     "Job",
     "JobSettings",
+    "OwnersSettings",
     "PipelineSettings",
     "RepositorySettings",
     "RetentionOverrides",
@@ -357,6 +360,41 @@ class FilesSettings(BaseModel):
         return _merge_nested_defaults(cls, data)
 
 
+class Contact(BaseModel):
+    """One of the seed's three roles: who, and how Prefect tells them."""
+
+    name: str = Field(default="", description="The person holding the role.")
+    email: str = Field(default="", description="Their e-mail address.")
+    phone: str = Field(default="", description="Their phone number.")
+    notification_block: str | None = Field(
+        default=None, description="Name of a Prefect notification block that reaches them."
+    )
+
+
+class OwnersSettings(BaseModel):
+    """Backup administrator, recovery owner and DR lead (the seed's responsibilities)."""
+
+    backup_administrator: Contact = Field(
+        default_factory=Contact, description="Told when a backup fails."
+    )
+    recovery_owner: Contact = Field(
+        default_factory=Contact, description="Told when a restore fails."
+    )
+    dr_lead: Contact = Field(
+        default_factory=Contact, description="Told when a drill or the health check fails."
+    )
+
+
+class DrillSettings(BaseModel):
+    """Recovery objectives the quarterly drill must show."""
+
+    rto_hours: float = Field(default=4.0, gt=0, le=168, description="Recovery time objective.")
+    rpo_hours: float = Field(default=1.0, gt=0, le=168, description="Recovery point objective.")
+    health_grace_minutes: int = Field(
+        default=30, ge=0, le=1440, description="How late a backup may be before health fails."
+    )
+
+
 class PipelineSettings(BaseModel):
     """How backup streams are compressed, hashed and stored."""
 
@@ -437,6 +475,13 @@ class Settings(BaseSettings):
     jobs: JobSettings = Field(default_factory=JobSettings)
     pipeline: PipelineSettings = Field(default_factory=PipelineSettings)
     files: FilesSettings = Field(default_factory=FilesSettings)
+    owners: OwnersSettings = Field(default_factory=OwnersSettings)
+    drill: DrillSettings = Field(default_factory=DrillSettings)
+    concurrency_limit: str | None = Field(
+        default=None,
+        description="Name of a Prefect global concurrency limit (created by the bootstrap) that "
+        "every database backup holds, strictly: backups never overlap.",
+    )
 
     @field_validator("timezone")
     @classmethod

@@ -110,6 +110,20 @@ class Engine(ABC):
         del chain, target, replace, until
         return []
 
+    def smoke(self, target: Path) -> dict[str, int]:
+        """A few cheap queries on a restored database (row counts); none by default."""
+        del target
+        return {}
+
+    def drop(self, target: Path) -> None:
+        """Remove a scratch restore (a drill's); by default delete the file or folder."""
+        if target.is_dir():
+            import shutil
+
+            shutil.rmtree(target)
+        else:
+            target.unlink(missing_ok=True)
+
     def cleanup(self, dump: Dump) -> None:
         """Remove what ``dump`` left outside the staging folder (none by default)."""
         del dump

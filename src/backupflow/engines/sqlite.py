@@ -257,6 +257,24 @@ class SqliteEngine(Engine):
         fsync_dir(target.parent)
         return Installed(target=target, kept_aside=tuple(kept))
 
+    def smoke(self, target: Path) -> dict[str, int]:
+        """Row counts of every table of the restored database."""
+        uri = f"file:{quote(str(target.resolve()))}?mode=ro"
+        conn = sqlite3.connect(uri, uri=True)
+        try:
+            tables = [
+                row[0]
+                for row in conn.execute(
+                    "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name"
+                )
+            ]
+            return {
+                table: int(conn.execute(f'SELECT COUNT(*) FROM "{table}"').fetchone()[0])
+                for table in tables
+            }
+        finally:
+            conn.close()
+
     def default_target(self, restore_point: datetime) -> Path:
         stamp = restore_point.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
         return self.path.with_name(f"{self.path.stem}.restored-{stamp}{self.path.suffix or '.db'}")

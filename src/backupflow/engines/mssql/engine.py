@@ -163,6 +163,17 @@ class SqlServerEngine(Engine):
         ).rows
         return [str(row[0]) for row in rows]
 
+    def smoke(self, target: Path) -> dict[str, int]:
+        rows = self.session.run(
+            f"SELECT t.name, SUM(p.rows) FROM {tsql.name(target.name)}.sys.tables AS t "
+            f"JOIN {tsql.name(target.name)}.sys.partitions AS p ON p.object_id = t.object_id "
+            "AND p.index_id IN (0, 1) GROUP BY t.name ORDER BY t.name;"
+        ).rows
+        return {str(r[0]): int(r[1]) for r in rows}
+
+    def drop(self, target: Path) -> None:
+        self.session.run(f"DROP DATABASE {tsql.name(target.name)};")
+
     def cleanup(self, dump: Dump) -> None:
         for item in dump.files:
             item.path.unlink(missing_ok=True)

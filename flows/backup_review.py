@@ -1,0 +1,90 @@
+"""Flow: the quarterly review of the backup logs and drills (a markdown artifact)."""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from datetime import UTC, datetime, timedelta
+from typing import Any, cast
+
+from prefect import flow
+from prefect.artifacts import Artifact, create_markdown_artifact
+
+from backupflow.backuplog import BackupLog
+from backupflow.config import current_settings
+from backupflow.models import Category
+from backupflow.reporting import artifact_key, iso
+from backupflow.storage import open_tiers
+from backupflow.tiers import locate
+
+__all__ = ["backup_review", "review_figures"]
+
+
+def review_figures(records: list[dict[str, Any]], since: datetime) -> dict[str, dict[str, Any]]:
+    """Per job: backups, failures, stored bytes (first, last), mean seconds. Pure."""
+    figures: dict[str, dict[str, Any]] = defaultdict(
+        lambda: {"completed": 0, "failed": 0, "sizes": [], "seconds": []}
+    )
+    for record in records:
+        if record.get("event") != "backup" or datetime.fromisoformat(record["time"]) < since:
+            continue
+        job = f"{record.get('category', 'database')}/{record.get('kind', 'full')}"
+        entry = figures[job]
+        if record.get("status") == "failed":
+            entry["failed"] += 1
+            continue
+        entry["completed"] += 1
+        entry["sizes"].append(int(record.get("stored_bytes", 0)))
+        entry["seconds"].append(float(record.get("seconds", 0.0)))
+    return {
+        job: {
+            "completed": f["completed"],
+            "failed": f["failed"],
+            "first_bytes": f["sizes"][0] if f["sizes"] else 0,
+            "last_bytes": f["sizes"][-1] if f["sizes"] else 0,
+            "mean_seconds": round(sum(f["seconds"]) / len(f["seconds"]), 2) if f["seconds"] else 0,
+        }
+        for job, f in sorted(figures.items())
+    }
+
+
+@flow(name="backup-review", persist_result=False)
+def backup_review(days: int = 92) -> str:
+    """Backups and failures per job, sizes, durations, drill history, restore points per tier."""
+    settings = current_settings()
+    now = datetime.now(UTC)
+    figures = review_figures(BackupLog(settings.backup_log).read(), now - timedelta(days=days))
+    lines = [f"# Backup review, {iso(now - timedelta(days=days))} to {iso(now)}", ""]
+    lines += ["| job | backups | failures | first size | last size | mean seconds |"]
+    lines += ["| --- | --- | --- | --- | --- | --- |"]
+    lines += [
+        f"| {job} | {f['completed']} | {f['failed']} | {f['first_bytes']:,} | "
+        f"{f['last_bytes']:,} | {f['mean_seconds']} |"
+        for job, f in figures.items()
+    ]
+    drills = cast(Artifact | None, Artifact.get(artifact_key("dr-drill", settings.database.name)))
+    history = json.loads(str(drills.data)) if drills is not None and drills.data else []
+    lines += ["", "## DR drills (RTO / RPO in minutes)", ""]
+    lines += [
+        f"* {d['time']} from {d['tier']}: RTO {d['rto_minutes']}, RPO {d['rpo_minutes']} "
+        f"({d['result']})"
+        for d in history
+    ] or ["* no drill on record"]
+    lines += ["", "## Restore points per tier", ""]
+    tiers = open_tiers(settings)
+    for category, name in (
+        (Category.DATABASE, settings.database.name),
+        (Category.CONFIG, "config"),
+        (Category.LOGS, "logs"),
+        (Category.UPLOADS, "uploads"),
+    ):
+        holdings = locate(tiers, category.value, name)
+        for tier in holdings.listed:
+            points = [
+                e.restore_point for e in holdings.sorted_entries() if tier in holdings.holders[e.id]
+            ]
+            span = f"{iso(min(points))} .. {iso(max(points))}" if points else "none"
+            lines.append(f"* {category.value}/{name} in {tier.name}: {span}")
+    markdown = "\n".join(lines)
+    create_markdown_artifact(key="backup-review", markdown=markdown)
+    return markdown
