@@ -1,0 +1,67 @@
+"""The DR drill, the health check and the review under the Prefect harness."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+from prefect.artifacts import Artifact
+
+from backupflow.config import DrillSettings, Settings, use_settings
+from backupflow.models import BackupKind
+from flows.backup_database import backup_database
+from flows.backup_health import StaleBackupsError, backup_health
+from flows.backup_review import backup_review
+from flows.dr_drill import ObjectiveMissedError, dr_drill
+
+
+def _seed(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(path)
+    with conn:
+        conn.execute("CREATE TABLE tasks (id INTEGER PRIMARY KEY, name TEXT)")
+        conn.executemany("INSERT INTO tasks (name) VALUES (?)", [(f"t{i}",) for i in range(300)])
+    conn.close()
+
+
+def test_drill_restores_from_dr_alone_and_appends_its_figures(settings: Settings) -> None:
+    _seed(settings.database.sqlite_path)
+    with use_settings(settings):
+        backup_database(kind=BackupKind.FULL)
+        first = dr_drill()
+        second = dr_drill(keep=True)
+    assert first.result.passed and first.smoke == {"tasks": 300}
+    assert not first.target.exists()  # dropped
+    assert second.target.exists()  # kept
+    artifact = Artifact.get("dr-drill-gantt")
+    assert artifact is not None
+    rows = json.loads(str(artifact.data))
+    assert len(rows) >= 2 and rows[-1]["tier"] == "dr" and rows[-1]["result"] == "pass"
+    summary = Artifact.get("dr-drill-gantt-summary")
+    assert summary is not None and "RTO" in str(summary.data)
+
+
+def test_a_missed_objective_fails_the_drill(settings: Settings) -> None:
+    _seed(settings.database.sqlite_path)
+    strict = settings.model_copy(update={"drill": DrillSettings(rto_hours=4, rpo_hours=1e-6)})
+    with use_settings(strict):
+        backup_database(kind=BackupKind.FULL)
+        with pytest.raises(ObjectiveMissedError, match="RPO"):
+            dr_drill()
+
+
+def test_health_fails_when_jobs_are_stale_and_the_review_reports(settings: Settings) -> None:
+    _seed(settings.database.sqlite_path)
+    with use_settings(settings):
+        backup_database(kind=BackupKind.FULL)
+        with pytest.raises(StaleBackupsError, match="config in primary"):
+            backup_health()  # no file backups at all yet
+        markdown = backup_review()
+    health = Artifact.get("backup-health")
+    assert health is not None
+    text = str(health.data)
+    assert "| database_full | primary |" in text and "| ok |" in text and "**STALE**" in text
+    assert "| database/full | 1 | 0 |" in markdown
+    assert "database/gantt in dr:" in markdown
