@@ -71,6 +71,8 @@ config_app = typer.Typer(help="Inspect the settings.", no_args_is_help=True)
 app.add_typer(backup_app, name="backup")
 app.add_typer(restore_app, name="restore")
 app.add_typer(config_app, name="config")
+dr_app = typer.Typer(help="Disaster recovery: rebuild this host, or fail over to it.")
+app.add_typer(dr_app, name="dr")
 
 
 def _debug() -> bool:
@@ -451,6 +453,75 @@ def prune_cmd(
             )
     if dry_run:
         console.print("dry run: nothing was deleted.")
+
+
+@dr_app.command("restore-system")
+def dr_restore_system_cmd(
+    source: Annotated[
+        SourceChoice, typer.Option("--from", help="The tier to rebuild from.")
+    ] = SourceChoice.DR,
+    at: Annotated[str | None, typer.Option("--at", help="Target time, ISO-8601.")] = None,
+    replace: Annotated[
+        bool, typer.Option("--replace", help="Replace a database that already exists here.")
+    ] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan only.")] = False,
+) -> None:
+    """Restore the database, configuration and uploads onto this host, then reload the app."""
+    settings = load_settings()
+    if source is SourceChoice.AUTO:
+        raise typer.BadParameter("name one tier with --from (primary, secondary or dr).")
+    target_time = _parse_time(at, settings.timezone) if at else None
+    from flows.restore_system import restore_system
+
+    with _flow_context(settings, show_progress=not dry_run):
+        report = restore_system(  # type: ignore[call-overload]
+            source=source.value,
+            target_time=target_time,
+            replace=replace,
+            dry_run=dry_run,
+        )
+    table = Table(title="Whole-system restore" + (" (dry run: nothing changed)" if dry_run else ""))
+    for column in ("step", "seconds", "result", "restore_point", "rto_so_far_s", "rpo_s", "detail"):
+        table.add_column(column.replace("_", " "))
+    for step in report.steps:
+        table.add_row(
+            *(
+                str(step[c])
+                for c in (
+                    "step",
+                    "seconds",
+                    "result",
+                    "restore_point",
+                    "rto_so_far_s",
+                    "rpo_s",
+                    "detail",
+                )
+            )
+        )
+    console.print(table)
+
+
+@dr_app.command("failover")
+def dr_failover_cmd(
+    replace: Annotated[
+        bool, typer.Option("--replace", help="Replace a database that already exists here.")
+    ] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Pre-flight and plan only: no restore, no DNS.")
+    ] = False,
+) -> None:
+    """On the standby: pre-flight, restore everything from DR, switch DNS, probe the app."""
+    settings = load_settings()
+    from flows.failover import failover
+
+    with _flow_context(settings, show_progress=not dry_run):
+        report = failover(replace=replace, dry_run=dry_run)
+    table = Table(title="Failover" + (" (dry run: nothing changed)" if dry_run else ""))
+    for column in ("time", "step", "seconds", "result", "detail"):
+        table.add_column(column)
+    for step in report.steps:
+        table.add_row(*(str(step[c]) for c in ("time", "step", "seconds", "result", "detail")))
+    console.print(table)
 
 
 @config_app.command("show")

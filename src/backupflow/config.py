@@ -47,6 +47,7 @@ __all__ = [
     "Contact",
     "DatabaseSettings",
     "DrillSettings",
+    "FailoverSettings",
     "FileSetSettings",
     "FilesSettings",
     "Job",
@@ -395,6 +396,32 @@ class DrillSettings(BaseModel):
     )
 
 
+class FailoverSettings(BaseModel):
+    """Failover to the standby: the DNS record to switch and the health probe afterwards."""
+
+    hosted_zone_id: str | None = Field(default=None, description="Route 53 hosted zone id.")
+    record_name: str = Field(
+        default="api.workload-optimization.example.", description="The application's record."
+    )
+    record_type: Literal["A", "AAAA", "CNAME"] = Field(default="A", description="Record type.")
+    ttl: int = Field(default=60, ge=1, le=86400, description="TTL of the switched record.")
+    standby_address: str | None = Field(
+        default=None, description="The standby's address (IP for A/AAAA, name for CNAME)."
+    )
+    health_url: str | None = Field(
+        default=None, description="URL probed after the switch (2xx = healthy)."
+    )
+    health_attempts: int = Field(default=10, ge=1, le=1000)
+    health_interval_seconds: float = Field(default=3.0, ge=0, le=600)
+    change_timeout_seconds: int = Field(
+        default=300, ge=1, le=3600, description="How long to wait for Route 53 INSYNC."
+    )
+    route53_endpoint_url: str | None = Field(default=None, description="Route 53 endpoint.")
+    credentials_block: str | None = Field(
+        default=None, description="prefect-aws AwsCredentials block for Route 53."
+    )
+
+
 class PipelineSettings(BaseModel):
     """How backup streams are compressed, hashed and stored."""
 
@@ -477,6 +504,7 @@ class Settings(BaseSettings):
     files: FilesSettings = Field(default_factory=FilesSettings)
     owners: OwnersSettings = Field(default_factory=OwnersSettings)
     drill: DrillSettings = Field(default_factory=DrillSettings)
+    failover: FailoverSettings = Field(default_factory=FailoverSettings)
     concurrency_limit: str | None = Field(
         default=None,
         description="Name of a Prefect global concurrency limit (created by the bootstrap) that "

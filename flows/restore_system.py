@@ -1,0 +1,127 @@
+"""Flow: rebuild the whole system on this host from one tier (default: the DR bucket)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_table_artifact
+
+from backupflow.config import current_settings
+from backupflow.engines import open_engine
+from backupflow.errors import EngineError
+from backupflow.filebackup import run_hook
+from backupflow.reporting import artifact_key, iso
+from flows._notify import notify_on_failure
+from flows.restore_database import restore_database
+from flows.restore_files import restore_files
+
+__all__ = ["SystemRestore", "restore_system"]
+
+Source = Literal["primary", "secondary", "dr"]
+
+
+@dataclass
+class SystemRestore:
+    """Each step with its duration, the restore point reached, RTO and RPO so far."""
+
+    started: datetime
+    steps: list[dict[str, Any]] = field(default_factory=list)
+    restore_point: datetime | None = None
+
+    def add(self, step: str, clock: float, detail: str, ok: bool = True) -> None:
+        now = datetime.now(UTC)
+        self.steps.append(
+            {
+                "step": step,
+                "seconds": round(time.monotonic() - clock, 2),
+                "result": "ok" if ok else "FAILED",
+                "detail": detail,
+                "restore_point": iso(self.restore_point) if self.restore_point else "-",
+                "rto_so_far_s": round((now - self.started).total_seconds(), 1),
+                "rpo_s": round((self.started - self.restore_point).total_seconds(), 1)
+                if self.restore_point
+                else "-",
+            }
+        )
+
+
+@flow(
+    name="restore-system",
+    persist_result=False,
+    on_failure=[notify_on_failure("recovery_owner")],
+)
+def restore_system(
+    source: Source = "dr",
+    target_time: datetime | None = None,
+    replace: bool = False,
+    dry_run: bool = False,
+) -> SystemRestore:
+    """Restore the database (to the latest point or ``target_time``), the configuration and
+    the uploads into this host's paths from ``source`` alone, check them, then run the
+    post-restore command (the PM2 reload).  A dry run lists the plan and changes nothing."""
+    report = SystemRestore(started=datetime.now(UTC))
+    settings = current_settings()
+    logger = get_run_logger()
+    live = open_engine(settings).live_target()
+    clock = time.monotonic()
+    db = restore_database(
+        target_time=target_time,
+        into=str(live),
+        replace=replace,
+        dry_run=dry_run,
+        source=source,
+    )
+    report.restore_point = db.plan.restore_point
+    chain = " > ".join(m.id for m in db.plan.manifests)
+    report.add(
+        "database" + (" (plan)" if dry_run else ", integrity check passed"),
+        clock,
+        f"{len(db.plan.steps)} backup(s) into {db.target}: {chain}",
+    )
+    file_sets: tuple[Literal["config", "uploads"], ...] = ("config", "uploads")
+    for file_set in file_sets:
+        clock = time.monotonic()
+        files = restore_files(
+            file_set=file_set,
+            target_time=target_time,
+            in_place=True,
+            dry_run=dry_run,
+            source=source,
+            run_post_restore_hook=False,
+        )
+        changed = sum(1 for _p, action in files.changes if action != "unchanged")
+        report.add(
+            file_set + (" (plan)" if dry_run else ", every file verified"),
+            clock,
+            f"{changed} of {len(files.changes)} entries into {files.target}",
+        )
+    if not dry_run and settings.files.post_restore_hook:
+        clock = time.monotonic()
+        hook = run_hook(
+            settings.files.post_restore_hook,
+            settings.files.post_restore_cwd,
+            settings.files.hook_timeout_seconds,
+        )
+        report.add("post-restore command", clock, hook.output.strip()[-200:], ok=hook.ok)
+        if not hook.ok:
+            _publish(report, settings.database.name)
+            raise EngineError(
+                f"the system was restored, but {' '.join(hook.command)} failed with exit code "
+                f"{hook.returncode}; start the application by hand."
+            )
+    _publish(report, settings.database.name)
+    for step in report.steps:
+        logger.info("%s: %s (%s s)", step["step"], step["detail"], step["seconds"])
+    return report
+
+
+def _publish(report: SystemRestore, database: str) -> None:
+    create_table_artifact(
+        key=artifact_key("restore-system", database),
+        table=report.steps,
+        description="Whole-system restore: steps, durations, RTO and RPO",
+    )

@@ -1,0 +1,253 @@
+"""Disaster recovery: a whole-system rebuild from the DR tier alone, and failover with a DNS
+switch against moto's Route 53."""
+
+from __future__ import annotations
+
+import http.server
+import shutil
+import sqlite3
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from backupflow.config import FailoverSettings, Settings, use_settings
+from backupflow.failover import FailoverError
+from backupflow.models import BackupKind
+from flows.backup_database import backup_database
+from flows.backup_files import backup_files
+from flows.failover import failover
+from flows.restore_system import restore_system
+from tests.support.chain import content_digest
+from tests.support.trees import make_api_tree, tree
+
+PRIMARY_IP, STANDBY_IP = "192.0.2.10", "198.51.100.20"
+
+
+@pytest.fixture
+def sites(settings: Settings, tmp_path: Path) -> tuple[Settings, Settings]:
+    """The primary site (backed up), and the standby host that has nothing yet."""
+    site_a = tmp_path / "site-a"
+    make_api_tree(site_a / "api")
+    live = site_a / "app" / "gantt.db"
+    live.parent.mkdir(parents=True)
+    conn = sqlite3.connect(live)
+    with conn:
+        conn.execute("CREATE TABLE workload (id INTEGER PRIMARY KEY, who TEXT, hours REAL)")
+        conn.executemany(
+            "INSERT INTO workload (who, hours) VALUES (?, ?)",
+            [(f"eng{i % 9}", i % 8) for i in range(2000)],
+        )
+    conn.close()
+
+    def at(root: Path, db: Path, hook_record: Path) -> Settings:
+        files = settings.files.model_copy(
+            update={
+                "config": settings.files.config.model_copy(update={"root": root}),
+                "logs": settings.files.logs.model_copy(update={"root": root}),
+                "uploads": settings.files.uploads.model_copy(update={"root": root}),
+                "post_restore_hook": [
+                    sys.executable,
+                    "-c",
+                    f"import pathlib; pathlib.Path({str(hook_record)!r}).write_text('reloaded')",
+                ],
+                "post_restore_cwd": tmp_path,
+            }
+        )
+        database = settings.database.model_copy(update={"sqlite_path": db})
+        return settings.model_copy(update={"files": files, "database": database})
+
+    primary = at(site_a / "api", live, tmp_path / "hook-a.txt")
+    standby = at(
+        tmp_path / "site-b" / "api",
+        tmp_path / "site-b" / "app" / "gantt.db",
+        tmp_path / "hook-b.txt",
+    )
+    with use_settings(primary):
+        backup_database(kind=BackupKind.FULL)
+        conn = sqlite3.connect(live)
+        with conn:
+            conn.execute("UPDATE workload SET hours = 0 WHERE id < 50")
+        conn.close()
+        backup_database(kind=BackupKind.LOG)
+        backup_files(file_set="config")
+        backup_files(file_set="uploads")
+    # The primary site is gone: only the DR tier is left.
+    shutil.rmtree(tmp_path / "backups")
+    shutil.rmtree(tmp_path / "secondary")
+    return primary, standby
+
+
+def test_whole_system_restore_from_the_dr_tier_alone(
+    sites: tuple[Settings, Settings], tmp_path: Path
+) -> None:
+    primary, standby = sites
+    with use_settings(standby):
+        plan = restore_system(source="dr", dry_run=True)
+        assert not standby.database.sqlite_path.exists()
+        assert not standby.files.config.root.exists()
+        assert [s["step"] for s in plan.steps] == [
+            "database (plan)",
+            "config (plan)",
+            "uploads (plan)",
+        ]
+        report = restore_system(source="dr")
+    assert content_digest(standby.database.sqlite_path) == content_digest(
+        primary.database.sqlite_path
+    )
+    for prefixes in (("config/", ".env"), ("uploads/",)):
+        assert tree(standby.files.config.root, prefixes=prefixes) == tree(
+            primary.files.config.root, prefixes=prefixes
+        )
+    assert (tmp_path / "hook-b.txt").read_text() == "reloaded"
+    assert [s["result"] for s in report.steps] == ["ok"] * 4
+    assert report.steps[0]["restore_point"] != "-"
+
+
+@pytest.fixture
+def route53(aws_env: None) -> Iterator[tuple[Any, str]]:
+    with mock_aws():
+        client = boto3.client("route53")
+        zone = client.create_hosted_zone(Name="workload.example.", CallerReference="t")
+        zone_id = zone["HostedZone"]["Id"].split("/")[-1]
+        client.change_resource_record_sets(
+            HostedZoneId=zone_id,
+            ChangeBatch={
+                "Changes": [
+                    {
+                        "Action": "CREATE",
+                        "ResourceRecordSet": {
+                            "Name": "api.workload.example.",
+                            "Type": "A",
+                            "TTL": 60,
+                            "ResourceRecords": [{"Value": PRIMARY_IP}],
+                        },
+                    }
+                ]
+            },
+        )
+        yield client, zone_id
+
+
+@pytest.fixture
+def health() -> Iterator[dict[str, Any]]:
+    state: dict[str, Any] = {"status": 200}
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(state["status"])
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    state["url"] = f"http://127.0.0.1:{server.server_address[1]}/health"
+    try:
+        yield state
+    finally:
+        server.shutdown()
+
+
+def _record(client: Any, zone: str) -> list[str]:
+    sets = client.list_resource_record_sets(HostedZoneId=zone)["ResourceRecordSets"]
+    return [
+        r["Value"]
+        for s in sets
+        if s["Name"] == "api.workload.example." and s["Type"] == "A"
+        for r in s["ResourceRecords"]
+    ]
+
+
+def _failover_settings(standby: Settings, zone: str, url: str) -> Settings:
+    return standby.model_copy(
+        update={
+            "failover": FailoverSettings(
+                hosted_zone_id=zone,
+                record_name="api.workload.example",
+                standby_address=STANDBY_IP,
+                health_url=url,
+                health_attempts=2,
+                health_interval_seconds=0.1,
+            )
+        }
+    )
+
+
+def test_failover_switches_dns_only_after_a_verified_restore(
+    sites: tuple[Settings, Settings], route53: tuple[Any, str], health: dict[str, Any]
+) -> None:
+    primary, standby = sites
+    client, zone = route53
+    settings = _failover_settings(standby, zone, health["url"])
+    with use_settings(settings):
+        dry = failover(dry_run=True)
+        assert _record(client, zone) == [PRIMARY_IP] and not settings.database.sqlite_path.exists()
+        assert any(f"{PRIMARY_IP} -> {STANDBY_IP}" in s["detail"] for s in dry.steps)
+        report = failover()
+    assert _record(client, zone) == [STANDBY_IP]
+    assert [s["step"] for s in report.steps] == [
+        "pre-flight",
+        "whole-system restore",
+        "DNS switch",
+        "health probe",
+    ]
+    assert content_digest(settings.database.sqlite_path) == content_digest(
+        primary.database.sqlite_path
+    )
+
+
+def test_a_broken_chain_stops_the_failover_before_anything_is_touched(
+    sites: tuple[Settings, Settings],
+    route53: tuple[Any, str],
+    health: dict[str, Any],
+    tmp_path: Path,
+) -> None:
+    _primary, standby = sites
+    client, zone = route53
+    full_manifest = sorted((tmp_path / "dr" / "database").rglob("*-full-*.manifest.json"))[0]
+    full_manifest.unlink()  # the chain is broken in the DR tier
+    with (
+        use_settings(_failover_settings(standby, zone, health["url"])),
+        pytest.raises(FailoverError, match="pre-flight"),
+    ):
+        failover()
+    assert _record(client, zone) == [PRIMARY_IP]
+    assert not standby.database.sqlite_path.exists()
+
+
+def test_an_unreachable_tier_stops_the_failover(
+    sites: tuple[Settings, Settings],
+    route53: tuple[Any, str],
+    health: dict[str, Any],
+    tmp_path: Path,
+) -> None:
+    _primary, standby = sites
+    client, zone = route53
+    shutil.rmtree(tmp_path / "dr")
+    with (
+        use_settings(_failover_settings(standby, zone, health["url"])),
+        pytest.raises(FailoverError, match="pre-flight"),
+    ):
+        failover()
+    assert _record(client, zone) == [PRIMARY_IP]
+
+
+def test_a_failed_health_probe_is_reported(
+    sites: tuple[Settings, Settings], route53: tuple[Any, str], health: dict[str, Any]
+) -> None:
+    _primary, standby = sites
+    client, zone = route53
+    health["status"] = 503
+    with (
+        use_settings(_failover_settings(standby, zone, health["url"])),
+        pytest.raises(FailoverError, match="HTTP 503"),
+    ):
+        failover()
+    assert _record(client, zone) == [STANDBY_IP]  # traffic moved; the probe said it is unwell
