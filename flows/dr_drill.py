@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -72,9 +73,9 @@ def dr_drill(
         if target_time is None
         else load_plan(tiers, database, None, started, by_lsn=exact).plan.restore_point
     )
-    target = resolve_target(
-        engine, loaded.plan, Path(scratch) if scratch else engine.default_target(started), False
-    )
+    default = engine.default_target(started)
+    default = default.with_name(f"{default.stem}-drill-{secrets.token_hex(3)}{default.suffix}")
+    target = resolve_target(engine, loaded.plan, Path(scratch) if scratch else default, False)
     outcome = restore_chain(engine, loaded, target, False, settings.pipeline.chunk_bytes)
     smoke = engine.smoke(target)
     verified = datetime.now(UTC)
