@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: bootstrap demo serve test test-mssql lint typecheck clean
+.PHONY: bootstrap bench demo serve test test-mssql lint typecheck clean
 
 bootstrap: $(STAMP)
 
@@ -16,6 +16,13 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(BIN)/backupflow demo
+
+# The benchmark (not part of make test): ~1 GiB and 4 GiB inputs under bench/out/. The seed's
+# way needs the AWS CLI; it is installed into its own virtualenv when missing.
+bench: $(STAMP)
+	@command -v aws >/dev/null 2>&1 || test -x .venv-awscli/bin/aws || \
+	  ($(PYTHON) -m venv .venv-awscli && .venv-awscli/bin/pip install --quiet awscli)
+	BENCH_AWS=$$(command -v aws || echo $$PWD/.venv-awscli/bin/aws) $(BIN)/python bench/run.py
 
 serve: $(STAMP)
 	mkdir -p .prefect

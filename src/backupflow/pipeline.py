@@ -8,33 +8,75 @@ SHA-256 against the manifest, and names the object when they differ.
 from __future__ import annotations
 
 import hashlib
+import queue
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import BinaryIO, cast
+from typing import Any, BinaryIO, cast
 
 from backupflow.codecs import CODEC_ERRORS, Codec, get_codec
 from backupflow.errors import IntegrityError
 from backupflow.models import StoredObject
 from backupflow.storage.base import Storage
 
-__all__ = ["HashingReader", "open_verified", "store_stream", "verify_stored"]
+__all__ = ["HashThread", "HashingReader", "open_verified", "store_stream", "verify_stored"]
 
 Progress = Callable[[int], None]
 
 
-class HashingReader:
-    """Wraps a reader; hashes and counts every byte that passes through ``read``."""
+class HashThread:
+    """Hashes byte blocks on a helper thread, in order, through a bounded queue.
 
-    def __init__(self, inner: BinaryIO, progress: Progress | None = None) -> None:
+    hashlib releases the GIL on large buffers, so hashing overlaps decompression and
+    writing on another core; the queue keeps memory at a few chunks.
+    """
+
+    def __init__(self) -> None:
+        self._queue: queue.Queue[tuple[Any, bytes] | None] = queue.Queue(maxsize=8)
+        self._thread = threading.Thread(target=self._run, name="sha256", daemon=True)
+        self._thread.start()
+        self._open = True
+
+    def _run(self) -> None:
+        while (item := self._queue.get()) is not None:
+            item[0].update(item[1])
+
+    def update(self, digest: Any, data: bytes) -> None:
+        self._queue.put((digest, data))
+
+    def close(self) -> None:
+        """Return once every block given so far is hashed."""
+        if self._open:
+            self._open = False
+            self._queue.put(None)
+            self._thread.join()
+
+
+class HashingReader:
+    """Wraps a reader; hashes and counts every byte that passes through ``read``.
+
+    With ``background``, hashing happens on that thread: close it before reading ``sha256``.
+    """
+
+    def __init__(
+        self,
+        inner: BinaryIO,
+        progress: Progress | None = None,
+        background: HashThread | None = None,
+    ) -> None:
         self._inner = inner
         self._progress = progress
+        self._background = background
         self.sha256 = hashlib.sha256()
         self.size = 0
 
     def read(self, size: int = -1) -> bytes:
         data = self._inner.read(size)
         if data:
-            self.sha256.update(data)
+            if self._background is not None:
+                self._background.update(self.sha256, data)
+            else:
+                self.sha256.update(data)
             self.size += len(data)
             if self._progress is not None:
                 self._progress(len(data))
@@ -136,18 +178,22 @@ def open_verified(
             f"{record.size}; the stored copy is damaged or incomplete."
         )
     codec = get_codec(record.codec)
-    with storage.open(record.key) as handle:
-        stored = HashingReader(handle, progress)
-        try:
-            plain = HashingReader(codec.reader(cast(BinaryIO, stored)))
-            yield cast(BinaryIO, plain)
-            plain.drain(chunk_bytes)
-            stored.drain(chunk_bytes)
-        except CODEC_ERRORS as exc:
-            raise IntegrityError(
-                f"{record.key} in {storage.name} cannot be decompressed ({exc}); "
-                "the stored copy is damaged."
-            ) from exc
+    background = HashThread()
+    try:
+        with storage.open(record.key) as handle:
+            stored = HashingReader(handle, progress, background)
+            try:
+                plain = HashingReader(codec.reader(cast(BinaryIO, stored)), None, background)
+                yield cast(BinaryIO, plain)
+                plain.drain(chunk_bytes)
+                stored.drain(chunk_bytes)
+            except CODEC_ERRORS as exc:
+                raise IntegrityError(
+                    f"{record.key} in {storage.name} cannot be decompressed ({exc}); "
+                    "the stored copy is damaged."
+                ) from exc
+    finally:
+        background.close()
     if stored.size != record.size or stored.sha256.hexdigest() != record.sha256:
         raise IntegrityError(
             f"{record.key} in {storage.name} does not match its recorded SHA-256; "

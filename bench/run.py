@@ -1,0 +1,336 @@
+"""backupflow benchmark: our pipeline against the seed's way (gzip -6, then aws s3 cp), in one
+run on one machine.  ``make bench`` runs it; results go to bench/out/results.json.
+
+Every scenario runs in its own process so that its peak RSS is its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import resource
+import shutil
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+OUT = Path(__file__).resolve().parent / "out"
+MiB = 1 << 20
+GiB = 1 << 30
+CREDENTIALS = {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench",
+               "AWS_DEFAULT_REGION": "ap-northeast-2"}
+
+
+# -- input --------------------------------------------------------------------------------
+
+
+def make_input(path: Path, size: int) -> Path:
+    """Half compressible rows (like a database's pages of workload rows), half random bytes."""
+    if path.exists() and path.stat().st_size == size:
+        return path
+    rng = random.Random(7)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as out:
+        written = 0
+        index = 0
+        while written < size:
+            if index % 2 == 0:
+                rows = [
+                    b"%08d,eng%03d,project-%02d,task-%05d,2026-%02d-%02d,%4.1f\n"
+                    % (written + i, rng.randrange(200), rng.randrange(40), rng.randrange(30000),
+                       rng.randrange(1, 13), rng.randrange(1, 29), rng.randrange(0, 90) / 10)
+                    for i in range(21000)
+                ]
+                block = b"".join(rows)[:MiB]
+            else:
+                block = rng.randbytes(MiB)
+            block = block[: size - written]
+            out.write(block)
+            written += len(block)
+            index += 1
+    return path
+
+
+# -- scenarios (each in its own process) ---------------------------------------------------
+
+
+def _rss_mib() -> float:
+    """Peak RSS of this process image (VmHWM; ru_maxrss would include the forked parent's)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _s3(url: str, bucket: str, region: str) -> Any:
+    import boto3
+    from botocore.config import Config
+
+    from backupflow.storage import S3Storage
+
+    client = boto3.client(
+        "s3", region_name=region, endpoint_url=url,
+        config=Config(s3={"addressing_style": "path"}, max_pool_connections=16),
+    )
+    return S3Storage(client, bucket, part_bytes=8 * MiB, max_concurrency=4)
+
+
+def scenario(name: str, args: dict[str, Any]) -> dict[str, Any]:
+    from backupflow.codecs import ZstdCodec
+    from backupflow.models import StoredObject
+    from backupflow.pipeline import open_verified, store_stream
+    from backupflow.storage import LocalStorage
+    from backupflow.storage.base import ObjectInfo, Storage
+    from backupflow.tiers import copy_object
+
+    source = Path(args["input"])
+    codec = ZstdCodec(3, -1)
+    start = time.perf_counter()
+    extra: dict[str, Any] = {}
+    if name in ("ours-local", "ours-3-tiers"):
+        local = LocalStorage(Path(args["work"]) / "primary")
+        with open(source, "rb") as handle:
+            record = store_stream(local, "database/bench/full.data.zst", handle, codec, role="data")
+        extra["stored_bytes"] = record.size
+        if name == "ours-3-tiers":
+            # as the backup flow does: both remote tiers copied from the local one at once
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(2) as pool:
+                copies = [
+                    pool.submit(copy_object, local, _s3(args["s3"], bucket, region), record,
+                                chunk_bytes=MiB, write_once=False)
+                    for bucket, region in (("ours-secondary", "ap-northeast-2"),
+                                           ("ours-dr", "ap-northeast-1"))
+                ]
+                for copy in copies:
+                    copy.result()
+        (Path(args["work"]) / "record.json").write_text(record.model_dump_json())
+    elif name == "ours-null":
+        class Null(Storage):
+            name = "null"
+
+            def put(self, key: str, chunks: Any) -> ObjectInfo:
+                size = sum(len(c) for c in chunks)
+                return ObjectInfo(key, size, datetime.now(UTC))
+
+            def open(self, key: str) -> Any:
+                raise NotImplementedError
+
+            def stat(self, key: str) -> ObjectInfo:
+                raise NotImplementedError
+
+            def list(self, prefix: str = "") -> Any:
+                return iter(())
+
+            def delete(self, key: str) -> None:
+                pass
+
+        with open(source, "rb") as handle:
+            store_stream(Null(), "x", handle, codec, role="data", verify=False)
+    elif name in ("ours-restore-local", "ours-restore-s3"):
+        record = StoredObject.model_validate_json((Path(args["work"]) / "record.json").read_text())
+        storage: Storage = (
+            LocalStorage(Path(args["work"]) / "primary")
+            if name == "ours-restore-local"
+            else _s3(args["s3"], "ours-dr", "ap-northeast-1")
+        )
+        with open_verified(storage, record) as stream, open(Path(args["work"]) / "restored.bin", "wb") as out:
+            shutil.copyfileobj(stream, out, MiB)
+    else:
+        raise SystemExit(f"unknown scenario {name}")
+    seconds = time.perf_counter() - start
+    return {"seconds": seconds, "rss_mib": _rss_mib(), **extra}
+
+
+def run_ours(name: str, **args: Any) -> dict[str, Any]:
+    done = subprocess.run(
+        [sys.executable, __file__, "--scenario", name, "--args", json.dumps(args)],
+        capture_output=True, text=True, check=True, env={**os.environ, **CREDENTIALS},
+    )
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def run_seed(commands: list[str]) -> dict[str, Any]:
+    """Shell commands run one after the other (the seed's way), peak RSS of the largest."""
+    wrapper = (
+        "import resource, subprocess, sys, time\n"
+        "t = time.perf_counter()\n"
+        "for c in sys.argv[1:]: subprocess.run(['bash', '-c', c], check=True)\n"
+        "print(time.perf_counter() - t, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", wrapper, *commands],
+        capture_output=True, text=True, check=True, env={**os.environ, **CREDENTIALS},
+    )
+    seconds, rss = done.stdout.split()
+    return {"seconds": float(seconds), "rss_mib": int(rss) / 1024}
+
+
+# -- planning over 10,000 backups ----------------------------------------------------------
+
+
+def planning(count: int = 10_000) -> dict[str, Any]:
+    from moto import mock_aws
+
+    os.environ.update(CREDENTIALS)
+    import boto3
+
+    from backupflow.catalog import Catalog, manifest_key
+    from backupflow.models import BackupKind, Category, Manifest
+    from backupflow.restore import load_plan
+    from backupflow.retention import RetentionPolicy, plan_retention
+    from backupflow.storage import S3Storage, Tier
+
+    with mock_aws():
+        client = boto3.client("s3", region_name="ap-northeast-1")
+        client.create_bucket(Bucket="plan",
+                             CreateBucketConfiguration={"LocationConstraint": "ap-northeast-1"})
+        start = datetime(2025, 11, 1, tzinfo=UTC)
+        full = previous = None
+        for index in range(count):
+            at = start + timedelta(hours=index)
+            kind = (BackupKind.FULL if index % 24 == 0 else
+                    BackupKind.DIFF if index % 4 == 0 else BackupKind.LOG)
+            parent = None if kind is BackupKind.FULL else (full if kind is BackupKind.DIFF else previous)
+            manifest = Manifest(
+                id=f"{at:%Y%m%dT%H%M%S}Z-{kind.value}-{index:06x}", category=Category.DATABASE,
+                kind=kind, engine="sqlite", database="gantt", started_at=at, finished_at=at,
+                restore_point=at, parent_id=parent, objects=(),
+            )
+            client.put_object(Bucket="plan", Key=manifest_key(manifest), Body=manifest.to_json())
+            full = manifest.id if kind is BackupKind.FULL else full
+            previous = manifest.id
+        requests: list[str] = []
+        client.meta.events.register("before-send.s3", lambda request, **_: requests.append(request.method))
+        storage = S3Storage(client, "plan")
+        now = start + timedelta(hours=count)
+        clock = time.perf_counter()
+        listed = sum(1 for _ in storage.list("database/gantt/manifests/"))
+        list_seconds = time.perf_counter() - clock
+        requests.clear()
+        clock = time.perf_counter()
+        loaded = load_plan([Tier("dr", storage)], "gantt", None, now)
+        plan_seconds = time.perf_counter() - clock
+        plan_requests = len(requests)
+        requests.clear()
+        clock = time.perf_counter()
+        entries = Catalog(storage).entries(Category.DATABASE, "gantt")
+        retention = plan_retention(
+            entries, RetentionPolicy({BackupKind.FULL: 30, BackupKind.DIFF: 7, BackupKind.LOG: 3}), now
+        )
+        retention_seconds = time.perf_counter() - clock
+        return {
+            "backups": count,
+            "listing_only_seconds": round(list_seconds, 3),
+            "listed": listed,
+            "restore_plan_seconds": round(plan_seconds, 3),
+            "restore_plan_requests": plan_requests,
+            "restore_plan_steps": len(loaded.plan.steps),
+            "retention_plan_seconds": round(retention_seconds, 3),
+            "retention_plan_requests": len(requests),
+            "retention_deletions": len(retention.deletions),
+        }
+
+
+# -- main ------------------------------------------------------------------------------------
+
+
+def main() -> None:
+    from moto.server import ThreadedMotoServer
+
+    os.environ.update(CREDENTIALS)
+    import logging
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    one = make_input(OUT / "input-1g.bin", GiB)
+    work = OUT / "work"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    url = f"http://127.0.0.1:{server.get_host_and_port()[1]}"
+    import boto3
+
+    for bucket, region in (("ours-secondary", "ap-northeast-2"), ("ours-dr", "ap-northeast-1"),
+                           ("seed-secondary", "ap-northeast-2"), ("seed-dr", "ap-northeast-1")):
+        boto3.client("s3", region_name=region, endpoint_url=url).create_bucket(
+            Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": region})
+    aws = os.environ.get("BENCH_AWS", shutil.which("aws") or "aws")
+    gz = work / "seed.gz"
+    s3cp = f"{aws} s3 cp --quiet --endpoint-url {url}"
+    results: dict[str, Any] = {"input_bytes": GiB, "machine_cores": os.cpu_count()}
+    rows = []
+
+    def row(label: str, ours: dict[str, Any], seed: dict[str, Any] | None) -> None:
+        mbps = GiB / MiB / ours["seconds"]
+        entry = {"scenario": label, "ours_s": round(ours["seconds"], 2), "ours_MBps": round(mbps),
+                 "ours_rss_MiB": round(ours["rss_mib"])}
+        if seed:
+            entry.update(seed_s=round(seed["seconds"], 2),
+                         seed_MBps=round(GiB / MiB / seed["seconds"]),
+                         seed_rss_MiB=round(seed["rss_mib"]),
+                         speedup=round(seed["seconds"] / ours["seconds"], 2))
+        rows.append(entry)
+        print(json.dumps(entry), flush=True)
+
+    common = {"input": str(one), "work": str(work), "s3": url}
+    zstd_cli = run_seed([f"zstd -q -3 -T0 -c {one} > /dev/null"])
+    row("CPU ceiling: pipeline to /dev/null vs zstd -3 -T0", run_ours("ours-null", **common), zstd_cli)
+    row("backup to local tier", run_ours("ours-local", **common),
+        run_seed([f"gzip -6 -c {one} > {gz}"]))
+    shutil.rmtree(work / "primary")
+    row("backup to local + 2 S3 tiers", run_ours("ours-3-tiers", **common),
+        run_seed([f"gzip -6 -c {one} > {gz}", f"{s3cp} {gz} s3://seed-secondary/full.gz",
+                  f"{s3cp} {gz} s3://seed-dr/full.gz"]))
+    row("restore from local", run_ours("ours-restore-local", **common),
+        run_seed([f"gunzip -c {gz} > {work / 'seed-restored.bin'}"]))
+    row("restore from S3 (DR)", run_ours("ours-restore-s3", **common),
+        run_seed([f"{s3cp} s3://seed-dr/full.gz {work / 'dl.gz'}",
+                  f"gunzip -c {work / 'dl.gz'} > {work / 'seed-restored.bin'}"]))
+    server.stop()
+    four = OUT / "input-4g.bin"
+    if not (four.exists() and four.stat().st_size == 4 * GiB):
+        with open(four, "wb") as out:
+            for _ in range(4):
+                with open(one, "rb") as src:
+                    shutil.copyfileobj(src, out, 16 * MiB)
+    shutil.rmtree(work / "primary", ignore_errors=True)
+    big = run_ours("ours-local", input=str(four), work=str(work), s3=url)
+    results["peak_rss_MiB"] = {"1 GiB": rows[1]["ours_rss_MiB"], "4 GiB": round(big["rss_mib"])}
+    results["rows"] = rows
+    results["planning"] = planning()
+    print(json.dumps(results["planning"]))
+    results["finished"] = datetime.now(UTC).isoformat(timespec="seconds")
+    (OUT / "results.json").write_text(json.dumps(results, indent=2))
+    shutil.rmtree(work, ignore_errors=True)
+    print_table(results)
+
+
+def print_table(results: dict[str, Any]) -> None:
+    print()
+    print("| scenario | ours s | ours MB/s | ours RSS MiB | seed s | seed MB/s | seed RSS MiB | seed/ours |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    for r in results["rows"]:
+        print(f"| {r['scenario']} | {r['ours_s']} | {r['ours_MBps']} | {r['ours_rss_MiB']} | "
+              f"{r.get('seed_s', '-')} | {r.get('seed_MBps', '-')} | {r.get('seed_rss_MiB', '-')} | "
+              f"{r.get('speedup', '-')} |")
+    print(f"\npeak RSS of our backup: {results['peak_rss_MiB']}")
+    print(f"planning: {results['planning']}")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--scenario")
+    parser.add_argument("--args")
+    options = parser.parse_args()
+    if options.scenario:
+        print(json.dumps(scenario(options.scenario, json.loads(options.args))))
+    else:
+        main()
