@@ -66,36 +66,19 @@ def store_on_tiers(
     holder: Tier | None = None
     stored_on: list[str] = []
     missing: dict[str, str] = {}
-    remaining = list(tiers)
-    while remaining and manifest is None:  # the first tier that accepts it compresses it
-        tier = remaining.pop(0)
+    for tier in tiers:
         try:
-            manifest = make_manifest(first_store(tier))
+            if holder is None or manifest is None:
+                manifest = make_manifest(first_store(tier))
+            else:
+                copy_to_tier(manifest, holder, tier, settings.pipeline.chunk_bytes)
             write_manifest(tier, manifest)
         except BackupflowError as exc:
             missing[tier.name] = str(exc)
             logger.error("backup %s could not be stored in %s: %s", job.backup_id, tier.name, exc)
-            manifest = None
             continue
-        holder = tier
+        holder = holder or tier
         stored_on.append(tier.name)
-    if manifest is not None and holder is not None:
-        # The other tiers are copied from it at the same time, each manifest written last.
-        copies = [
-            (tier, copy_to_tier.submit(manifest, holder, tier, settings.pipeline.chunk_bytes))
-            for tier in remaining
-        ]
-        for tier, future in copies:
-            try:
-                future.result()
-                write_manifest(tier, manifest)
-            except BackupflowError as exc:
-                missing[tier.name] = str(exc)
-                logger.error(
-                    "backup %s could not be stored in %s: %s", job.backup_id, tier.name, exc
-                )
-                continue
-            stored_on.append(tier.name)
     if manifest is None or not stored_on:
         raise StorageError(
             f"backup {job.backup_id} could not be stored on any tier: "

@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
 from zoneinfo import ZoneInfo
 
 from prefect import flow, get_run_logger
@@ -20,14 +19,14 @@ from backupflow.planning import RestorePlan
 from backupflow.progress import current_progress
 from backupflow.reporting import artifact_key, iso, plan_rows
 from backupflow.restore import RestoreOutcome, resolve_target
-from backupflow.storage import Tier, open_tier, open_tiers
+from backupflow.storage import SourceName, Tier, open_tier, open_tiers
 from flows._notify import notify_on_failure
 from tasks.backuplog import log_event
 from tasks.database import plan_restore, restore_chain
 
 __all__ = ["RestoreReport", "restore_database"]
 
-Source = Literal["auto", "primary", "secondary", "dr"]
+Source = SourceName
 
 
 @dataclass(frozen=True)

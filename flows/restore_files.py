@@ -23,7 +23,7 @@ from backupflow.planning import RestorePlan
 from backupflow.progress import current_progress
 from backupflow.reporting import artifact_key, iso
 from backupflow.restore import RestoreOutcome, resolve_target
-from backupflow.storage import Tier, open_tier, open_tiers
+from backupflow.storage import SourceName, Tier, open_tier, open_tiers
 from flows._notify import notify_on_failure
 from tasks.backuplog import log_event
 from tasks.database import plan_restore, restore_chain
@@ -31,7 +31,7 @@ from tasks.database import plan_restore, restore_chain
 __all__ = ["FilesRestoreReport", "restore_files"]
 
 FileSetName = Literal["config", "logs", "uploads"]
-Source = Literal["auto", "primary", "secondary", "dr"]
+Source = SourceName
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ written last -> log.
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -22,7 +22,7 @@ from backupflow.models import BackupKind, Category, Manifest, StoredObject, new_
 from backupflow.pipeline import open_verified, store_stream
 from backupflow.planning import BackupDecision, plan_backup
 from backupflow.storage import Tier
-from backupflow.storage.base import Storage
+from backupflow.storage.base import ObjectInfo, Storage
 from backupflow.tiers import locate
 
 __all__ = [
@@ -74,7 +74,15 @@ def clean_interrupted(
     """
     cutoff = now - grace
     removed = storage.cleanup_incomplete(cutoff)
-    for info in Catalog(storage).orphans(category, name, older_than=cutoff):
+    return removed + delete_unlocked(
+        storage, Catalog(storage).orphans(category, name, older_than=cutoff)
+    )
+
+
+def delete_unlocked(storage: Storage, infos: Iterable[ObjectInfo]) -> list[str]:
+    """Delete the objects, leaving those still under Object Lock for a later run."""
+    removed = []
+    for info in infos:
         try:
             storage.delete(info.key)
         except ObjectLockedError:

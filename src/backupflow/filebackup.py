@@ -10,11 +10,11 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from backupflow.backup import BackupJob
+from backupflow.backup import BackupJob, delete_unlocked
 from backupflow.catalog import CONTENT_ROLE, Catalog
 from backupflow.codecs import Codec
 from backupflow.config import FileSetSettings
-from backupflow.errors import BackupflowError, ObjectLockedError
+from backupflow.errors import BackupflowError
 from backupflow.filesets import ScanReport, content_key, decode_members, encode_members
 from backupflow.models import Category, Manifest, StoredObject
 from backupflow.pipeline import store_stream
@@ -127,14 +127,8 @@ def remove_unreferenced_content(
     storage: Storage, category: Category, name: str, *, now: datetime, grace: timedelta
 ) -> list[str]:
     """Delete shared content that no kept backup lists (after the grace period)."""
-    removed = []
-    for info in Catalog(storage).unreferenced_content(category, name, older_than=now - grace):
-        try:
-            storage.delete(info.key)
-        except ObjectLockedError:
-            continue
-        removed.append(info.key)
-    return removed
+    unused = Catalog(storage).unreferenced_content(category, name, older_than=now - grace)
+    return delete_unlocked(storage, unused)
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ __all__ = [
     "ObjectInfo",
     "RetryingStorage",
     "S3Storage",
+    "SourceName",
     "Storage",
     "Tier",
     "TierName",
@@ -34,6 +35,8 @@ __all__ = [
 ]
 
 TierName = Literal["primary", "secondary", "dr"]
+#: Where a restore reads from: one tier, or "auto" (every tier, in order, with fallback).
+SourceName = Literal["auto", "primary", "secondary", "dr"]
 TIER_NAMES: tuple[TierName, ...] = ("primary", "secondary", "dr")
 
 
