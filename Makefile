@@ -29,7 +29,7 @@ serve: $(STAMP)
 	deployments/serve.sh
 
 test: $(STAMP)
-	$(BIN)/ruff check src flows tasks deployments tests
+	$(BIN)/ruff check src flows tasks deployments tests bench
 	$(BIN)/mypy
 	$(BIN)/python -m pytest
 
@@ -39,7 +39,7 @@ test-mssql: $(STAMP)
 	$(BIN)/python -m pytest -m mssql tests/live
 
 lint: $(STAMP)
-	$(BIN)/ruff check src flows tasks deployments tests
+	$(BIN)/ruff check src flows tasks deployments tests bench
 	$(BIN)/ruff format --check src flows tasks deployments tests
 
 typecheck: $(STAMP)

@@ -22,8 +22,11 @@ from typing import Any
 OUT = Path(__file__).resolve().parent / "out"
 MiB = 1 << 20
 GiB = 1 << 30
-CREDENTIALS = {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench",
-               "AWS_DEFAULT_REGION": "ap-northeast-2"}
+CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "bench",
+    "AWS_SECRET_ACCESS_KEY": "bench",
+    "AWS_DEFAULT_REGION": "ap-northeast-2",
+}
 
 
 # -- input --------------------------------------------------------------------------------
@@ -42,8 +45,15 @@ def make_input(path: Path, size: int) -> Path:
             if index % 2 == 0:
                 rows = [
                     b"%08d,eng%03d,project-%02d,task-%05d,2026-%02d-%02d,%4.1f\n"
-                    % (written + i, rng.randrange(200), rng.randrange(40), rng.randrange(30000),
-                       rng.randrange(1, 13), rng.randrange(1, 29), rng.randrange(0, 90) / 10)
+                    % (
+                        written + i,
+                        rng.randrange(200),
+                        rng.randrange(40),
+                        rng.randrange(30000),
+                        rng.randrange(1, 13),
+                        rng.randrange(1, 29),
+                        rng.randrange(0, 90) / 10,
+                    )
                     for i in range(21000)
                 ]
                 block = b"".join(rows)[:MiB]
@@ -74,7 +84,9 @@ def _s3(url: str, bucket: str, region: str) -> Any:
     from backupflow.storage import S3Storage
 
     client = boto3.client(
-        "s3", region_name=region, endpoint_url=url,
+        "s3",
+        region_name=region,
+        endpoint_url=url,
         config=Config(s3={"addressing_style": "path"}, max_pool_connections=16),
     )
     return S3Storage(client, bucket, part_bytes=8 * MiB, max_concurrency=4)
@@ -99,12 +111,20 @@ def scenario(name: str, args: dict[str, Any]) -> dict[str, Any]:
         extra["stored_bytes"] = record.size
         if name == "ours-3-tiers":
             # as the backup flow does: compressed once, then copied to each remote tier
-            for bucket, region in (("ours-secondary", "ap-northeast-2"),
-                                   ("ours-dr", "ap-northeast-1")):
-                copy_object(local, _s3(args["s3"], bucket, region), record,
-                            chunk_bytes=MiB, write_once=False)
+            for bucket, region in (
+                ("ours-secondary", "ap-northeast-2"),
+                ("ours-dr", "ap-northeast-1"),
+            ):
+                copy_object(
+                    local,
+                    _s3(args["s3"], bucket, region),
+                    record,
+                    chunk_bytes=MiB,
+                    write_once=False,
+                )
         (Path(args["work"]) / "record.json").write_text(record.model_dump_json())
     elif name == "ours-null":
+
         class Null(Storage):
             name = "null"
 
@@ -133,7 +153,10 @@ def scenario(name: str, args: dict[str, Any]) -> dict[str, Any]:
             if name == "ours-restore-local"
             else _s3(args["s3"], "ours-dr", "ap-northeast-1")
         )
-        with open_verified(storage, record) as stream, open(Path(args["work"]) / "restored.bin", "wb") as out:
+        with (
+            open_verified(storage, record) as stream,
+            open(Path(args["work"]) / "restored.bin", "wb") as out,
+        ):
             shutil.copyfileobj(stream, out, MiB)
     else:
         raise SystemExit(f"unknown scenario {name}")
@@ -144,7 +167,10 @@ def scenario(name: str, args: dict[str, Any]) -> dict[str, Any]:
 def run_ours(name: str, **args: Any) -> dict[str, Any]:
     done = subprocess.run(
         [sys.executable, __file__, "--scenario", name, "--args", json.dumps(args)],
-        capture_output=True, text=True, check=True, env={**os.environ, **CREDENTIALS},
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, **CREDENTIALS},
     )
     result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     return result
@@ -160,7 +186,10 @@ def run_seed(commands: list[str]) -> dict[str, Any]:
     )
     done = subprocess.run(
         [sys.executable, "-c", wrapper, *commands],
-        capture_output=True, text=True, check=True, env={**os.environ, **CREDENTIALS},
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, **CREDENTIALS},
     )
     seconds, rss = done.stdout.split()
     return {"seconds": float(seconds), "rss_mib": int(rss) / 1024}
@@ -183,25 +212,42 @@ def planning(count: int = 10_000) -> dict[str, Any]:
 
     with mock_aws():
         client = boto3.client("s3", region_name="ap-northeast-1")
-        client.create_bucket(Bucket="plan",
-                             CreateBucketConfiguration={"LocationConstraint": "ap-northeast-1"})
+        client.create_bucket(
+            Bucket="plan", CreateBucketConfiguration={"LocationConstraint": "ap-northeast-1"}
+        )
         start = datetime(2025, 11, 1, tzinfo=UTC)
         full = previous = None
         for index in range(count):
             at = start + timedelta(hours=index)
-            kind = (BackupKind.FULL if index % 24 == 0 else
-                    BackupKind.DIFF if index % 4 == 0 else BackupKind.LOG)
-            parent = None if kind is BackupKind.FULL else (full if kind is BackupKind.DIFF else previous)
+            kind = (
+                BackupKind.FULL
+                if index % 24 == 0
+                else BackupKind.DIFF
+                if index % 4 == 0
+                else BackupKind.LOG
+            )
+            parent = (
+                None if kind is BackupKind.FULL else (full if kind is BackupKind.DIFF else previous)
+            )
             manifest = Manifest(
-                id=f"{at:%Y%m%dT%H%M%S}Z-{kind.value}-{index:06x}", category=Category.DATABASE,
-                kind=kind, engine="sqlite", database="gantt", started_at=at, finished_at=at,
-                restore_point=at, parent_id=parent, objects=(),
+                id=f"{at:%Y%m%dT%H%M%S}Z-{kind.value}-{index:06x}",
+                category=Category.DATABASE,
+                kind=kind,
+                engine="sqlite",
+                database="gantt",
+                started_at=at,
+                finished_at=at,
+                restore_point=at,
+                parent_id=parent,
+                objects=(),
             )
             client.put_object(Bucket="plan", Key=manifest_key(manifest), Body=manifest.to_json())
             full = manifest.id if kind is BackupKind.FULL else full
             previous = manifest.id
         requests: list[str] = []
-        client.meta.events.register("before-send.s3", lambda request, **_: requests.append(request.method))
+        client.meta.events.register(
+            "before-send.s3", lambda request, **_: requests.append(request.method)
+        )
         storage = S3Storage(client, "plan")
         now = start + timedelta(hours=count)
         clock = time.perf_counter()
@@ -216,7 +262,9 @@ def planning(count: int = 10_000) -> dict[str, Any]:
         clock = time.perf_counter()
         entries = Catalog(storage).entries(Category.DATABASE, "gantt")
         retention = plan_retention(
-            entries, RetentionPolicy({BackupKind.FULL: 30, BackupKind.DIFF: 7, BackupKind.LOG: 3}), now
+            entries,
+            RetentionPolicy({BackupKind.FULL: 30, BackupKind.DIFF: 7, BackupKind.LOG: 3}),
+            now,
         )
         retention_seconds = time.perf_counter() - clock
         return {
@@ -251,10 +299,15 @@ def main() -> None:
     url = f"http://127.0.0.1:{server.get_host_and_port()[1]}"
     import boto3
 
-    for bucket, region in (("ours-secondary", "ap-northeast-2"), ("ours-dr", "ap-northeast-1"),
-                           ("seed-secondary", "ap-northeast-2"), ("seed-dr", "ap-northeast-1")):
+    for bucket, region in (
+        ("ours-secondary", "ap-northeast-2"),
+        ("ours-dr", "ap-northeast-1"),
+        ("seed-secondary", "ap-northeast-2"),
+        ("seed-dr", "ap-northeast-1"),
+    ):
         boto3.client("s3", region_name=region, endpoint_url=url).create_bucket(
-            Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": region})
+            Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": region}
+        )
     aws = os.environ.get("BENCH_AWS", shutil.which("aws") or "aws")
     gz = work / "seed.gz"
     s3cp = f"{aws} s3 cp --quiet --endpoint-url {url}"
@@ -263,30 +316,61 @@ def main() -> None:
 
     def row(label: str, ours: dict[str, Any], seed: dict[str, Any] | None) -> None:
         mbps = GiB / MiB / ours["seconds"]
-        entry = {"scenario": label, "ours_s": round(ours["seconds"], 2), "ours_MBps": round(mbps),
-                 "ours_rss_MiB": round(ours["rss_mib"])}
+        entry = {
+            "scenario": label,
+            "ours_s": round(ours["seconds"], 2),
+            "ours_MBps": round(mbps),
+            "ours_rss_MiB": round(ours["rss_mib"]),
+        }
         if seed:
-            entry.update(seed_s=round(seed["seconds"], 2),
-                         seed_MBps=round(GiB / MiB / seed["seconds"]),
-                         seed_rss_MiB=round(seed["rss_mib"]),
-                         speedup=round(seed["seconds"] / ours["seconds"], 2))
+            entry.update(
+                seed_s=round(seed["seconds"], 2),
+                seed_MBps=round(GiB / MiB / seed["seconds"]),
+                seed_rss_MiB=round(seed["rss_mib"]),
+                speedup=round(seed["seconds"] / ours["seconds"], 2),
+            )
         rows.append(entry)
         print(json.dumps(entry), flush=True)
 
     common = {"input": str(one), "work": str(work), "s3": url}
     zstd_cli = run_seed([f"zstd -q -3 -T0 -c {one} > /dev/null"])
-    row("CPU ceiling: pipeline to /dev/null vs zstd -3 -T0", run_ours("ours-null", **common), zstd_cli)
-    row("backup to local tier", run_ours("ours-local", **common),
-        run_seed([f"gzip -6 -c {one} > {gz}"]))
+    row(
+        "CPU ceiling: pipeline to /dev/null vs zstd -3 -T0",
+        run_ours("ours-null", **common),
+        zstd_cli,
+    )
+    row(
+        "backup to local tier",
+        run_ours("ours-local", **common),
+        run_seed([f"gzip -6 -c {one} > {gz}"]),
+    )
     shutil.rmtree(work / "primary")
-    row("backup to local + 2 S3 tiers", run_ours("ours-3-tiers", **common),
-        run_seed([f"gzip -6 -c {one} > {gz}", f"{s3cp} {gz} s3://seed-secondary/full.gz",
-                  f"{s3cp} {gz} s3://seed-dr/full.gz"]))
-    row("restore from local", run_ours("ours-restore-local", **common),
-        run_seed([f"gunzip -c {gz} > {work / 'seed-restored.bin'}"]))
-    row("restore from S3 (DR)", run_ours("ours-restore-s3", **common),
-        run_seed([f"{s3cp} s3://seed-dr/full.gz {work / 'dl.gz'}",
-                  f"gunzip -c {work / 'dl.gz'} > {work / 'seed-restored.bin'}"]))
+    row(
+        "backup to local + 2 S3 tiers",
+        run_ours("ours-3-tiers", **common),
+        run_seed(
+            [
+                f"gzip -6 -c {one} > {gz}",
+                f"{s3cp} {gz} s3://seed-secondary/full.gz",
+                f"{s3cp} {gz} s3://seed-dr/full.gz",
+            ]
+        ),
+    )
+    row(
+        "restore from local",
+        run_ours("ours-restore-local", **common),
+        run_seed([f"gunzip -c {gz} > {work / 'seed-restored.bin'}"]),
+    )
+    row(
+        "restore from S3 (DR)",
+        run_ours("ours-restore-s3", **common),
+        run_seed(
+            [
+                f"{s3cp} s3://seed-dr/full.gz {work / 'dl.gz'}",
+                f"gunzip -c {work / 'dl.gz'} > {work / 'seed-restored.bin'}",
+            ]
+        ),
+    )
     server.stop()
     four = OUT / "input-4g.bin"
     if not (four.exists() and four.stat().st_size == 4 * GiB):
@@ -308,12 +392,16 @@ def main() -> None:
 
 def print_table(results: dict[str, Any]) -> None:
     print()
-    print("| scenario | ours s | ours MB/s | ours RSS MiB | seed s | seed MB/s | seed RSS MiB | seed/ours |")
+    print(
+        "| scenario | ours s | ours MB/s | ours RSS MiB | seed s | seed MB/s | seed RSS MiB | seed/ours |"
+    )
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in results["rows"]:
-        print(f"| {r['scenario']} | {r['ours_s']} | {r['ours_MBps']} | {r['ours_rss_MiB']} | "
-              f"{r.get('seed_s', '-')} | {r.get('seed_MBps', '-')} | {r.get('seed_rss_MiB', '-')} | "
-              f"{r.get('speedup', '-')} |")
+        print(
+            f"| {r['scenario']} | {r['ours_s']} | {r['ours_MBps']} | {r['ours_rss_MiB']} | "
+            f"{r.get('seed_s', '-')} | {r.get('seed_MBps', '-')} | {r.get('seed_rss_MiB', '-')} | "
+            f"{r.get('speedup', '-')} |"
+        )
     print(f"\npeak RSS of our backup: {results['peak_rss_MiB']}")
     print(f"planning: {results['planning']}")
 
