@@ -393,7 +393,8 @@ def main() -> None:
 def print_table(results: dict[str, Any]) -> None:
     print()
     print(
-        "| scenario | ours s | ours MB/s | ours RSS MiB | seed s | seed MB/s | seed RSS MiB | seed/ours |"
+        "| scenario | ours s | ours MB/s | ours RSS MiB "
+        "| seed s | seed MB/s | seed RSS MiB | seed/ours |"
     )
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in results["rows"]:
