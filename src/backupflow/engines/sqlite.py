@@ -97,14 +97,19 @@ class SqliteEngine(Engine):
     def _snapshot(self, dest: Path) -> datetime:
         uri = f"file:{quote(str(self.path.resolve()))}?mode=ro"
         try:
-            source = sqlite3.connect(uri, uri=True)
+            source = sqlite3.connect(uri, uri=True, isolation_level=None)
             try:
+                # Pin the snapshot first: the backup copies exactly what this read transaction
+                # sees, so the restore point is the moment it began (WAL or not).
+                source.execute("BEGIN")
+                source.execute("SELECT count(*) FROM sqlite_master").fetchone()
+                taken = datetime.now(UTC)
                 target = sqlite3.connect(dest)
                 try:
-                    source.backup(target)  # one step: a single consistent read transaction
-                    taken = datetime.now(UTC)
+                    source.backup(target)
                 finally:
                     target.close()
+                source.execute("ROLLBACK")
             finally:
                 source.close()
         except sqlite3.Error as exc:
