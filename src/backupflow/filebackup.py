@@ -76,6 +76,7 @@ def store_contents(
     present = {info.key: info.size for info in storage.list(f"{category.value}/{name}/content/")}
     records: dict[str, StoredObject] = {}
     changed = False
+    dropped: set[int] = set()
     scratch.mkdir(parents=True, exist_ok=True)
     for index, member in enumerate(members):
         if member.type != "file" or member.sha256 is None:
@@ -97,6 +98,11 @@ def store_contents(
                     out.write(block)
         except FileNotFoundError:
             report.vanished.append(member.path)
+            dropped.add(index)  # a member without content would make the backup unrestorable
+            continue
+        except OSError:
+            report.unreadable.append(member.path)
+            dropped.add(index)
             continue
         sha = digest.hexdigest()
         if sha != member.sha256:
@@ -115,6 +121,9 @@ def store_contents(
                     progress=progress,
                 )
         copy.unlink()
+    if dropped:
+        members = [m for i, m in enumerate(members) if i not in dropped]
+        changed = True
     if changed:
         with open(members_file, "wb") as out:
             for line in encode_members(members):

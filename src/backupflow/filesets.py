@@ -194,6 +194,7 @@ def scan(
                 and previous.type == "file"
                 and previous.size == st.st_size
                 and previous.mtime == st.st_mtime
+                and previous.mode == mode
             ):
                 members.append(previous)
                 continue

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -187,3 +188,42 @@ def test_restore_into_a_non_empty_folder_is_refused(
             restore_files(file_set="logs", into=str(busy))
     assert [p.name for p in busy.iterdir()] == ["keep.txt"]
     assert (busy / "keep.txt").read_text() == "mine"
+
+
+def test_an_upload_deleted_during_the_backup_leaves_a_restorable_backup(
+    files_settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import backupflow.filebackup as filebackup
+
+    uploads = files_settings.files.uploads.root / "uploads" / "2026" / "11"
+    victim = uploads / "chart-3.png"
+    real_store = filebackup.store_contents
+
+    def delete_then_store(*args: object, **kwargs: object) -> object:
+        victim.unlink()  # deleted between the scan and the copy of its content
+        return real_store(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(filebackup, "store_contents", delete_then_store)
+    with use_settings(files_settings):
+        manifest = backup_files(file_set="uploads")
+        report = restore_files(file_set="uploads", into=str(tmp_path / "out"))
+    assert any("vanished" in note and "chart-3.png" in note for note in manifest.notes)
+    assert report.outcome is not None
+    restored = tree(tmp_path / "out", prefixes=("uploads/",))
+    assert restored == tree(files_settings.files.uploads.root, prefixes=("uploads/",))
+
+
+def test_undo_puts_back_entries_whose_type_the_restore_changed(
+    files_settings: Settings,
+) -> None:
+    api = files_settings.files.config.root
+    with use_settings(files_settings):
+        backup_files(file_set="config")
+        shutil.rmtree(api / "config" / "env")
+        (api / "config" / "env").write_text("now a file")  # folder -> file
+        broken = tree(api, prefixes=("config/", ".env"))
+        report = restore_files(file_set="config", in_place=True)
+    assert report.outcome is not None
+    assert (api / "config" / "env").is_dir()
+    undo_in_place(report.outcome.kept_aside[0], api)
+    assert tree(api, prefixes=("config/", ".env")) == broken

@@ -117,6 +117,15 @@ CASES = {
         [_link("config/passwd", "/etc/passwd")],
         [Member("config/passwd", "symlink", 0o777, 0.0, target="/etc/passwd")],
     ),
+    "a file written below a link": (
+        [_file("d/s/ESCAPED", b"x")],
+        [
+            Member("d", "dir", 0o755, 0.0),
+            Member("d/t", "symlink", 0o777, 0.0, target=".."),
+            Member("d/s", "symlink", 0o777, 0.0, target="t/../.."),
+            _member("d/s/ESCAPED", b"x"),
+        ],
+    ),
     "content that does not match its hash": (
         [_file("config/app.json", b'{"evil": true}')],
         [_member("config/app.json", b'{"port": 8080}')],
@@ -134,7 +143,9 @@ def test_hostile_backup_is_refused_and_nothing_is_written(tmp_path: Path, case: 
     storage = MemoryStorage()
     _store_backup(storage, _tar(entries), members)
     target = tmp_path / "restored"
-    with pytest.raises(IntegrityError, match=r"nothing was restored|unsafe|does not match"):
+    with pytest.raises(
+        IntegrityError, match=r"nothing was restored|unsafe|does not match|below a link"
+    ):
         _restore(tmp_path, storage, target)
     _nothing_written(tmp_path, target)
 

@@ -194,3 +194,19 @@ def test_replace_keeps_the_live_database_aside(settings: Settings, tmp_path: Pat
     assert content_digest(live) == before
     assert len(outcome.kept_aside) == 1
     assert outcome.kept_aside[0].read_bytes() == after_accident
+
+
+def test_a_stale_wal_next_to_a_deleted_database_is_kept_aside(
+    settings: Settings, tmp_path: Path
+) -> None:
+    live = settings.database.sqlite_path
+    _create(live, 1_000)
+    take_backup(settings, BackupKind.FULL)
+    expected = content_digest(live)
+    live.unlink()  # "someone deleted the database", but its -wal stayed
+    stale = Path(f"{live}-wal")
+    stale.write_bytes(b"stale write-ahead log")
+    _plan, outcome = restore(settings, None, live)
+    assert content_digest(live) == expected
+    assert not stale.exists()
+    assert [p.name[-4:] for p in outcome.kept_aside] == ["-wal"]

@@ -16,7 +16,7 @@ import shutil
 import tarfile
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import BinaryIO, Literal
 
 from backupflow.config import FileSetSettings
@@ -57,8 +57,18 @@ def _lines(handle: BinaryIO) -> Iterator[bytes]:
 
 
 def _check_members(members: Sequence[Member], backup_id: str) -> None:
-    """Refuse a member list that would write outside the target."""
+    """Refuse a member list that would write outside the target.
+
+    Besides absolute paths, ``..`` and links pointing outside, nothing may sit below a link:
+    the operating system would follow the link when the entry is written.
+    """
+    links = {m.path for m in members if m.type == "symlink"}
     for member in members:
+        parents = PurePosixPath(member.path).parents
+        if any(str(parent) in links for parent in parents):
+            raise IntegrityError(
+                f"backup {backup_id} lists {member.path!r} below a link; nothing was restored."
+            )
         if safe_relative(member.path) is None:
             raise IntegrityError(
                 f"backup {backup_id} lists the unsafe path {member.path!r} (absolute or with "
@@ -112,8 +122,13 @@ def undo_in_place(aside: Path, root: Path) -> int:
         else:
             path.unlink(missing_ok=True)
     for rel in record["replaced"]:
-        (root / rel).parent.mkdir(parents=True, exist_ok=True)
-        os.replace(aside / rel, root / rel)
+        current = root / rel
+        if current.is_dir() and not current.is_symlink():
+            shutil.rmtree(current)  # the restore put a folder where a file or link was
+        elif os.path.lexists(current):
+            current.unlink()
+        current.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(aside / rel, current)
     shutil.rmtree(aside)
     return len(record["created"]) + len(record["replaced"])
 
@@ -229,7 +244,8 @@ class FileSetEngine(Engine):
     def _fetch_contents(
         self, source: BackupSource, members: Sequence[Member], scratch: Path
     ) -> None:
-        for member in members:
+        # Folders and files first, links last: nothing is ever written through a link.
+        for member in sorted(members, key=lambda m: m.type == "symlink"):
             path = scratch / member.path
             if member.type == "dir":
                 path.mkdir(parents=True, exist_ok=True)
@@ -282,6 +298,30 @@ class FileSetEngine(Engine):
             (p.relative_to(scratch).as_posix() for p in scratch.rglob("*")),
             key=lambda rel: (rel.count("/"), rel),
         )
+        aside.mkdir(exist_ok=True)
+        try:
+            self._move_in(scratch, root, real_root, aside, entries, created, replaced)
+        except OSError as exc:
+            raise RestoreTargetError(
+                f"the in-place restore stopped at {exc.filename or root} ({exc.strerror}); what "
+                f"was replaced so far is recorded: undo with backupflow restore files --undo "
+                f"{aside}"
+            ) from exc
+        finally:
+            (aside / UNDO_FILE).write_text(json.dumps({"created": created, "replaced": replaced}))
+        shutil.rmtree(scratch)
+        return Installed(target=root, kept_aside=(aside,))
+
+    def _move_in(
+        self,
+        scratch: Path,
+        root: Path,
+        real_root: str,
+        aside: Path,
+        entries: Sequence[str],
+        created: list[str],
+        replaced: list[str],
+    ) -> None:
         for rel in entries:
             staged, dest = scratch / rel, root / rel
             parent = os.path.realpath(dest.parent)
@@ -306,10 +346,6 @@ class FileSetEngine(Engine):
             else:
                 created.append(rel)
             os.replace(staged, dest)
-        aside.mkdir(exist_ok=True)
-        (aside / UNDO_FILE).write_text(json.dumps({"created": created, "replaced": replaced}))
-        shutil.rmtree(scratch)
-        return Installed(target=root, kept_aside=(aside,))
 
     @staticmethod
     def _keep_aside(current: Path, aside: Path) -> None:

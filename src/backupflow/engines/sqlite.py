@@ -245,12 +245,14 @@ class SqliteEngine(Engine):
 
     def install(self, scratch: Path, target: Path, *, replace: bool, stamp: str) -> Installed:
         kept: list[Path] = []
-        if target.exists():
-            if not replace:
+        leftovers = [Path(f"{target}{suffix}") for suffix in _SIDE_FILES]
+        if target.exists() or any(p.exists() for p in leftovers):
+            if target.exists() and not replace:
                 raise RestoreTargetError(
                     f"{target} already exists; pass --replace to replace it (the current file "
                     "is kept aside) or choose another path with --into."
                 )
+            # A stale -wal next to the restored file would be replayed into it: keep it aside.
             for suffix in ("", *_SIDE_FILES):
                 current = Path(f"{target}{suffix}")
                 if current.exists():

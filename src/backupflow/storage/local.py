@@ -13,7 +13,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
 
-from backupflow.errors import ObjectNotFoundError, StorageError, TransientStorageError
+from backupflow.errors import (
+    InvalidKeyError,
+    ObjectNotFoundError,
+    StorageError,
+    TransientStorageError,
+)
 from backupflow.fsutil import fsync_dir
 from backupflow.storage.base import (
     TMP_PREFIX,
@@ -113,6 +118,10 @@ class LocalStorage(Storage):
                 key = filename if rel_dir == "." else f"{rel_dir}/{filename}"
                 if not key.startswith(prefix):
                     continue
+                try:
+                    validate_key(key)
+                except InvalidKeyError:
+                    continue  # not ours (e.g. a stray "notes (copy).txt"): not an object
                 try:
                     found.append(self.stat(key))
                 except ObjectNotFoundError:

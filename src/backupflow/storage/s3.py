@@ -1,8 +1,8 @@
 """A storage tier in an S3 bucket (or an S3-compatible store such as MinIO).
 
 * Uploads stream: chunks are cut into parts of ``part_bytes`` and uploaded as a multipart
-  upload with at most ``max_concurrency`` parts in flight, so memory stays bounded by
-  ``part_bytes * (max_concurrency + 1)`` whatever the object's size.  Small objects are one
+  upload with at most ``max_concurrency`` parts in flight, so memory stays bounded by about
+  ``part_bytes * (max_concurrency + 3)`` whatever the object's size.  Small objects are one
   ``PutObject``.
 * Every part carries its SHA-256 (``ChecksumSHA256``), which S3 checks on receipt.  After
   the upload the object's checksum reported by S3 is compared with the one computed here
