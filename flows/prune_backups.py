@@ -7,6 +7,7 @@ from typing import Literal
 
 from prefect import flow
 from prefect.artifacts import create_table_artifact
+from prefect.concurrency.sync import concurrency
 
 from backupflow.backuplog import BackupLog
 from backupflow.catalog import CatalogEntry
@@ -35,6 +36,15 @@ class TierPrune:
 @flow(name="prune-backups", persist_result=False)
 def prune_backups(tiers: list[TierChoice] | None = None, dry_run: bool = False) -> list[TierPrune]:
     """Apply retention (see the README's rules) to the named tiers, default all of them."""
+    settings = current_settings()
+    if settings.concurrency_limit and not dry_run:
+        # Never prune (and clean up left-overs) while a database backup is writing its data.
+        with concurrency(settings.concurrency_limit, occupy=1, strict=True):
+            return _prune(tiers, dry_run)
+    return _prune(tiers, dry_run)
+
+
+def _prune(tiers: list[TierChoice] | None, dry_run: bool) -> list[TierPrune]:
     settings = current_settings()
     chosen = tuple(tiers) if tiers else TIER_NAMES
     log = BackupLog(settings.backup_log)
