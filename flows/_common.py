@@ -23,7 +23,7 @@ from backupflow.tiers import ReplicationReport
 from tasks.backuplog import log_event
 from tasks.storage import clean_interrupted, copy_to_tier, prune, replicate, write_manifest
 
-__all__ = ["Stored", "finish_backup", "heal_tiers", "store_on_tiers"]
+__all__ = ["Stored", "finish_backup", "heal_tiers", "log_backup_failure", "store_on_tiers"]
 
 Logger = logging.Logger | logging.LoggerAdapter[Any]
 
@@ -39,6 +39,28 @@ def heal_tiers(
         except BackupflowError as exc:
             logger.warning("could not clean %s: %s", tier.name, exc)
     return healing
+
+
+def log_backup_failure(
+    log: BackupLog,
+    job: BackupJob | None,
+    error: Exception,
+    *,
+    category: Category,
+    database: str,
+    kind: str,
+) -> None:
+    """One "failed" line in the backup log, whatever step the run stopped at."""
+    log_event(
+        log,
+        "backup",
+        "failed",
+        id=job.backup_id if job else "-",
+        category=category.value,
+        kind=job.decision.kind.value if job else kind,
+        database=database,
+        error=str(error),
+    )
 
 
 @dataclass

@@ -18,9 +18,8 @@ from backupflow.errors import BackupflowError, ConfigError
 from backupflow.models import BackupKind, Category, Manifest
 from backupflow.progress import current_progress
 from backupflow.storage import open_tiers
-from flows._common import finish_backup, heal_tiers, store_on_tiers
+from flows._common import finish_backup, heal_tiers, log_backup_failure, store_on_tiers
 from flows._notify import notify_on_failure
-from tasks.backuplog import log_event
 from tasks.database import decide_backup, dump_database
 from tasks.storage import compress_and_store
 
@@ -108,14 +107,8 @@ def _backup_one(settings: Settings, kind: BackupKind) -> Manifest:
             logger,
         )
     except BackupflowError as exc:
-        log_event(
-            log,
-            "backup",
-            "failed",
-            id=job.backup_id if job else "-",
-            kind=job.decision.kind.value if job else kind.value,
-            database=database,
-            error=str(exc),
+        log_backup_failure(
+            log, job, exc, category=Category.DATABASE, database=database, kind=kind.value
         )
         raise
     finally:

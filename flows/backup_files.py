@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import shutil
 from datetime import UTC, datetime
-from typing import Literal
 
 from prefect import flow, get_run_logger
 
@@ -15,20 +14,17 @@ from backupflow.config import current_settings
 from backupflow.engines.files import FileSetEngine
 from backupflow.errors import BackupflowError
 from backupflow.filebackup import latest_backup
-from backupflow.filesets import FILE_SETS, is_content_addressed
+from backupflow.filesets import FILE_SETS, FileSetName, is_content_addressed
 from backupflow.models import BackupKind, Manifest, StoredObject
 from backupflow.planning import BackupDecision
 from backupflow.progress import current_progress
 from backupflow.storage import Tier, open_tiers
-from flows._common import finish_backup, heal_tiers, store_on_tiers
+from flows._common import finish_backup, heal_tiers, log_backup_failure, store_on_tiers
 from flows._notify import notify_on_failure
-from tasks.backuplog import log_event
 from tasks.database import dump_files
 from tasks.storage import compress_and_store, store_contents
 
 __all__ = ["backup_files"]
-
-FileSetName = Literal["config", "logs", "uploads"]
 
 
 @flow(
@@ -100,15 +96,7 @@ def backup_files(file_set: FileSetName = "config") -> Manifest:
             logger,
         )
     except BackupflowError as exc:
-        log_event(
-            log,
-            "backup",
-            "failed",
-            id=job.backup_id if job else "-",
-            category=category.value,
-            database=file_set,
-            error=str(exc),
-        )
+        log_backup_failure(log, job, exc, category=category, database=file_set, kind="full")
         raise
     finally:
         if job is not None:

@@ -19,7 +19,7 @@ from backupflow.errors import BackupflowError
 from backupflow.objectives import DrillResult, drill_result
 from backupflow.reporting import artifact_key, iso
 from backupflow.restore import load_plan, resolve_target
-from backupflow.storage import open_tier
+from backupflow.storage import tiers_for
 from flows._notify import notify_on_failure
 from tasks.backuplog import log_event
 from tasks.database import plan_restore, restore_chain
@@ -65,7 +65,7 @@ def dr_drill(
     log = BackupLog(settings.backup_log)
     engine = open_engine(settings)
     database = settings.database.name
-    tiers = [open_tier(source, settings)]
+    tiers = tiers_for(settings, source)
     exact = engine.capabilities.point_in_time == "exact"
     loaded = plan_restore(tiers, database, target_time, started, by_lsn=exact)
     newest = (

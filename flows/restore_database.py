@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
@@ -13,20 +12,18 @@ from prefect.artifacts import create_table_artifact
 from backupflow.backuplog import BackupLog
 from backupflow.config import current_settings
 from backupflow.engines import open_engine
-from backupflow.errors import BackupflowError, ConfigError
-from backupflow.models import Category, Manifest
+from backupflow.errors import BackupflowError
+from backupflow.models import Category, Manifest, localized
 from backupflow.planning import RestorePlan
 from backupflow.progress import current_progress
 from backupflow.reporting import artifact_key, iso, plan_rows
 from backupflow.restore import RestoreOutcome, resolve_target
-from backupflow.storage import SourceName, Tier, open_tier, open_tiers
+from backupflow.storage import SourceName, tiers_for
 from flows._notify import notify_on_failure
 from tasks.backuplog import log_event
 from tasks.database import plan_restore, restore_chain
 
 __all__ = ["RestoreReport", "restore_database"]
-
-Source = SourceName
 
 
 @dataclass(frozen=True)
@@ -41,15 +38,6 @@ class RestoreReport:
     script: tuple[str, ...] = ()
 
 
-def _tiers(settings_source: Source) -> list[Tier]:
-    settings = current_settings()
-    if settings_source == "auto":
-        return open_tiers(settings)
-    if not getattr(settings.repository, settings_source).enabled:
-        raise ConfigError(f"the {settings_source} tier is disabled in the settings.")
-    return [open_tier(settings_source, settings)]
-
-
 @flow(
     name="restore-database",
     flow_run_name="restore-database",
@@ -61,7 +49,7 @@ def restore_database(
     into: str | None = None,
     replace: bool = False,
     dry_run: bool = False,
-    source: Source = "auto",
+    source: SourceName = "auto",
     database: str | None = None,
 ) -> RestoreReport:
     """Restore the configured database from the backups.
@@ -80,13 +68,13 @@ def restore_database(
             update={"database": settings.database.model_copy(update={"name": database})}
         )
     logger = get_run_logger()
-    if target_time is not None and target_time.tzinfo is None:
-        target_time = target_time.replace(tzinfo=ZoneInfo(settings.timezone))
+    if target_time is not None:
+        target_time = localized(target_time, settings.timezone)
     log = BackupLog(settings.backup_log)
     if not dry_run:
         log.check_writable()
     engine = open_engine(settings)
-    tiers = _tiers(source)
+    tiers = tiers_for(settings, source)
     database = settings.database.name
     exact = engine.capabilities.point_in_time == "exact"
     loaded = plan_restore(tiers, database, target_time, datetime.now(UTC), Category.DATABASE, exact)

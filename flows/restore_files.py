@@ -5,8 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
-from zoneinfo import ZoneInfo
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
@@ -17,21 +15,18 @@ from backupflow.config import current_settings
 from backupflow.engines.files import Change, FileSetEngine, plan_changes, read_members
 from backupflow.errors import BackupflowError, EngineError
 from backupflow.filebackup import HookResult, run_hook
-from backupflow.filesets import FILE_SETS
-from backupflow.models import Manifest
+from backupflow.filesets import FILE_SETS, FileSetName
+from backupflow.models import Manifest, localized
 from backupflow.planning import RestorePlan
 from backupflow.progress import current_progress
 from backupflow.reporting import artifact_key, iso
 from backupflow.restore import RestoreOutcome, resolve_target
-from backupflow.storage import SourceName, Tier, open_tier, open_tiers
+from backupflow.storage import SourceName, Tier, tiers_for
 from flows._notify import notify_on_failure
 from tasks.backuplog import log_event
 from tasks.database import plan_restore, restore_chain
 
 __all__ = ["FilesRestoreReport", "restore_files"]
-
-FileSetName = Literal["config", "logs", "uploads"]
-Source = SourceName
 
 
 @dataclass(frozen=True)
@@ -58,7 +53,7 @@ def restore_files(
     into: str | None = None,
     in_place: bool = False,
     dry_run: bool = False,
-    source: Source = "auto",
+    source: SourceName = "auto",
     run_post_restore_hook: bool = True,
 ) -> FilesRestoreReport:
     """Restore a file set from the backups.
@@ -70,14 +65,14 @@ def restore_files(
     """
     settings = current_settings()
     logger = get_run_logger()
-    if target_time is not None and target_time.tzinfo is None:
-        target_time = target_time.replace(tzinfo=ZoneInfo(settings.timezone))
+    if target_time is not None:
+        target_time = localized(target_time, settings.timezone)
     log = BackupLog(settings.backup_log)
     if not dry_run:
         log.check_writable()
     chosen = getattr(settings.files, file_set)
     engine = FileSetEngine(file_set, chosen, staging_dir=settings.staging_dir)
-    tiers = open_tiers(settings) if source == "auto" else [open_tier(source, settings)]
+    tiers = tiers_for(settings, source)
     loaded = plan_restore(tiers, file_set, target_time, datetime.now(UTC), FILE_SETS[file_set])
     plan = loaded.plan
     target = chosen.root if in_place else None

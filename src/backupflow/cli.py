@@ -16,7 +16,6 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, cast
-from zoneinfo import ZoneInfo
 
 import click
 import typer
@@ -26,7 +25,7 @@ from rich.table import Table
 
 from backupflow.config import Settings, load_settings, use_settings
 from backupflow.errors import BackupflowError
-from backupflow.models import BackupKind, Category
+from backupflow.models import BackupKind, Category, localized
 from backupflow.progress import report_progress
 from backupflow.reporting import iso, manifest_row, plan_rows
 from backupflow.storage import TIER_NAMES, TierName, open_tiers
@@ -139,9 +138,7 @@ def _parse_time(value: str, timezone: str) -> datetime:
         raise typer.BadParameter(
             f"{value!r} is not an ISO-8601 time such as 2026-11-26T10:30:00+09:00."
         ) from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=ZoneInfo(timezone))
-    return moment
+    return localized(moment, timezone)
 
 
 @backup_app.command("database")

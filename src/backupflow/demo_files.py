@@ -7,18 +7,17 @@ import os
 import random
 import stat
 from pathlib import Path
-from typing import Literal
 
 from rich.console import Console
 from rich.table import Table
 
 from backupflow.config import Settings
+from backupflow.filesets import FileSetName
 from backupflow.reporting import iso
 from backupflow.storage import open_primary
 
 __all__ = ["create_sample_api", "run_file_demo", "tree_digest"]
 
-SetName = Literal["config", "logs", "uploads"]
 SETS = {"config": ("config/", ".env"), "logs": ("logs/",), "uploads": ("uploads/",)}
 
 
@@ -73,7 +72,7 @@ def run_file_demo(settings: Settings, workdir: Path, console: Console) -> bool:
     create_sample_api(api)
     console.rule("[bold]file sets: configuration, logs, uploads")
     before = {name: tree_digest(api, prefixes) for name, prefixes in SETS.items()}
-    names: tuple[SetName, ...] = ("config", "logs")
+    names: tuple[FileSetName, ...] = ("config", "logs")
     for name in names:
         manifest = backup_files(file_set=name)
         console.print(
@@ -102,7 +101,7 @@ def run_file_demo(settings: Settings, workdir: Path, console: Console) -> bool:
     table = Table(title="File restores")
     for column in ("set", "how", "restore point", "files", "matches the backed-up files"):
         table.add_column(column)
-    every: tuple[SetName, ...] = ("config", "logs", "uploads")
+    every: tuple[FileSetName, ...] = ("config", "logs", "uploads")
     for name in every:
         into = workdir / "restored-files" / name
         report = restore_files(file_set=name, into=str(into))

@@ -11,6 +11,7 @@ import secrets
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -24,6 +25,7 @@ __all__ = [
     "Category",
     "Manifest",
     "StoredObject",
+    "localized",
     "new_backup_id",
     "utc",
 ]
@@ -54,6 +56,13 @@ def utc(moment: datetime) -> datetime:
     if moment.tzinfo is None or moment.utcoffset() is None:
         raise ValueError("a timestamp must carry a timezone (for example +09:00 or Z)")
     return moment.astimezone(UTC)
+
+
+def localized(moment: datetime, timezone: str) -> datetime:
+    """``moment`` as given, or, without an offset, read in ``timezone``."""
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=ZoneInfo(timezone))
+    return moment
 
 
 def new_backup_id(kind: BackupKind, started_at: datetime) -> str:

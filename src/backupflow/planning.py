@@ -19,7 +19,6 @@ __all__ = [
     "BackupDecision",
     "PlanStep",
     "RestorePlan",
-    "chain_of",
     "plan_backup",
     "plan_restore",
 ]
@@ -160,12 +159,6 @@ def _chain(target: B, by_id: Mapping[str, B]) -> list[B] | tuple[str, B]:
         current = parent
     chain.reverse()
     return chain
-
-
-def chain_of(target: B, by_id: Mapping[str, B]) -> list[B] | None:
-    """The full-first chain ending at ``target``, or None when a backup of it is missing."""
-    found = _chain(target, by_id)
-    return found if isinstance(found, list) else None
 
 
 def _reason(backup: Backup, previous: Backup | None) -> str:

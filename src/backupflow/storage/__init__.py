@@ -31,6 +31,7 @@ __all__ = [
     "open_tier",
     "open_tiers",
     "put_bytes",
+    "tiers_for",
     "validate_key",
 ]
 
@@ -125,6 +126,15 @@ def open_tiers(settings: Settings, names: tuple[TierName, ...] = TIER_NAMES) -> 
     return [
         open_tier(name, settings) for name in names if getattr(settings.repository, name).enabled
     ]
+
+
+def tiers_for(settings: Settings, source: SourceName) -> list[Tier]:
+    """The tiers a restore reads: every enabled one for ``auto``, else the one named."""
+    if source == "auto":
+        return open_tiers(settings)
+    if not getattr(settings.repository, source).enabled:
+        raise ConfigError(f"the {source} tier is disabled in the settings.")
+    return [open_tier(source, settings)]
 
 
 def open_primary(settings: Settings) -> Storage:
