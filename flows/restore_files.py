@@ -14,7 +14,7 @@ from backupflow.backuplog import BackupLog
 from backupflow.config import current_settings
 from backupflow.engines.files import Change, FileSetEngine, plan_changes, read_members
 from backupflow.errors import BackupflowError, EngineError
-from backupflow.filebackup import HookResult, run_hook
+from backupflow.filebackup import HookResult, run_configured_hook
 from backupflow.filesets import FILE_SETS, FileSetName
 from backupflow.models import Manifest, localized
 from backupflow.planning import RestorePlan
@@ -102,11 +102,7 @@ def restore_files(
         raise
     hook = None
     if in_place and run_post_restore_hook and settings.files.post_restore_hook:
-        hook = run_hook(
-            settings.files.post_restore_hook,
-            settings.files.post_restore_cwd,
-            settings.files.hook_timeout_seconds,
-        )
+        hook = run_configured_hook(settings)
         logger.info(
             "post-restore command %s exited %d: %s", hook.command, hook.returncode, hook.output
         )

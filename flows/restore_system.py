@@ -13,7 +13,7 @@ from prefect.artifacts import create_table_artifact
 from backupflow.config import current_settings
 from backupflow.engines import open_engine
 from backupflow.errors import EngineError
-from backupflow.filebackup import run_hook
+from backupflow.filebackup import run_configured_hook
 from backupflow.reporting import artifact_key, iso
 from flows._notify import notify_on_failure
 from flows.restore_database import restore_database
@@ -101,11 +101,7 @@ def restore_system(
         )
     if not dry_run and settings.files.post_restore_hook:
         clock = time.monotonic()
-        hook = run_hook(
-            settings.files.post_restore_hook,
-            settings.files.post_restore_cwd,
-            settings.files.hook_timeout_seconds,
-        )
+        hook = run_configured_hook(settings)
         report.add("post-restore command", clock, hook.output.strip()[-200:], ok=hook.ok)
         if not hook.ok:
             _publish(report, settings.database.name)

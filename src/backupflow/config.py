@@ -15,14 +15,18 @@ Secrets are :class:`~pydantic.SecretStr`: they print as ``**********``.
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from cronsim import CronSim, CronSimError
 from dotenv import dotenv_values
 from pydantic import (
     BaseModel,
@@ -38,9 +42,11 @@ from pydantic_settings import (
     DotEnvSettingsSource,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
 )
 
 from backupflow.errors import ConfigError
+from backupflow.names import DATABASE_NAME_PATTERN, is_database_name
 
 __all__ = [
     "CONFIG_ENV_VAR",
@@ -100,6 +106,10 @@ class Job(BaseModel):
     def _five_fields(cls, value: str) -> str:
         if len(value.split()) != 5:
             raise ValueError(f"cron expression {value!r} must have five fields")
+        try:
+            CronSim(value, datetime(2026, 1, 1))
+        except (CronSimError, ValueError) as exc:
+            raise ValueError(f"cron expression {value!r} is not valid ({exc})") from None
         return value
 
 
@@ -259,11 +269,12 @@ class DatabaseSettings(BaseModel):
         default="gantt_workload",
         min_length=1,
         max_length=128,
-        pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$",
+        pattern=DATABASE_NAME_PATTERN,
         description="Database name (DB_NAME); also its folder in the repository.",
     )
     databases: list[str] = Field(
         default_factory=list,
+        max_length=1000,
         description="Databases a backup run covers: empty = just `name`; a list of names; or "
         '["*"] = every online user database (SQL Server).',
     )
@@ -302,6 +313,18 @@ class DatabaseSettings(BaseModel):
     server_timezone: str = Field(
         default="UTC", description="SQL Server: the server's timezone (STOPAT is local time)."
     )
+    server_data_dir: str | None = Field(
+        default=None,
+        max_length=260,
+        description="SQL Server: folder, as the server sees it, for the data files of a "
+        "database restored under a new name (MOVE); default: the server's own default data "
+        "folder. Never taken from a backup's file list.",
+    )
+    server_log_dir: str | None = Field(
+        default=None,
+        max_length=260,
+        description="SQL Server: the same for log files; default: the server's default log folder.",
+    )
     native_compression: bool = Field(
         default=True, description="SQL Server: BACKUP ... WITH COMPRESSION (edition permitting)."
     )
@@ -319,6 +342,19 @@ class DatabaseSettings(BaseModel):
         "backup instead (promote) or fail.",
     )
 
+    @field_validator("databases")
+    @classmethod
+    def _database_names(cls, value: list[str]) -> list[str]:
+        if value == ["*"]:
+            return value
+        for item in value:
+            if not is_database_name(item):
+                raise ValueError(
+                    "each database must be a name of 1 to 128 letters, digits, '_', '.' or '-' "
+                    "starting with a letter, digit or '_' (or the list must be exactly [\"*\"])"
+                )
+        return value
+
 
 class FileSetSettings(BaseModel):
     """A set of files backed up together: a root folder and glob patterns relative to it."""
@@ -326,6 +362,13 @@ class FileSetSettings(BaseModel):
     root: Path = Field(description="Folder the patterns are relative to; restored into it.")
     include: list[str] = Field(description="Glob patterns of what to back up ('**' recurses).")
     exclude: list[str] = Field(default_factory=list, description="Glob patterns to leave out.")
+
+    @field_validator("root")
+    @classmethod
+    def _absolute_root(cls, value: Path) -> Path:
+        if not value.is_absolute():
+            raise ValueError(f"the folder {value} must be an absolute path")
+        return value
 
 
 API_ROOT = Path("/var/www/gantt-workload-api")
@@ -354,6 +397,20 @@ class FilesSettings(BaseModel):
     )
     post_restore_cwd: Path = Field(default=API_ROOT, description="Folder the hook runs in.")
     hook_timeout_seconds: int = Field(default=600, ge=1, le=86400)
+    hook_env: list[str] = Field(
+        default_factory=list,
+        max_length=100,
+        description="Names of environment variables passed to the post-restore command "
+        "besides PATH, HOME and LANG (e.g. PM2_HOME); nothing else is inherited.",
+    )
+
+    @field_validator("hook_env")
+    @classmethod
+    def _variable_names(cls, value: list[str]) -> list[str]:
+        for item in value:
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,127}", item):
+                raise ValueError("each entry must be an environment variable name")
+        return value
 
     @model_validator(mode="before")
     @classmethod
@@ -420,6 +477,52 @@ class FailoverSettings(BaseModel):
     credentials_block: str | None = Field(
         default=None, description="prefect-aws AwsCredentials block for Route 53."
     )
+    create_record: bool = Field(
+        default=False,
+        description="Create the record when the hosted zone lacks it; off by default, so a "
+        "misspelt record name fails instead of creating a new record.",
+    )
+
+    @field_validator("record_name")
+    @classmethod
+    def _dns_name(cls, value: str) -> str:
+        if not _is_hostname(value):
+            raise ValueError(f"{value!r} is not a DNS name")
+        return value
+
+    @field_validator("health_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"https?://[^\s/?#]+[^\s]*", value):
+            raise ValueError("the health URL must be an http:// or https:// URL")
+        return value
+
+    @model_validator(mode="after")
+    def _address_fits_type(self) -> FailoverSettings:
+        address = self.standby_address
+        if address is None:
+            return self
+        if self.record_type == "CNAME":
+            if not _is_hostname(address):
+                raise ValueError(f"standby_address {address!r} is not a DNS name (CNAME record)")
+            return self
+        version = 4 if self.record_type == "A" else 6
+        try:
+            fits = ipaddress.ip_address(address).version == version
+        except ValueError:
+            fits = False
+        if not fits:
+            raise ValueError(
+                f"standby_address {address!r} is not an IPv{version} address "
+                f"({self.record_type} record)"
+            )
+        return self
+
+
+def _is_hostname(value: str) -> bool:
+    name = value[:-1] if value.endswith(".") else value
+    label = r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)"
+    return len(name) <= 253 and re.fullmatch(rf"{label}(\.{label})*", name) is not None
 
 
 class PipelineSettings(BaseModel):
@@ -488,7 +591,14 @@ class Settings(BaseSettings):
     )
     staging_dir: Path = Field(
         default=Path("/var/tmp/backupflow"),
-        description="Scratch folder for snapshots and restores in progress.",
+        description="Scratch folder for snapshots and restores in progress (created 0700; "
+        "refused when it is a link, not ours, or group/world-writable).",
+    )
+    restore_roots: list[Path] = Field(
+        default_factory=list,
+        max_length=100,
+        description="Extra folders that restore targets (into) may lie under, besides the "
+        "live database's folder, each file set's root and staging_dir.",
     )
     orphan_grace_minutes: int = Field(
         default=60,
@@ -510,6 +620,21 @@ class Settings(BaseSettings):
         description="Name of a Prefect global concurrency limit (created by the bootstrap) that "
         "every database backup holds, strictly: backups never overlap.",
     )
+
+    @field_validator("staging_dir", "backup_log")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        if not value.is_absolute():
+            raise ValueError(f"{value} must be an absolute path")
+        return value
+
+    @field_validator("restore_roots")
+    @classmethod
+    def _absolute_roots(cls, value: list[Path]) -> list[Path]:
+        for item in value:
+            if not item.is_absolute():
+                raise ValueError(f"{item} must be an absolute path")
+        return value
 
     @field_validator("timezone")
     @classmethod
@@ -550,13 +675,19 @@ def load_settings(**overrides: Any) -> Settings:
     offending value is never echoed (it may be a secret).
     """
     env_file = os.environ.get(CONFIG_ENV_VAR) or None
-    if env_file is not None and not Path(env_file).is_file():
-        raise ConfigError(
-            f"{CONFIG_ENV_VAR} names {env_file}, which is not a readable file; "
-            "fix the path or unset it."
-        )
+    if env_file is not None:
+        _check_env_file(Path(env_file))
     try:
         return Settings(_env_file=env_file, **overrides)
+    except SettingsError as exc:
+        raise ConfigError(
+            f"{_settings_error(exc)}; check the BACKUPFLOW_* variables and {CONFIG_ENV_VAR}."
+        ) from None
+    except (UnicodeDecodeError, OSError) as exc:
+        raise ConfigError(
+            f"the settings file named by {CONFIG_ENV_VAR} cannot be read "
+            f"({type(exc).__name__}); it must be a UTF-8 text file of KEY=value lines."
+        ) from None
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(part) for part in first["loc"]) or "settings"
@@ -564,6 +695,41 @@ def load_settings(**overrides: Any) -> Settings:
             f"invalid setting {where}: {first['msg']}; check BACKUPFLOW_"
             f"{where.upper().replace('.', '__')} or {CONFIG_ENV_VAR}."
         ) from None
+
+
+_ENV_FILE_LIMIT = 1 << 20
+
+
+def _check_env_file(path: Path) -> None:
+    """The env-file must be a readable UTF-8 text file of bounded size."""
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(_ENV_FILE_LIMIT + 1)
+    except OSError as exc:
+        raise ConfigError(
+            f"{CONFIG_ENV_VAR} names {path}, which is not a readable file "
+            f"({exc.strerror or type(exc).__name__}); fix the path or unset it."
+        ) from None
+    if len(data) > _ENV_FILE_LIMIT:
+        raise ConfigError(f"{CONFIG_ENV_VAR} names {path}, which is larger than 1 MiB.")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(
+            f"{CONFIG_ENV_VAR} names {path}, which is not UTF-8 text; it must hold KEY=value lines."
+        ) from None
+    if "\0" in text:
+        raise ConfigError(
+            f"{CONFIG_ENV_VAR} names {path}, which is a binary file; it must hold KEY=value lines."
+        )
+
+
+def _settings_error(exc: SettingsError) -> str:
+    """One sentence from pydantic-settings' parse error, naming the variable only."""
+    match = re.search(r'field "([^"]+)"', str(exc))
+    if match:
+        return f"the setting {match.group(1)} cannot be parsed (lists and objects are JSON)"
+    return "a setting cannot be parsed (lists and objects are JSON)"
 
 
 _current: ContextVar[Settings | None] = ContextVar("backupflow_settings", default=None)

@@ -8,7 +8,8 @@ boundary (``raise StorageError(...) from exc``).  ``retryable`` marks errors wor
 ::
 
     BackupflowError
-    ├── ConfigError                 bad or missing settings
+    ├── ConfigError                 bad or missing settings                (exit 3)
+    ├── ParameterError              a flow parameter or CLI option is wrong (exit 2)
     ├── StorageError                a storage backend failed
     │   ├── ObjectNotFoundError     the key does not exist
     │   ├── InvalidKeyError         a key that is not relative, or has "..", etc.
@@ -40,6 +41,7 @@ __all__ = [
     "NoBackupError",
     "ObjectLockedError",
     "ObjectNotFoundError",
+    "ParameterError",
     "RestorePlanError",
     "RestoreTargetError",
     "SourceNotFoundError",
@@ -55,10 +57,20 @@ class BackupflowError(Exception):
     """Base of every error backupflow raises on purpose."""
 
     retryable: bool = False
+    #: The command line's exit code for this error (documented in the README).
+    exit_code: int = 1
 
 
 class ConfigError(BackupflowError):
     """The settings are invalid or incomplete."""
+
+    exit_code = 3
+
+
+class ParameterError(BackupflowError):
+    """A flow parameter or command-line option is invalid, or conflicts with another."""
+
+    exit_code = 2
 
 
 class StorageError(BackupflowError):

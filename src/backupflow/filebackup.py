@@ -13,19 +13,23 @@ from pathlib import Path
 from backupflow.backup import BackupJob, delete_unlocked
 from backupflow.catalog import CONTENT_ROLE, Catalog
 from backupflow.codecs import Codec
-from backupflow.config import FileSetSettings
+from backupflow.config import FileSetSettings, Settings
 from backupflow.errors import BackupflowError
 from backupflow.filesets import ScanReport, content_key, decode_members, encode_members
 from backupflow.models import Category, Manifest, StoredObject
 from backupflow.pipeline import store_stream
+from backupflow.redact import known_secrets, mask
 from backupflow.storage import Tier
 from backupflow.storage.base import Storage
 from backupflow.tiers import locate
 
 __all__ = [
+    "HOOK_BASE_ENV",
     "HookResult",
+    "hook_environment",
     "latest_backup",
     "remove_unreferenced_content",
+    "run_configured_hook",
     "run_hook",
     "store_contents",
 ]
@@ -153,22 +157,57 @@ class HookResult:
         return self.returncode == 0
 
 
-def run_hook(command: Sequence[str], cwd: Path, timeout: float) -> HookResult:
-    """Run the post-restore command as an argument list (never through a shell)."""
+#: What the post-restore command always gets from the environment; nothing else is inherited
+#: unless the ``files.hook_env`` setting names it.
+HOOK_BASE_ENV = ("PATH", "HOME", "LANG")
+
+
+def hook_environment(allow: Sequence[str] = ()) -> dict[str, str]:
+    """A minimal environment: PATH, HOME, LANG and the allowed names that are set."""
+    return {k: os.environ[k] for k in (*HOOK_BASE_ENV, *allow) if k in os.environ}
+
+
+def run_hook(
+    command: Sequence[str],
+    cwd: Path,
+    timeout: float,
+    *,
+    allow_env: Sequence[str] = (),
+    secrets: Sequence[str] = (),
+) -> HookResult:
+    """Run the post-restore command as an argument list (never through a shell), with a
+    minimal environment; every known secret is masked in its captured output."""
     try:
         done = subprocess.run(
             list(command),
             cwd=cwd if cwd.is_dir() else None,
             capture_output=True,
             text=True,
+            errors="replace",
             timeout=timeout,
             check=False,
-            env=os.environ.copy(),
+            env=hook_environment(allow_env),
         )
     except FileNotFoundError:
         return HookResult(tuple(command), 127, f"{command[0]}: command not found")
+    except PermissionError:
+        return HookResult(tuple(command), 126, f"{command[0]}: permission denied")
     except subprocess.TimeoutExpired as exc:
         output = (exc.stdout or "") if isinstance(exc.stdout, str) else ""
+        output = mask(output[-4000:], secrets)
         return HookResult(tuple(command), 124, output + f"\ntimed out after {timeout:.0f} s")
-    output = (done.stdout + done.stderr)[-4000:]
+    output = mask((done.stdout + done.stderr)[-4000:], secrets)
     return HookResult(tuple(command), done.returncode, output)
+
+
+def run_configured_hook(settings: Settings) -> HookResult:
+    """The configured post-restore command, with the allowed environment only and every
+    secret backupflow knows masked in its output."""
+    files = settings.files
+    return run_hook(
+        files.post_restore_hook,
+        files.post_restore_cwd,
+        files.hook_timeout_seconds,
+        allow_env=files.hook_env,
+        secrets=known_secrets(settings),
+    )

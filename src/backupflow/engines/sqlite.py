@@ -53,6 +53,11 @@ _SQLITE_MAGIC = b"SQLite format 3\x00"
 _SIDE_FILES = ("-wal", "-shm", "-journal")
 
 
+def _quoted(identifier: str) -> str:
+    """An SQLite identifier in double quotes, inner quotes doubled."""
+    return '"' + identifier.replace('"', '""') + '"'
+
+
 def _page_size(header: bytes) -> int:
     value = int.from_bytes(header[16:18], "big")
     return 65536 if value == 1 else value
@@ -276,7 +281,7 @@ class SqliteEngine(Engine):
                 )
             ]
             return {
-                table: int(conn.execute(f'SELECT COUNT(*) FROM "{table}"').fetchone()[0])
+                table: int(conn.execute(f"SELECT COUNT(*) FROM {_quoted(table)}").fetchone()[0])
                 for table in tables
             }
         finally:
