@@ -12,7 +12,7 @@ from backupflow.backup import BackupJob, build_manifest
 from backupflow.backuplog import BackupLog
 from backupflow.codecs import codec_for
 from backupflow.config import Settings, current_settings
-from backupflow.engines import open_engine
+from backupflow.engines import databases_to_back_up, open_engine
 from backupflow.engines.base import Dump
 from backupflow.errors import BackupflowError, ConfigError
 from backupflow.models import BackupKind, Category, Manifest
@@ -40,14 +40,21 @@ def backup_database(kind: BackupKind = BackupKind.FULL) -> list[Manifest]:
     ends Failed naming the missing tier.  A differential or log backup with no full backup
     to build on becomes a full backup (``database.missing_full=promote``) or fails (``fail``).
     With several databases (``database.databases``), each is backed up in turn and the run
-    fails at the end if any of them failed.
+    fails at the end if any of them failed.  With ``["*"]``, a database whose name breaks the
+    name rule is never used: it is skipped, and the run fails at the end saying how many.
     """
     settings = current_settings()
-    names = settings.database.databases or [settings.database.name]
-    if names == ["*"]:
-        names = open_engine(settings).list_databases()
+    names, skipped = databases_to_back_up(settings)
     done: list[Manifest] = []
     failures: list[str] = []
+    if skipped:
+        # Never used, never shown: such a name would become a path on the server.
+        failures.append(
+            f"{skipped} database(s) on the server have names that break the name rule and "
+            "were not backed up; rename them, or list the databases to back up in "
+            "BACKUPFLOW_DATABASE__DATABASES"
+        )
+        get_run_logger().warning("%s", failures[-1])
     for name in names:
         one = settings.model_copy(
             update={"database": settings.database.model_copy(update={"name": name})}
@@ -60,12 +67,13 @@ def backup_database(kind: BackupKind = BackupKind.FULL) -> list[Manifest]:
             else:
                 done.append(_backup_one(one, kind))
         except BackupflowError as exc:
-            if len(names) == 1:
+            if len(names) == 1 and not skipped:
                 raise
             failures.append(f"{name}: {exc}")
     if failures:
+        failed = len(failures) - (1 if skipped else 0) + skipped
         raise BackupflowError(
-            f"{len(failures)} of {len(names)} database backups failed: " + "; ".join(failures)
+            f"{failed} of {len(names) + skipped} database backups failed: " + "; ".join(failures)
         )
     return done
 

@@ -106,6 +106,7 @@ def server(tmp_path: Path) -> FakeOdbc:
         return [ResultSet(MSDB_COLUMNS, [(*RECORDED[kind], FORK, "guid", 1, 2)])]
 
     fake.on(r"FROM msdb\.dbo\.backupset", msdb)
+    fake.default_paths()
     return fake
 
 

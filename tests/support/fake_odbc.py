@@ -3,6 +3,12 @@
 Each statement is matched against recorded responses (result sets with columns, rows and
 informational messages, or an error raised when a given result set is reached), and every
 statement is recorded, so a test can assert the exact T-SQL the engine ran.
+
+The helpers below record what a real server answers (shapes checked against SQL Server 2022
+on Linux): ``sys.databases`` names are ``sysname`` and may hold any character a
+``CREATE DATABASE [...]`` accepted, FILELISTONLY rows carry whatever logical and physical
+names the database was created with, and ``SERVERPROPERTY('InstanceDefaultDataPath')`` ends
+with a separator (``/var/opt/mssql/data/``) or is NULL before SQL Server 2012.
 """
 
 from __future__ import annotations
@@ -12,7 +18,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["FakeOdbc", "ResultSet", "ServerError"]
+__all__ = ["FILELIST_COLUMNS", "FakeOdbc", "ResultSet", "ServerError"]
+
+FILELIST_COLUMNS = ("LogicalName", "PhysicalName", "Type", "FileGroupName", "FileId")
 
 
 class ServerError(Exception):
@@ -39,6 +47,29 @@ class FakeOdbc:
     def on(self, pattern: str, responder: Responder | list[ResultSet]) -> None:
         fn = responder if callable(responder) else (lambda _sql, _params, r=responder: r)
         self.responders.insert(0, (re.compile(pattern, re.S), fn))
+
+    def databases(self, names: Sequence[Any]) -> None:
+        """What ``SELECT name FROM sys.databases ...`` lists (hostile names included)."""
+        self.on(r"^SELECT name FROM sys\.databases", [ResultSet(["name"], [(n,) for n in names])])
+
+    def filelist(self, rows: Sequence[tuple[Any, Any, Any]]) -> None:
+        """RESTORE FILELISTONLY rows: (logical, physical, type) for each file."""
+        full = [(*row, "PRIMARY" if row[2] == "D" else None, i + 1) for i, row in enumerate(rows)]
+        self.on(r"^RESTORE FILELISTONLY", [ResultSet(FILELIST_COLUMNS, full)])
+
+    def default_paths(
+        self, data: str | None = "/var/opt/mssql/data/", log: str | None = "/var/opt/mssql/data/"
+    ) -> None:
+        """``SERVERPROPERTY('InstanceDefaultDataPath')`` / ``'InstanceDefaultLogPath'``."""
+        self.on(
+            r"SERVERPROPERTY\('InstanceDefaultDataPath'\)",
+            [ResultSet(["data_path", "log_path"], [(data, log)])],
+        )
+
+    def ran(self, pattern: str) -> list[str]:
+        """The statements that match ``pattern``, in order."""
+        found = re.compile(pattern, re.S)
+        return [statement for statement in self.sql() if found.search(statement)]
 
     def connect(self) -> FakeOdbc:
         return self

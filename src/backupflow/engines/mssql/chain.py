@@ -14,15 +14,27 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from backupflow.errors import ChainGapError, NoBackupError
+from backupflow.errors import CatalogError, ChainGapError, NoBackupError
 from backupflow.models import BackupKind, Manifest, utc
 
 __all__ = ["lsn", "select_chain"]
 
 
+_MAX_LSN = 10**25  # numeric(25,0)
+
+
 def lsn(manifest: Manifest, field: str) -> int:
-    """An LSN from a manifest's position (numeric(25,0) kept as an integer)."""
-    return int(manifest.position[field])
+    """An LSN from a manifest's position (numeric(25,0) kept as an integer); anything else
+    is a :class:`CatalogError` that does not repeat the value."""
+    value = manifest.position.get(field)
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 25:
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < _MAX_LSN:
+        raise CatalogError(
+            f"backup {manifest.id} has no valid {field} in its manifest; it is damaged or was "
+            "altered, so restore from another tier."
+        )
+    return value
 
 
 def _finish(manifest: Manifest) -> datetime:
@@ -38,6 +50,9 @@ def select_chain(
 ) -> tuple[list[Manifest], datetime]:
     """The backups to restore, in order, and the point the restore reaches."""
     limit = utc(target) if target is not None else None
+    for manifest in backups:  # every LSN a plan prints is a checked integer
+        lsn(manifest, "first_lsn")
+        lsn(manifest, "last_lsn")
 
     def finished(m: Manifest) -> bool:
         return limit is None or _finish(m) <= limit
@@ -95,7 +110,7 @@ def select_chain(
 def _gap(database: str, before: Manifest, after: Manifest) -> None:
     raise ChainGapError(
         f"the log chain of {database} has a gap between {before.kind.value} {before.id} "
-        f"(last LSN {before.position['last_lsn']}, {_ts(before.restore_point)}) and log "
-        f"{after.id} (first LSN {after.position['first_lsn']}); restore to "
+        f"(last LSN {lsn(before, 'last_lsn')}, {_ts(before.restore_point)}) and log "
+        f"{after.id} (first LSN {lsn(after, 'first_lsn')}); restore to "
         f"{_ts(before.restore_point)} or earlier, or take a new full backup."
     )

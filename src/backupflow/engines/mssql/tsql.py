@@ -6,15 +6,15 @@ Pure functions: a dry run prints exactly what a real run executes.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime
-from pathlib import PurePosixPath, PureWindowsPath
 from zoneinfo import ZoneInfo
 
 __all__ = [
-    "DbFile",
+    "DEFAULT_PATHS_QUERY",
     "backup_statement",
     "checkdb",
+    "default_paths_query",
+    "filelistonly",
     "headeronly",
     "literal",
     "msdb_query",
@@ -87,20 +87,16 @@ def msdb_query() -> str:
     return MSDB_QUERY
 
 
-@dataclass(frozen=True)
-class DbFile:
-    """A database file listed by RESTORE FILELISTONLY."""
+#: The server's default folders for new data and log files (SQL Server 2012 and later; NULL
+#: before).  Aliased, because an expression column has no name.
+DEFAULT_PATHS_QUERY = (
+    "SELECT CONVERT(nvarchar(260), SERVERPROPERTY('InstanceDefaultDataPath')) AS data_path, "
+    "CONVERT(nvarchar(260), SERVERPROPERTY('InstanceDefaultLogPath')) AS log_path;"
+)
 
-    logical: str
-    physical: str
-    type: str  # D data, L log
 
-    def moved_for(self, target: str) -> str:
-        """The same folder, a file name of the target database's own."""
-        windows = "\\" in self.physical
-        pure = PureWindowsPath(self.physical) if windows else PurePosixPath(self.physical)
-        suffix = pure.suffix or (".ldf" if self.type == "L" else ".mdf")
-        return str(pure.with_name(f"{target}_{self.logical}{suffix}"))
+def default_paths_query() -> str:
+    return DEFAULT_PATHS_QUERY
 
 
 def restore_statement(
@@ -108,16 +104,19 @@ def restore_statement(
     path: str,
     kind: str,
     *,
-    files: Sequence[DbFile] = (),
-    move: bool = False,
+    moves: Sequence[tuple[str, str]] = (),
     replace: bool = False,
     stop_at: datetime | None = None,
     server_timezone: str = "UTC",
 ) -> str:
-    """RESTORE DATABASE/LOG ... WITH NORECOVERY (MOVE, REPLACE and STOPAT as needed)."""
+    """RESTORE DATABASE/LOG ... WITH NORECOVERY (MOVE, REPLACE and STOPAT as needed).
+
+    ``moves`` are (logical name, new physical path) pairs, both quoted as literals: the
+    paths are built by :func:`backupflow.engines.mssql.paths.move_targets`, never taken from
+    a manifest.
+    """
     options = ["FILE = 1", "NORECOVERY", "CHECKSUM"]
-    if move:
-        options += [f"MOVE {literal(f.logical)} TO {literal(f.moved_for(target))}" for f in files]
+    options += [f"MOVE {literal(logical)} TO {literal(physical)}" for logical, physical in moves]
     if replace:
         options.append("REPLACE")
     if stop_at is not None:
