@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from backupflow.engines.mssql.chain import select_chain
-from backupflow.errors import ChainGapError, NoBackupError
+from backupflow.errors import CatalogError, ChainGapError, NoBackupError
 from backupflow.models import BackupKind, Category, Manifest
 
 T0 = datetime(2026, 11, 26, 0, 0, tzinfo=UTC)
@@ -136,3 +136,36 @@ def test_logs_of_another_recovery_fork_are_not_used() -> None:
 def test_no_full_before_the_target() -> None:
     with pytest.raises(NoBackupError, match="first one finished"):
         select_chain(history(), "GanttDB", T0 - timedelta(minutes=5))
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("first_lsn", "1; DROP DATABASE x"),
+        ("first_lsn", None),
+        ("last_lsn", -1),
+        ("last_lsn", True),
+        ("last_lsn", 1.5),
+        ("last_lsn", "9" * 26),
+        ("last_lsn", 10**25),
+        ("checkpoint_lsn", "../../etc/passwd"),
+        ("checkpoint_lsn", ["1"]),
+    ],
+)
+def test_class7_a_forged_lsn_is_a_catalog_error_that_does_not_repeat_it(
+    field: str, value: object
+) -> None:
+    every = history()
+    every[0] = every[0].model_copy(update={"position": {**every[0].position, field: value}})
+    with pytest.raises(CatalogError, match=f"no valid {field}") as caught:
+        select_chain(every, "GanttDB", None)
+    assert str(value) not in str(caught.value)
+
+
+def test_lsns_recorded_as_decimal_text_are_read_exactly() -> None:
+    every = history()
+    every[0] = every[0].model_copy(
+        update={"position": {**every[0].position, "last_lsn": str(120 * 10**9)}}
+    )
+    chain, _ = select_chain(every, "GanttDB", None)
+    assert ids(chain, every) == [0, 3, 4, 6]

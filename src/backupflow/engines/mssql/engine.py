@@ -132,7 +132,7 @@ class SqlServerEngine(Engine):
                     value, f"default {role} folder SQL Server reports"
                 )
             except ValueError as exc:
-                raise EngineError(f"{exc} Set {_SETTING[role]} instead.") from None
+                raise EngineError(f"{str(exc)[:-1]}; set {_SETTING[role]} instead.") from None
         return defaults
 
     def _target_name(self, target: Path) -> str:

@@ -228,10 +228,10 @@ def move_targets(
     for item in files:
         base = f"{target}_{_safe_stem(item.logical)}"
         name, serial = base, 1
-        while (name + item.suffix).casefold() in taken:
+        while name.casefold() in taken:  # one stem per file, whatever its suffix
             serial += 1
             name = f"{base}_{serial}"
-        taken.add((name + item.suffix).casefold())
+        taken.add(name.casefold())
         folder = log if item.type == "L" else data
         moves.append((item.logical, server_file(folder, name + item.suffix)))
     return moves
