@@ -39,7 +39,8 @@ __all__ = [
     "worker_file",
 ]
 
-#: One file name in a backup folder: no separator, no leading dot, never ``.`` or ``..``.
+#: One file name in a backup folder: no separator and no leading dot, so never ``.`` or
+#: ``..`` (a database may be called ``a..b``: that is one component, not a way up).
 FILE_NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,254}$"
 _FILE_NAME = re.compile(FILE_NAME_PATTERN)
 #: Restore copies: the worker's user reads and writes them; the SQL Server's group (when the
@@ -57,7 +58,7 @@ _SAFE_STEM = 64
 def check_file_name(name: object, *, what: str = "a backup file name") -> str:
     """``name`` if it is one safe path component, else :class:`EngineError` (our own parts
     were wrong; the name is not shown)."""
-    if isinstance(name, str) and _FILE_NAME.fullmatch(name) and ".." not in name:
+    if isinstance(name, str) and _FILE_NAME.fullmatch(name):
         return name
     raise EngineError(
         f"{what} would not be a plain file name inside the backup folder; refusing to use it."
@@ -115,12 +116,7 @@ def worker_file(folder: Path, name: str) -> Path:
 
 
 def _inside(folder: Path, path: Path) -> bool:
-    return (
-        path.parent == folder
-        and isinstance(path.name, str)
-        and _FILE_NAME.fullmatch(path.name) is not None
-        and ".." not in path.name
-    )
+    return path.parent == folder and _FILE_NAME.fullmatch(path.name) is not None
 
 
 def remove_inside(folder: Path, path: Path) -> None:
