@@ -50,6 +50,8 @@ class BackupLog:
         except OSError as exc:
             if exc.errno == errno.ELOOP:
                 raise self._refuse("is a link") from exc
+            if exc.errno == errno.ENXIO:  # a FIFO or socket with nobody at the other end
+                raise self._refuse("is not a regular file") from exc
             raise ConfigError(
                 f"cannot write the backup log {self.path} ({exc.strerror}); "
                 "set BACKUPFLOW_BACKUP_LOG to a writable file."

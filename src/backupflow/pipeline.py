@@ -57,9 +57,9 @@ class HashingReader:
 
     With ``background``, hashing happens on that thread: close it before reading ``sha256``.
     With ``limit``, a read that would pass more than ``limit`` bytes in total raises
-    :class:`IntegrityError` (``overflow`` is its message) instead of returning them, and no
-    read asks the inner reader for more than one byte past the limit: memory stays bounded
-    even for ``read()`` of everything.
+    :class:`IntegrityError` (``overflow`` is its message): reads stop at the limit, and once
+    there a single byte more is the error.  Memory stays bounded even for ``read()`` of
+    everything.
     """
 
     def __init__(
@@ -83,9 +83,9 @@ class HashingReader:
         if size is None:
             size = -1
         if self._limit is not None:
-            room = self._limit - self.size + 1  # one byte more shows an overflow
-            if size < 0 or size > room:
-                size = room
+            room = self._limit - self.size
+            # Up to the limit, never past it; at the limit, one byte shows an overflow.
+            size = (room if size < 0 else min(size, room)) if room > 0 else 1
         data = self._inner.read(size)
         if data:
             if self._limit is not None and self.size + len(data) > self._limit:

@@ -315,8 +315,15 @@ class SqliteEngine(Engine):
         layouts = self._check_chain(chain)
         last = chain[-1].manifest
         state = hashlib.sha256()
+        try:
+            fd = create_private_file(scratch)
+        except FileExistsError as exc:
+            raise RestoreTargetError(
+                f"{scratch} already exists (another restore, or something planted there); "
+                "remove it and restore again."
+            ) from exc
         # One descriptor from creation to the last check: nothing can swap the file between.
-        with os.fdopen(create_private_file(scratch), "r+b") as out:
+        with os.fdopen(fd, "r+b") as out:
             with chain[0].open_object("data") as src:
                 shutil.copyfileobj(src, out, self.chunk_bytes)
             size = layouts[0].size
