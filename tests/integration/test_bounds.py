@@ -33,8 +33,9 @@ from backupflow.errors import EngineError, IntegrityError, RestoreTargetError
 from backupflow.models import BackupKind, Manifest, StoredObject
 from backupflow.pipeline import open_verified, store_stream, verify_stored
 from backupflow.restore import LoadedPlan, execute_restore, load_plan
-from backupflow.storage import MemoryStorage, open_tiers
+from backupflow.storage import LocalStorage, MemoryStorage, open_tiers
 from backupflow.storage.base import ObjectInfo
+from backupflow.tiers import copy_object
 from tests.support.chain import restore, take_backup
 
 MiB = 1 << 20
@@ -421,3 +422,17 @@ def test_a_snapshot_that_cannot_fit_the_staging_disk_is_refused(
         take_backup(settings, BackupKind.FULL)
     assert asked and all(p.startswith(str(settings.staging_dir)) for p in asked)
     assert [p for p in settings.staging_dir.rglob("*") if p.is_file()] == []
+
+
+def test_a_tier_copy_stops_at_the_recorded_size(tmp_path: Path) -> None:
+    source = _GrowingStorage()
+    data = os.urandom(MiB)
+    record = store_stream(source, KEY, io.BytesIO(data), get_codec("none"), role="data")
+    source.extra = os.urandom(4 * MiB)
+    source.put(KEY, [data, source.extra])
+    source.served = 0
+    dest = LocalStorage(tmp_path / "dr")
+    with pytest.raises(IntegrityError, match="holds more than its recorded"):
+        copy_object(source, dest, record, chunk_bytes=64 << 10, write_once=False)
+    assert source.served <= record.size + 1
+    assert [p for p in (tmp_path / "dr").rglob("*") if p.is_file()] == []  # no copy, no debris
