@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import shutil
 from datetime import UTC, datetime
 
 from prefect import flow, get_run_logger
 from prefect.concurrency.sync import concurrency
 
-from backupflow.backup import BackupJob, build_manifest
+from backupflow.backup import BackupJob, build_manifest, remove_staging
 from backupflow.backuplog import BackupLog
 from backupflow.codecs import codec_for
 from backupflow.config import Settings, current_settings
@@ -121,7 +120,7 @@ def _backup_one(settings: Settings, kind: BackupKind) -> Manifest:
         raise
     finally:
         if job is not None:
-            shutil.rmtree(job.staging(settings), ignore_errors=True)
+            remove_staging(job, settings)
         if dump is not None:
             engine.cleanup(dump)
     return finish_backup(

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import shutil
 from datetime import UTC, datetime
 
 from prefect import flow, get_run_logger
 
-from backupflow.backup import BackupJob, build_manifest, source_of
+from backupflow.backup import BackupJob, build_manifest, remove_staging, source_of
 from backupflow.backuplog import BackupLog
 from backupflow.codecs import codec_for
 from backupflow.config import current_settings
@@ -100,7 +99,7 @@ def backup_files(file_set: FileSetName = "config") -> Manifest:
         raise
     finally:
         if job is not None:
-            shutil.rmtree(job.staging(settings), ignore_errors=True)
+            remove_staging(job, settings)
     for note in stored.manifest.notes:
         logger.warning(note)
     unreadable = engine.report.unreadable

@@ -11,6 +11,7 @@ from prefect import get_run_logger, task
 from backupflow import backup, restore
 from backupflow.config import Settings
 from backupflow.engines.base import BackupSource, Dump, Engine
+from backupflow.fsutil import privatize_files
 from backupflow.models import BackupKind, Category, Manifest
 from backupflow.planning import BackupDecision
 from backupflow.progress import Progress
@@ -57,10 +58,11 @@ def dump_database(engine: Engine, job: backup.BackupJob, settings: Settings) -> 
 def dump_files(
     engine: Engine, job: backup.BackupJob, settings: Settings, previous: BackupSource | None
 ) -> Dump:
-    """Read the file set into the staging folder (a tar stream, or a member list whose
-    unchanged files reuse the previous backup's hashes)."""
-    staging = job.staging(settings)
+    """Read the file set into the job's new private staging folder (a tar stream, or a member
+    list whose unchanged files reuse the previous backup's hashes)."""
+    staging = backup.prepare_staging(job, settings)
     dump = engine.dump(BackupKind.FULL, previous, staging)
+    privatize_files(staging)  # the tar holds the 0600 .env: 0600 whatever the tar module did
     get_run_logger().info(
         "%s: %s members, %s bytes (%s)",
         job.database,

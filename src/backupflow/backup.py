@@ -7,7 +7,6 @@ written last -> log.
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -18,6 +17,12 @@ from backupflow.codecs import Codec, NoneCodec
 from backupflow.config import Settings
 from backupflow.engines.base import BackupSource, Dump, Engine
 from backupflow.errors import ObjectLockedError
+from backupflow.fsutil import (
+    ensure_private_dir,
+    fresh_private_dir,
+    privatize_files,
+    remove_private_dir,
+)
 from backupflow.models import BackupKind, Category, Manifest, StoredObject, new_backup_id
 from backupflow.pipeline import open_verified, store_stream
 from backupflow.planning import BackupDecision, plan_backup
@@ -31,6 +36,8 @@ __all__ = [
     "clean_interrupted",
     "decide_backup",
     "dump_database",
+    "prepare_staging",
+    "remove_staging",
     "source_of",
     "store_dump",
 ]
@@ -63,6 +70,18 @@ class BackupJob:
 
     def staging(self, settings: Settings) -> Path:
         return settings.staging_dir / self.backup_id
+
+
+def prepare_staging(job: BackupJob, settings: Settings) -> Path:
+    """This job's staging folder, new and ``0700``, inside ``staging_dir`` (created ``0700``,
+    or used only when it is a real folder of ours that nobody else can write to)."""
+    ensure_private_dir(settings.staging_dir)
+    return fresh_private_dir(job.staging(settings))
+
+
+def remove_staging(job: BackupJob, settings: Settings) -> None:
+    """Remove this job's staging folder, if it is still the private folder we made."""
+    remove_private_dir(job.staging(settings))
 
 
 def clean_interrupted(
@@ -132,10 +151,10 @@ def dump_database(engine: Engine, job: BackupJob, settings: Settings) -> Dump:
         if parent is not None and job.parent_tier is not None
         else None
     )
-    staging = job.staging(settings)
-    if staging.exists():
-        shutil.rmtree(staging)
-    return engine.dump(job.decision.kind, source, staging)
+    staging = prepare_staging(job, settings)
+    dump = engine.dump(job.decision.kind, source, staging)
+    privatize_files(staging)
+    return dump
 
 
 def store_dump(

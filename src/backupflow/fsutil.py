@@ -1,11 +1,38 @@
-"""Small filesystem helpers shared by the local storage and the engines."""
+"""Small filesystem helpers shared by the local storage, the engines and the flows.
+
+What backupflow writes stays private whatever the umask: files are created ``0600`` through
+``O_CREAT | O_EXCL | O_NOFOLLOW`` and their mode is fixed through the descriptor, folders are
+created ``0700``, and a folder that already exists is used only when it is a real folder, is
+ours and nobody else can write to it.  Nothing here follows a link it did not make.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
+import stat
 from pathlib import Path
 
-__all__ = ["fsync_dir"]
+from backupflow.errors import ConfigError
+
+__all__ = [
+    "PRIVATE_DIR",
+    "PRIVATE_FILE",
+    "create_private_file",
+    "ensure_private_dir",
+    "free_bytes",
+    "fresh_private_dir",
+    "fsync_dir",
+    "make_dirs",
+    "privatize_files",
+    "readable_size",
+    "remove_private_dir",
+]
+
+PRIVATE_FILE = 0o600
+PRIVATE_DIR = 0o700
+_OTHERS_WRITE = stat.S_IWGRP | stat.S_IWOTH
 
 
 def fsync_dir(folder: Path) -> None:
@@ -15,3 +42,153 @@ def fsync_dir(folder: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def create_private_file(path: Path, mode: int = PRIVATE_FILE) -> int:
+    """Create ``path`` exclusively (never through a link) with exactly ``mode``; returns the
+    open read-write descriptor.  The mode is set through the descriptor, so the umask and anyone
+    racing for the name change nothing."""
+    flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd = os.open(path, flags, mode)
+    try:
+        os.fchmod(fd, mode)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def make_dirs(path: Path, mode: int = PRIVATE_DIR) -> None:
+    """Create ``path`` and its missing parents with exactly ``mode`` (umask ignored).
+
+    Folders that already exist are left as they are.
+    """
+    missing: list[Path] = []
+    current = path
+    while not os.path.lexists(current):
+        missing.append(current)
+        if current.parent == current:
+            break
+        current = current.parent
+    for folder in reversed(missing):
+        try:
+            os.mkdir(folder, mode)
+        except FileExistsError:
+            continue  # made meanwhile by someone else: judged by the caller, not widened here
+        _fix_mode(folder, mode)
+
+
+def _fix_mode(folder: Path, mode: int) -> None:
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        os.fchmod(fd, mode)
+    finally:
+        os.close(fd)
+
+
+def _problem(path: Path) -> str | None:
+    """Why ``path`` is not a private folder of ours, or None when it is one."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return "does not exist"
+    if stat.S_ISLNK(st.st_mode):
+        return "is a link"
+    if not stat.S_ISDIR(st.st_mode):
+        return "is not a folder"
+    if st.st_uid != os.geteuid():
+        return f"belongs to user id {st.st_uid}, not to us ({os.geteuid()})"
+    if st.st_mode & _OTHERS_WRITE:
+        return f"is writable by other users (mode {stat.S_IMODE(st.st_mode):04o})"
+    return None
+
+
+def ensure_private_dir(path: Path) -> Path:
+    """Create ``path`` (and missing parents) ``0700``, or accept it when it already exists as a
+    real folder of ours that no other user can write to; anything else is a ConfigError.
+
+    ``path`` must be absolute; a link at ``path`` is never followed.
+    """
+    try:
+        make_dirs(path)
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot create the folder {path} ({exc.strerror}); choose a writable path."
+        ) from exc
+    problem = _problem(path)
+    if problem is not None:
+        raise ConfigError(
+            f"the folder {path} {problem}; remove it or choose another path, backupflow only "
+            "works in a private folder of its own."
+        )
+    return path
+
+
+def fresh_private_dir(path: Path) -> Path:
+    """Create the new folder ``path`` ``0700`` inside a private parent (checked with
+    :func:`ensure_private_dir`).  A private folder of ours left there by an interrupted run
+    is removed first; anything else at ``path`` is refused."""
+    ensure_private_dir(path.parent)
+    if os.path.lexists(path):
+        problem = _problem(path)
+        if problem is not None:
+            raise ConfigError(
+                f"{path} already exists and {problem}; remove it, backupflow only works in "
+                "a private folder of its own."
+            )
+        shutil.rmtree(path)
+    try:
+        os.mkdir(path, PRIVATE_DIR)  # fails on anything at path, a dangling link included
+        _fix_mode(path, PRIVATE_DIR)
+    except OSError as exc:
+        raise ConfigError(f"cannot create the folder {path} ({exc.strerror}).") from exc
+    return path
+
+
+def remove_private_dir(path: Path) -> None:
+    """Remove ``path`` if it is a private folder of ours in a private parent; otherwise leave
+    it (it was never ours to remove).  Never follows a link."""
+    if _problem(path.parent) is None and _problem(path) is None:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def privatize_files(folder: Path) -> None:
+    """Make every regular file under the private ``folder`` ``0600`` through its descriptor.
+
+    For files a library created with its own mode (a tar file, an SQLite database) inside a
+    folder that is already private: nobody else could reach them meanwhile.
+    """
+    for dirpath, dirnames, filenames in os.walk(folder):
+        for name in dirnames:
+            with contextlib.suppress(OSError):
+                _fix_mode(Path(dirpath) / name, PRIVATE_DIR)
+        for name in filenames:
+            try:
+                flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+                fd = os.open(Path(dirpath) / name, flags)
+            except OSError:
+                continue  # a link, or gone
+            try:
+                if stat.S_ISREG(os.fstat(fd).st_mode):
+                    os.fchmod(fd, PRIVATE_FILE)
+            finally:
+                os.close(fd)
+
+
+def free_bytes(path: Path) -> tuple[Path, int]:
+    """Bytes an unprivileged writer may still use on the filesystem that holds ``path`` (or,
+    when it does not exist yet, its nearest existing parent), and that folder."""
+    current = path
+    while not os.path.lexists(current) and current.parent != current:
+        current = current.parent
+    return current, shutil.disk_usage(current).free
+
+
+def readable_size(size: int) -> str:
+    """``size`` bytes for a message: ``512 bytes``, ``3.2 GiB``."""
+    value = float(size)
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if value < 1024:
+            return f"{size} bytes" if unit == "bytes" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} TiB"

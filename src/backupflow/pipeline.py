@@ -56,6 +56,10 @@ class HashingReader:
     """Wraps a reader; hashes and counts every byte that passes through ``read``.
 
     With ``background``, hashing happens on that thread: close it before reading ``sha256``.
+    With ``limit``, a read that would pass more than ``limit`` bytes in total raises
+    :class:`IntegrityError` (``overflow`` is its message): reads stop at the limit, and once
+    there a single byte more is the error.  Memory stays bounded even for ``read()`` of
+    everything.
     """
 
     def __init__(
@@ -63,16 +67,29 @@ class HashingReader:
         inner: BinaryIO,
         progress: Progress | None = None,
         background: HashThread | None = None,
+        *,
+        limit: int | None = None,
+        overflow: str = "the stream is longer than recorded; the stored copy is damaged.",
     ) -> None:
         self._inner = inner
         self._progress = progress
         self._background = background
+        self._limit = limit
+        self._overflow = overflow
         self.sha256 = hashlib.sha256()
         self.size = 0
 
-    def read(self, size: int = -1) -> bytes:
+    def read(self, size: int | None = -1) -> bytes:
+        if size is None:
+            size = -1
+        if self._limit is not None:
+            room = self._limit - self.size
+            # Up to the limit, never past it; at the limit, one byte shows an overflow.
+            size = (room if size < 0 else min(size, room)) if room > 0 else 1
         data = self._inner.read(size)
         if data:
+            if self._limit is not None and self.size + len(data) > self._limit:
+                raise IntegrityError(self._overflow)
             if self._background is not None:
                 self._background.update(self.sha256, data)
             else:
@@ -149,13 +166,20 @@ def store_stream(
 def verify_stored(storage: Storage, record: StoredObject, *, chunk_bytes: int = 1 << 20) -> None:
     """Re-read a stored object and check its size and SHA-256 (without decompressing)."""
     with storage.open(record.key) as handle:
-        reader = HashingReader(handle)
+        reader = HashingReader(handle, limit=record.size, overflow=_longer(storage, record))
         reader.drain(chunk_bytes)
     if reader.size != record.size or reader.sha256.hexdigest() != record.sha256:
         raise IntegrityError(
             f"{record.key} in {storage.name} does not match its recorded SHA-256; "
             "the stored copy is damaged."
         )
+
+
+def _longer(storage: Storage, record: StoredObject) -> str:
+    return (
+        f"{record.key} in {storage.name} holds more than its recorded {record.size} bytes; "
+        "the stored copy is damaged."
+    )
 
 
 @contextmanager
@@ -169,7 +193,9 @@ def open_verified(
     """Stream the decompressed content of ``record``; verify it when the block exits.
 
     The caller must treat what it read as provisional until the ``with`` block ends
-    without an error: damage is detected once every byte has been seen.
+    without an error: damage is detected once every byte has been seen.  Sizes are bounds:
+    a read that would pass the recorded ``raw_size`` (or stored ``size``) raises
+    :class:`IntegrityError` before the extra bytes reach the caller.
     """
     info = storage.stat(record.key)
     if info.size != record.size:
@@ -181,9 +207,20 @@ def open_verified(
     background = HashThread()
     try:
         with storage.open(record.key) as handle:
-            stored = HashingReader(handle, progress, background)
+            stored = HashingReader(
+                handle, progress, background, limit=record.size, overflow=_longer(storage, record)
+            )
             try:
-                plain = HashingReader(codec.reader(cast(BinaryIO, stored)), None, background)
+                plain = HashingReader(
+                    codec.reader(cast(BinaryIO, stored)),
+                    None,
+                    background,
+                    limit=record.raw_size,
+                    overflow=(
+                        f"{record.key} in {storage.name} decompresses to more than its recorded "
+                        f"{record.raw_size} bytes; the stored copy is damaged."
+                    ),
+                )
                 yield cast(BinaryIO, plain)
                 plain.drain(chunk_bytes)
                 stored.drain(chunk_bytes)

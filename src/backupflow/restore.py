@@ -22,16 +22,25 @@ from backupflow.errors import (
     CatalogError,
     IntegrityError,
     NoBackupError,
+    RestoreTargetError,
     StorageError,
     TargetInFutureError,
 )
+from backupflow.fsutil import free_bytes, make_dirs, readable_size
 from backupflow.models import Category, Manifest, utc
 from backupflow.pipeline import open_verified
 from backupflow.planning import PlanStep, RestorePlan, plan_restore
 from backupflow.storage import Tier
 from backupflow.tiers import Holdings, locate
 
-__all__ = ["LoadedPlan", "RestoreOutcome", "execute_restore", "load_plan", "resolve_target"]
+__all__ = [
+    "LoadedPlan",
+    "RestoreOutcome",
+    "check_free_space",
+    "execute_restore",
+    "load_plan",
+    "resolve_target",
+]
 
 Progress = Callable[[int], None]
 
@@ -177,6 +186,23 @@ def _source(
     return BackupSource(manifest=manifest, open_object=open_object)
 
 
+def check_free_space(engine: Engine, chain: Sequence[Manifest], scratch: Path) -> None:
+    """Refuse a restore whose recorded sizes do not fit the filesystem it is built on."""
+    needed = engine.space_needed(chain)
+    try:
+        folder, free = free_bytes(scratch.parent)
+    except OSError as exc:
+        raise RestoreTargetError(
+            f"cannot read the free space of {scratch.parent} ({exc.strerror}); restore into "
+            "a folder that exists with --into."
+        ) from exc
+    if needed > free:
+        raise RestoreTargetError(
+            f"the restore needs {readable_size(needed)} but {folder} has only "
+            f"{readable_size(free)} free; free some space or restore elsewhere with --into."
+        )
+
+
 def execute_restore(
     engine: Engine,
     loaded: LoadedPlan,
@@ -190,13 +216,16 @@ def execute_restore(
     """Rebuild the chain next to ``target``, verify it, then move it into place.
 
     When a tier's copy fails, the restore starts again with that copy excluded, until it
-    succeeds or no tier is left for some backup of the chain.
+    succeeds or no tier is left for some backup of the chain.  Before anything is written,
+    the recorded sizes are checked against the free space where the restore is built, and
+    missing folders on the way to ``target`` are created ``0700``.
     """
     plan = loaded.plan
     started = datetime.now(UTC)
     stamp = started.strftime("%Y%m%dT%H%M%SZ")
-    target.parent.mkdir(parents=True, exist_ok=True)
     scratch = engine.scratch_path(target)
+    check_free_space(engine, plan.manifests, scratch)
+    make_dirs(target.parent)
     unusable: set[tuple[str, str]] = set()
     problems: list[str] = []
     while True:

@@ -96,7 +96,12 @@ def copy_object(
     if write_once:
         verify_stored(source, record, chunk_bytes=chunk_bytes)
     with source.open(record.key) as handle:
-        reader = HashingReader(handle)
+        reader = HashingReader(
+            handle,
+            limit=record.size,
+            overflow=f"{record.key} in {source.name} holds more than its recorded "
+            f"{record.size} bytes; it was not copied to {dest.name}.",
+        )
         dest.put(record.key, iter(lambda: reader.read(chunk_bytes), b""))
     if reader.size != record.size or reader.sha256.hexdigest() != record.sha256:
         dest.delete(record.key)

@@ -134,11 +134,25 @@ class Engine(ABC):
         with ``replace``, and is then kept aside (suffix ``stamp``), never deleted."""
 
     def scratch_path(self, target: Path) -> Path:
-        """Where a restore is built before it is installed (same filesystem as ``target``)."""
+        """Where a restore is built before it is installed (same filesystem as ``target``).
+
+        A random name: ``restore`` creates it exclusively (``O_EXCL | O_NOFOLLOW``, ``0600``),
+        so a file or link planted under a guessed name is never written through."""
         return target.parent / f".{target.name}.restoring-{secrets.token_hex(4)}"
 
+    def space_needed(self, chain: Sequence[Manifest]) -> int:
+        """Bytes a restore of ``chain`` writes next to its target, from the recorded sizes
+        (checked against the free space before it starts).  By default every object's
+        uncompressed size; engines that know better say so."""
+        return sum(obj.raw_size for manifest in chain for obj in manifest.objects)
+
     def check_target(self, target: Path, replace: bool) -> None:
-        """Refuse a target that exists unless ``replace`` (the default for a single file)."""
+        """Refuse a target that exists unless ``replace`` (the default for a single file), and
+        a target that is a link."""
+        if target.is_symlink():
+            raise RestoreTargetError(
+                f"{target} is a link; restore to the file it points to, or elsewhere with --into."
+            )
         if target.is_dir():
             raise RestoreTargetError(f"{target} is a folder; give the path of a database file.")
         if target.exists() and not replace:

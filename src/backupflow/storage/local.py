@@ -19,7 +19,7 @@ from backupflow.errors import (
     StorageError,
     TransientStorageError,
 )
-from backupflow.fsutil import fsync_dir
+from backupflow.fsutil import PRIVATE_DIR, PRIVATE_FILE, create_private_file, fsync_dir, make_dirs
 from backupflow.storage.base import (
     TMP_PREFIX,
     ObjectInfo,
@@ -44,7 +44,12 @@ def _translate(exc: OSError, action: str, key: str) -> StorageError:
 
 
 class LocalStorage(Storage):
-    """Objects are files under ``root``; writes go to ``.tmp-*`` names, fsync, then rename."""
+    """Objects are files under ``root``; writes go to ``.tmp-*`` names, fsync, then rename.
+
+    Whatever the umask, objects (manifests included) are ``0600``, set through the
+    descriptor before the rename, and the folders this tier creates are ``0700``.  An object
+    that is a link is not an object: it is neither listed nor read.
+    """
 
     def __init__(self, root: Path, *, name: str | None = None) -> None:
         self.root = Path(root)
@@ -57,8 +62,8 @@ class LocalStorage(Storage):
         path = self._path(key)
         tmp = path.with_name(f"{TMP_PREFIX}{path.name}.{secrets.token_hex(4)}")
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with open(tmp, "xb") as handle:
+            make_dirs(path.parent, PRIVATE_DIR)
+            with os.fdopen(create_private_file(tmp, PRIVATE_FILE), "wb") as handle:
                 for chunk in chunks:
                     handle.write(chunk)
                 handle.flush()
@@ -79,12 +84,21 @@ class LocalStorage(Storage):
     def _opened(self, key: str) -> Iterator[BinaryIO]:
         path = self._path(key)
         try:
-            handle = open(path, "rb")  # noqa: SIM115 - closed below
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
         except (FileNotFoundError, IsADirectoryError) as exc:
             raise ObjectNotFoundError(f"{key} does not exist in {self.name}.") from exc
         except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise ObjectNotFoundError(
+                    f"{key} is a link, not an object, in {self.name}."
+                ) from exc
             raise _translate(exc, "read", key) from exc
-        with handle:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise ObjectNotFoundError(
+                f"{key} is a folder or special file, not an object, in {self.name}."
+            )
+        with os.fdopen(fd, "rb") as handle:
             yield handle
 
     def open(self, key: str) -> contextlib.AbstractContextManager[BinaryIO]:
@@ -93,11 +107,13 @@ class LocalStorage(Storage):
     def stat(self, key: str) -> ObjectInfo:
         path = self._path(key)
         try:
-            st = path.stat()
+            st = path.lstat()
         except FileNotFoundError as exc:
             raise ObjectNotFoundError(f"{key} does not exist in {self.name}.") from exc
         except OSError as exc:
             raise _translate(exc, "inspect", key) from exc
+        if stat.S_ISLNK(st.st_mode):
+            raise ObjectNotFoundError(f"{key} is a link, not an object, in {self.name}.")
         if not stat.S_ISREG(st.st_mode):
             raise ObjectNotFoundError(f"{key} is a folder, not an object, in {self.name}.")
         return ObjectInfo(key, st.st_size, datetime.fromtimestamp(st.st_mtime, UTC))
