@@ -38,6 +38,7 @@ from rich.table import Table
 from typer._click.exceptions import NoArgsIsHelpError, UsageError
 
 from backupflow.cli_options import (
+    check_config_file,
     check_database_option,
     check_places,
     check_undo_folder,
@@ -167,6 +168,7 @@ def _settings(*, for_flows: bool = True) -> Settings:
     """The settings, loaded once at the edge; anything that stops them loading is a
     configuration error.  For commands that run flows, the staging folder and the backup
     log are checked too."""
+    check_config_file(os.environ.get(CONFIG_ENV_VAR), CONFIG_ENV_VAR)
     try:
         settings = load_settings()
     except BackupflowError:

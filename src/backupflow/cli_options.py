@@ -23,6 +23,7 @@ from backupflow.targets import check_restore_target
 
 __all__ = [
     "EARLIEST_TARGET",
+    "check_config_file",
     "check_database_option",
     "check_places",
     "check_undo_folder",
@@ -148,6 +149,23 @@ def check_database_option(value: str, option: str) -> str:
             "or '-', starting with a letter, digit or '_'."
         )
     return value
+
+
+def check_config_file(value: str | None, variable: str) -> None:
+    """Refuse an env-file that exists but is not a regular file (a FIFO or a terminal would
+    block the read forever, a device is endless) before the settings read it; a missing one
+    is reported by the settings themselves."""
+    if not value:
+        return
+    try:
+        info = os.stat(value)
+    except OSError:
+        return
+    if not stat.S_ISREG(info.st_mode) and not stat.S_ISDIR(info.st_mode):
+        raise ConfigError(
+            f"{variable} names {value}, which is not a regular file; it must be a text file "
+            "of KEY=value lines."
+        )
 
 
 def check_places(settings: Settings) -> None:
