@@ -703,6 +703,8 @@ def run(args: Sequence[str] | None = None) -> int:
             "(run again with BACKUPFLOW_DEBUG=1 to see where, and report it)",
             70,
         )
+    if code == 130:  # Typer turned Ctrl-C into this code
+        return _fail("interrupted.", 130)
     return code if isinstance(code, int) else 0
 
 

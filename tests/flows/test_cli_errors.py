@@ -515,3 +515,44 @@ def test_help_lists_the_exit_codes(capsys: pytest.CaptureFixture[str]) -> None:
     flat = " ".join(out.replace("│", " ").split())
     for code in (0, 1, 2, 3, 70, 130):
         assert f"{code} {cli.EXIT_CODES[code].split()[0]}" in flat
+
+
+@pytest.mark.parametrize(
+    ("raised", "code", "says"),
+    [
+        (PermissionError(13, "Permission denied", "/var/backups/x"), 1, "Permission denied"),
+        (IsADirectoryError(21, "Is a directory", "/var/log/backup.log"), 1, "/var/log/backup.log"),
+        (KeyboardInterrupt(), 130, "interrupted"),
+        (ZeroDivisionError("division by zero"), 70, "internal error: ZeroDivisionError"),
+    ],
+)
+def test_what_escapes_a_command_is_still_one_line(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    raised: BaseException,
+    code: int,
+    says: str,
+) -> None:
+    def explode(*, for_flows: bool = True) -> None:
+        raise raised
+
+    monkeypatch.setattr(cli, "_settings", explode)
+
+    with pytest.raises(SystemExit) as leaving:
+        cli.main(["catalog"])
+
+    out, err = capsys.readouterr()
+    assert leaving.value.code == code
+    assert len(err.splitlines()) == 1 and says in err, err
+    assert "Traceback" not in out + err
+
+
+def test_debug_shows_where_a_bug_is(monkeypatch: pytest.MonkeyPatch) -> None:
+    def explode(*, for_flows: bool = True) -> None:
+        raise ZeroDivisionError("division by zero")
+
+    monkeypatch.setattr(cli, "_settings", explode)
+    monkeypatch.setenv("BACKUPFLOW_DEBUG", "1")
+
+    with pytest.raises(ZeroDivisionError):
+        cli.main(["catalog"])
