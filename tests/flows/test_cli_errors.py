@@ -168,6 +168,15 @@ ROWS: dict[str, Row] = {
         *RESTORE_DB, "--latest", "--into", f"{W}/app/../outside/x.db", fragment="not under"
     ),
     "into-empty": usage(*RESTORE_DB, "--latest", "--into", "", fragment="--into is empty"),
+    "into-sql-server-path": Row(
+        (*RESTORE_DB, "--latest", "--into", "../../var/lib/x"),
+        EXIT_USAGE,
+        "is not a database name",
+        {"BACKUPFLOW_DATABASE__ENGINE": "sqlserver"},
+    ),
+    "files-into-through-planted-link": usage(
+        *RESTORE_CONFIG, "--latest", "--into", f"{W}/app/escape/config", fragment="not under"
+    ),
     "into-replace-outside": usage(
         *RESTORE_DB,
         "--latest",
