@@ -1,7 +1,20 @@
 """The ``backupflow`` command line.
 
-Every user mistake ends with one sentence on standard error and a non-zero exit code;
-tracebacks are shown only with ``BACKUPFLOW_DEBUG=1``.
+Every user mistake ends with one line on standard error (``error: <one sentence>``) and the
+exit code of its kind; tracebacks are shown only with ``BACKUPFLOW_DEBUG=1``.
+
+====  =====================================================================================
+code  meaning
+====  =====================================================================================
+0     done
+1     the operation failed: storage, integrity, catalog, restore plan or target, an
+      operating-system error (each with one sentence); ``catalog`` found unreadable backups
+2     usage: unknown command or option, a missing or bad option value, options that
+      conflict, a bad ``--at`` time, a ``--into``/``--undo`` path that is not allowed
+3     configuration: a bad ``BACKUPFLOW_*`` variable or ``BACKUPFLOW_CONFIG`` file
+70    internal error (a bug): run again with ``BACKUPFLOW_DEBUG=1`` and report it
+130   interrupted (Ctrl-C)
+====  =====================================================================================
 """
 
 from __future__ import annotations
@@ -10,28 +23,38 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, cast
+from typing import Annotated, Any, NoReturn, cast
 
-import click
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import DownloadColumn, Progress, TransferSpeedColumn
 from rich.table import Table
+from typer._click.exceptions import NoArgsIsHelpError, UsageError
 
-from backupflow.config import Settings, load_settings, use_settings
-from backupflow.errors import BackupflowError
-from backupflow.models import BackupKind, Category, localized
+from backupflow.cli_options import (
+    check_config_file,
+    check_database_option,
+    check_places,
+    check_undo_folder,
+    one_line,
+    parse_target_time,
+    restore_path,
+)
+from backupflow.config import CONFIG_ENV_VAR, Settings, load_settings, use_settings
+from backupflow.errors import BackupflowError, ConfigError, ParameterError
+from backupflow.models import BackupKind, Category
 from backupflow.progress import report_progress
 from backupflow.reporting import iso, manifest_row, plan_rows
 from backupflow.storage import TIER_NAMES, TierName, open_tiers
 from backupflow.tiers import locate
 
-__all__ = ["app", "main"]
+__all__ = ["EXIT_CODES", "app", "main", "run"]
 
 console = Console(width=None if sys.stdout.isatty() else 160, soft_wrap=True)
 errors = Console(stderr=True, soft_wrap=True)
@@ -57,9 +80,19 @@ class TierChoice(StrEnum):
     DR = "dr"
 
 
+EXIT_CODES = {
+    0: "done",
+    1: "the operation failed",
+    2: "usage error (command, option or value)",
+    3: "configuration error (BACKUPFLOW_* or BACKUPFLOW_CONFIG)",
+    70: "internal error (run again with BACKUPFLOW_DEBUG=1 and report it)",
+    130: "interrupted",
+}
+
 app = typer.Typer(
     name="backupflow",
     help="Backups and restores of the Gantt workload API, run as Prefect flows.",
+    epilog="Exit codes: " + "; ".join(f"{code} {what}" for code, what in EXIT_CODES.items()) + ".",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -131,14 +164,39 @@ def _flow_context(settings: Settings, *, show_progress: bool) -> Iterator[None]:
                 yield
 
 
-def _parse_time(value: str, timezone: str) -> datetime:
+def _settings(*, for_flows: bool = True) -> Settings:
+    """The settings, loaded once at the edge; anything that stops them loading is a
+    configuration error.  For commands that run flows, the staging folder and the backup
+    log are checked too."""
+    check_config_file(os.environ.get(CONFIG_ENV_VAR), CONFIG_ENV_VAR)
     try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        raise typer.BadParameter(
-            f"{value!r} is not an ISO-8601 time such as 2026-11-26T10:30:00+09:00."
+        settings = load_settings()
+    except BackupflowError:
+        raise
+    except (RecursionError, ValueError, TypeError, OSError) as exc:
+        raise ConfigError(
+            f"the settings cannot be read ({type(exc).__name__}); check the BACKUPFLOW_* "
+            f"variables and {CONFIG_ENV_VAR}."
         ) from None
-    return localized(moment, timezone)
+    if for_flows:
+        check_places(settings)
+    return settings
+
+
+def _target_time(at: str | None, latest: bool, settings: Settings) -> datetime | None:
+    """``--at`` or ``--latest``, exactly one of them."""
+    if at is not None and latest:
+        raise ParameterError("give --at TIME or --latest, not both.")
+    if at is None and not latest:
+        raise ParameterError("give --at TIME (ISO-8601) or --latest to say what to restore.")
+    return None if at is None else parse_target_time(at, settings.timezone)
+
+
+def _target_is_a_path(settings: Settings) -> bool:
+    """Whether the database engine restores into a path (SQLite) rather than a name."""
+    from backupflow.engines import open_engine
+
+    return open_engine(settings).live_target().is_absolute()
 
 
 @backup_app.command("database")
@@ -148,7 +206,7 @@ def backup_database_cmd(
     ] = BackupKind.FULL,
 ) -> None:
     """Back up the configured database now (runs the backup-database flow)."""
-    settings = load_settings()
+    settings = _settings()
     from flows.backup_database import backup_database
 
     with _flow_context(settings, show_progress=True):
@@ -171,7 +229,7 @@ def backup_files_cmd(
     ] = FileSetChoice.CONFIG,
 ) -> None:
     """Back up one file set now (runs the backup-files flow)."""
-    settings = load_settings()
+    settings = _settings()
     from flows.backup_files import backup_files
 
     with _flow_context(settings, show_progress=True):
@@ -194,7 +252,11 @@ def restore_files_cmd(
     at: Annotated[str | None, typer.Option("--at", help="Target time, ISO-8601.")] = None,
     latest: Annotated[bool, typer.Option("--latest", help="Restore the latest state.")] = False,
     into: Annotated[
-        Path | None, typer.Option("--into", help="An empty or new folder to restore into.")
+        str | None,
+        typer.Option(
+            "--into",
+            help="An empty or new folder to restore into (relative: to the current folder).",
+        ),
     ] = None,
     in_place: Annotated[
         bool,
@@ -214,33 +276,47 @@ def restore_files_cmd(
         bool, typer.Option("--no-hook", help="Do not run the post-restore command.")
     ] = False,
     undo: Annotated[
-        Path | None,
+        str | None,
         typer.Option("--undo", help="Undo an in-place restore from the folder it kept aside."),
     ] = None,
 ) -> None:
     """Restore a file set (config, logs, uploads), verified file by file."""
-    settings = load_settings()
+    settings = _settings()
     chosen = getattr(settings.files, file_set.value)
     if undo is not None:
+        given = [
+            flag
+            for flag, used in (
+                ("--at", at is not None),
+                ("--latest", latest),
+                ("--into", into is not None),
+                ("--in-place", in_place),
+                ("--dry-run", dry_run),
+                ("--from", source is not SourceChoice.AUTO),
+            )
+            if used
+        ]
+        if given:
+            raise ParameterError(
+                f"--undo cannot be combined with {', '.join(given)}; give --set and --undo only."
+            )
         from backupflow.engines.files import UNDO_FILE, undo_in_place
 
-        if not (undo / UNDO_FILE).is_file():
-            raise typer.BadParameter(f"{undo} is not a folder kept aside by an in-place restore.")
-        count = undo_in_place(undo, chosen.root)
+        folder = check_undo_folder(undo, chosen.root, UNDO_FILE)
+        count = undo_in_place(folder, chosen.root)
         console.print(f"[green]undone:[/green] {count} entries of {chosen.root} put back.")
         return
-    if (at is None) == (not latest):
-        raise typer.BadParameter("give exactly one of --at TIME or --latest.")
     if in_place and into is not None:
-        raise typer.BadParameter("give --into DIR or --in-place, not both.")
-    target_time = _parse_time(at, settings.timezone) if at else None
+        raise ParameterError("give --into DIR or --in-place, not both.")
+    target_time = _target_time(at, latest, settings)
+    target = restore_path(into, settings) if into is not None else None
     from flows.restore_files import restore_files
 
     with _flow_context(settings, show_progress=not dry_run):
         report = restore_files(
             file_set=file_set.value,
             target_time=target_time,
-            into=str(into) if into else None,
+            into=str(target) if target is not None else None,
             in_place=in_place,
             dry_run=dry_run,
             source=source.value,
@@ -283,7 +359,12 @@ def restore_database_cmd(
     ] = None,
     latest: Annotated[bool, typer.Option("--latest", help="Restore the latest state.")] = False,
     into: Annotated[
-        Path | None, typer.Option("--into", help="Write the restored database to this path.")
+        str | None,
+        typer.Option(
+            "--into",
+            help="Write the restored database to this path (relative: to the current folder; "
+            "SQL Server: a database name).",
+        ),
     ] = None,
     replace: Annotated[
         bool,
@@ -310,16 +391,22 @@ def restore_database_cmd(
     ] = None,
 ) -> None:
     """Restore the configured database to a point in time (--at) or its latest state."""
-    if (at is None) == (not latest):
-        raise typer.BadParameter("give exactly one of --at TIME or --latest.")
-    settings = load_settings()
-    target_time = _parse_time(at, settings.timezone) if at else None
+    settings = _settings()
+    target_time = _target_time(at, latest, settings)
+    if database is not None:
+        database = check_database_option(database, "--database")
+    target: str | None = None
+    if into is not None:
+        if _target_is_a_path(settings):
+            target = str(restore_path(into, settings))
+        else:
+            target = check_database_option(into, "--into")
     from flows.restore_database import restore_database
 
     with _flow_context(settings, show_progress=not dry_run):
         report = restore_database(
             target_time=target_time,
-            into=str(into) if into else None,
+            into=target,
             replace=replace,
             dry_run=dry_run,
             source=source.value,
@@ -370,7 +457,7 @@ def catalog_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """List the backups of the configured database and the tiers that hold each."""
-    settings = load_settings()
+    settings = _settings(for_flows=False)
     names = TIER_NAMES if tier is TierChoice.ALL else (cast(TierName, tier.value),)
     holdings = locate(open_tiers(settings, names), Category.DATABASE.value, settings.database.name)
     problems = list(holdings.problems)
@@ -400,7 +487,7 @@ def catalog_cmd(
 @app.command("replicate")
 def replicate_cmd() -> None:
     """Copy every backup to each tier that lacks it, verifying checksums (idempotent)."""
-    settings = load_settings()
+    settings = _settings()
     from flows.replicate_backups import replicate_backups
 
     with _flow_context(settings, show_progress=True):
@@ -420,7 +507,7 @@ def prune_cmd(
     ] = False,
 ) -> None:
     """Apply retention: delete what no rule keeps (see the README), never a needed backup."""
-    settings = load_settings()
+    settings = _settings()
     from flows.prune_backups import prune_backups
 
     names = None if tier is TierChoice.ALL else [tier.value]
@@ -464,10 +551,10 @@ def dr_restore_system_cmd(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan only.")] = False,
 ) -> None:
     """Restore the database, configuration and uploads onto this host, then reload the app."""
-    settings = load_settings()
     if source is SourceChoice.AUTO:
-        raise typer.BadParameter("name one tier with --from (primary, secondary or dr).")
-    target_time = _parse_time(at, settings.timezone) if at else None
+        raise ParameterError("name one tier with --from (primary, secondary or dr), not auto.")
+    settings = _settings()
+    target_time = parse_target_time(at, settings.timezone) if at is not None else None
     from flows.restore_system import restore_system
 
     with _flow_context(settings, show_progress=not dry_run):
@@ -508,7 +595,7 @@ def dr_failover_cmd(
     ] = False,
 ) -> None:
     """On the standby: pre-flight, restore everything from DR, switch DNS, probe the app."""
-    settings = load_settings()
+    settings = _settings()
     from flows.failover import failover
 
     with _flow_context(settings, show_progress=not dry_run):
@@ -526,7 +613,7 @@ def config_show_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Print the effective settings; secrets are masked."""
-    settings = load_settings()
+    settings = _settings(for_flows=False)
     data = settings.model_dump(mode="json")
     if as_json:
         print(json.dumps(data, indent=2))
@@ -550,42 +637,81 @@ def _flatten(data: dict[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]
 @app.command("demo")
 def demo_cmd(
     workdir: Annotated[
-        Path, typer.Option("--workdir", help="Folder for the demo's database and backups.")
-    ] = Path(".demo"),
+        str, typer.Option("--workdir", help="Folder for the demo's database and backups.")
+    ] = ".demo",
 ) -> None:
     """Run the end-to-end demo on a sample Gantt-workload SQLite database (no services)."""
+    if not workdir.strip():
+        raise ParameterError("--workdir is empty (an unset shell variable?); give a folder.")
     from backupflow.demo import run_demo
 
     _quiet_prefect_tracebacks(None if _debug() else logging.WARNING)
-    ok = run_demo(workdir.resolve(), console)
+    ok = run_demo(Path(workdir).resolve(), console)
     if not ok:
         raise typer.Exit(1)
 
 
-def main() -> None:
-    """Entry point: run the app and turn errors into one sentence and an exit code."""
+def _fail(message: str, code: int) -> int:
+    """Print ``message`` as the one line of an error; return ``code``."""
+    errors.print(f"[red]error:[/red] {escape(one_line(message))}", highlight=False)
+    return code
+
+
+def _usage_message(exc: typer.TyperException) -> str:
+    """Click's message for a usage error, with where to look for help, as one sentence."""
+    message = exc.format_message().replace("Value error, ", "").strip().rstrip(".")
+    ctx = getattr(exc, "ctx", None)
+    command = ctx.command_path if ctx is not None else "backupflow"
+    return f"{message}; see '{command} --help'."
+
+
+def run(args: Sequence[str] | None = None) -> int:
+    """Run the command line on ``args`` (default: ``sys.argv[1:]``) and return its exit code;
+    every error is one line on standard error (codes in the module docstring)."""
+    argv = list(sys.argv[1:] if args is None else args)
     try:
-        code = app(standalone_mode=False)
+        code = app(args=argv, prog_name="backupflow", standalone_mode=False)
     except BackupflowError as exc:
         if _debug():
             raise
-        errors.print(f"[red]error:[/red] {exc}", highlight=False)
-        sys.exit(1)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
-    except click.exceptions.Exit as exc:
-        sys.exit(exc.exit_code)
-    except (click.Abort, KeyboardInterrupt):
-        errors.print("interrupted.")
-        sys.exit(130)
+        return _fail(str(exc), exc.exit_code)
+    except NoArgsIsHelpError as exc:
+        # Typer has printed the help (the list of commands) on standard output.
+        command = exc.ctx.command_path if exc.ctx is not None else "backupflow"
+        return _fail(f"'{command}' needs a command; they are listed above.", exc.exit_code)
+    except UsageError as exc:
+        return _fail(_usage_message(exc), 2)
+    except typer.TyperException as exc:
+        return _fail(exc.format_message(), exc.exit_code)
+    except typer.Exit as exc:
+        return exc.exit_code
+    except (typer.Abort, KeyboardInterrupt):
+        return _fail("interrupted.", 130)
+    except OSError as exc:
+        if _debug():
+            raise
+        where = f" ({exc.filename})" if exc.filename else ""
+        return _fail(
+            f"{exc.strerror or type(exc).__name__}{where}; check that path and its permissions.",
+            1,
+        )
     except Exception as exc:
         if _debug():
             raise
-        errors.print(
-            f"[red]internal error:[/red] {type(exc).__name__}: {exc} "
-            "(run again with BACKUPFLOW_DEBUG=1 to see where)",
-            highlight=False,
+        return _fail(
+            f"internal error: {type(exc).__name__}: {exc} "
+            "(run again with BACKUPFLOW_DEBUG=1 to see where, and report it)",
+            70,
         )
-        sys.exit(70)
-    sys.exit(code if isinstance(code, int) else 0)
+    if code == 130:  # Typer turned Ctrl-C into this code
+        return _fail("interrupted.", 130)
+    return code if isinstance(code, int) else 0
+
+
+def main(args: Sequence[str] | None = None) -> NoReturn:
+    """Entry point: run the command line and exit with its code."""
+    sys.exit(run(args))
+
+
+if __name__ == "__main__":
+    main()

@@ -18,6 +18,7 @@ from tests.support.chain import content_digest
 from tests.support.trees import make_api_tree
 
 CLI = [sys.executable, "-m", "backupflow"]
+EXIT_FAILED, EXIT_USAGE, EXIT_CONFIG = 1, 2, 3
 Run = Callable[..., subprocess.CompletedProcess[str]]
 
 
@@ -43,10 +44,13 @@ def env(tmp_path: Path, prefect_server: str) -> dict[str, str]:
 
 @pytest.fixture
 def run(env: dict[str, str]) -> Run:
-    def _run(*args: str, extra: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    def _run(
+        *args: str, extra: dict[str, str] | None = None, cwd: Path | None = None
+    ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [*CLI, *args],
             env={**env, **(extra or {})},
+            cwd=cwd,
             capture_output=True,
             text=True,
             timeout=180,
@@ -65,11 +69,32 @@ def _seed(path: Path) -> None:
     conn.close()
 
 
-def _one_clear_error(result: subprocess.CompletedProcess[str], *fragments: str) -> None:
-    assert result.returncode != 0, result.stdout
+def _one_line_error(result: subprocess.CompletedProcess[str], code: int, *fragments: str) -> None:
+    """Refused before anything ran: standard error is exactly one line, the sentence."""
+    assert result.returncode == code, result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    _the_sentence(result, lines[0], fragments)
+
+
+def _flow_error(result: subprocess.CompletedProcess[str], code: int, *fragments: str) -> None:
+    """A flow ran and failed: Prefect's log lines come first, then exactly one sentence,
+    last."""
+    assert result.returncode == code, result.stderr
+    lines = result.stderr.splitlines()
+    assert lines, result.stdout
+    assert [line for line in lines if line.startswith("error: ")] == [lines[-1]], result.stderr
+    _the_sentence(result, lines[-1], fragments)
+
+
+def _the_sentence(
+    result: subprocess.CompletedProcess[str], line: str, fragments: tuple[str, ...]
+) -> None:
+    assert line.startswith("error: ") and line.endswith("."), line
+    assert "internal error" not in line
     assert "Traceback" not in result.stderr + result.stdout
     for fragment in fragments:
-        assert fragment in result.stderr, result.stderr
+        assert fragment in line, line
 
 
 def test_backup_then_restore_from_the_command_line(run: Run, tmp_path: Path) -> None:
@@ -93,13 +118,14 @@ def test_backup_then_restore_from_the_command_line(run: Run, tmp_path: Path) -> 
     again = json.loads(run("catalog", "--json").stdout)["backups"]
     assert again[0]["tiers"] == "primary, secondary, dr"
 
-    restored = run("restore", "database", "--latest", "--into", str(tmp_path / "r.db"))
+    copy = tmp_path / "app" / "r.db"
+    restored = run("restore", "database", "--latest", "--into", str(copy))
     assert restored.returncode == 0, restored.stderr
     assert "integrity check passed" in restored.stdout
-    assert content_digest(tmp_path / "r.db") == content_digest(live)
+    assert content_digest(copy) == content_digest(live)
 
-    again = run("restore", "database", "--latest", "--into", str(tmp_path / "r.db"))
-    _one_clear_error(again, "already exists", "--replace")
+    again = run("restore", "database", "--latest", "--into", str(copy))
+    _flow_error(again, EXIT_FAILED, "already exists", "--replace")
 
     plan = run("prune", "--dry-run")
     assert plan.returncode == 0, plan.stderr
@@ -113,21 +139,40 @@ def test_backup_then_restore_from_the_command_line(run: Run, tmp_path: Path) -> 
 
 
 def test_user_mistakes_get_one_sentence_and_an_exit_code(run: Run, tmp_path: Path) -> None:
-    _one_clear_error(run("backup", "database", "--type", "weekly"), "weekly")
-    _one_clear_error(run("backup", "database"), "does not exist")
+    _one_line_error(run("backup", "database", "--type", "weekly"), EXIT_USAGE, "weekly")
+    _flow_error(run("backup", "database"), EXIT_FAILED, "does not exist")
     _seed(tmp_path / "app" / "gantt.db")
     assert run("backup", "database").returncode == 0
     future = (datetime.now(UTC) + timedelta(days=1)).isoformat()
-    _one_clear_error(run("restore", "database", "--at", future), "later than now")
-    _one_clear_error(
-        run("restore", "database", "--at", "2020-01-01T00:00:00+09:00"), "earliest restore point"
+    _one_line_error(run("restore", "database", "--at", future), EXIT_USAGE, "later than now")
+    _flow_error(
+        run("restore", "database", "--at", "2020-01-01T00:00:00+09:00"),
+        EXIT_FAILED,
+        "earliest restore point",
     )
-    _one_clear_error(run("restore", "database", "--at", "yesterday"), "ISO-8601")
-    _one_clear_error(run("restore", "database"), "--latest")
-    _one_clear_error(
+    _one_line_error(run("restore", "database", "--at", "yesterday"), EXIT_USAGE, "ISO-8601")
+    _one_line_error(run("restore", "database"), EXIT_USAGE, "--latest")
+    _one_line_error(run("restore", "database", "--at", ""), EXIT_USAGE, "--at is empty")
+    _one_line_error(
         run("backup", "database", extra={"BACKUPFLOW_PIPELINE__ZSTD_LEVEL": "99"}),
+        EXIT_CONFIG,
         "pipeline.zstd_level",
     )
+
+
+def test_relative_into_is_read_against_the_current_folder(run: Run, tmp_path: Path) -> None:
+    app = tmp_path / "app"
+    _seed(app / "gantt.db")
+    assert run("backup", "database").returncode == 0
+
+    restored = run("restore", "database", "--latest", "--into", "copy.db", cwd=app)
+
+    assert restored.returncode == 0, restored.stderr
+    assert content_digest(app / "copy.db") == content_digest(app / "gantt.db")
+    assert str(app / "copy.db") in restored.stdout
+    outside = run("restore", "database", "--latest", "--into", "copy.db", cwd=tmp_path)
+    _one_line_error(outside, EXIT_USAGE, f"{tmp_path / 'copy.db'} is not under")
+    assert not (tmp_path / "copy.db").exists()
 
 
 def test_unknown_manifest_version_is_reported_and_skipped(run: Run, tmp_path: Path) -> None:
@@ -143,7 +188,9 @@ def test_unknown_manifest_version_is_reported_and_skipped(run: Run, tmp_path: Pa
     )
     name = f"{newer.strftime('%Y%m%dT%H%M%S')}{newer.microsecond // 1000:03d}Z_{data['id']}_none"
     (manifest.parent / f"{name}.manifest.json").write_text(json.dumps(data))
-    _one_clear_error(run("catalog"), "format version 99")
+    listed = run("catalog")
+    assert listed.returncode == EXIT_FAILED
+    assert "format version 99" in listed.stderr.splitlines()[-1]
     dry = run("restore", "database", "--latest", "--dry-run")
     assert dry.returncode == 0, dry.stderr
     assert "format version 99" in dry.stderr
@@ -164,7 +211,7 @@ def test_config_show_masks_the_seed_password(run: Run, tmp_path: Path) -> None:
     assert data["database"]["password"] == "**********"
     assert data["repository"]["primary"]["url"] == str(tmp_path / "backups")  # env wins
     missing = run("config", "show", extra={"BACKUPFLOW_CONFIG": str(tmp_path / "nope.conf")})
-    _one_clear_error(missing, "BACKUPFLOW_CONFIG")
+    _one_line_error(missing, EXIT_CONFIG, "BACKUPFLOW_CONFIG")
 
 
 def test_file_sets_from_the_command_line(run: Run, tmp_path: Path) -> None:
@@ -187,8 +234,9 @@ def test_file_sets_from_the_command_line(run: Run, tmp_path: Path) -> None:
     undone = run("restore", "files", "--set", "config", "--undo", str(aside), extra=extra)
     assert undone.returncode == 0, undone.stderr
     assert (api / "config" / "app.json").read_text() == "{}"
-    _one_clear_error(
+    _flow_error(
         run("restore", "files", "--set", "config", "--latest", "--into", str(api), extra=extra),
+        EXIT_FAILED,
         "not empty",
     )
-    _one_clear_error(run("backup", "files", "--set", "photos", extra=extra), "photos")
+    _one_line_error(run("backup", "files", "--set", "photos", extra=extra), EXIT_USAGE, "photos")

@@ -188,6 +188,19 @@ def test_missing_config_file_is_a_config_error(
         ("BACKUPFLOW_DATABASE__NAME", "../etc", "database.name"),
         ("BACKUPFLOW_JOBS__DATABASE_FULL__SCHEDULE", "0 2 *", "jobs.database_full.schedule"),
         ("BACKUPFLOW_ORPHAN_GRACE_MINUTES", "-1", "orphan_grace_minutes"),
+        ("BACKUPFLOW_JOBS__DATABASE_FULL__SCHEDULE", "99 * * * *", "jobs.database_full.schedule"),
+        ("BACKUPFLOW_JOBS__DATABASE_LOG__SCHEDULE", "a b c d e", "jobs.database_log.schedule"),
+        ("BACKUPFLOW_JOBS__LOGS__SCHEDULE", "0 25 * * *", "jobs.logs.schedule"),
+        ("BACKUPFLOW_JOBS__CONFIG__SCHEDULE", "0 0 * 13 *", "jobs.config.schedule"),
+        ("BACKUPFLOW_JOBS__UPLOADS__SCHEDULE", "@reboot", "jobs.uploads.schedule"),
+        ("BACKUPFLOW_TIMEZONE", "../../etc/passwd", "timezone"),
+        ("BACKUPFLOW_STAGING_DIR", "var/tmp/backupflow", "staging_dir"),
+        ("BACKUPFLOW_BACKUP_LOG", "backup.log", "backup_log"),
+        ("BACKUPFLOW_FILES__CONFIG__ROOT", "www/api", "files.config.root"),
+        ("BACKUPFLOW_FAILOVER__HEALTH_URL", "file:///etc/passwd", "failover.health_url"),
+        ("BACKUPFLOW_FAILOVER__RECORD_NAME", "api example", "failover.record_name"),
+        ("BACKUPFLOW_DATABASE__DATABASES", '["gantt", "../x"]', "database.databases"),
+        ("BACKUPFLOW_REPOSITORY__PRIMARY__URL", "ftp://backups", "repository.primary.url"),
     ],
 )
 def test_bad_value_is_one_sentence_naming_the_setting(
@@ -235,3 +248,89 @@ def test_error_elsewhere_in_backup_conf_does_not_echo_the_password(
 
     assert "database.name" in str(caught.value)
     assert PASSWORD not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("BACKUPFLOW_DATABASE__DATABASES", "gantt, other"),
+        ("BACKUPFLOW_RESTORE_ROOTS", "/srv/restores"),
+        ("BACKUPFLOW_FILES__POST_RESTORE_HOOK", "pm2 reload ecosystem.config.js"),
+        ("BACKUPFLOW_FILES__HOOK_ENV", PASSWORD),
+        ("BACKUPFLOW_DATABASE", "{broken"),
+    ],
+)
+def test_list_or_object_that_is_not_json_is_one_sentence(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+
+    message = str(caught.value)
+    assert "cannot be parsed" in message and "JSON" in message
+    assert value not in message and PASSWORD not in message
+    assert "\n" not in message and message.endswith(".")
+    assert caught.value.exit_code == 3
+
+
+@pytest.mark.parametrize(
+    ("address", "record_type", "fits"),
+    [
+        ("not-an-ip;x", "A", False),
+        ("::1", "A", False),
+        ("192.0.2.10", "AAAA", False),
+        ("192.0.2.10; rm -rf /", "A", False),
+        ("standby.example.", "CNAME", True),
+        ("192.0.2.10", "A", True),
+        ("2001:db8::10", "AAAA", True),
+    ],
+)
+def test_standby_address_must_fit_the_record_type(
+    monkeypatch: pytest.MonkeyPatch, address: str, record_type: str, fits: bool
+) -> None:
+    monkeypatch.setenv("BACKUPFLOW_FAILOVER__STANDBY_ADDRESS", address)
+    monkeypatch.setenv("BACKUPFLOW_FAILOVER__RECORD_TYPE", record_type)
+
+    if fits:
+        assert load_settings().failover.standby_address == address
+        return
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    assert "invalid setting failover" in str(caught.value)
+    assert caught.value.exit_code == 3
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        pytest.param(b"DB_NAME=\xff\xfe\n", id="not-utf8"),
+        pytest.param(b"DB_NAME=gantt\x00\n", id="nul-byte"),
+        pytest.param(b"#" * ((1 << 20) + 1), id="over-1-MiB"),
+    ],
+)
+def test_env_file_that_is_not_text_is_one_sentence(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, content: bytes
+) -> None:
+    conf = tmp_path / "backup.conf"
+    conf.write_bytes(content + f"DB_PASSWORD={PASSWORD}\n".encode())
+    monkeypatch.setenv("BACKUPFLOW_CONFIG", str(conf))
+
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+
+    assert str(conf) in str(caught.value)
+    assert PASSWORD not in str(caught.value)
+    assert caught.value.exit_code == 3
+
+
+def test_env_file_that_is_a_folder_is_one_sentence(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("BACKUPFLOW_CONFIG", str(tmp_path))
+
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+
+    assert "not a readable file" in str(caught.value)
