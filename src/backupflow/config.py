@@ -18,6 +18,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -199,6 +200,10 @@ class TierSettings(BaseModel):
     @field_validator("url")
     @classmethod
     def _known_scheme(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("the tier URL is empty")
+        if "://" not in value and not value.startswith("/"):
+            raise ValueError(f"tier folder {value!r} must be an absolute path")
         if "://" in value and not value.startswith(("s3://", "file://")):
             raise ValueError(f"tier URL {value!r} must be a folder, file://... or s3://...")
         if value.startswith("s3://") and not value[5:].split("/", 1)[0]:
@@ -342,6 +347,18 @@ class DatabaseSettings(BaseModel):
         "backup instead (promote) or fail.",
     )
 
+    @field_validator("worker_backup_dir")
+    @classmethod
+    def _absolute_worker_dir(cls, value: Path) -> Path:
+        if not value.is_absolute():
+            raise ValueError(f"{value} must be an absolute path")
+        return value
+
+    @field_validator("server_timezone")
+    @classmethod
+    def _server_timezone(cls, value: str) -> str:
+        return _check_timezone(value)
+
     @field_validator("databases")
     @classmethod
     def _database_names(cls, value: list[str]) -> list[str]:
@@ -403,6 +420,13 @@ class FilesSettings(BaseModel):
         description="Names of environment variables passed to the post-restore command "
         "besides PATH, HOME and LANG (e.g. PM2_HOME); nothing else is inherited.",
     )
+
+    @field_validator("post_restore_cwd")
+    @classmethod
+    def _absolute_cwd(cls, value: Path) -> Path:
+        if not value.is_absolute():
+            raise ValueError(f"{value} must be an absolute path")
+        return value
 
     @field_validator("hook_env")
     @classmethod
@@ -517,6 +541,14 @@ class FailoverSettings(BaseModel):
                 f"({self.record_type} record)"
             )
         return self
+
+
+def _check_timezone(value: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValueError(f"unknown timezone {value!r}") from exc
+    return value
 
 
 def _is_hostname(value: str) -> bool:
@@ -639,11 +671,7 @@ class Settings(BaseSettings):
     @field_validator("timezone")
     @classmethod
     def _known_timezone(cls, value: str) -> str:
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError) as exc:
-            raise ValueError(f"unknown timezone {value!r}") from exc
-        return value
+        return _check_timezone(value)
 
     @classmethod
     def settings_customise_sources(
@@ -683,6 +711,11 @@ def load_settings(**overrides: Any) -> Settings:
         raise ConfigError(
             f"{_settings_error(exc)}; check the BACKUPFLOW_* variables and {CONFIG_ENV_VAR}."
         ) from None
+    except RecursionError:
+        raise ConfigError(
+            f"a setting is nested too deeply to be read; check the BACKUPFLOW_* variables and "
+            f"{CONFIG_ENV_VAR}."
+        ) from None
     except (UnicodeDecodeError, OSError) as exc:
         raise ConfigError(
             f"the settings file named by {CONFIG_ENV_VAR} cannot be read "
@@ -703,8 +736,18 @@ _ENV_FILE_LIMIT = 1 << 20
 def _check_env_file(path: Path) -> None:
     """The env-file must be a readable UTF-8 text file of bounded size."""
     try:
-        with open(path, "rb") as handle:
-            data = handle.read(_ENV_FILE_LIMIT + 1)
+        # O_NONBLOCK: a FIFO planted at the path must not hang the worker.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise ConfigError(
+                    f"{CONFIG_ENV_VAR} names {path}, which is not a regular file; fix the path "
+                    "or unset it."
+                )
+            with os.fdopen(os.dup(fd), "rb") as handle:
+                data = handle.read(_ENV_FILE_LIMIT + 1)
+        finally:
+            os.close(fd)
     except OSError as exc:
         raise ConfigError(
             f"{CONFIG_ENV_VAR} names {path}, which is not a readable file "
