@@ -65,10 +65,9 @@ def checked_settings(settings: FailoverSettings) -> FailoverSettings:
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(part) for part in first["loc"])
-        setting = f"failover.{where}" if where else "failover"
+        variable = f"BACKUPFLOW_FAILOVER__{where.upper()}" if where else "BACKUPFLOW_FAILOVER__*"
         raise ConfigError(
-            f"invalid setting {setting}: {first['msg']}; check BACKUPFLOW_"
-            f"{setting.upper().replace('.', '__')}."
+            f"invalid failover setting: {first['msg']}; check {variable}; nothing was changed."
         ) from None
 
 
@@ -144,6 +143,13 @@ def current_record(client: Any, settings: FailoverSettings) -> DnsChange:
     )
 
 
+def _reason(exc: Exception) -> str:
+    """A botocore error's code and message on one line."""
+    error = getattr(exc, "response", {}).get("Error", {})
+    text = f"{error.get('Code', type(exc).__name__)}: {error.get('Message', '')}"
+    return " ".join(text.split())[:300]
+
+
 def _check_change(change: DnsChange) -> None:
     """Defense in depth: the change must satisfy the settings' own rules."""
     try:
@@ -182,10 +188,22 @@ def switch_dns(client: Any, change: DnsChange, timeout: float) -> str:
     if change.existing is not None:
         changes.append({"Action": "DELETE", "ResourceRecordSet": dict(change.existing)})
     changes.append({"Action": "CREATE", "ResourceRecordSet": new})
-    response = client.change_resource_record_sets(
-        HostedZoneId=change.zone,
-        ChangeBatch={"Comment": "backupflow failover to the standby", "Changes": changes},
-    )
+    try:
+        response = client.change_resource_record_sets(
+            HostedZoneId=change.zone,
+            ChangeBatch={"Comment": "backupflow failover to the standby", "Changes": changes},
+        )
+    except Exception as exc:  # botocore's ClientError and connection errors
+        if getattr(exc, "response", None):  # an answer: the batch was refused as a whole
+            raise FailoverError(
+                f"Route 53 refused the change of the {change.type} record {change.name} "
+                f"({_reason(exc)}), so the record is unchanged; if it changed since it was "
+                "read, check it and run the failover again."
+            ) from exc
+        raise FailoverError(
+            f"the change of the {change.type} record {change.name} could not be sent "
+            f"({type(exc).__name__}); check the record in Route 53 before trying again."
+        ) from exc
     change_id = response["ChangeInfo"]["Id"]
     deadline = time.monotonic() + timeout
     status = response["ChangeInfo"]["Status"]
