@@ -17,6 +17,7 @@ from backupflow.config import current_settings
 from backupflow.engines import open_engine
 from backupflow.errors import BackupflowError
 from backupflow.objectives import DrillResult, drill_result
+from backupflow.parameters import check_database_target, check_target_time
 from backupflow.reporting import artifact_key, iso
 from backupflow.restore import load_plan, resolve_target
 from backupflow.storage import tiers_for
@@ -58,12 +59,19 @@ def dr_drill(
     keep: bool = False,
 ) -> DrillReport:
     """Treat now as the moment of disaster: restore from ``source`` alone into a scratch
-    database, check it, and measure RTO and RPO against the objectives (4 h, 1 h)."""
+    database, check it, and measure RTO and RPO against the objectives (4 h, 1 h).
+    ``scratch`` (an absolute path under the allowed restore folders, or a database name for
+    SQL Server) must not exist yet."""
     started = datetime.now(UTC)
     settings = current_settings()
+    # Parameters come from whoever starts the run: checked before anything is read.
+    target_time = check_target_time(target_time, settings.timezone, started)
+    engine = open_engine(settings)
+    chosen = (
+        None if scratch is None else check_database_target(scratch, engine, settings, "scratch")
+    )
     logger = get_run_logger()
     log = BackupLog(settings.backup_log)
-    engine = open_engine(settings)
     database = settings.database.name
     tiers = tiers_for(settings, source)
     exact = engine.capabilities.point_in_time == "exact"
@@ -75,7 +83,7 @@ def dr_drill(
     )
     default = engine.default_target(started)
     default = default.with_name(f"{default.stem}-drill-{secrets.token_hex(3)}{default.suffix}")
-    target = resolve_target(engine, loaded.plan, Path(scratch) if scratch else default, False)
+    target = resolve_target(engine, loaded.plan, chosen or default, False)
     outcome = restore_chain(engine, loaded, target, False, settings.pipeline.chunk_bytes)
     smoke = engine.smoke(target)
     verified = datetime.now(UTC)

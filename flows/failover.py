@@ -16,6 +16,7 @@ from backupflow.errors import BackupflowError
 from backupflow.failover import (
     DnsChange,
     FailoverError,
+    checked_settings,
     current_record,
     probe,
     route53_client,
@@ -91,9 +92,12 @@ def failover(replace: bool = False, dry_run: bool = False) -> FailoverReport:
     key = artifact_key("failover", settings.database.name)
     try:
         clock = time.monotonic()
+        # Settings built in code skip validation: check the record, address and URL again.
+        dns = checked_settings(settings.failover)
         _record(report, "pre-flight", clock, _preflight(settings, replace))
-        client = route53_client(settings.failover)
-        report.change = current_record(client, settings.failover)
+        client = route53_client(dns)
+        # The record must exist (exact name and type) before anything is restored.
+        report.change = current_record(client, dns)
         change = report.change
         plan = (
             f"{change.name} {change.type}: {', '.join(change.before) or '(none)'} -> {change.after}"
@@ -109,7 +113,7 @@ def failover(replace: bool = False, dry_run: bool = False) -> FailoverReport:
         _record(report, "whole-system restore", clock, f"{len(restored.steps)} steps, verified")
         clock = time.monotonic()
         try:
-            change_id = switch_dns(client, change, settings.failover.change_timeout_seconds)
+            change_id = switch_dns(client, change, dns.change_timeout_seconds)
         except Exception as exc:
             raise FailoverError(
                 f"the standby is restored but the DNS switch failed ({exc}); DNS still points "
@@ -118,19 +122,15 @@ def failover(replace: bool = False, dry_run: bool = False) -> FailoverReport:
             ) from exc
         report.switched = True
         _record(report, "DNS switch", clock, f"{plan} ({change_id} INSYNC)")
-        if settings.failover.health_url:
+        if dns.health_url:
             clock = time.monotonic()
             healthy, answer = probe(
-                settings.failover.health_url,
-                settings.failover.health_attempts,
-                settings.failover.health_interval_seconds,
+                dns.health_url, dns.health_attempts, dns.health_interval_seconds
             )
-            _record(
-                report, "health probe", clock, f"{settings.failover.health_url}: {answer}", healthy
-            )
+            _record(report, "health probe", clock, f"{dns.health_url}: {answer}", healthy)
             if not healthy:
                 raise FailoverError(
-                    f"traffic now goes to the standby, but {settings.failover.health_url} answers "
+                    f"traffic now goes to the standby, but {dns.health_url} answers "
                     f"{answer}; check the application (pm2 status, its logs) on the standby."
                 )
         return report

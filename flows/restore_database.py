@@ -13,7 +13,12 @@ from backupflow.backuplog import BackupLog
 from backupflow.config import current_settings
 from backupflow.engines import open_engine
 from backupflow.errors import BackupflowError
-from backupflow.models import Category, Manifest, localized
+from backupflow.models import Category, Manifest
+from backupflow.parameters import (
+    check_database_parameter,
+    check_database_target,
+    check_target_time,
+)
 from backupflow.planning import RestorePlan
 from backupflow.progress import current_progress
 from backupflow.reporting import artifact_key, iso, plan_rows
@@ -59,27 +64,29 @@ def restore_database(
     ``source`` is the tier to read (``auto``: primary, then secondary, then DR, falling back
     to the next tier when a copy is missing or damaged).  The restore writes a new file
     unless ``into`` names one; an existing file, or the live database, is only replaced
-    with ``replace`` and is then kept aside.
+    with ``replace`` and is then kept aside.  ``into`` is an absolute path under the allowed
+    restore folders (a database name for SQL Server), ``database`` a database name.
     """
     started = datetime.now(UTC)
     settings = current_settings()
-    if database:
+    # Parameters come from whoever starts the run: checked before anything is read.
+    if check_database_parameter(database) is not None:
         settings = settings.model_copy(
             update={"database": settings.database.model_copy(update={"name": database})}
         )
+    target_time = check_target_time(target_time, settings.timezone, started)
+    engine = open_engine(settings)
+    chosen = None if into is None else check_database_target(into, engine, settings, "into")
     logger = get_run_logger()
-    if target_time is not None:
-        target_time = localized(target_time, settings.timezone)
     log = BackupLog(settings.backup_log)
     if not dry_run:
         log.check_writable()
-    engine = open_engine(settings)
     tiers = tiers_for(settings, source)
     database = settings.database.name
     exact = engine.capabilities.point_in_time == "exact"
     loaded = plan_restore(tiers, database, target_time, datetime.now(UTC), Category.DATABASE, exact)
     plan = loaded.plan
-    target = resolve_target(engine, plan, Path(into) if into else None, replace)
+    target = resolve_target(engine, plan, chosen, replace)
     logger.info(
         "plan: %d backup(s) to restore point %s into %s",
         len(plan.steps),

@@ -14,6 +14,7 @@ from backupflow.config import current_settings
 from backupflow.engines import open_engine
 from backupflow.errors import EngineError
 from backupflow.filebackup import run_configured_hook
+from backupflow.parameters import check_target_time
 from backupflow.reporting import artifact_key, iso
 from flows._notify import notify_on_failure
 from flows.restore_database import restore_database
@@ -65,6 +66,7 @@ def restore_system(
     post-restore command (the PM2 reload).  A dry run lists the plan and changes nothing."""
     report = SystemRestore(started=datetime.now(UTC))
     settings = current_settings()
+    target_time = check_target_time(target_time, settings.timezone, report.started)
     logger = get_run_logger()
     live = open_engine(settings).live_target()
     clock = time.monotonic()

@@ -191,6 +191,7 @@ def demo_settings(workdir: Path, endpoint: str | None = None) -> Settings:
         },
         backup_log=workdir / "log" / "backup.log",
         staging_dir=workdir / "staging",
+        restore_roots=[workdir / "restored", workdir / "restored-files"],
         files={
             "config": {"root": str(workdir / "api")},
             "logs": {"root": str(workdir / "api")},

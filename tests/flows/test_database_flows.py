@@ -16,7 +16,7 @@ from prefect.artifacts import Artifact
 from backupflow.backuplog import BackupLog
 from backupflow.catalog import Catalog
 from backupflow.config import Settings, use_settings
-from backupflow.errors import NoBackupError, TargetInFutureError
+from backupflow.errors import NoBackupError, ParameterError
 from backupflow.models import BackupKind, Category
 from backupflow.storage import open_primary
 from flows.backup_database import backup_database
@@ -56,15 +56,16 @@ def test_full_diff_log_then_point_in_time_restore(settings: Settings, tmp_path: 
 
         assert (diff.parent_id, log.parent_id) == (full.id, diff.id)
         between = diff.restore_point + (log.restore_point - diff.restore_point) / 2
-        report = restore_database(target_time=between, into=str(tmp_path / "middle.db"))
+        restored = live.parent  # restore targets lie under an allowed root
+        report = restore_database(target_time=between, into=str(restored / "middle.db"))
         assert report.outcome is not None
         assert [s.manifest.id for s in report.plan.steps] == [full.id, diff.id]
-        assert content_digest(tmp_path / "middle.db") == content_digest(at_diff)
+        assert content_digest(restored / "middle.db") == content_digest(at_diff)
         assert report.plan.notes and "earlier than the requested" in report.plan.notes[0]
 
-        latest = restore_database(into=str(tmp_path / "latest.db"))
+        latest = restore_database(into=str(restored / "latest.db"))
         assert latest.plan.last.id == log.id
-        assert content_digest(tmp_path / "latest.db") == content_digest(live)
+        assert content_digest(restored / "latest.db") == content_digest(live)
 
     events = BackupLog(settings.backup_log).read()
     assert [(e["event"], e["status"], e.get("kind")) for e in events] == [
@@ -132,7 +133,7 @@ def test_restore_refuses_future_and_prehistoric_targets(settings: Settings, tmp_
     _seed(settings.database.sqlite_path)
     with use_settings(settings):
         full = backup_database(kind=BackupKind.FULL)[0]
-        with pytest.raises(TargetInFutureError, match="later than now"):
+        with pytest.raises(ParameterError, match=r"target_time .* is later than now"):
             restore_database(target_time=datetime.now(UTC) + timedelta(hours=1))
         with pytest.raises(NoBackupError, match="earliest restore point"):
             restore_database(target_time=full.restore_point - timedelta(days=1))

@@ -17,6 +17,7 @@ import pytest
 from moto import mock_aws
 
 from backupflow.config import FailoverSettings, Settings, use_settings
+from backupflow.errors import ConfigError
 from backupflow.failover import FailoverError
 from backupflow.models import BackupKind
 from flows.backup_database import backup_database
@@ -251,3 +252,60 @@ def test_a_failed_health_probe_is_reported(
     ):
         failover()
     assert _record(client, zone) == [STANDBY_IP]  # traffic moved; the probe said it is unwell
+
+
+def _zone(client: Any, zone: str) -> list[tuple[str, str, list[str]]]:
+    sets = client.list_resource_record_sets(HostedZoneId=zone)["ResourceRecordSets"]
+    return sorted((s["Name"], s["Type"], [r["Value"] for r in s["ResourceRecords"]]) for s in sets)
+
+
+@pytest.mark.parametrize("dry_run", [True, False], ids=["dry-run", "real"])
+def test_a_misspelt_record_stops_the_failover_before_the_restore(
+    sites: tuple[Settings, Settings],
+    route53: tuple[Any, str],
+    health: dict[str, Any],
+    dry_run: bool,
+) -> None:
+    """Class 11: the UPSERT used to create the misspelt record and report success."""
+    _primary, standby = sites
+    client, zone = route53
+    settings = _failover_settings(standby, zone, health["url"])
+    typo = settings.model_copy(
+        update={
+            "failover": settings.failover.model_copy(update={"record_name": "apl.workload.example"})
+        }
+    )
+    before = _zone(client, zone)
+    with use_settings(typo), pytest.raises(FailoverError, match="has no A record named apl"):
+        failover(dry_run=dry_run)
+    assert _zone(client, zone) == before
+    assert not standby.database.sqlite_path.exists()  # nothing was restored either
+    assert not standby.files.config.root.exists()
+
+
+@pytest.mark.parametrize(
+    ("changes", "fragment"),
+    [
+        ({"standby_address": "not-an-ip;x"}, "not an IPv4 address"),
+        ({"record_type": "AAAA"}, "not an IPv6 address"),
+        ({"health_url": "file:///etc/passwd"}, "BACKUPFLOW_FAILOVER__HEALTH_URL"),
+    ],
+    ids=["address-not-an-ip", "ipv4-for-aaaa", "file-health-url"],
+)
+def test_failover_settings_that_skipped_validation_change_nothing(
+    sites: tuple[Settings, Settings],
+    route53: tuple[Any, str],
+    health: dict[str, Any],
+    changes: dict[str, Any],
+    fragment: str,
+) -> None:
+    """Settings built in code (model_copy) skip pydantic's checks; the flow checks again."""
+    _primary, standby = sites
+    client, zone = route53
+    settings = _failover_settings(standby, zone, health["url"])
+    hostile = settings.model_copy(update={"failover": settings.failover.model_copy(update=changes)})
+    before = _zone(client, zone)
+    with use_settings(hostile), pytest.raises(ConfigError, match=fragment):
+        failover()
+    assert _zone(client, zone) == before
+    assert not standby.database.sqlite_path.exists()

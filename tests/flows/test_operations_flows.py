@@ -65,3 +65,26 @@ def test_health_fails_when_jobs_are_stale_and_the_review_reports(settings: Setti
     assert "| database_full | primary |" in text and "| ok |" in text and "**STALE**" in text
     assert "| database/full | 1 | 0 |" in markdown
     assert "database/gantt in dr:" in markdown
+
+
+ODD_TABLES = ['odd"name', "a]b", "it's", "[bracket]", "select", "x; DROP TABLE tasks; --", "é 表"]
+
+
+def test_drill_smoke_query_quotes_odd_table_names(settings: Settings) -> None:
+    """Class 11: a table named "odd""name" broke the drill's smoke query."""
+    _seed(settings.database.sqlite_path)
+    conn = sqlite3.connect(settings.database.sqlite_path)
+    with conn:
+        for rows, table in enumerate(ODD_TABLES, start=1):
+            quoted = '"' + table.replace('"', '""') + '"'
+            conn.execute(f"CREATE TABLE {quoted} (v INTEGER)")
+            conn.executemany(f"INSERT INTO {quoted} VALUES (?)", [(i,) for i in range(rows)])
+    conn.close()
+    with use_settings(settings):
+        backup_database(kind=BackupKind.FULL)
+        report = dr_drill()
+    expected = {table: rows for rows, table in enumerate(ODD_TABLES, start=1)}
+    assert report.smoke == {"tasks": 300, **expected}
+    assert report.result.passed
+    summary = Artifact.get("dr-drill-gantt-summary")
+    assert summary is not None and "it's 3 rows" in str(summary.data)

@@ -117,15 +117,15 @@ def test_chain_reaches_all_tiers_and_dr_alone_restores_it(
             assert _ids(settings, tier) == ids, tier
 
         shutil.rmtree(settings.repository.primary.url)  # the primary site is lost
-        report = restore_database(into=str(tmp_path / "from-dr.db"), source="dr")
+        report = restore_database(into=str(live.parent / "from-dr.db"), source="dr")
         assert report.outcome is not None
         assert set(report.outcome.tiers_used.values()) == {"dr"}
-        assert content_digest(tmp_path / "from-dr.db") == content_digest(live)
+        assert content_digest(live.parent / "from-dr.db") == content_digest(live)
 
-        auto = restore_database(into=str(tmp_path / "auto.db"))
+        auto = restore_database(into=str(live.parent / "auto.db"))
         assert auto.outcome is not None
         assert set(auto.outcome.tiers_used.values()) == {"secondary"}
-        assert content_digest(tmp_path / "auto.db") == content_digest(live)
+        assert content_digest(live.parent / "auto.db") == content_digest(live)
 
     dr = open_tier("dr", settings)
     manifest, _tier = next(
@@ -188,8 +188,8 @@ def test_a_damaged_copy_is_reported_and_the_next_tier_restores(
         body[len(body) // 2] ^= 0xFF
         raw.put_object(Bucket=buckets["secondary"], Key=key, Body=bytes(body))
 
-        report = restore_database(into=str(tmp_path / "r.db"))
+        report = restore_database(into=str(live.parent / "r.db"))
     assert report.outcome is not None
     assert report.outcome.tiers_used == {full.id: "dr"}
     assert any("secondary copy of backup" in p and data.key in p for p in report.problems)
-    assert content_digest(tmp_path / "r.db") == content_digest(live)
+    assert content_digest(live.parent / "r.db") == content_digest(live)
