@@ -34,7 +34,7 @@ def files_settings(settings: Settings, tmp_path: Path) -> Settings:
             for name in ("config", "logs", "uploads")
         }
     )
-    return settings.model_copy(update={"files": files})
+    return settings.model_copy(update={"files": files, "restore_roots": [tmp_path]})
 
 
 @pytest.mark.parametrize("name", ["config", "logs", "uploads"])
