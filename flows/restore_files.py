@@ -77,8 +77,6 @@ def restore_files(
     """
     settings = current_settings()
     logger = get_run_logger()
-    if file_set not in FILE_SETS:
-        raise ParameterError(f"file_set must be config, logs or uploads, not {file_set!r}.")
     if in_place and into is not None:
         raise ParameterError("give into or in_place, not both.")
     if into is not None:

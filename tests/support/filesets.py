@@ -19,6 +19,7 @@ from backupflow.models import BackupKind, Category, Manifest, StoredObject, new_
 from backupflow.pipeline import store_stream
 from backupflow.restore import RestoreOutcome, execute_restore, load_plan
 from backupflow.storage import MemoryStorage, Tier
+from backupflow.storage.base import Storage
 
 __all__ = [
     "LAYOUTS",
@@ -71,12 +72,12 @@ def tar_of(members: list[Member], data: dict[str, bytes]) -> bytes:
     return buffer.getvalue()
 
 
-def _put(storage: MemoryStorage, key: str, data: bytes, role: str) -> StoredObject:
+def _put(storage: Storage, key: str, data: bytes, role: str) -> StoredObject:
     return store_stream(storage, key, io.BytesIO(data), ZstdCodec(threads=0), role=role)
 
 
 def store(
-    storage: MemoryStorage,
+    storage: Storage,
     layout: str,
     members: list[Member],
     *,
