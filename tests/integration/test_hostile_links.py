@@ -559,3 +559,13 @@ def test_class6_a_member_list_with_too_many_entries_is_refused(
     store(storage, "content", [file(f"f{i}") for i in range(11)])
     with pytest.raises(IntegrityError, match="more than 10 lines"):
         restore(world, storage, "content", _target(world, "into"))
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_class5_an_existing_empty_private_folder_is_restored_into(world: Path, layout: str) -> None:
+    target = world / "work" / "restored"
+    target.mkdir(mode=0o700)
+    storage = MemoryStorage()
+    store(storage, layout, [folder("a"), file("a/b", b"x")])
+    restore(world, storage, layout, target)
+    assert sorted(p.relative_to(target).as_posix() for p in target.rglob("*")) == ["a", "a/b"]

@@ -479,6 +479,12 @@ class FileSetEngine(Engine):
         return base / f".backupflow-restore-{secrets.token_hex(4)}"
 
     def check_target(self, target: Path, replace: bool) -> None:
+        self._check_target(target, replace)
+
+    @staticmethod
+    def _check_target(target: Path, replace: bool, scratch: str | None = None) -> None:
+        """An in-place root must be a folder; any other target must be new, or an empty
+        folder (but for our ``scratch``) that is no link, ours, and private."""
         if replace:  # the live root (which may be a configured link)
             if target.exists() and not target.is_dir():
                 raise RestoreTargetError(f"{target} is a file; give a folder to restore into.")
@@ -493,7 +499,7 @@ class FileSetEngine(Engine):
             )
         if not stat.S_ISDIR(st.st_mode):
             raise RestoreTargetError(f"{target} is a file; give a folder to restore into.")
-        if any(target.iterdir()):
+        if any(entry.name != scratch for entry in target.iterdir()):
             raise RestoreTargetError(
                 f"{target} is not empty; restore into an empty or new folder with --into, or "
                 "use --in-place to replace the live files (they are kept aside)."
@@ -613,7 +619,7 @@ class FileSetEngine(Engine):
         try:
             os.mkdir(target, 0o700)
         except FileExistsError:
-            self.check_target(target, replace=False)  # again: still empty, ours, no link?
+            self._check_target(target, False, scratch.name)  # still empty, ours, no link?
         try:
             target_fd = os.open(target, _DIR_FLAGS)
         except OSError as exc:
@@ -664,7 +670,7 @@ class FileSetEngine(Engine):
                 self._move_in_place(scratch, root, root_fd, aside, aside_fd)
             finally:
                 os.close(aside_fd)
-            shutil.rmtree(scratch.name, dir_fd=root_fd)
+            shutil.rmtree(scratch)  # fd-based: never follows a link inside
         finally:
             os.close(root_fd)
         return Installed(target=root, kept_aside=(aside,))
@@ -682,7 +688,7 @@ class FileSetEngine(Engine):
         made: set[str] = set()
         os.mkdir(ASIDE_ENTRIES, 0o700, dir_fd=aside_fd)
         kept_fd = os.open(ASIDE_ENTRIES, _DIR_FLAGS, dir_fd=aside_fd)
-        scratch_fd = os.open(scratch.name, _DIR_FLAGS, dir_fd=root_fd)
+        scratch_fd = os.open(scratch, _DIR_FLAGS)  # in the root, or beside a new one
         try:
             for path in sorted(kinds, key=lambda p: (p.count("/"), p)):
                 if self._move_one(
