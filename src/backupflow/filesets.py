@@ -37,6 +37,7 @@ __all__ = [
     "encode_members",
     "hash_file",
     "is_content_addressed",
+    "open_private",
     "scan",
     "select",
     "write_tar",
@@ -49,6 +50,14 @@ FILE_SETS: dict[str, Category] = {
     "uploads": Category.UPLOADS,
 }
 _CHUNK = 1 << 20
+
+
+def open_private(path: Path) -> BinaryIO:
+    """A new file only this user can read (``0600`` whatever the umask; never through a
+    link): staged tars hold the ``.env``."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    os.fchmod(fd, 0o600)
+    return os.fdopen(fd, "wb")
 
 
 def is_content_addressed(name: str) -> bool:
@@ -293,7 +302,10 @@ class _ExactReader:
 def write_tar(file_set: FileSetSettings, tar_path: Path, report: ScanReport) -> list[Member]:
     """Write the set as one tar file (PAX) and return its members; each file is read once."""
     members: list[Member] = []
-    with tarfile.open(tar_path, "w", format=tarfile.PAX_FORMAT) as tar:
+    with (
+        open_private(tar_path) as out,
+        tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar,
+    ):
         for rel in select(file_set):
             path = file_set.root / rel
             try:

@@ -569,3 +569,24 @@ def test_class5_an_existing_empty_private_folder_is_restored_into(world: Path, l
     store(storage, layout, [folder("a"), file("a/b", b"x")])
     restore(world, storage, layout, target)
     assert sorted(p.relative_to(target).as_posix() for p in target.rglob("*")) == ["a", "a/b"]
+
+
+def test_class4_the_staged_archive_and_member_list_are_private_under_umask_022(
+    tmp_path: Path, umask_022: None
+) -> None:
+    from backupflow.config import FileSetSettings
+    from backupflow.engines.files import FileSetEngine
+    from backupflow.models import BackupKind
+
+    api = tmp_path / "api"
+    api.mkdir()
+    (api / ".env").write_text("DB_PASSWORD=x")
+    os.chmod(api / ".env", 0o600)
+    engine = FileSetEngine(
+        "config", FileSetSettings(root=api, include=[".env"]), staging_dir=tmp_path / "s"
+    )
+    dump = engine.dump(BackupKind.FULL, None, tmp_path / "staged")
+    assert {f.role: stat.S_IMODE(f.path.stat().st_mode) for f in dump.files} == {
+        "data": 0o600,
+        "members": 0o600,
+    }

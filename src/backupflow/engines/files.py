@@ -40,6 +40,7 @@ from backupflow.filesets import (
     decode_members,
     encode_members,
     is_content_addressed,
+    open_private,
     scan,
     write_tar,
 )
@@ -296,7 +297,13 @@ def undo_in_place(aside: Path, root: Path) -> int:
         try:
             _check_ours(os.fstat(aside_fd), aside, "folder")
             version, created, replaced = _read_undo(aside_fd, aside)
-            return _replay_undo(root_fd, aside_fd, aside, version, created, replaced)
+            try:
+                return _replay_undo(root_fd, aside_fd, aside, version, created, replaced)
+            except OSError as exc:
+                raise RestoreTargetError(
+                    f"the undo from {aside} stopped at {exc.filename or root} ({exc.strerror}); "
+                    "fix that and run the undo again."
+                ) from exc
         finally:
             os.close(aside_fd)
     finally:
@@ -455,7 +462,7 @@ class FileSetEngine(Engine):
             files = (DumpFile("data", tar_path), DumpFile("members", members_path))
             layout = "tar"
         taken = datetime.now(UTC)
-        with open(members_path, "wb") as out:
+        with open_private(members_path) as out:
             for line in encode_members(members):
                 out.write(line)
         return Dump(
