@@ -13,7 +13,7 @@ from backupflow.backup import source_of
 from backupflow.backuplog import BackupLog
 from backupflow.config import current_settings
 from backupflow.engines.files import Change, FileSetEngine, plan_changes, read_members
-from backupflow.errors import BackupflowError, EngineError
+from backupflow.errors import BackupflowError, EngineError, ParameterError
 from backupflow.filebackup import HookResult, run_configured_hook
 from backupflow.filesets import FILE_SETS, FileSetName
 from backupflow.models import Manifest, localized
@@ -22,6 +22,7 @@ from backupflow.progress import current_progress
 from backupflow.reporting import artifact_key, iso
 from backupflow.restore import RestoreOutcome, resolve_target
 from backupflow.storage import SourceName, Tier, tiers_for
+from backupflow.targets import check_restore_target
 from flows._notify import notify_on_failure
 from tasks.backuplog import log_event
 from tasks.database import plan_restore, restore_chain
@@ -39,6 +40,17 @@ class FilesRestoreReport:
     problems: tuple[str, ...]
     outcome: RestoreOutcome | None
     hook: HookResult | None = None
+
+
+def _checked_time(moment: datetime) -> datetime:
+    """``moment`` if it converts to UTC (years near 1 or 9999 do not), else a ParameterError."""
+    try:
+        moment.astimezone(UTC)
+    except (OverflowError, ValueError):
+        raise ParameterError(
+            f"target_time {moment.isoformat()} is out of range; give a time of a backup."
+        ) from None
+    return moment
 
 
 @flow(
@@ -65,8 +77,12 @@ def restore_files(
     """
     settings = current_settings()
     logger = get_run_logger()
+    if in_place and into is not None:
+        raise ParameterError("give into or in_place, not both.")
+    if into is not None:
+        check_restore_target(Path(into), settings, "into")
     if target_time is not None:
-        target_time = localized(target_time, settings.timezone)
+        target_time = _checked_time(localized(target_time, settings.timezone))
     log = BackupLog(settings.backup_log)
     if not dry_run:
         log.check_writable()
@@ -81,7 +97,7 @@ def restore_files(
     members = read_members(
         source_of(first.storage, plan.last, chunk_bytes=settings.pipeline.chunk_bytes)
     )
-    changes = tuple(plan_changes(members, target))
+    changes = tuple(plan_changes(members, target, where=f"backup {plan.last.id}"))
     counts = {a: sum(1 for _p, act in changes if act == a) for a in ("create", "replace")}
     logger.info(
         "restore %s (%s) into %s: %d to create, %d to replace",

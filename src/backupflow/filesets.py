@@ -12,20 +12,24 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import re
 import stat
 import tarfile
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import BinaryIO, Literal
 
 from backupflow.config import FileSetSettings
+from backupflow.errors import IntegrityError
 from backupflow.models import Category
 
 __all__ = [
     "FILE_SETS",
+    "MAX_MEMBERS",
+    "MAX_MEMBER_LINE",
     "Member",
     "ScanReport",
     "content_key",
@@ -33,8 +37,7 @@ __all__ = [
     "encode_members",
     "hash_file",
     "is_content_addressed",
-    "link_stays_inside",
-    "safe_relative",
+    "open_private",
     "scan",
     "select",
     "write_tar",
@@ -47,6 +50,14 @@ FILE_SETS: dict[str, Category] = {
     "uploads": Category.UPLOADS,
 }
 _CHUNK = 1 << 20
+
+
+def open_private(path: Path) -> BinaryIO:
+    """A new file only this user can read (``0600`` whatever the umask; never through a
+    link): staged tars hold the ``.env``."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    os.fchmod(fd, 0o600)
+    return os.fdopen(fd, "wb")
 
 
 def is_content_addressed(name: str) -> bool:
@@ -76,12 +87,63 @@ def encode_members(members: Iterable[Member]) -> Iterator[bytes]:
         yield (member.to_json() + "\n").encode()
 
 
-def decode_members(lines: Iterable[bytes]) -> list[Member]:
+#: Bounds on a member list read back from a backup (it is not trusted).
+MAX_MEMBERS = 2_000_000
+MAX_MEMBER_LINE = 64 * 1024
+MAX_MEMBER_SIZE = 1 << 56
+_FIELDS = {"path", "type", "mode", "mtime", "size", "sha256", "target"}
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def _member(data: object) -> Member:
+    """One member from its decoded JSON, every field checked for type and range."""
+    if not isinstance(data, dict):
+        raise ValueError("a line is not a JSON object")
+    unknown = set(data) - _FIELDS
+    if unknown:
+        raise ValueError(f"unknown field {sorted(unknown)[0]!r}")
+    path, kind, mode, mtime = (data.get(k) for k in ("path", "type", "mode", "mtime"))
+    size, sha256, target = data.get("size", 0), data.get("sha256"), data.get("target")
+    if not isinstance(path, str) or kind not in ("file", "dir", "symlink"):
+        raise ValueError("a member has no path or an unknown type")
+    if isinstance(mode, bool) or not isinstance(mode, int) or not 0 <= mode <= 0o7777:
+        raise ValueError(f"{path!r} has an invalid mode")
+    if (
+        isinstance(mtime, bool)
+        or not isinstance(mtime, int | float)
+        or not math.isfinite(mtime)
+        or abs(mtime) > 1 << 40
+    ):
+        raise ValueError(f"{path!r} has an invalid time")
+    if isinstance(size, bool) or not isinstance(size, int) or not 0 <= size <= MAX_MEMBER_SIZE:
+        raise ValueError(f"{path!r} has an invalid size")
+    if kind == "file" and not (isinstance(sha256, str) and _SHA256.fullmatch(sha256)):
+        raise ValueError(f"{path!r} has no valid SHA-256")
+    if kind != "file" and (sha256 is not None or size):
+        raise ValueError(f"{path!r} is not a file but has a size or SHA-256")
+    if (kind == "symlink") != isinstance(target, str):
+        raise ValueError(f"{path!r} has a link target but is no link, or the reverse")
+    return Member(path, kind, mode, float(mtime), size, sha256, target)
+
+
+def decode_members(lines: Iterable[bytes], where: str = "the member list") -> list[Member]:
+    """Parse JSON lines (at most :data:`MAX_MEMBERS`, each at most :data:`MAX_MEMBER_LINE`
+    bytes); a malformed list is an :class:`IntegrityError` naming ``where``."""
     members = []
-    for line in lines:
-        if line.strip():
-            data = json.loads(line)
-            members.append(Member(**data))
+    for number, line in enumerate(lines, start=1):
+        if len(line) > MAX_MEMBER_LINE or number > MAX_MEMBERS:
+            raise IntegrityError(
+                f"{where} is damaged (more than {MAX_MEMBERS} lines, or line {number} is longer "
+                f"than {MAX_MEMBER_LINE} bytes); nothing was restored."
+            )
+        if not line.strip():
+            continue
+        try:
+            members.append(_member(json.loads(line)))
+        except (ValueError, RecursionError) as exc:
+            raise IntegrityError(
+                f"{where} is damaged at line {number} ({str(exc)[:200]}); nothing was restored."
+            ) from None
     return members
 
 
@@ -240,7 +302,10 @@ class _ExactReader:
 def write_tar(file_set: FileSetSettings, tar_path: Path, report: ScanReport) -> list[Member]:
     """Write the set as one tar file (PAX) and return its members; each file is read once."""
     members: list[Member] = []
-    with tarfile.open(tar_path, "w", format=tarfile.PAX_FORMAT) as tar:
+    with (
+        open_private(tar_path) as out,
+        tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar,
+    ):
         for rel in select(file_set):
             path = file_set.root / rel
             try:
@@ -285,23 +350,3 @@ def write_tar(file_set: FileSetSettings, tar_path: Path, report: ScanReport) -> 
             else:
                 report.skipped.append(rel)
     return members
-
-
-def safe_relative(path: str) -> PurePosixPath | None:
-    """The member path if it stays inside its root (relative, no '..'), else None."""
-    pure = PurePosixPath(path)
-    if not path or pure.is_absolute() or ".." in pure.parts or "\\" in path or "\0" in path:
-        return None
-    return pure
-
-
-def link_stays_inside(member_path: str, target: str) -> bool:
-    """A relative link target that, from the link's folder, stays inside the root."""
-    if PurePosixPath(target).is_absolute():
-        return False
-    depth = len(PurePosixPath(member_path).parts) - 1
-    for part in PurePosixPath(target).parts:
-        depth += -1 if part == ".." else (0 if part == "." else 1)
-        if depth < 0:
-            return False
-    return True

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -13,7 +13,7 @@ import pytest
 from backupflow.catalog import Catalog
 from backupflow.config import Settings, use_settings
 from backupflow.engines.files import undo_in_place
-from backupflow.errors import EngineError, RestoreTargetError
+from backupflow.errors import EngineError, ParameterError, RestoreTargetError
 from backupflow.filebackup import remove_unreferenced_content
 from backupflow.models import Category
 from backupflow.retention import policy_for, prune_tier
@@ -34,7 +34,7 @@ def files_settings(settings: Settings, tmp_path: Path) -> Settings:
             for name in ("config", "logs", "uploads")
         }
     )
-    return settings.model_copy(update={"files": files})
+    return settings.model_copy(update={"files": files, "restore_roots": [tmp_path]})
 
 
 @pytest.mark.parametrize("name", ["config", "logs", "uploads"])
@@ -227,3 +227,74 @@ def test_undo_puts_back_entries_whose_type_the_restore_changed(
     assert (api / "config" / "env").is_dir()
     undo_in_place(report.outcome.kept_aside[0], api)
     assert tree(api, prefixes=("config/", ".env")) == broken
+
+
+# -- issue 12, class 10: deployment parameters are checked like the CLI's options -------------
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"in_place": True, "into": "/tmp/x"}, "not both"),
+        ({"into": "relative/out"}, "absolute"),
+        ({"into": "/etc/backupflow-test"}, "allowed restore folder"),
+        (
+            {"target_time": datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=5)))},
+            "out of range",
+        ),
+        (
+            {"target_time": datetime(9999, 12, 31, 23, tzinfo=timezone(timedelta(hours=-5)))},
+            "out of range",
+        ),
+    ],
+    ids=[
+        "in-place-and-into",
+        "relative-into",
+        "into-outside-roots",
+        "year-1",
+        "year-9999",
+    ],
+)
+def test_class10_conflicting_or_unsafe_parameters_are_refused_before_anything_runs(
+    files_settings: Settings,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    kwargs: dict[str, object],
+    match: str,
+) -> None:
+    api = files_settings.files.config.root
+    monkeypatch.chdir(tmp_path)
+    with use_settings(files_settings):
+        backup_files(file_set="config")
+        before = tree(tmp_path)
+        with pytest.raises(ParameterError, match=match) as caught:
+            restore_files(**kwargs)  # type: ignore[arg-type]
+    assert "\n" not in str(caught.value)
+    assert tree(tmp_path) == before  # nothing restored, not even in the working folder
+    assert not (tmp_path / "relative").exists()
+    assert (api / "config" / "app.json").exists()
+
+
+def test_class2_a_dry_run_of_a_hostile_backup_is_refused_not_listed(
+    files_settings: Settings, tmp_path: Path
+) -> None:
+    from backupflow.errors import IntegrityError
+    from tests.support.filesets import file, link, store
+
+    (tmp_path / "outside").mkdir()
+    (tmp_path / "outside" / "victim").write_bytes(b"guess")
+    primary = open_tier("primary", files_settings).storage
+    store(
+        primary,
+        "content",
+        [link("up", ".."), file("up/outside/victim", b"guess")],
+        data={"up/outside/victim": b"guess"},
+    )
+    api = files_settings.files.uploads.root
+    before = tree(tmp_path)
+    with use_settings(files_settings), pytest.raises(IntegrityError, match="below the link"):
+        restore_files(file_set="uploads", in_place=True, dry_run=True)
+    with use_settings(files_settings), pytest.raises(IntegrityError, match="below the link"):
+        restore_files(file_set="uploads", into=str(tmp_path / "out"), dry_run=True)
+    assert tree(tmp_path) == before
+    assert not (api / "up").exists()

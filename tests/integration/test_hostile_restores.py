@@ -187,3 +187,65 @@ def test_a_file_that_shrinks_while_read_is_padded_and_reported() -> None:
     assert grown.changed
     steady = _ExactReader(io.BytesIO(b"abc"), 3)
     assert steady.read() == b"abc" and not steady.changed
+
+
+# -- two independent layers: our own checks, and tarfile.data_filter ---------------------------
+# Python 3.11.7's tarfile filters have known bypasses, so our checks must refuse every hostile
+# archive on their own; data_filter stays as a second layer, and a test notices its removal.
+
+ALL_CASES = {**CASES, "a device file": None}
+
+
+@pytest.mark.parametrize("case", list(ALL_CASES))
+def test_our_checks_alone_refuse_every_hostile_archive_without_data_filter(
+    tmp_path: Path, case: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(tarfile, "data_filter", lambda info, _path: info)
+    storage = MemoryStorage()
+    if case == "a device file":
+        device = tarfile.TarInfo("config/app.json")
+        device.type = tarfile.CHRTYPE
+        device.devmajor, device.devminor = 1, 3
+        _store_backup(storage, _tar([(device, None)]), [_member("config/app.json", b"{}")])
+    else:
+        entries, members = CASES[case]
+        _store_backup(storage, _tar(entries), members)
+    target = tmp_path / "restored"
+    with pytest.raises(IntegrityError):
+        _restore(tmp_path, storage, target)
+    _nothing_written(tmp_path, target)
+
+
+def _lenient_entry_check(
+    info: tarfile.TarInfo, expected: object, seen: object, where: object
+) -> Member:
+    """Our per-entry check switched off: every entry passes as a file."""
+    return Member(info.name, "file", 0o644, 0.0, size=info.size)
+
+
+def _device(name: str) -> tuple[tarfile.TarInfo, None]:
+    info = tarfile.TarInfo(name)
+    info.type = tarfile.CHRTYPE
+    info.devmajor, info.devminor = 1, 3
+    return info, None
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [_file("../evil", b"x"), _link("config/passwd", "/etc/passwd"), _device("config/dev")],
+    ids=["dot-dot", "absolute link", "device"],
+)
+def test_data_filter_alone_refuses_hostile_entries_when_our_entry_check_is_off(
+    tmp_path: Path,
+    entry: tuple[tarfile.TarInfo, bytes | None],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import backupflow.engines.files as files_engine
+
+    monkeypatch.setattr(files_engine, "_check_tar_entry", _lenient_entry_check)
+    storage = MemoryStorage()
+    _store_backup(storage, _tar([entry]), [_member("ok.txt", b"x")])
+    target = tmp_path / "restored"
+    with pytest.raises(IntegrityError, match="is unsafe"):
+        _restore(tmp_path, storage, target)
+    _nothing_written(tmp_path, target)
