@@ -713,8 +713,8 @@ def load_settings(**overrides: Any) -> Settings:
         ) from None
     except RecursionError:
         raise ConfigError(
-            f"a setting is nested too deeply to be read; check the BACKUPFLOW_* variables and "
-            f"{CONFIG_ENV_VAR}."
+            "a setting cannot be read (it is nested too deeply); check the BACKUPFLOW_* "
+            f"variables and {CONFIG_ENV_VAR}."
         ) from None
     except (UnicodeDecodeError, OSError) as exc:
         raise ConfigError(
@@ -741,8 +741,8 @@ def _check_env_file(path: Path) -> None:
         try:
             if not stat.S_ISREG(os.fstat(fd).st_mode):
                 raise ConfigError(
-                    f"{CONFIG_ENV_VAR} names {path}, which is not a regular file; fix the path "
-                    "or unset it."
+                    f"{CONFIG_ENV_VAR} names {path}, which is not a readable file (not a "
+                    "regular file); fix the path or unset it."
                 )
             with os.fdopen(os.dup(fd), "rb") as handle:
                 data = handle.read(_ENV_FILE_LIMIT + 1)
