@@ -16,7 +16,8 @@ from backupflow.engines.files import Change, FileSetEngine, plan_changes, read_m
 from backupflow.errors import BackupflowError, EngineError, ParameterError
 from backupflow.filebackup import HookResult, run_configured_hook
 from backupflow.filesets import FILE_SETS, FileSetName
-from backupflow.models import Manifest, localized
+from backupflow.models import Manifest
+from backupflow.parameters import check_target_time
 from backupflow.planning import RestorePlan
 from backupflow.progress import current_progress
 from backupflow.reporting import artifact_key, iso
@@ -40,17 +41,6 @@ class FilesRestoreReport:
     problems: tuple[str, ...]
     outcome: RestoreOutcome | None
     hook: HookResult | None = None
-
-
-def _checked_time(moment: datetime) -> datetime:
-    """``moment`` if it converts to UTC (years near 1 or 9999 do not), else a ParameterError."""
-    try:
-        moment.astimezone(UTC)
-    except (OverflowError, ValueError):
-        raise ParameterError(
-            f"target_time {moment.isoformat()} is out of range; give a time of a backup."
-        ) from None
-    return moment
 
 
 @flow(
@@ -81,8 +71,7 @@ def restore_files(
         raise ParameterError("give into or in_place, not both.")
     if into is not None:
         check_restore_target(Path(into), settings, "into")
-    if target_time is not None:
-        target_time = _checked_time(localized(target_time, settings.timezone))
+    target_time = check_target_time(target_time, settings.timezone, datetime.now(UTC))
     log = BackupLog(settings.backup_log)
     if not dry_run:
         log.check_writable()

@@ -12,17 +12,16 @@ import json
 import os
 import stat
 import unicodedata
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 from backupflow.config import Settings
 from backupflow.errors import ConfigError, ParameterError, RestoreTargetError
-from backupflow.models import localized
 from backupflow.names import is_database_name
+from backupflow.parameters import check_target_time
 from backupflow.targets import check_restore_target
 
 __all__ = [
-    "EARLIEST_TARGET",
     "check_config_file",
     "check_database_option",
     "check_places",
@@ -33,7 +32,6 @@ __all__ = [
 ]
 
 #: No backup is older than this; an earlier ``--at`` is a typo (``20216-…``, ``0026-…``).
-EARLIEST_TARGET = datetime(2000, 1, 1, tzinfo=UTC)
 #: Longest ``--at`` value read (the longest ISO-8601 form is about 32 characters).
 _MAX_TIME_TEXT = 64
 #: Largest ``undo.json`` read; one in-place restore of a very large set stays far below.
@@ -84,38 +82,16 @@ def parse_target_time(
         raise ParameterError(
             f"{option} {_shown(value)} is not an ISO-8601 time such as {_EXAMPLE}."
         )
-    try:
-        moment = localized(moment, timezone)
-        in_utc = moment.astimezone(UTC)
-    except (OverflowError, ValueError):
-        raise ParameterError(
-            f"{option} {_shown(value)} is out of range; give a time between "
-            f"{EARLIEST_TARGET:%Y-%m-%d} and now."
-        ) from None
-    if in_utc < EARLIEST_TARGET:
-        raise ParameterError(
-            f"{option} {_shown(value)} is before {EARLIEST_TARGET:%Y-%m-%d}, earlier than any "
-            "backup; check the year."
-        )
-    current = now if now is not None else datetime.now(UTC)
-    if in_utc > current:
-        ahead = in_utc - current
-        raise ParameterError(
-            f"{option} {_shown(value)} is {_duration(ahead)} later than now "
-            f"({current:%Y-%m-%dT%H:%M:%SZ}); give a time in the past, or --latest."
-        )
-    return moment
-
-
-def _duration(delta: timedelta) -> str:
-    seconds = int(delta.total_seconds())
-    if seconds < 120:
-        return f"{max(seconds, 1)} s"
-    if seconds < 2 * 3600:
-        return f"{seconds // 60} min"
-    if seconds < 2 * 86400:
-        return f"{seconds // 3600} h"
-    return f"{seconds // 86400} days"
+    checked = check_target_time(
+        moment,
+        timezone,
+        now if now is not None else datetime.now(UTC),
+        option,
+        latest="use --latest",
+        shown=_shown(value),
+    )
+    assert checked is not None
+    return checked
 
 
 def _absolute(value: str, option: str) -> Path:

@@ -11,7 +11,7 @@ sentence names the parameter as the deployment user typed it.
 from __future__ import annotations
 
 import os
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -34,14 +34,20 @@ _MAX_PATH = 4096
 
 
 def check_target_time(
-    moment: datetime | None, timezone: str, now: datetime, parameter: str = "target_time"
+    moment: datetime | None,
+    timezone: str,
+    now: datetime,
+    parameter: str = "target_time",
+    *,
+    latest: str = "leave it empty for the latest state",
+    shown: str | None = None,
 ) -> datetime | None:
     """``moment`` as an aware time (without an offset it is read in ``timezone``), or None
     for "the latest state"; refused when it cannot be converted, does not exist on the
     local clock (a daylight-saving gap), lies before :data:`EARLIEST_YEAR` or after ``now``."""
     if moment is None:
         return None
-    shown = moment.isoformat()
+    shown = shown or moment.isoformat()
     try:
         local = moment
         if moment.tzinfo is None:
@@ -59,15 +65,26 @@ def check_target_time(
         ) from None
     if at.year < EARLIEST_YEAR:
         raise ParameterError(
-            f"{parameter} {shown} is before {EARLIEST_YEAR}; give a time within the backups' "
-            "history, or leave it empty for the latest state."
+            f"{parameter} {shown} is before {EARLIEST_YEAR}, earlier than any backup; check "
+            f"the year, or {latest}."
         )
     if at > now:
         raise ParameterError(
-            f"{parameter} {shown} is later than now ({now.astimezone(UTC):%Y-%m-%dT%H:%M:%SZ}); "
-            "give a time in the past, or leave it empty for the latest state."
+            f"{parameter} {shown} is {_duration(at - now)} later than now "
+            f"({now.astimezone(UTC):%Y-%m-%dT%H:%M:%SZ}); give a time in the past, or {latest}."
         )
     return local
+
+
+def _duration(delta: timedelta) -> str:
+    seconds = int(delta.total_seconds())
+    if seconds < 120:
+        return f"{max(seconds, 1)} s"
+    if seconds < 2 * 3600:
+        return f"{seconds // 60} min"
+    if seconds < 2 * 86400:
+        return f"{seconds // 3600} h"
+    return f"{seconds // 86400} days"
 
 
 def check_database_parameter(name: str | None, parameter: str = "database") -> str | None:

@@ -18,13 +18,11 @@ through its open descriptor.  :func:`private_dir` is the check for folders that 
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import hashlib
 import os
 import stat
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from pathlib import Path
 from typing import BinaryIO
 
 from backupflow.errors import IntegrityError, RestoreTargetError
@@ -38,7 +36,6 @@ __all__ = [
     "check_tree",
     "open_dir_at",
     "path_problem",
-    "private_dir",
 ]
 
 MAX_PATH_BYTES = 4096
@@ -244,38 +241,6 @@ class DiskView:
     def is_link(self, path: str) -> bool:
         st = self.lstat(path)
         return st is not None and stat.S_ISLNK(st.st_mode)
-
-
-def private_dir(path: Path, what: str, *, create: bool = True) -> None:
-    """Make sure ``path`` is a folder of ours that nobody else can write to.
-
-    A missing folder is made (mode 0700) when ``create``; an existing one is refused when it
-    is a link, not a folder, not owned by this user, or group- or world-writable.
-    """
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        if not create:
-            return
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with contextlib.suppress(FileExistsError):
-            os.mkdir(path, 0o700)
-        st = os.lstat(path)
-    if stat.S_ISLNK(st.st_mode):
-        raise RestoreTargetError(
-            f"the {what} {path} is a link; remove it, backupflow makes the folder itself."
-        )
-    if not stat.S_ISDIR(st.st_mode):
-        raise RestoreTargetError(f"the {what} {path} is not a folder; remove it or choose another.")
-    if st.st_uid != os.getuid():
-        raise RestoreTargetError(
-            f"the {what} {path} belongs to another user; use a folder of your own."
-        )
-    if st.st_mode & 0o022:
-        raise RestoreTargetError(
-            f"the {what} {path} can be written by other users (mode "
-            f"{stat.S_IMODE(st.st_mode):04o}); make it private with chmod 700."
-        )
 
 
 class TreeBuilder:

@@ -19,7 +19,7 @@ import pytest
 
 import backupflow.filesets as filesets
 from backupflow.engines.files import plan_changes, read_members
-from backupflow.errors import BackupflowError, IntegrityError, RestoreTargetError
+from backupflow.errors import BackupflowError, ConfigError, IntegrityError, RestoreTargetError
 from backupflow.filesets import Member
 from backupflow.storage import MemoryStorage
 from tests.support.filesets import LAYOUTS, file, folder, link, restore, snapshot, store, tar_of
@@ -371,7 +371,7 @@ def test_class5_a_planted_link_at_the_staging_path_is_refused(world: Path) -> No
     os.symlink(trap, world / "staging")
     storage = MemoryStorage()
     store(storage, "tar", [file(".env", b"DB_PASSWORD=x", 0o600)], data={".env": b"DB_PASSWORD=x"})
-    with pytest.raises(RestoreTargetError, match="is a link") as caught:
+    with pytest.raises(ConfigError, match="is a link") as caught:
         _default_restore(world, storage, world / "staging")
     _one_sentence(caught.value)
     assert list(trap.iterdir()) == []
@@ -383,7 +383,7 @@ def test_class5_a_staging_folder_others_can_write_is_refused(world: Path, mode: 
     os.chmod(world / "staging", mode)
     storage = MemoryStorage()
     store(storage, "tar", [file(".env", b"x", 0o600)])
-    with pytest.raises(RestoreTargetError, match="written by other users"):
+    with pytest.raises(ConfigError, match="writable by other users"):
         _default_restore(world, storage, world / "staging")
     assert list((world / "staging").iterdir()) == []
 
@@ -393,10 +393,10 @@ def test_class5_a_staging_folder_of_another_user_is_refused(
 ) -> None:
     (world / "staging").mkdir(mode=0o700)
     owner = (world / "staging").stat().st_uid
-    monkeypatch.setattr(os, "getuid", lambda: owner + 1)  # we are someone else
+    monkeypatch.setattr(os, "geteuid", lambda: owner + 1)  # we are someone else
     storage = MemoryStorage()
     store(storage, "tar", [file(".env", b"x", 0o600)])
-    with pytest.raises(RestoreTargetError, match="another user"):
+    with pytest.raises(ConfigError, match="not to us"):
         _default_restore(world, storage, world / "staging")
 
 

@@ -44,6 +44,7 @@ from backupflow.filesets import (
     scan,
     write_tar,
 )
+from backupflow.fsutil import ensure_private_dir
 from backupflow.models import BackupKind
 from backupflow.safepaths import (
     DiskView,
@@ -51,7 +52,6 @@ from backupflow.safepaths import (
     check_tree,
     open_dir_at,
     path_problem,
-    private_dir,
 )
 
 __all__ = [
@@ -772,7 +772,7 @@ class FileSetEngine(Engine):
 
     def default_target(self, restore_point: datetime) -> Path:
         """A new, unpredictable folder in the private staging folder (made at install)."""
-        private_dir(self.staging_dir, "staging folder")
+        ensure_private_dir(self.staging_dir)
         stamp = restore_point.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
         return self.staging_dir / f"restored-{self.set_name}-{stamp}-{secrets.token_hex(4)}"
 
