@@ -15,7 +15,14 @@ from backupflow.catalog import CONTENT_ROLE, Catalog
 from backupflow.codecs import Codec
 from backupflow.config import FileSetSettings, Settings
 from backupflow.errors import BackupflowError
-from backupflow.filesets import ScanReport, content_key, decode_members, encode_members
+from backupflow.filesets import (
+    ScanReport,
+    content_key,
+    decode_members,
+    encode_members,
+    open_source,
+)
+from backupflow.fsutil import create_private_file, make_dirs
 from backupflow.models import Category, Manifest, StoredObject
 from backupflow.pipeline import store_stream
 from backupflow.redact import known_secrets, mask
@@ -81,7 +88,7 @@ def store_contents(
     records: dict[str, StoredObject] = {}
     changed = False
     dropped: set[int] = set()
-    scratch.mkdir(parents=True, exist_ok=True)
+    make_dirs(scratch)
     for index, member in enumerate(members):
         if member.type != "file" or member.sha256 is None:
             continue
@@ -95,7 +102,11 @@ def store_contents(
         digest = hashlib.sha256()
         size = 0
         try:
-            with open(file_set.root / member.path, "rb") as src, open(copy, "wb") as out:
+            copy.unlink(missing_ok=True)
+            with (
+                open_source(file_set.root / member.path) as src,
+                os.fdopen(create_private_file(copy), "wb") as out,
+            ):
                 while block := src.read(_CHUNK):
                     digest.update(block)
                     size += len(block)

@@ -10,6 +10,7 @@ mode, mtime, SHA-256, link target) so that a restore is verified file by file.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import math
@@ -38,6 +39,7 @@ __all__ = [
     "hash_file",
     "is_content_addressed",
     "open_private",
+    "open_source",
     "scan",
     "select",
     "write_tar",
@@ -218,10 +220,29 @@ class ScanReport:
         return tuple(notes)
 
 
-def hash_file(path: Path) -> tuple[str, int]:
+def open_source(path: Path, expected: os.stat_result | None = None) -> BinaryIO:
+    """Open a file that is being backed up, never through a link at its own name, and only
+    while it is still a regular file (the one ``expected`` describes, when given: same device
+    and inode).  A file replaced meanwhile raises FileNotFoundError: it is reported as
+    vanished, and whatever took its place is not read."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise FileNotFoundError(errno.ENOENT, "replaced by a link", str(path)) from exc
+        raise
+    st = os.fstat(fd)
+    same = expected is None or (st.st_dev, st.st_ino) == (expected.st_dev, expected.st_ino)
+    if not stat.S_ISREG(st.st_mode) or not same:
+        os.close(fd)
+        raise FileNotFoundError(errno.ENOENT, "replaced while being read", str(path))
+    return os.fdopen(fd, "rb")
+
+
+def hash_file(path: Path, expected: os.stat_result | None = None) -> tuple[str, int]:
     digest = hashlib.sha256()
     size = 0
-    with open(path, "rb") as handle:
+    with open_source(path, expected) as handle:
         while block := handle.read(_CHUNK):
             digest.update(block)
             size += len(block)
@@ -261,7 +282,7 @@ def scan(
                 members.append(previous)
                 continue
             try:
-                sha, size = hash_file(path)
+                sha, size = hash_file(path, st)
             except FileNotFoundError:
                 report.vanished.append(rel)
                 continue
@@ -328,7 +349,7 @@ def write_tar(file_set: FileSetSettings, tar_path: Path, report: ScanReport) -> 
                 members.append(Member(rel, "symlink", mode, st.st_mtime, target=info.linkname))
             elif stat.S_ISREG(st.st_mode):
                 try:
-                    handle = open(path, "rb")  # noqa: SIM115 - closed below
+                    handle = open_source(path, st)
                 except FileNotFoundError:
                     report.vanished.append(rel)
                     continue

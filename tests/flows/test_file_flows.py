@@ -298,3 +298,61 @@ def test_class2_a_dry_run_of_a_hostile_backup_is_refused_not_listed(
         restore_files(file_set="uploads", into=str(tmp_path / "out"), dry_run=True)
     assert tree(tmp_path) == before
     assert not (api / "up").exists()
+
+
+def test_an_upload_swapped_for_a_link_to_a_secret_is_not_backed_up(
+    files_settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Someone who can write to the uploads folder replaces a listed file with a link to a
+    file only the backup user can read, between the scan and the copy: the secret's content
+    must not reach the tiers (anyone who can restore could read it there)."""
+    import backupflow.filebackup as filebackup
+
+    secret = tmp_path / "private" / "shadow"
+    secret.parent.mkdir(mode=0o700)
+    secret.write_bytes(b"root:SECRET-HASH-0123456789")
+    victim = files_settings.files.uploads.root / "uploads" / "2026" / "11" / "chart-3.png"
+    real_store = filebackup.store_contents
+
+    def swap_then_store(*args: object, **kwargs: object) -> object:
+        victim.unlink()
+        victim.symlink_to(secret)  # after the scan, before its content is copied
+        return real_store(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(filebackup, "store_contents", swap_then_store)
+    with use_settings(files_settings):
+        manifest = backup_files(file_set="uploads")
+        restore_files(file_set="uploads", into=str(tmp_path / "out"))
+    assert any("vanished" in note and "chart-3.png" in note for note in manifest.notes)
+    restored = b"".join(p.read_bytes() for p in (tmp_path / "out").rglob("*") if p.is_file())
+    assert b"SECRET-HASH" not in restored
+    import zstandard
+
+    for path in Path(files_settings.repository.primary.url).rglob("*.zst"):
+        assert b"SECRET-HASH" not in zstandard.ZstdDecompressor().decompressobj().decompress(
+            path.read_bytes()
+        )
+
+
+def test_a_logged_file_swapped_for_another_file_is_not_read(tmp_path: Path) -> None:
+    """The tar writer reads a file only if it is still the one it listed (same inode)."""
+    from backupflow.filesets import open_source
+
+    listed = tmp_path / "app.log"
+    listed.write_text("listed")
+    before = listed.lstat()
+    secret = tmp_path / "secret"
+    secret.write_text("SECRET")
+    listed.unlink()
+    listed.symlink_to(secret)
+    with pytest.raises(FileNotFoundError, match="replaced by a link"):
+        open_source(listed, before)
+    listed.unlink()
+    listed.write_text("another file now")
+    other = tmp_path / "pad"
+    other.write_text("keep the old inode from being reused")
+    if listed.lstat().st_ino != before.st_ino:
+        with pytest.raises(FileNotFoundError, match="replaced while being read"):
+            open_source(listed, before)
+    with open_source(listed) as handle:
+        assert handle.read() == b"another file now"
