@@ -59,6 +59,7 @@ __all__ = [
     "FilesSettings",
     "Job",
     "JobSettings",
+    "KeySettings",
     "OwnersSettings",
     "PipelineSettings",
     "RepositorySettings",
@@ -557,6 +558,45 @@ def _is_hostname(value: str) -> bool:
     return len(name) <= 253 and re.fullmatch(rf"{label}(\.{label})*", name) is not None
 
 
+class KeySettings(BaseModel):
+    """Repository keys (see the README's "Keys"): age recipients encrypt, age identities
+    decrypt, the signing key signs manifests, verify keys check them.  Losing the
+    identities or the signing key's escrow copy means losing the backups."""
+
+    encrypt: bool = Field(
+        default=True,
+        description="Encrypt every stored object with age (client side, after compression).",
+    )
+    recipients: list[str] = Field(
+        default_factory=list,
+        max_length=100,
+        description="age public keys (age1...) new backups are encrypted to: the current key, "
+        "plus an escrow key if you keep one.",
+    )
+    identities: SecretStr = Field(
+        default=SecretStr(""),
+        description="age secret keys (AGE-SECRET-KEY-1...), one a line: the current and every "
+        "older key whose backups must stay restorable.  Only where restores run.",
+    )
+    identities_block: str | None = Field(
+        default=None, description="Prefect Secret block holding the identities instead."
+    )
+    signing_key: SecretStr = Field(
+        default=SecretStr(""),
+        description="The manifest signing key (BACKUPFLOW-SIGNING-KEY-1...); where backups "
+        "are written.",
+    )
+    signing_key_block: str | None = Field(
+        default=None, description="Prefect Secret block holding the signing key instead."
+    )
+    verify_keys: list[str] = Field(
+        default_factory=list,
+        max_length=100,
+        description="Public verify keys (bfverify1...) of every signing key whose manifests "
+        "are trusted: the current one and older ones.",
+    )
+
+
 class PipelineSettings(BaseModel):
     """How backup streams are compressed, hashed and stored."""
 
@@ -647,6 +687,7 @@ class Settings(BaseSettings):
     owners: OwnersSettings = Field(default_factory=OwnersSettings)
     drill: DrillSettings = Field(default_factory=DrillSettings)
     failover: FailoverSettings = Field(default_factory=FailoverSettings)
+    keys: KeySettings = Field(default_factory=KeySettings)
     concurrency_limit: str | None = Field(
         default=None,
         description="Name of a Prefect global concurrency limit (created by the bootstrap) that "

@@ -9,6 +9,7 @@ boundary (``raise StorageError(...) from exc``).  ``retryable`` marks errors wor
 
     BackupflowError
     ├── ConfigError                 bad or missing settings                (exit 3)
+    │   └── MissingKeyError         a key needed to sign/verify/encrypt/decrypt is absent
     ├── ParameterError              a flow parameter or CLI option is wrong (exit 2)
     ├── StorageError                a storage backend failed
     │   ├── ObjectNotFoundError     the key does not exist
@@ -20,7 +21,8 @@ boundary (``raise StorageError(...) from exc``).  ``retryable`` marks errors wor
     │   └── SourceNotFoundError     the database to back up does not exist
     ├── IntegrityError              data does not match its recorded checksum
     ├── CatalogError                a manifest cannot be read or trusted
-    │   └── UnsupportedManifestError  unknown format version
+    │   ├── UnsupportedManifestError  unknown format version
+    │   └── ForeignManifestError    not signed by a trusted key: never a backup
     ├── RestorePlanError            no restore plan can reach the target
     │   ├── NoBackupError           nothing at or before the target
     │   ├── TargetInFutureError     the target time is later than now
@@ -36,8 +38,10 @@ __all__ = [
     "ChainGapError",
     "ConfigError",
     "EngineError",
+    "ForeignManifestError",
     "IntegrityError",
     "InvalidKeyError",
+    "MissingKeyError",
     "NoBackupError",
     "ObjectLockedError",
     "ObjectNotFoundError",
@@ -65,6 +69,10 @@ class ConfigError(BackupflowError):
     """The settings are invalid or incomplete."""
 
     exit_code = 3
+
+
+class MissingKeyError(ConfigError):
+    """A repository key needed for this operation is not configured here (or is wrong)."""
 
 
 class ParameterError(BackupflowError):
@@ -117,6 +125,10 @@ class CatalogError(BackupflowError):
 
 class UnsupportedManifestError(CatalogError):
     """A manifest has a format version this backupflow does not read."""
+
+
+class ForeignManifestError(CatalogError):
+    """A manifest that no trusted key signed: it is reported and ignored, never a backup."""
 
 
 class RestorePlanError(BackupflowError):

@@ -39,6 +39,9 @@ def known_secrets(
     the Prefect blocks the settings name; a block that cannot be loaded is skipped."""
     env = os.environ if environ is None else environ
     values = {settings.database.password.get_secret_value()}
+    keys = settings.keys
+    values.add(keys.signing_key.get_secret_value())
+    values.update(keys.identities.get_secret_value().replace(",", " ").split())
     values.update(value for key, value in env.items() if _SECRET_NAME.search(key))
     if load_blocks:
         values.update(block_secrets(settings))
@@ -52,8 +55,13 @@ def block_secrets(settings: Settings) -> list[str]:
     """The database password's Secret block value and the keys of every AWS credentials
     block the settings name (tiers and failover)."""
     found: list[str] = []
-    if settings.database.password_block:
-        found.extend(_secret_block(settings.database.password_block))
+    for block in (
+        settings.database.password_block,
+        settings.keys.signing_key_block,
+        settings.keys.identities_block,
+    ):
+        if block:
+            found.extend(_secret_block(block))
     repository = settings.repository
     names = {
         tier.credentials_block

@@ -1,0 +1,169 @@
+"""Streaming age encryption of stored objects (compression first, then encryption).
+
+pyrage's ``encrypt_io`` / ``decrypt_io`` copy a whole stream in Rust; they run on a helper
+thread between a reader and a bounded queue, so memory stays at a few chunks whatever the
+object's size, and the rest of the pipeline keeps its generator / reader shape.  A stored
+object is a plain binary age file: ``age -d -i key.txt obj.zst.age | zstd -d`` reads it.
+"""
+
+from __future__ import annotations
+
+import io
+import queue
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, BinaryIO, cast
+
+import pyrage
+
+from backupflow.errors import IntegrityError
+
+__all__ = ["AGE_FORMAT", "decrypting", "encrypting"]
+
+AGE_FORMAT = "age-v1-x25519"
+_QUEUE_CHUNKS = 8
+_DONE = object()
+
+
+class _Cancelled(Exception):
+    """The consumer stopped early; the helper thread unwinds."""
+
+
+class _IterReader(io.RawIOBase):
+    """A raw reader over an iterator of byte chunks."""
+
+    def __init__(self, chunks: Iterable[bytes]) -> None:
+        self._chunks = iter(chunks)
+        self._rest = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        while not self._rest:
+            try:
+                self._rest = next(self._chunks)
+            except StopIteration:
+                return 0
+        size = min(len(buffer), len(self._rest))
+        buffer[:size] = self._rest[:size]
+        self._rest = self._rest[size:]
+        return size
+
+
+class _QueueWriter(io.RawIOBase):
+    """A raw writer that hands each write to a bounded queue (the helper thread's output)."""
+
+    def __init__(self, out: queue.Queue[Any], cancelled: threading.Event) -> None:
+        self._out = out
+        self._cancelled = cancelled
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        block = bytes(data)
+        while True:
+            if self._cancelled.is_set():
+                raise _Cancelled
+            try:
+                self._out.put(block, timeout=0.1)
+                return len(block)
+            except queue.Full:
+                continue
+
+
+def _run(work: Any, out: queue.Queue[Any], cancelled: threading.Event) -> threading.Thread:
+    def target() -> None:
+        try:
+            work()
+            item: Any = _DONE
+        except BaseException as exc:  # handed to the consumer
+            item = exc
+        while not cancelled.is_set():
+            try:
+                out.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    thread = threading.Thread(target=target, name="age", daemon=True)
+    thread.start()
+    return thread
+
+
+def encrypting(chunks: Iterable[bytes], recipients: Sequence[Any]) -> Iterator[bytes]:
+    """The age encryption of ``chunks`` to ``recipients``, as chunks."""
+    out: queue.Queue[Any] = queue.Queue(maxsize=_QUEUE_CHUNKS)
+    cancelled = threading.Event()
+    source = io.BufferedReader(_IterReader(chunks), 1 << 16)
+    sink = io.BufferedWriter(_QueueWriter(out, cancelled), 1 << 20)
+
+    def work() -> None:
+        pyrage.encrypt_io(source, sink, list(recipients))
+        sink.flush()
+
+    thread = _run(work, out, cancelled)
+    try:
+        while True:
+            item = out.get()
+            if item is _DONE:
+                break
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        cancelled.set()
+        thread.join(timeout=5)
+
+
+class _QueueReader(io.RawIOBase):
+    """A raw reader over the helper thread's output queue."""
+
+    def __init__(self, out: queue.Queue[Any]) -> None:
+        self._out = out
+        self._rest = b""
+        self._done = False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        while not self._rest and not self._done:
+            item = self._out.get()
+            if item is _DONE:
+                self._done = True
+            elif isinstance(item, pyrage.DecryptError | OSError):
+                raise IntegrityError(
+                    "the stored copy cannot be decrypted: it was tampered with or is damaged "
+                    f"({item})."
+                )
+            elif isinstance(item, BaseException):
+                raise item
+            else:
+                self._rest = item
+        size = min(len(buffer), len(self._rest))
+        buffer[:size] = self._rest[:size]
+        self._rest = self._rest[size:]
+        return size
+
+
+@contextmanager
+def decrypting(stored: BinaryIO, identities: Sequence[Any]) -> Iterator[BinaryIO]:
+    """A reader of the plaintext of the age file ``stored`` (authenticated chunk by chunk by
+    age itself: a tampered byte is an IntegrityError, never wrong data)."""
+    out: queue.Queue[Any] = queue.Queue(maxsize=_QUEUE_CHUNKS)
+    cancelled = threading.Event()
+    sink = io.BufferedWriter(_QueueWriter(out, cancelled), 1 << 20)
+
+    def work() -> None:
+        pyrage.decrypt_io(cast(io.BufferedIOBase, stored), sink, list(identities))
+        sink.flush()
+
+    thread = _run(work, out, cancelled)
+    try:
+        yield cast(BinaryIO, io.BufferedReader(_QueueReader(out), 1 << 16))
+    finally:
+        cancelled.set()
+        thread.join(timeout=5)

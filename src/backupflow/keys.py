@@ -1,0 +1,316 @@
+"""Repository keys: who can encrypt, decrypt, sign and check backups.
+
+Two kinds of key, each a standard, audited primitive:
+
+* **Encryption: age (X25519).**  A *recipient* (``age1...``, public) encrypts; the matching
+  *identity* (``AGE-SECRET-KEY-1...``, secret) decrypts.  Backup workers need only the
+  recipients; restores need an identity.  Every object is encrypted to every configured
+  recipient (the current key, plus an escrow key if one is configured), so any one identity
+  decrypts it.
+* **Authentication: Ed25519 signatures** over each manifest (a DSSE envelope, see
+  :mod:`backupflow.envelope`).  The *signing key* (secret) lives where backups are written;
+  the *verify keys* (public) of every signing key ever used live everywhere.  age alone does
+  not prove who wrote a file (anyone holding a recipient can encrypt); the signature does.
+
+A key id is the first 16 hex digits of the SHA-256 of the public key's text, so it can be
+printed, logged and stored in manifests without revealing anything.
+
+Text forms (what ``backupflow key init`` prints and what the settings hold):
+
+* signing key: ``BACKUPFLOW-SIGNING-KEY-1<64 hex digits>`` (the Ed25519 seed, secret);
+* verify key:  ``bfverify1<64 hex digits>`` (the Ed25519 public key).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+import pyrage
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from pyrage import x25519
+
+from backupflow.config import KeySettings
+from backupflow.errors import ConfigError, MissingKeyError
+
+__all__ = [
+    "GeneratedKeys",
+    "Keyring",
+    "Signer",
+    "Verifier",
+    "generate_keys",
+    "key_id",
+    "load_keyring",
+    "parse_identities",
+    "parse_recipients",
+    "parse_signing_key",
+    "parse_verify_keys",
+]
+
+_SIGNING_PREFIX = "BACKUPFLOW-SIGNING-KEY-1"
+_VERIFY_PREFIX = "bfverify1"
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+_MAX_KEYS = 100
+
+
+def key_id(public_text: str) -> str:
+    """A short, public name for a key: 16 hex digits of the SHA-256 of its public text."""
+    return hashlib.sha256(public_text.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Signer:
+    """Signs manifests (the secret half; kept where backups are written)."""
+
+    private: Ed25519PrivateKey
+    public_text: str
+
+    @property
+    def key_id(self) -> str:
+        return key_id(self.public_text)
+
+    def sign(self, message: bytes) -> bytes:
+        return self.private.sign(message)
+
+
+@dataclass(frozen=True)
+class Verifier:
+    """Checks manifest signatures (public; kept everywhere)."""
+
+    public: Ed25519PublicKey
+    public_text: str
+
+    @property
+    def key_id(self) -> str:
+        return key_id(self.public_text)
+
+    def verify(self, signature: bytes, message: bytes) -> bool:
+        try:
+            self.public.verify(signature, message)
+        except InvalidSignature:
+            return False
+        return True
+
+
+def _verify_text(public: Ed25519PublicKey) -> str:
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    return _VERIFY_PREFIX + public.public_bytes(Encoding.Raw, PublicFormat.Raw).hex()
+
+
+def parse_signing_key(text: str, where: str = "the signing key") -> Signer:
+    """A signing key from its text form; one sentence (never the key) when it is malformed."""
+    value = text.strip()
+    if not value.startswith(_SIGNING_PREFIX) or not _HEX64.fullmatch(value[len(_SIGNING_PREFIX) :]):
+        raise ConfigError(
+            f"{where} is not a backupflow signing key (BACKUPFLOW-SIGNING-KEY-1 followed by 64 "
+            "hex digits); create one with `backupflow key init`."
+        )
+    private = Ed25519PrivateKey.from_private_bytes(bytes.fromhex(value[len(_SIGNING_PREFIX) :]))
+    return Signer(private, _verify_text(private.public_key()))
+
+
+def parse_verify_keys(texts: Iterable[str], where: str = "the verify keys") -> list[Verifier]:
+    """Verify keys from their text forms (``bfverify1...``)."""
+    verifiers = []
+    for raw in texts:
+        value = raw.strip()
+        if not value:
+            continue
+        hexpart = value[len(_VERIFY_PREFIX) :]
+        if not value.startswith(_VERIFY_PREFIX) or not _HEX64.fullmatch(hexpart):
+            raise ConfigError(
+                f"{where} must be bfverify1 followed by 64 hex digits (as `backupflow key show` "
+                "prints them)."
+            )
+        public = Ed25519PublicKey.from_public_bytes(bytes.fromhex(hexpart))
+        verifiers.append(Verifier(public, value))
+    if len(verifiers) > _MAX_KEYS:
+        raise ConfigError(f"{where} list more than {_MAX_KEYS} keys.")
+    return verifiers
+
+
+def parse_recipients(texts: Iterable[str], where: str = "the age recipients") -> list[str]:
+    """age recipients (``age1...``), checked; returned as text (key ids derive from it)."""
+    found = []
+    for raw in texts:
+        value = raw.strip()
+        if not value:
+            continue
+        try:
+            x25519.Recipient.from_str(value)
+        except pyrage.RecipientError:
+            raise ConfigError(
+                f"{where} must be age public keys (age1...), as `backupflow key show` prints them."
+            ) from None
+        found.append(value)
+    if len(found) > _MAX_KEYS:
+        raise ConfigError(f"{where} list more than {_MAX_KEYS} keys.")
+    return found
+
+
+def parse_identities(text: str, where: str = "the age identities") -> list[x25519.Identity]:
+    """age identities (``AGE-SECRET-KEY-1...``), one a line as in an age identity file
+    (``#`` comments and blank lines allowed) or separated by spaces or commas.  The key itself
+    is never echoed."""
+    identities = []
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        for value in line.replace(",", " ").split():
+            try:
+                identities.append(x25519.Identity.from_str(value))
+            except pyrage.IdentityError:
+                raise ConfigError(
+                    f"line {number} of {where} is not an age identity (AGE-SECRET-KEY-1...)."
+                ) from None
+    if len(identities) > _MAX_KEYS:
+        raise ConfigError(f"{where} list more than {_MAX_KEYS} keys.")
+    return identities
+
+
+@dataclass(frozen=True)
+class Keyring:
+    """The keys one process holds.  Workers hold a signer and the recipients; restore hosts
+    hold identities; everyone holds the verify keys.  Missing parts are None/empty, and the
+    operation that needs them fails with one sentence naming the key id it needs."""
+
+    recipients: tuple[str, ...] = ()
+    identities: tuple[x25519.Identity, ...] = ()
+    signer: Signer | None = None
+    verifiers: tuple[Verifier, ...] = ()
+    encrypt: bool = True
+    _by_id: dict[str, Verifier] = field(default_factory=dict, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        by_id = {v.key_id: v for v in self.verifiers}
+        if self.signer is not None:
+            by_id.setdefault(
+                self.signer.key_id,
+                Verifier(self.signer.private.public_key(), self.signer.public_text),
+            )
+        object.__setattr__(self, "_by_id", by_id)
+
+    # -- authentication ---------------------------------------------------------------
+
+    def require_signer(self) -> Signer:
+        if self.signer is None:
+            raise MissingKeyError(
+                "no signing key is configured, so no backup can be recorded; set "
+                "BACKUPFLOW_KEYS__SIGNING_KEY (or __SIGNING_KEY_BLOCK), see `backupflow key init`."
+            )
+        return self.signer
+
+    def verifier(self, key_id_: str) -> Verifier | None:
+        """The verify key with this id, if this process trusts it."""
+        return self._by_id.get(key_id_)
+
+    @property
+    def verify_key_ids(self) -> tuple[str, ...]:
+        return tuple(self._by_id)
+
+    # -- encryption -------------------------------------------------------------------
+
+    @property
+    def recipient_ids(self) -> tuple[str, ...]:
+        return tuple(key_id(r) for r in self.recipients)
+
+    def age_recipients(self) -> list[x25519.Recipient]:
+        if not self.recipients:
+            raise MissingKeyError(
+                "encryption is on but no age recipient is configured; set "
+                "BACKUPFLOW_KEYS__RECIPIENTS (see `backupflow key init`), or turn encryption off "
+                "with BACKUPFLOW_KEYS__ENCRYPT=false."
+            )
+        return [x25519.Recipient.from_str(r) for r in self.recipients]
+
+    def identity_ids(self) -> tuple[str, ...]:
+        return tuple(key_id(str(i.to_public())) for i in self.identities)
+
+    def age_identities(self, needed: Sequence[str]) -> list[x25519.Identity]:
+        """The identities to decrypt an object encrypted to the recipients ``needed`` (key
+        ids); one sentence naming them when none of ours matches."""
+        held = {key_id(str(i.to_public())): i for i in self.identities}
+        usable = [held[k] for k in needed if k in held]
+        if not usable:
+            raise MissingKeyError(
+                "this backup is encrypted to the age key(s) "
+                f"{', '.join(needed) or '(none recorded)'}, and none of them is configured "
+                "here; set BACKUPFLOW_KEYS__IDENTITIES (or __IDENTITIES_BLOCK) to the identity "
+                "kept in escrow for that key id."
+            )
+        return usable
+
+
+@dataclass(frozen=True)
+class GeneratedKeys:
+    """A fresh set of keys (``backupflow key init`` / ``rotate``, the demo, tests)."""
+
+    identity: str  # AGE-SECRET-KEY-1... (secret)
+    recipient: str  # age1... (public)
+    signing_key: str  # BACKUPFLOW-SIGNING-KEY-1... (secret)
+    verify_key: str  # bfverify1... (public)
+
+    def keyring(self) -> Keyring:
+        return Keyring(
+            recipients=(self.recipient,),
+            identities=tuple(parse_identities(self.identity)),
+            signer=parse_signing_key(self.signing_key),
+            verifiers=tuple(parse_verify_keys([self.verify_key])),
+        )
+
+
+def generate_keys() -> GeneratedKeys:
+    """New age and Ed25519 keys."""
+    from cryptography.hazmat.primitives.serialization import (
+        Encoding,
+        NoEncryption,
+        PrivateFormat,
+    )
+
+    identity = x25519.Identity.generate()
+    private = Ed25519PrivateKey.generate()
+    seed = private.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption()).hex()
+    return GeneratedKeys(
+        identity=str(identity),
+        recipient=str(identity.to_public()),
+        signing_key=_SIGNING_PREFIX + seed,
+        verify_key=_verify_text(private.public_key()),
+    )
+
+
+def load_keyring(settings: KeySettings) -> Keyring:
+    """The keyring these settings describe; secrets come from the settings (environment or
+    env-file) or from the named Prefect Secret blocks, never from a flow parameter."""
+    signing_text = _secret(settings.signing_key.get_secret_value(), settings.signing_key_block)
+    identities_text = _secret(settings.identities.get_secret_value(), settings.identities_block)
+    return Keyring(
+        recipients=tuple(parse_recipients(settings.recipients, "BACKUPFLOW_KEYS__RECIPIENTS")),
+        identities=tuple(parse_identities(identities_text, "BACKUPFLOW_KEYS__IDENTITIES")),
+        signer=(
+            parse_signing_key(signing_text, "BACKUPFLOW_KEYS__SIGNING_KEY")
+            if signing_text.strip()
+            else None
+        ),
+        verifiers=tuple(parse_verify_keys(settings.verify_keys, "BACKUPFLOW_KEYS__VERIFY_KEYS")),
+        encrypt=settings.encrypt,
+    )
+
+
+def _secret(value: str, block: str | None) -> str:
+    if value.strip() or not block:
+        return value
+    try:
+        from prefect.blocks.system import Secret
+
+        loaded = Secret.load(block).get()  # type: ignore[union-attr]
+    except Exception:
+        raise MissingKeyError(
+            f"the Secret block {block!r} cannot be loaded; create it (`make bootstrap` or "
+            "`backupflow key init --blocks`) or fix the setting that names it."
+        ) from None
+    return str(loaded)
