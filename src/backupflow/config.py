@@ -596,6 +596,12 @@ class KeySettings(BaseModel):
         "are trusted: the current one and older ones.",
     )
 
+    def __call__(self) -> list[str]:
+        """``Settings`` has a field named ``keys``, so ``dict(settings)`` - which Prefect runs
+        on every task parameter - takes it for a mapping's ``keys()`` method.  No keys: Prefect
+        then passes the settings through untouched (there is nothing in them to resolve)."""
+        return []
+
 
 class PipelineSettings(BaseModel):
     """How backup streams are compressed, hashed and stored."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
@@ -15,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.chain import content_digest
+from tests.support.keys import key_env
 from tests.support.trees import make_api_tree
 
 CLI = [sys.executable, "-m", "backupflow"]
@@ -39,6 +41,7 @@ def env(tmp_path: Path, prefect_server: str) -> dict[str, str]:
         "BACKUPFLOW_DATABASE__SQLITE_PATH": str(tmp_path / "app" / "gantt.db"),
         "BACKUPFLOW_BACKUP_LOG": str(tmp_path / "backup.log"),
         "BACKUPFLOW_STAGING_DIR": str(tmp_path / "staging"),
+        **key_env(),
     }
 
 
@@ -175,11 +178,13 @@ def test_relative_into_is_read_against_the_current_folder(run: Run, tmp_path: Pa
     assert not (tmp_path / "copy.db").exists()
 
 
-def test_unknown_manifest_version_is_reported_and_skipped(run: Run, tmp_path: Path) -> None:
+def test_an_unsigned_manifest_is_reported_and_skipped(run: Run, tmp_path: Path) -> None:
+    """A manifest planted without a signature (here: of a future format) is never a backup."""
     _seed(tmp_path / "app" / "gantt.db")
     assert run("backup", "database").returncode == 0
     manifest = next((tmp_path / "backups").rglob("*.manifest.json"))
-    data = json.loads(manifest.read_text())
+    payload = json.loads(manifest.read_text())["payload"]
+    data = json.loads(base64.b64decode(payload))
     newer = datetime.fromisoformat(data["restore_point"]) + timedelta(milliseconds=500)
     data.update(
         format_version=99,
@@ -190,10 +195,11 @@ def test_unknown_manifest_version_is_reported_and_skipped(run: Run, tmp_path: Pa
     (manifest.parent / f"{name}.manifest.json").write_text(json.dumps(data))
     listed = run("catalog")
     assert listed.returncode == EXIT_FAILED
-    assert "format version 99" in listed.stderr.splitlines()[-1]
+    assert "unsigned manifest" in listed.stderr.splitlines()[-1]
+    assert data["id"] not in listed.stdout
     dry = run("restore", "database", "--latest", "--dry-run")
     assert dry.returncode == 0, dry.stderr
-    assert "format version 99" in dry.stderr
+    assert "unsigned manifest" in dry.stderr
     assert "nothing was changed" in dry.stdout
     assert data["id"] not in dry.stdout  # the plan uses the readable backup
 

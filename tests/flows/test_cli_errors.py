@@ -26,6 +26,7 @@ import pytest
 
 import backupflow
 from backupflow import cli
+from tests.support.keys import key_env
 from tests.support.trees import make_api_tree
 
 SECRET = "Pa55-w0rd-n0t-f0r-0utput"
@@ -321,6 +322,7 @@ def _build_world(root: Path) -> dict[str, str]:
         "BACKUPFLOW_DATABASE__PASSWORD": SECRET,
         "BACKUPFLOW_BACKUP_LOG": str(root / "log" / "backup.log"),
         "BACKUPFLOW_STAGING_DIR": str(root / "staging"),
+        **key_env(),
         **{
             f"BACKUPFLOW_FILES__{s}__ROOT": str(root / "api") for s in ("CONFIG", "LOGS", "UPLOADS")
         },
