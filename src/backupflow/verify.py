@@ -98,6 +98,8 @@ _DATA_KEY = re.compile(
 _CONTENT_KEY = re.compile(
     r"^content/(?P<fan>[0-9a-f]{2})/(?P<sha>[0-9a-f]{64})(?:\.zst|\.gz)?(?:\.age)?$"
 )
+#: The engine whose chains follow LSNs (``backupflow.engines.mssql``).
+SQLSERVER = "sqlserver"
 #: Manifests authenticated at once (each is one GET).
 READ_WORKERS = 8
 
@@ -364,6 +366,15 @@ class _Run:
             )
 
     def _chains(self, tier: Tier, series: Series, state: _TierState) -> None:
+        sqlserver = [m for m in state.manifests.values() if m.engine == SQLSERVER]
+        if sqlserver:
+            # SQL Server's own rules (LSNs, recovery fork) for the newest chain.
+            from backupflow.engines.mssql.chain import select_chain
+
+            try:
+                select_chain(sorted(sqlserver, key=lambda m: m.restore_point), series.name, None)
+            except BackupflowError as exc:
+                self.find(tier.name, series, BROKEN_CHAIN, str(exc).rstrip("."))
         for manifest in state.manifests.values():
             needed = {("parent", manifest.parent_id), ("base", manifest.base_id)}
             for what, backup_id in sorted(needed, key=str):

@@ -424,6 +424,51 @@ class Counting(Storage):
         self.inner.delete(key)
 
 
+def _signed(
+    storage: Storage,
+    keyring: Keyring,
+    kind: BackupKind,
+    when: datetime,
+    *,
+    parent: Manifest | None = None,
+    base: Manifest | None = None,
+    engine: str = "sqlite",
+    position: dict[str, object] | None = None,
+) -> Manifest:
+    """A signed backup of one small (unencrypted) object, written as a backup writes it."""
+    backup_id = new_backup_id(kind, when)
+    key = object_key(Category.DATABASE, "gantt", when, backup_id, ".data.zst")
+    body = f"backup {backup_id}".encode()
+    digest = hashlib.sha256(body).hexdigest()
+    put_bytes(storage, key, body)
+    manifest = Manifest(
+        id=backup_id,
+        category=Category.DATABASE,
+        kind=kind,
+        engine=engine,
+        database="gantt",
+        started_at=when,
+        finished_at=when + timedelta(seconds=5),
+        restore_point=when,
+        position=position or {},
+        base_id=base.id if base and kind is not BackupKind.FULL else None,
+        parent_id=parent.id if parent and kind is not BackupKind.FULL else None,
+        objects=(
+            StoredObject(
+                role="data",
+                key=key,
+                codec="zstd",
+                size=len(body),
+                sha256=digest,
+                raw_size=len(body),
+                raw_sha256=digest,
+            ),
+        ),
+    )
+    Catalog(storage, keyring).write(manifest)
+    return manifest
+
+
 def _synthetic(storage: Storage, keyring: Keyring, count: int) -> list[Manifest]:
     """``count`` signed backups of one object each (a full, then nine logs, and again)."""
     made: list[Manifest] = []
@@ -433,40 +478,57 @@ def _synthetic(storage: Storage, keyring: Keyring, count: int) -> list[Manifest]
     for n in range(count):
         kind = BackupKind.FULL if n % 10 == 0 else BackupKind.LOG
         when = start + timedelta(minutes=10 * n)
-        backup_id = new_backup_id(kind, when)
-        key = object_key(Category.DATABASE, "gantt", when, backup_id, ".data.zst")
-        body = f"backup {n}".encode()
-        digest = hashlib.sha256(body).hexdigest()
-        put_bytes(storage, key, body)
-        manifest = Manifest(
-            id=backup_id,
-            category=Category.DATABASE,
-            kind=kind,
-            engine="sqlite",
-            database="gantt",
-            started_at=when,
-            finished_at=when + timedelta(seconds=5),
-            restore_point=when,
-            base_id=None if kind is BackupKind.FULL else base.id if base else None,
-            parent_id=None if kind is BackupKind.FULL else parent.id if parent else None,
-            objects=(
-                StoredObject(
-                    role="data",
-                    key=key,
-                    codec="zstd",
-                    size=len(body),
-                    sha256=digest,
-                    raw_size=len(body),
-                    raw_sha256=digest,
-                ),
-            ),
-        )
-        Catalog(storage, keyring).write(manifest)
+        manifest = _signed(storage, keyring, kind, when, parent=parent, base=base)
         made.append(manifest)
         parent = manifest
         if kind is BackupKind.FULL:
             base = manifest
     return made
+
+
+def test_a_sql_server_log_chain_gap_is_found_by_its_lsns() -> None:
+    """Parent ids can be intact while the LSNs say a log is missing: SQL Server's own rules."""
+    keyring = generate_keys().keyring()
+    storage = MemoryStorage("primary")
+    when = datetime(2026, 11, 20, tzinfo=UTC)
+
+    def lsns(first: int, last: int) -> dict[str, object]:
+        return {
+            "first_lsn": first,
+            "last_lsn": last,
+            "checkpoint_lsn": first,
+            "database_backup_lsn": first,
+        }
+
+    full = _signed(
+        storage, keyring, BackupKind.FULL, when, engine="sqlserver", position=lsns(100, 200)
+    )
+    log1 = _signed(
+        storage,
+        keyring,
+        BackupKind.LOG,
+        when + timedelta(hours=1),
+        parent=full,
+        base=full,
+        engine="sqlserver",
+        position=lsns(200, 300),
+    )
+    tier = Tier("primary", storage, keyring)
+    assert verify([tier], [GANTT], now=when + timedelta(days=1), read_data_percent=0).ok
+    log2 = _signed(
+        storage,
+        keyring,
+        BackupKind.LOG,
+        when + timedelta(hours=2),
+        parent=log1,
+        base=full,
+        engine="sqlserver",
+        position=lsns(350, 400),
+    )
+    report = verify([tier], [GANTT], now=when + timedelta(days=1), read_data_percent=0)
+    finding = _finding(report, "primary", BROKEN_CHAIN, log2.id, "gap")
+    assert log1.id in finding.detail
+    assert _kinds(report) == {BROKEN_CHAIN}
 
 
 def test_the_request_budget_over_1000_backups_is_exact() -> None:
