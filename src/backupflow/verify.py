@@ -282,6 +282,7 @@ class _Run:
         data: list[ObjectInfo] = []
         content: list[ObjectInfo] = []
         mprefix = manifests_prefix(series.category, series.name)
+        named: list[CatalogEntry] = []
         for info in infos:
             relative = info.key[len(prefix) :]
             if info.key.startswith(mprefix):
@@ -289,7 +290,7 @@ class _Run:
                 if entry is None:
                     self.find(tier.name, series, FOREIGN_OBJECT, f"{storage.name}/{info.key}")
                 else:
-                    state.entries[entry.id] = entry
+                    named.append(entry)
             elif (match := _DATA_KEY.match(relative)) and match["day"].replace("-", "") == match[
                 "date"
             ]:
@@ -306,13 +307,16 @@ class _Run:
             except BackupflowError as exc:
                 return exc
 
-        entries = sorted(state.entries.values(), key=lambda e: (e.restore_point, e.id))
+        # Every manifest name is read, even two claiming one backup id: a planted name never
+        # hides the genuine manifest.
+        entries = sorted(named, key=lambda e: (e.restore_point, e.id, e.key))
         self.report.requests += len(entries)
         with ThreadPoolExecutor(READ_WORKERS) as pool:
             loaded = list(pool.map(load, entries))
         for entry, result in zip(entries, loaded, strict=True):
             if isinstance(result, Manifest):
                 state.manifests[entry.id] = result
+                state.entries[entry.id] = entry
             elif isinstance(result, ObjectNotFoundError):
                 continue  # pruned while listing
             elif isinstance(result, ForeignManifestError):
@@ -434,6 +438,8 @@ class _Run:
             self.find(tier.name, series, DAMAGED_OBJECT, f"{where} of backup {manifest.id}: {exc}")
         except StorageError as exc:
             self.find(tier.name, series, UNREACHABLE, f"{where} of backup {manifest.id}: {exc}")
+        except BackupflowError as exc:  # e.g. a codec this backupflow does not know
+            self.find(tier.name, series, DAMAGED_OBJECT, f"{where} of backup {manifest.id}: {exc}")
         summary.sampled += 1
         summary.bytes_read += record.size
         self.report.bytes_read += record.size

@@ -143,9 +143,17 @@ def test_a_manifest_signed_by_another_key_is_a_finding_by_tier_and_key(
     secondary = _tier(tiers, "secondary").storage
     stranger = generate_keys().keyring()
     put_bytes(secondary, manifest_key(made[2]), seal(made[2].to_json(), stranger))
+    # and, in primary, a second manifest name for the genuine full (another restore point)
+    primary = _tier(tiers, "primary").storage
+    head, _, name = manifest_key(made[0]).rpartition("/")
+    twin = f"{head}/20991231T235959999Z{name[len('20991231T235959999Z') :]}"
+    assert twin != manifest_key(made[0]) and made[0].id in twin
+    put_bytes(primary, twin, seal(made[0].to_json(), stranger))
     report = _run(tiers)
     _finding(report, "secondary", FOREIGN_MANIFEST, manifest_key(made[2]))
-    assert FOREIGN_MANIFEST not in _kinds(report, "primary") | _kinds(report, "dr")
+    _finding(report, "primary", FOREIGN_MANIFEST, twin)
+    assert FOREIGN_MANIFEST not in _kinds(report, "dr")
+    assert not any(f.tier == "primary" and f.kind != FOREIGN_MANIFEST for f in report.findings)
     # the genuine backup is no longer in secondary as far as anyone can prove
     _finding(report, "secondary", TIER_DISAGREEMENT, made[2].id)
 
