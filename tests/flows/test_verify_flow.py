@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import pytest
+import yaml
 from prefect.artifacts import Artifact
 from prefect.blocks.abstract import NotificationBlock
 
@@ -92,3 +93,16 @@ def test_a_finding_fails_the_run_after_publishing_and_tells_the_administrator(
 def test_a_bad_percentage_is_refused_before_any_request(settings: Settings) -> None:
     with use_settings(settings), pytest.raises(ParameterError, match="between 0 and 100"):
         verify_backups(read_data_percent=250)
+
+
+def test_the_verify_deployment_runs_weekly_on_sunday_at_five_in_seoul() -> None:
+    project = yaml.safe_load((Path(__file__).parents[2] / "prefect.yaml").read_text())
+    (deployment,) = [d for d in project["deployments"] if d["name"] == "verify"]
+    assert deployment["entrypoint"] == "flows/verify_backups.py:verify_backups"
+    assert deployment["schedules"] == [
+        {"cron": "0 5 * * 0", "timezone": "Asia/Seoul", "active": True}
+    ]
+    assert deployment["work_pool"]["name"] == "backupflow"
+    assert deployment.get("parameters", {}) == {}  # the default percentage: 25, rotating
+    hooks = [getattr(h, "__qualname__", "") for h in verify_backups.on_failure_hooks]
+    assert hooks and all("notify_on_failure" in h for h in hooks)
