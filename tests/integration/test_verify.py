@@ -24,6 +24,7 @@ import pytest
 from backupflow.catalog import Catalog, manifest_key, object_key
 from backupflow.config import Settings
 from backupflow.envelope import seal
+from backupflow.filesets import content_key
 from backupflow.keys import Keyring, generate_keys
 from backupflow.models import BackupKind, Category, Manifest, StoredObject, new_backup_id
 from backupflow.retention import RetentionPolicy
@@ -48,7 +49,9 @@ from backupflow.verify import (
     sample_window,
     verify,
 )
+from tests.support import filesets
 from tests.support.chain import take_backup
+from tests.support.keys import KEYRING
 from tests.support.s3 import MotoServer, client_for, make_bucket
 
 GANTT = Series(Category.DATABASE, "gantt")
@@ -553,3 +556,28 @@ def test_the_request_budget_over_1000_backups_is_exact() -> None:
     assert counting.calls == {"LIST": 2, "GET": 1000, "HEAD": 0, "PUT": 0, "DELETE": 0}
     assert report.requests == counting.total == expected
     assert report.bytes_read == 0
+
+
+def test_file_sets_tar_and_content_addressed_verify_clean_and_spot_strays() -> None:
+    storage = MemoryStorage("primary")
+    tier = Tier("primary", storage, KEYRING)
+    members = [filesets.file("a.txt"), filesets.file("b.bin")]
+    data = {"a.txt": b"alpha", "b.bin": b"beta" * 1000}
+    config = filesets.store(storage, "tar", members, data=data)
+    uploads = filesets.store(storage, "content", members, data=data)
+    sets = [Series(Category.CONFIG, "config"), Series(Category.UPLOADS, "uploads")]
+    report = verify([tier], sets, now=_later(), read_data_percent=100)
+    assert report.ok, report.findings
+    assert {b for _, b in report.sampled} == {config.id, uploads.id}
+    content = next(o for o in uploads.objects if o.role.startswith("content:"))
+    stale = content_key(Category.UPLOADS, "uploads", "ab" * 32, ".zst.age")
+    misplaced = "uploads/uploads/content/ff/" + content.key.rsplit("/", 1)[1]
+    for key in (stale, misplaced):
+        put_bytes(storage, key, b"left over")
+    report = verify([tier], sets, now=_later(), read_data_percent=0)
+    assert {(f.series, f.kind) for f in report.findings} == {
+        ("uploads/uploads", ORPHAN),
+        ("uploads/uploads", FOREIGN_OBJECT),
+    }
+    assert stale in next(f.detail for f in report.findings if f.kind == ORPHAN)
+    assert misplaced in next(f.detail for f in report.findings if f.kind == FOREIGN_OBJECT)
