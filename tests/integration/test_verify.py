@@ -126,8 +126,23 @@ def test_a_clean_repository_gives_no_finding_even_reading_everything(
     chain: tuple[list[Tier], list[Manifest]],
 ) -> None:
     tiers, made = chain
-    report = _run(tiers, percent=100)
+    counted = [Tier(t.name, Counting(t.storage), t.keyring) for t in tiers]
+    report = _run(counted, percent=100)
     assert report.ok, report.findings
+    # the budget with data reads: per tier one LIST, a GET per manifest, HEAD + GET per object
+    objects = sum(len(m.objects) for m in made)
+    for tier in counted:
+        assert isinstance(tier.storage, Counting)
+        assert tier.storage.calls == {
+            "LIST": 1,
+            "GET": len(made) + objects,
+            "HEAD": objects,
+            "PUT": 0,
+            "DELETE": 0,
+        }
+    assert report.requests == sum(
+        t.storage.total for t in counted if isinstance(t.storage, Counting)
+    )
     assert sorted(report.sampled) == sorted((t.name, m.id) for t in tiers for m in made)
     assert report.bytes_read == 3 * sum(m.stored_bytes for m in made)
     assert all(o.encryption for m in made for o in m.objects)  # encrypted by default
