@@ -595,3 +595,11 @@ def test_file_sets_tar_and_content_addressed_verify_clean_and_spot_strays() -> N
     }
     assert stale in next(f.detail for f in report.findings if f.kind == ORPHAN)
     assert misplaced in next(f.detail for f in report.findings if f.kind == FOREIGN_OBJECT)
+
+
+def test_the_table_of_a_series_is_bounded() -> None:
+    report = VerifyReport(
+        findings=[Finding("primary", LABEL, ORPHAN, f"key {n}") for n in range(1500)]
+    )
+    rows = report.table(LABEL)
+    assert len(rows) == 1001 and rows[-1]["detail"] == "500 more finding(s) are in the run's log"
