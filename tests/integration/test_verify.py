@@ -24,6 +24,7 @@ import pytest
 from backupflow.catalog import Catalog, manifest_key, object_key
 from backupflow.config import Settings
 from backupflow.envelope import seal
+from backupflow.errors import StorageError
 from backupflow.filesets import content_key
 from backupflow.keys import Keyring, generate_keys
 from backupflow.models import BackupKind, Category, Manifest, StoredObject, new_backup_id
@@ -603,3 +604,20 @@ def test_the_table_of_a_series_is_bounded() -> None:
     )
     rows = report.table(LABEL)
     assert len(rows) == 1001 and rows[-1]["detail"] == "500 more finding(s) are in the run's log"
+
+
+class _Down(MemoryStorage):
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        raise StorageError("list on s3://dr-bucket was denied (AccessDenied).")
+
+
+def test_an_unreachable_tier_is_a_finding_and_the_others_are_still_checked(
+    chain: tuple[list[Tier], list[Manifest]],
+) -> None:
+    tiers, _ = chain
+    down = Tier("dr", _Down("dr"), tiers[0].keyring)
+    report = _run([*tiers[:2], down])
+    (finding,) = report.findings
+    assert (finding.tier, finding.kind) == ("dr", "unreachable")
+    assert "AccessDenied" in finding.detail
+    assert [s.tier for s in report.summaries] == ["primary", "secondary"]
