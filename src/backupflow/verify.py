@@ -534,7 +534,8 @@ class _Run:
                     series,
                     TIER_DISAGREEMENT,
                     f"backup {backup_id} is in {', '.join(s.tier.name for s in holders)} but "
-                    f"not in {state.tier.name}, whose retention keeps it",
+                    f"not in {state.tier.name}"
+                    + (", whose retention keeps it" if policy is not None else ""),
                 )
 
 
