@@ -37,6 +37,7 @@ from rich.progress import DownloadColumn, Progress, TransferSpeedColumn
 from rich.table import Table
 from typer._click.exceptions import NoArgsIsHelpError, UsageError
 
+from backupflow.cli_keys import key_app
 from backupflow.cli_options import (
     check_config_file,
     check_database_option,
@@ -105,6 +106,7 @@ app.add_typer(restore_app, name="restore")
 app.add_typer(config_app, name="config")
 dr_app = typer.Typer(help="Disaster recovery: rebuild this host, or fail over to it.")
 app.add_typer(dr_app, name="dr")
+app.add_typer(key_app, name="key")
 
 
 def _debug() -> bool:
@@ -537,6 +539,85 @@ def prune_cmd(
             )
     if dry_run:
         console.print("dry run: nothing was deleted.")
+
+
+@app.command("adopt")
+def adopt_cmd(
+    file_set: Annotated[
+        FileSetChoice | None,
+        typer.Option("--set", "-s", help="Adopt a file set's backups instead of the database's."),
+    ] = None,
+    database: Annotated[
+        str | None,
+        typer.Option("--database", help="Which database (default: the configured DB_NAME)."),
+    ] = None,
+) -> None:
+    """Sign the unsigned backups made before keys existed, once every object's SHA-256 has
+    been read and checked (one log line per adopted backup)."""
+    if file_set is not None and database is not None:
+        raise ParameterError("give --set or --database, not both.")
+    if database is not None:
+        database = check_database_option(database, "--database")
+    settings = _settings()
+    from flows.adopt_backups import adopt_backups
+
+    category = file_set.value if file_set is not None else Category.DATABASE.value
+    with _flow_context(settings, show_progress=True):
+        reports = adopt_backups(category=category, name=database)
+    problems = 0
+    for report in reports:
+        for backup_id in report.adopted:
+            console.print(f"[green]adopted[/green] {backup_id} (every object's SHA-256 checked)")
+        for skipped in report.skipped:
+            console.print(f"skipped {skipped}")
+        for problem in report.problems:
+            errors.print(f"[red]not adopted:[/red] {escape(one_line(problem))}", highlight=False)
+        problems += len(report.problems)
+    adopted = sum(len(r.adopted) for r in reports)
+    console.print(f"{adopted} backups adopted, {problems} refused.")
+    if problems:
+        raise typer.Exit(1)
+
+
+@app.command("verify")
+def verify_cmd(
+    read_data: Annotated[
+        float | None,
+        typer.Option(
+            "--read-data",
+            min=0.0,
+            max=100.0,
+            help="Percent of the stored bytes to read back, decrypt and hash (a rotating "
+            "sample; default: enough to read every byte once a month).",
+        ),
+    ] = None,
+) -> None:
+    """Check every tier: manifests' signatures, objects' presence and size, chains, tiers'
+    agreement, a sample of full reads; exit 1 on any finding."""
+    settings = _settings()
+    from flows.verify_backups import verify_backups
+
+    with _flow_context(settings, show_progress=False):
+        report = verify_backups(read_data_percent=read_data)
+    table = Table(title="verify: findings")
+    for column in ("tier", "series", "kind", "detail"):
+        table.add_column(column)
+    for finding in report.findings:
+        table.add_row(
+            *(
+                escape(one_line(str(getattr(finding, c))))
+                for c in ("tier", "series", "kind", "detail")
+            )
+        )
+    if report.findings:
+        console.print(table)
+    console.print(
+        f"{len(report.findings)} findings; {report.requests:,} requests, "
+        f"{report.bytes_read:,} bytes read."
+    )
+    if not report.ok:
+        raise typer.Exit(1)
+    console.print("[green]every tier verified[/green]")
 
 
 @dr_app.command("restore-system")
