@@ -4,9 +4,16 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: bootstrap bench demo serve test test-mssql lint typecheck clean
+.PHONY: bootstrap tools bench demo serve test test-mssql lint typecheck clean
 
-bootstrap: $(STAMP)
+bootstrap: $(STAMP) tools
+
+# Debian's age and zstd CLIs: the break-glass restore (README "Keys and encryption") and its
+# test use them. Idempotent; CI runs as root, elsewhere sudo asks.
+APT_INSTALL := apt-get install -y --no-install-recommends
+tools:
+	@command -v age >/dev/null || ($(APT_INSTALL) age || sudo $(APT_INSTALL) age)
+	@command -v zstd >/dev/null || ($(APT_INSTALL) zstd || sudo $(APT_INSTALL) zstd)
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,7 +35,7 @@ serve: $(STAMP)
 	mkdir -p .prefect
 	deployments/serve.sh
 
-test: $(STAMP)
+test: $(STAMP) tools
 	$(BIN)/ruff check src flows tasks deployments tests bench
 	$(BIN)/mypy
 	$(BIN)/python -m pytest

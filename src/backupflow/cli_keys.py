@@ -26,6 +26,7 @@ from backupflow.keystore import (
     SIGNING_KEY_BLOCK,
     KeySet,
     block_exists,
+    check_env_file,
     check_escrow_recipients,
     configured_parts,
     describe,
@@ -124,6 +125,8 @@ def _keyring(settings: Settings) -> Keyring:
 def _check_storage(
     env_file: Path | None, blocks: bool, print_secrets: bool, escrow: Path | None
 ) -> None:
+    if env_file is not None:
+        check_env_file(env_file)
     if env_file is None and not blocks and not print_secrets and escrow is None:
         raise ParameterError(
             "say where the keys go: --env-file PATH, --blocks (Prefect Secret blocks), "

@@ -32,6 +32,7 @@ __all__ = [
     "SIGNING_KEY_BLOCK",
     "KeySet",
     "block_exists",
+    "check_env_file",
     "check_escrow_recipients",
     "configured_parts",
     "describe",
@@ -180,6 +181,14 @@ def describe(ring: Keyring) -> tuple[list[tuple[str, str, str]], list[str]]:
 # -- env-file --------------------------------------------------------------------------
 
 
+def check_env_file(path: Path) -> None:
+    """Refuse an env-file keys cannot be written to: a missing folder, a link, not a
+    regular file, readable or writable by others, or another user's."""
+    if not path.parent.is_dir():
+        raise ParameterError(f"--env-file {path}: its folder {path.parent} does not exist.")
+    _existing_env_file(path)
+
+
 def _existing_env_file(path: Path) -> tuple[list[str], int] | None:
     """The lines and mode of the env-file at ``path``, or None when there is none; refused
     when it is a link, not a regular file, or readable or writable by others."""
@@ -230,8 +239,7 @@ def write_env_file(path: Path, values: dict[str, str]) -> bool:
     """Put ``values`` into the env-file at ``path``: every earlier line of a
     ``BACKUPFLOW_KEYS__*`` key variable is dropped, other lines are kept.  Atomic (a private
     temporary file renamed over it); a new file is ``0600``.  Returns whether it existed."""
-    if not path.parent.is_dir():
-        raise ParameterError(f"--env-file {path}: its folder {path.parent} does not exist.")
+    check_env_file(path)
     existing = _existing_env_file(path)
     lines, mode = existing if existing is not None else ([], 0o600)
     kept = [line for line in lines if _variable(line) not in KEY_VARIABLES]
@@ -339,4 +347,7 @@ def save_blocks(keyset: KeySet) -> list[str]:
 
 def check_escrow_recipients(values: list[str]) -> tuple[str, ...]:
     """``--escrow-recipient`` values: age public keys."""
-    return tuple(parse_recipients(values, "--escrow-recipient"))
+    try:
+        return tuple(parse_recipients(values, "--escrow-recipient"))
+    except ConfigError as exc:
+        raise ParameterError(str(exc)) from None

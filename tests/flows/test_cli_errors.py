@@ -26,6 +26,7 @@ import pytest
 
 import backupflow
 from backupflow import cli
+from backupflow.keys import generate_keys
 from tests.support.trees import make_api_tree
 
 SECRET = "Pa55-w0rd-n0t-f0r-0utput"
@@ -306,6 +307,59 @@ ROWS: dict[str, Row] = {
         "BACKUPFLOW_DATABASE", '{"name": 5}', "database.name", unset=("BACKUPFLOW_DATABASE__NAME",)
     ),
     "orphan-grace-negative": setting("BACKUPFLOW_ORPHAN_GRACE_MINUTES", "-1", "orphan_grace"),
+    # --- repository keys (issue 13) -------------------------------------------------------
+    "key-without-command": usage("key", fragment="needs a command"),
+    "key-init-nowhere": usage("key", "init", fragment="--env-file PATH", subprocess=True),
+    "key-init-env-file-empty": usage("key", "init", "--env-file", "", fragment="is empty"),
+    "key-init-env-file-folder": usage("key", "init", "--env-file", W, fragment="regular file"),
+    "key-init-env-file-no-folder": usage(
+        "key", "init", "--env-file", f"{W}/nope/k.env", fragment="does not exist"
+    ),
+    "key-init-escrow-not-age": usage(
+        "key", "init", "--print-secrets", "--escrow-recipient", "ssh-ed25519 AAAA", fragment="age1"
+    ),
+    "key-show-env-file-missing": usage(
+        "key", "show", "--env-file", f"{W}/nope.env", fragment="does not exist"
+    ),
+    "key-show-bad-signing-key": setting(
+        "BACKUPFLOW_KEYS__SIGNING_KEY", SECRET, "BACKUPFLOW_KEYS__SIGNING_KEY", "key", "show"
+    ),
+    "key-show-bad-identity": setting(
+        "BACKUPFLOW_KEYS__IDENTITIES",
+        f"AGE-SECRET-KEY-1{SECRET}",
+        "BACKUPFLOW_KEYS__IDENTITIES",
+        "key",
+        "show",
+        subprocess=True,
+    ),
+    "key-show-bad-recipient": setting(
+        "BACKUPFLOW_KEYS__RECIPIENTS", '["age1zz"]', "BACKUPFLOW_KEYS__RECIPIENTS", "key", "show"
+    ),
+    "key-show-bad-verify-key": setting(
+        "BACKUPFLOW_KEYS__VERIFY_KEYS",
+        '["bfverify1"]',
+        "BACKUPFLOW_KEYS__VERIFY_KEYS",
+        "key",
+        "show",
+    ),
+    "key-show-missing-block": setting(
+        "BACKUPFLOW_KEYS__IDENTITIES_BLOCK", "no-such-block", "'no-such-block'", "key", "show"
+    ),
+    "key-init-already-configured": setting(
+        "BACKUPFLOW_KEYS__SIGNING_KEY",
+        generate_keys().signing_key,
+        "already configured",
+        "key",
+        "init",
+        "--print-secrets",
+    ),
+    "key-rotate-nothing": Row(("key", "rotate", "--print-secrets"), EXIT_CONFIG, "no keys"),
+    "adopt-set-and-database": usage(
+        "adopt", "--set", "config", "--database", "gantt", fragment="not both"
+    ),
+    "adopt-bad-database": usage("adopt", "--database", "a;b", fragment="not a database name"),
+    "verify-read-data-over-100": usage("verify", "--read-data", "101", fragment="--read-data"),
+    "verify-read-data-words": usage("verify", "--read-data", "all", fragment="'all'"),
 }
 
 
