@@ -8,12 +8,14 @@ STAMP  := $(VENV)/.installed
 
 bootstrap: $(STAMP) tools
 
-# Debian's age and zstd CLIs: the break-glass restore (README "Keys and encryption") and its
-# test use them. Idempotent; CI runs as root, elsewhere sudo asks.
+# Debian's age CLI and the other tools of the break-glass restore (README "Keys and
+# encryption"), which its test runs. Idempotent; CI runs as root, elsewhere sudo asks.
 APT_INSTALL := apt-get install -y --no-install-recommends
+BREAK_GLASS_TOOLS := age zstd jq openssl xxd sqlite3
 tools:
 	@command -v age >/dev/null || ($(APT_INSTALL) age || sudo $(APT_INSTALL) age)
-	@command -v zstd >/dev/null || ($(APT_INSTALL) zstd || sudo $(APT_INSTALL) zstd)
+	@missing=; for t in $(BREAK_GLASS_TOOLS); do command -v $$t >/dev/null || missing="$$missing $$t"; done; \
+	  test -z "$$missing" || $(APT_INSTALL) $$missing || sudo $(APT_INSTALL) $$missing
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
