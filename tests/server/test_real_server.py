@@ -34,6 +34,7 @@ EXPECTED = {  # deployment -> (cron, parameters)
     "backup-health": ("*/15 * * * *", {}),
     "dr-drill": ("0 10 1 1,4,7,10 *", {"source": "dr"}),
     "backup-review": ("0 9 2 1,4,7,10 *", {}),
+    "verify": ("0 5 * * 0", {}),
     "restore-database": (None, {}),
     "restore-files": (None, {}),
 }
