@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from backupflow.config import CONFIG_ENV_VAR, load_settings
+from backupflow.config import CONFIG_ENV_VAR, Settings, load_settings
 from backupflow.crypto import decrypting, encrypting
 from backupflow.envelope import open_envelope, seal
 from backupflow.errors import MissingKeyError
-from backupflow.keys import Keyring, generate_keys, key_id, load_keyring
+from backupflow.keys import GeneratedKeys, Keyring, generate_keys, key_id, load_keyring
 
 CLI = [sys.executable, "-m", "backupflow"]
 SECRET_SHAPES = re.compile(r"AGE-SECRET-KEY-1[0-9A-Z]{20}|BACKUPFLOW-SIGNING-KEY-1[0-9a-f]{16}")
@@ -297,3 +297,44 @@ def test_init_and_rotate_into_prefect_secret_blocks(
     assert ring.signer.key_id in new.verify_key_ids
     assert "AGE-SECRET-KEY-1" in str(Secret.load("backupflow-age-identities").get())
     assert key_id(new.recipients[0]) in rotated.stdout
+
+
+def test_bootstrap_saves_the_key_blocks_once_and_never_drops_an_identity(
+    prefect_server: str,
+) -> None:
+    import asyncio
+
+    from prefect.blocks.system import Secret
+
+    from backupflow.keys import parse_identities
+    from deployments.bootstrap import _key_blocks
+
+    first, second = generate_keys(), generate_keys()
+
+    def settings_for(keys: GeneratedKeys, block: str) -> Settings:
+        return load_settings(
+            keys={
+                "identities": keys.identity,
+                "identities_block": f"{block}-identities",
+                "signing_key": keys.signing_key,
+                "signing_key_block": f"{block}-signing",
+            }
+        )
+
+    done = asyncio.run(_key_blocks(settings_for(first, "boot")))
+    assert done == [
+        "Secret block boot-signing saved (signing key)",
+        "Secret block boot-identities saved (1 age identities)",
+    ]
+    assert not SECRET_SHAPES.search(" ".join(done))
+    again = asyncio.run(_key_blocks(settings_for(first, "boot")))
+    assert again == [
+        "Secret block boot-signing unchanged",
+        "Secret block boot-identities unchanged",
+    ]
+
+    rotated = asyncio.run(_key_blocks(settings_for(second, "boot")))
+    assert "Secret block boot-identities saved (2 age identities)" in rotated
+    held = parse_identities(str(Secret.load("boot-identities").get()))
+    assert {str(i) for i in held} == {first.identity, second.identity}
+    assert str(Secret.load("boot-signing").get()) == second.signing_key
