@@ -7,13 +7,14 @@ from datetime import UTC, datetime
 from prefect import flow, get_run_logger
 from prefect.concurrency.sync import concurrency
 
-from backupflow.backup import BackupJob, build_manifest, remove_staging
+from backupflow.backup import BackupJob, build_manifest, check_backup_keys, remove_staging
 from backupflow.backuplog import BackupLog
 from backupflow.codecs import codec_for
 from backupflow.config import Settings, current_settings
 from backupflow.engines import databases_to_back_up, open_engine
 from backupflow.engines.base import Dump
 from backupflow.errors import BackupflowError, ConfigError
+from backupflow.keys import Keyring
 from backupflow.models import BackupKind, Category, Manifest
 from backupflow.progress import current_progress
 from backupflow.storage import open_tiers
@@ -91,6 +92,7 @@ def _backup_one(settings: Settings, kind: BackupKind) -> Manifest:
             raise ConfigError(f"the {engine.name} engine cannot take differential backups.")
         if kind is BackupKind.LOG and not engine.capabilities.log:
             raise ConfigError(f"the {engine.name} engine cannot take log backups.")
+        check_backup_keys(tiers[0].keyring if tiers else Keyring())
         engine.check_source()
         healing = heal_tiers(tiers, Category.DATABASE, database, settings, logger)
         decision, parent_tier = decide_backup(tiers, kind, settings)

@@ -6,7 +6,14 @@ from datetime import UTC, datetime
 
 from prefect import flow, get_run_logger
 
-from backupflow.backup import BackupJob, build_manifest, remove_staging, source_of
+from backupflow.backup import (
+    BackupJob,
+    build_manifest,
+    check_backup_keys,
+    readable_with,
+    remove_staging,
+    source_of,
+)
 from backupflow.backuplog import BackupLog
 from backupflow.codecs import codec_for
 from backupflow.config import current_settings
@@ -14,6 +21,7 @@ from backupflow.engines.files import FileSetEngine
 from backupflow.errors import BackupflowError
 from backupflow.filebackup import latest_backup
 from backupflow.filesets import FILE_SETS, FileSetName, is_content_addressed
+from backupflow.keys import Keyring
 from backupflow.models import BackupKind, Manifest, StoredObject
 from backupflow.planning import BackupDecision
 from backupflow.progress import current_progress
@@ -50,6 +58,7 @@ def backup_files(file_set: FileSetName = "config") -> Manifest:
     tiers = open_tiers(settings)
     job: BackupJob | None = None
     try:
+        check_backup_keys(tiers[0].keyring if tiers else Keyring())
         engine.check_source()
         healing = heal_tiers(tiers, category, file_set, settings, logger)
         previous = (
@@ -57,9 +66,22 @@ def backup_files(file_set: FileSetName = "config") -> Manifest:
         )
         decision: BackupDecision[Manifest] = BackupDecision(BackupKind.FULL)
         job = BackupJob.start(file_set, decision, datetime.now(UTC), category=category)
+        if previous and not readable_with(previous[0], previous[1].keyring):
+            logger.warning(
+                "the previous backup %s of %s is encrypted to a key this worker holds no "
+                "identity for, so every file is read and hashed again (set "
+                "BACKUPFLOW_KEYS__IDENTITIES on the worker to reuse its hashes)",
+                previous[0].id,
+                file_set,
+            )
         reference = (
-            source_of(previous[1].storage, previous[0], chunk_bytes=settings.pipeline.chunk_bytes)
-            if previous
+            source_of(
+                previous[1].storage,
+                previous[0],
+                chunk_bytes=settings.pipeline.chunk_bytes,
+                keyring=previous[1].keyring,
+            )
+            if previous and readable_with(previous[0], previous[1].keyring)
             else None
         )
         dump = dump_files(engine, job, settings, reference)

@@ -84,7 +84,12 @@ def restore_files(
     target = resolve_target(engine, plan, target or (Path(into) if into else None), in_place)
     first: Tier = loaded.sources[plan.last.id][0]
     members = read_members(
-        source_of(first.storage, plan.last, chunk_bytes=settings.pipeline.chunk_bytes)
+        source_of(
+            first.storage,
+            plan.last,
+            chunk_bytes=settings.pipeline.chunk_bytes,
+            keyring=first.keyring,
+        )
     )
     changes = tuple(plan_changes(members, target, where=f"backup {plan.last.id}"))
     counts = {a: sum(1 for _p, act in changes if act == a) for a in ("create", "replace")}

@@ -84,7 +84,9 @@ def compress_and_store(
     progress: Progress | None = None,
 ) -> tuple[StoredObject, ...]:
     """Compress, hash and store every file of a dump in one tier, verified."""
-    objects = backup.store_dump(tier.storage, job, dump, codec, settings, progress)
+    objects = backup.store_dump(
+        tier.storage, job, dump, codec, settings, progress, keyring=tier.keyring
+    )
     for obj in objects:
         get_run_logger().info(
             "stored %s in %s: %d -> %d bytes (%s), sha256 %s",
@@ -124,7 +126,7 @@ def copy_to_tier(manifest: Manifest, source: Tier, dest: Tier, chunk_bytes: int)
 )
 def write_manifest(tier: Tier, manifest: Manifest) -> str:
     """Write the manifest last: only now is the backup listed in this tier."""
-    key = Catalog(tier.storage).write(manifest)
+    key = Catalog(tier.storage, tier.keyring).write(manifest)
     get_run_logger().info("backup %s recorded in %s", manifest.id, tier.name)
     return key
 
@@ -165,7 +167,7 @@ def prune(
     )
     if is_content_addressed(name):
         orphans += filebackup.remove_unreferenced_content(
-            tier.storage, category, name, now=datetime.now(UTC), grace=grace
+            tier.storage, category, name, now=datetime.now(UTC), grace=grace, keyring=tier.keyring
         )
     if log is not None and (report.deleted or report.failed or orphans):
         log.append(
@@ -210,6 +212,7 @@ def store_contents(
         scratch=job.staging(settings) / "content",
         chunk_bytes=settings.pipeline.chunk_bytes,
         progress=progress,
+        keyring=tier.keyring,
     )
     reused = {o.key for o in previous.objects} if previous else set()
     new = [r for r in records if r.key not in reused]

@@ -15,6 +15,8 @@ from typing import Any
 import pytest
 
 from backupflow.config import Settings, load_settings
+from backupflow.keys import GeneratedKeys
+from tests.support.keys import TEST_KEYS
 from tests.support.s3 import MotoServer
 
 UNDER_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -74,10 +76,27 @@ def moto_server(aws_env: None, _shared_moto_server: MotoServer) -> MotoServer:
     return _shared_moto_server
 
 
+@pytest.fixture(scope="session")
+def repo_keys() -> GeneratedKeys:
+    """One set of repository keys for the whole test session."""
+    return TEST_KEYS
+
+
+def key_settings(keys: GeneratedKeys) -> dict[str, Any]:
+    """The ``keys`` settings for a set of generated keys (every part of it)."""
+    return {
+        "recipients": [keys.recipient],
+        "identities": keys.identity,
+        "signing_key": keys.signing_key,
+        "verify_keys": [keys.verify_key],
+    }
+
+
 @pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    """Settings that keep every file of a test inside its tmp_path."""
+def settings(tmp_path: Path, repo_keys: GeneratedKeys) -> Settings:
+    """Settings that keep every file of a test inside its tmp_path, with the session's keys."""
     return load_settings(
+        keys=key_settings(repo_keys),
         repository={
             "primary": {"url": str(tmp_path / "backups")},
             "secondary": {"url": str(tmp_path / "secondary")},

@@ -16,13 +16,14 @@ from backupflow.catalog import Catalog, object_key
 from backupflow.codecs import Codec, NoneCodec
 from backupflow.config import Settings
 from backupflow.engines.base import BackupSource, Dump, Engine
-from backupflow.errors import ObjectLockedError
+from backupflow.errors import MissingKeyError, ObjectLockedError
 from backupflow.fsutil import (
     ensure_private_dir,
     fresh_private_dir,
     privatize_files,
     remove_private_dir,
 )
+from backupflow.keys import Keyring
 from backupflow.models import BackupKind, Category, Manifest, StoredObject, new_backup_id
 from backupflow.pipeline import open_verified, store_stream
 from backupflow.planning import BackupDecision, plan_backup
@@ -33,10 +34,12 @@ from backupflow.tiers import locate
 __all__ = [
     "BackupJob",
     "build_manifest",
+    "check_backup_keys",
     "clean_interrupted",
     "decide_backup",
     "dump_database",
     "prepare_staging",
+    "readable_with",
     "remove_staging",
     "source_of",
     "store_dump",
@@ -70,6 +73,20 @@ class BackupJob:
 
     def staging(self, settings: Settings) -> Path:
         return settings.staging_dir / self.backup_id
+
+
+def check_backup_keys(keyring: Keyring) -> None:
+    """Before anything is dumped: a backup needs the signing key, and with encryption on
+    (the default) at least one age recipient; one sentence otherwise."""
+    keyring.require_signer()
+    if keyring.encrypt:
+        keyring.age_recipients()
+
+
+def readable_with(manifest: Manifest, keyring: Keyring) -> bool:
+    """Whether this keyring can decrypt every object of a backup."""
+    held = set(keyring.identity_ids())
+    return all(o.encryption is None or held & set(o.recipients) for o in manifest.objects)
 
 
 def prepare_staging(job: BackupJob, settings: Settings) -> Path:
@@ -132,14 +149,38 @@ def decide_backup(
 
 
 def source_of(
-    storage: Storage, manifest: Manifest, *, chunk_bytes: int, progress: Progress | None = None
+    storage: Storage,
+    manifest: Manifest,
+    *,
+    chunk_bytes: int,
+    progress: Progress | None = None,
+    keyring: Keyring | None = None,
 ) -> BackupSource:
-    """A stored backup whose objects open as verified, decompressed streams."""
+    """A stored backup whose objects open as verified, decrypted, decompressed streams."""
     return BackupSource(
         manifest=manifest,
         open_object=lambda role: open_verified(
-            storage, manifest.object(role), chunk_bytes=chunk_bytes, progress=progress
+            storage,
+            manifest.object(role),
+            chunk_bytes=chunk_bytes,
+            progress=progress,
+            keyring=keyring,
         ),
+    )
+
+
+def parent_key_needed(job: BackupJob, exc: MissingKeyError) -> MissingKeyError:
+    """The error when a backup must read its (encrypted) parent and this worker holds no
+    identity for it: one sentence saying so."""
+    parent = job.decision.parent
+    needed = sorted({k for o in parent.objects for k in o.recipients}) if parent else []
+    return MissingKeyError(
+        f"a {job.decision.kind.value} backup of {job.database} reads its parent backup "
+        f"{parent.id if parent else '-'}, which is encrypted to the age key(s) "
+        f"{', '.join(needed) or '(none recorded)'}, so this worker needs that identity "
+        "(BACKUPFLOW_KEYS__IDENTITIES or __IDENTITIES_BLOCK), or run a full backup instead."
+        if parent
+        else str(exc)
     )
 
 
@@ -147,12 +188,20 @@ def dump_database(engine: Engine, job: BackupJob, settings: Settings) -> Dump:
     """Let the engine write the backup's files into this job's staging folder."""
     parent = job.decision.parent
     source = (
-        source_of(job.parent_tier.storage, parent, chunk_bytes=settings.pipeline.chunk_bytes)
+        source_of(
+            job.parent_tier.storage,
+            parent,
+            chunk_bytes=settings.pipeline.chunk_bytes,
+            keyring=job.parent_tier.keyring,
+        )
         if parent is not None and job.parent_tier is not None
         else None
     )
     staging = prepare_staging(job, settings)
-    dump = engine.dump(job.decision.kind, source, staging)
+    try:
+        dump = engine.dump(job.decision.kind, source, staging)
+    except MissingKeyError as exc:
+        raise parent_key_needed(job, exc) from None
     privatize_files(staging)
     return dump
 
@@ -164,8 +213,10 @@ def store_dump(
     codec: Codec,
     settings: Settings,
     progress: Progress | None = None,
+    keyring: Keyring | None = None,
 ) -> tuple[StoredObject, ...]:
-    """Stream every dump file through compress + SHA-256 into the storage, verified."""
+    """Stream every dump file through compress + encrypt + SHA-256 into the storage,
+    verified."""
     stored = []
     for item in dump.files:
         key = object_key(
@@ -189,6 +240,7 @@ def store_dump(
                     chunk_bytes=settings.pipeline.chunk_bytes,
                     verify=settings.pipeline.verify_after_write,
                     progress=progress,
+                    keyring=keyring,
                 )
             )
     return tuple(stored)

@@ -4,8 +4,14 @@ Data keys follow the seed's folders with the UTC date of the backup's start as a
 manifests sit in one folder per database and carry in their names what a restore plan
 needs (restore point, id and kind, parent)::
 
-    database/<db>/2026-11-26/<backup-id>.data.zst
+    database/<db>/2026-11-26/<backup-id>.data.zst.age
     database/<db>/manifests/<restore-point>_<backup-id>_<parent-id|none>.manifest.json
+
+A tier is untrusted storage.  A manifest is stored as a signed envelope
+(:mod:`backupflow.envelope`); only one a trusted key signed, stored under the key its
+content gives, and naming only the object keys derived from its backup's identity
+(category, series, date, id, role) is a backup.  Anything else is *foreign*: reported by
+tier and key, and never restored, copied, or the reason anything is overwritten or deleted.
 
 So planning a restore costs one LIST request per 1,000 backups of that database, plus one
 GET per backup of the chosen chain (:meth:`Catalog.entries`, :meth:`Catalog.load`).  A data
@@ -17,11 +23,20 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from backupflow.errors import CatalogError, ObjectNotFoundError
-from backupflow.models import BackupKind, Category, Manifest, utc
+from backupflow.codecs import get_codec
+from backupflow.envelope import is_envelope, open_envelope, seal
+from backupflow.errors import (
+    BackupflowError,
+    CatalogError,
+    ForeignManifestError,
+    ObjectNotFoundError,
+)
+from backupflow.keys import Keyring
+from backupflow.models import MANIFEST_VERSION, BackupKind, Category, Manifest, StoredObject, utc
 from backupflow.storage.base import ObjectInfo, Storage, get_bytes, put_bytes
 
 __all__ = [
@@ -31,8 +46,11 @@ __all__ = [
     "CatalogEntry",
     "CatalogScan",
     "content_prefix",
+    "expected_key",
     "manifest_key",
     "object_key",
+    "owned_keys",
+    "read_unsigned",
     "series_prefix",
 ]
 
@@ -77,6 +95,72 @@ def manifests_prefix(category: Category, name: str) -> str:
 def _point_text(moment: datetime) -> str:
     moment = utc(moment)
     return f"{moment.strftime(_POINT_FORMAT)}{moment.microsecond // 1000:03d}Z"
+
+
+_ID = r"[0-9]{8}T[0-9]{6}Z-(?:full|diff|log)-[0-9a-f]{6}"
+#: Names our backups' objects have: ``<YYYY-MM-DD>/<backup-id>.<role>[.<codec ext>][.age]``.
+_OBJECT_NAME = re.compile(
+    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}/(?P<id>" + _ID + r")\.[a-z][a-z0-9_-]{0,31}"
+    r"(?:\.zst|\.gz)?(?:\.age)?$"
+)
+
+
+_CONTENT_NAME = re.compile(
+    r"^(?P<head>[0-9a-f]{2})/(?P=head)[0-9a-f]{62}(?:\.zst|\.gz)?(?:\.age)?$"
+)
+
+
+def expected_key(manifest: Manifest, obj: StoredObject) -> str:
+    """The only key an object of this backup may have, derived from the backup's identity
+    (category, series, start date, id, role), its codec and its encryption."""
+    from backupflow.filesets import content_key
+
+    extension = get_codec(obj.codec).extension + (".age" if obj.encryption else "")
+    if obj.role.startswith(CONTENT_ROLE):
+        sha = obj.role.removeprefix(CONTENT_ROLE)
+        return content_key(manifest.category, manifest.database, sha, extension)
+    return object_key(
+        manifest.category,
+        manifest.database,
+        manifest.started_at,
+        manifest.id,
+        f".{obj.role}{extension}",
+    )
+
+
+def owned_keys(manifest: Manifest) -> list[str]:
+    """The object keys of a manifest that are not the ones its identity gives (empty when
+    every key is its own)."""
+    return [obj.key for obj in manifest.objects if obj.key != expected_key(manifest, obj)]
+
+
+def _check_identity(manifest: Manifest, key: str, source: str) -> None:
+    """Foreign unless stored where its content says and naming only its own object keys."""
+    if manifest_key(manifest) != key:
+        raise ForeignManifestError(
+            f"foreign manifest {source} ignored: it describes backup {manifest.id} of "
+            f"{manifest.category.value}/{manifest.database}, which belongs elsewhere."
+        )
+    strangers = [obj.key for obj in manifest.objects if obj.key != expected_key(manifest, obj)]
+    if strangers or len({obj.role for obj in manifest.objects}) != len(manifest.objects):
+        raise ForeignManifestError(
+            f"foreign manifest {source} ignored: it names object keys that are not its "
+            f"backup's own ({', '.join(strangers[:3]) or 'a role twice'})."
+        )
+
+
+def read_unsigned(raw: bytes, key: str, source: str) -> Manifest:
+    """A format-1 (unsigned) manifest, checked for shape and identity (``adopt`` only)."""
+    if is_envelope(raw):
+        raise CatalogError(f"manifest {source} is already signed.")
+    manifest = Manifest.from_json(raw, source=source)
+    if manifest.format_version != 1:
+        raise ForeignManifestError(
+            f"foreign manifest {source} ignored: an unsigned manifest of format "
+            f"{manifest.format_version} was never written by backupflow."
+        )
+    _check_identity(manifest, key, source)
+    return manifest
 
 
 def manifest_key(manifest: Manifest) -> str:
@@ -126,36 +210,50 @@ class CatalogScan:
     problems: tuple[str, ...] = field(default=())
 
 
-class Catalog:
-    """Reads and writes manifests in one storage tier."""
+#: Manifests read at once when a whole series is authenticated.
+READ_WORKERS = 8
 
-    def __init__(self, storage: Storage) -> None:
+
+class Catalog:
+    """Reads and writes the signed manifests of one storage tier."""
+
+    def __init__(self, storage: Storage, keyring: Keyring | None = None) -> None:
         self.storage = storage
+        self.keyring = keyring or Keyring()
 
     def scan(self, category: Category, name: str) -> CatalogScan:
-        """Every manifest of one series; unreadable ones are reported, not fatal."""
-        manifests: list[Manifest] = []
-        problems: list[str] = []
-        for info in self.storage.list(manifests_prefix(category, name)):
-            if not info.key.endswith(MANIFEST_SUFFIX):
-                continue
-            try:
-                raw = get_bytes(self.storage, info.key)
-                manifest = Manifest.from_json(raw, source=f"{self.storage.name}/{info.key}")
-            except ObjectNotFoundError:
-                continue  # removed while listing
-            except CatalogError as exc:
-                problems.append(str(exc))
-                continue
-            if manifest_key(manifest) != info.key:
-                problems.append(
-                    f"manifest {self.storage.name}/{info.key} describes backup {manifest.id} "
-                    "of another place; it was ignored."
-                )
-                continue
-            manifests.append(manifest)
+        """Every authenticated manifest of one series; foreign and unreadable ones are
+        reported, not fatal."""
+        entries, strays = self.listing(category, name)
+        problems = [
+            f"foreign object {self.storage.name}/{key} in the manifests folder ignored."
+            for key in strays
+            if key.endswith(MANIFEST_SUFFIX)
+        ]
+        manifests, failed = self.load_many(entries)
+        problems += failed
         manifests.sort(key=lambda m: (m.restore_point, m.id))
         return CatalogScan(tuple(manifests), tuple(problems))
+
+    def load_many(self, entries: Iterable[CatalogEntry]) -> tuple[list[Manifest], list[str]]:
+        """Authenticate many manifests (a few GETs at a time); the failures as sentences."""
+        wanted = list(entries)
+
+        def one(entry: CatalogEntry) -> Manifest | str | None:
+            try:
+                return self.load(entry)
+            except ObjectNotFoundError:
+                return None  # removed while listing
+            except BackupflowError as exc:
+                return str(exc)
+
+        if len(wanted) > 1:
+            with ThreadPoolExecutor(min(READ_WORKERS, len(wanted))) as pool:
+                results = list(pool.map(one, wanted))
+        else:
+            results = [one(e) for e in wanted]
+        manifests = [r for r in results if isinstance(r, Manifest)]
+        return manifests, [r for r in results if isinstance(r, str)]
 
     def listing(self, category: Category, name: str) -> tuple[list[CatalogEntry], list[str]]:
         """Every backup of one series from manifest names alone (LIST requests only), and
@@ -176,18 +274,45 @@ class Catalog:
         return self.listing(category, name)[0]
 
     def load(self, entry: CatalogEntry) -> Manifest:
-        """Read and check the manifest behind an entry."""
-        raw = get_bytes(self.storage, entry.key)
-        manifest = Manifest.from_json(raw, source=f"{self.storage.name}/{entry.key}")
-        if manifest_key(manifest) != entry.key:
-            raise CatalogError(
-                f"manifest {self.storage.name}/{entry.key} does not describe the backup its "
-                "name says; it was not used."
+        """Read and authenticate the manifest behind an entry; anything not signed by a
+        trusted key, stored elsewhere than its content says, or naming keys that are not its
+        own is a :class:`ForeignManifestError`."""
+        return self.load_key(entry.key)
+
+    def load_key(self, key: str) -> Manifest:
+        """:meth:`load` for a manifest key."""
+        source = f"{self.storage.name}/{key}"
+        raw = get_bytes(self.storage, key)
+        if not is_envelope(raw):
+            raise ForeignManifestError(
+                f"unsigned manifest {source} ignored; adopt it with `backupflow adopt` if it "
+                "was written by an earlier backupflow."
             )
+        payload = open_envelope(raw, self.keyring, source=source)
+        try:
+            manifest = Manifest.from_json(payload, source=source)
+        except CatalogError as exc:
+            raise ForeignManifestError(f"foreign manifest {source} ignored: {exc}") from None
+        if manifest.format_version != MANIFEST_VERSION:
+            raise ForeignManifestError(
+                f"foreign manifest {source} ignored: a signed manifest must be format "
+                f"{MANIFEST_VERSION}."
+            )
+        _check_identity(manifest, key, source)
         return manifest
 
     def write(self, manifest: Manifest) -> str:
-        """Write a manifest; call only after every object it lists is stored and verified."""
+        """Sign and write a manifest; call only after every object it lists is stored and
+        verified.  Needs the signing key."""
+        if manifest.format_version != MANIFEST_VERSION:
+            manifest = manifest.model_copy(update={"format_version": MANIFEST_VERSION})
+        strangers = owned_keys(manifest)
+        if strangers:
+            raise CatalogError(
+                f"refusing to record backup {manifest.id}: {strangers[0]} is not a key of "
+                "that backup."
+            )
+        sealed = seal(manifest.to_json(), self.keyring)
         for obj in manifest.objects:
             info = self.storage.stat(obj.key)
             if info.size != obj.size:
@@ -196,7 +321,7 @@ class Catalog:
                     f"not {obj.size}."
                 )
         key = manifest_key(manifest)
-        put_bytes(self.storage, key, manifest.to_json())
+        put_bytes(self.storage, key, sealed)
         return key
 
     def delete(self, manifest: Manifest) -> None:
@@ -211,23 +336,26 @@ class Catalog:
                 self.storage.delete(obj.key)
 
     def orphans(self, category: Category, name: str, *, older_than: datetime) -> list[ObjectInfo]:
-        """Objects of a series that no manifest lists and that are older than ``older_than``.
+        """Objects of a series named as our backups' objects are
+        (``<date>/<backup-id>.<role>...``), whose backup id no manifest name claims, older
+        than ``older_than``.  Nothing else in the series is ever an orphan: a key we would
+        not have written is not ours to delete.
 
-        Manifests that cannot be read still protect the objects their backup id names.
+        Manifests that cannot be read (even foreign ones) still protect the objects their
+        backup id names.
         """
-        infos = list(self.storage.list(series_prefix(category, name)))
+        prefix = series_prefix(category, name)
+        infos = list(self.storage.list(prefix))
         claimed_ids = {
             _manifest_id_of(info.key) for info in infos if info.key.endswith(MANIFEST_SUFFIX)
         }
-        shared = content_prefix(category, name)
-        return [
-            info
-            for info in infos
-            if not info.key.endswith(MANIFEST_SUFFIX)
-            and not info.key.startswith(shared)
-            and _backup_id_of(info.key) not in claimed_ids
-            and info.modified < older_than
-        ]
+        found = []
+        for info in infos:
+            match = _OBJECT_NAME.match(info.key.removeprefix(prefix))
+            if match is None or match["id"] in claimed_ids or info.modified >= older_than:
+                continue
+            found.append(info)
+        return found
 
     def unreferenced_content(
         self, category: Category, name: str, *, older_than: datetime
@@ -241,10 +369,13 @@ class Catalog:
         if scan.problems:
             return []
         used = {obj.key for m in scan.manifests for obj in m.objects}
+        prefix = content_prefix(category, name)
         return [
             info
-            for info in self.storage.list(content_prefix(category, name))
-            if info.key not in used and info.modified < older_than
+            for info in self.storage.list(prefix)
+            if info.key not in used
+            and info.modified < older_than
+            and _CONTENT_NAME.match(info.key.removeprefix(prefix))
         ]
 
     def remove(self, infos: Iterable[ObjectInfo]) -> list[str]:
@@ -254,10 +385,6 @@ class Catalog:
             self.storage.delete(info.key)
             removed.append(info.key)
         return removed
-
-
-def _backup_id_of(key: str) -> str:
-    return key.rsplit("/", 1)[-1].split(".", 1)[0]
 
 
 def _manifest_id_of(key: str) -> str:

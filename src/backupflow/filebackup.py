@@ -23,6 +23,7 @@ from backupflow.filesets import (
     open_source,
 )
 from backupflow.fsutil import create_private_file, make_dirs
+from backupflow.keys import Keyring
 from backupflow.models import Category, Manifest, StoredObject
 from backupflow.pipeline import store_stream
 from backupflow.redact import known_secrets, mask
@@ -69,8 +70,15 @@ def store_contents(
     scratch: Path,
     chunk_bytes: int,
     progress: Callable[[int], None] | None = None,
+    keyring: Keyring | None = None,
 ) -> tuple[StoredObject, ...]:
     """Store each distinct file content once; content the tier already holds is reused.
+
+    Content is reused only through a record of an authenticated manifest (the previous
+    backup's, or any backup of the series in this tier), so an encrypted content object
+    that a kept backup records is never overwritten with another encryption of the same
+    content.  Encrypted content keys derive from the plaintext SHA-256: a bucket reader
+    learns which stored files are equal, never their content.
 
     New content is first copied to ``scratch`` while hashed, so a file that changes while it
     is read is stored as read (and reported), never under a wrong hash.  The member list is
@@ -79,10 +87,13 @@ def store_contents(
     category, name = job.category, job.database
     with open(members_file, "rb") as handle:
         members = decode_members(handle)
+    encrypt = keyring is not None and keyring.encrypt
+    others = Catalog(storage, keyring).scan(category, name).manifests if keyring is not None else ()
     known = {
         obj.raw_sha256: obj
-        for obj in (previous.objects if previous else ())
-        if obj.role.startswith(CONTENT_ROLE)
+        for manifest in (*others, *((previous,) if previous else ()))
+        for obj in manifest.objects
+        if obj.role.startswith(CONTENT_ROLE) and (obj.encryption is not None) == encrypt
     }
     present = {info.key: info.size for info in storage.list(f"{category.value}/{name}/content/")}
     records: dict[str, StoredObject] = {}
@@ -134,6 +145,7 @@ def store_contents(
                     role=f"{CONTENT_ROLE}{sha}",
                     chunk_bytes=chunk_bytes,
                     progress=progress,
+                    keyring=keyring,
                 )
         copy.unlink()
     if dropped:
@@ -148,10 +160,17 @@ def store_contents(
 
 
 def remove_unreferenced_content(
-    storage: Storage, category: Category, name: str, *, now: datetime, grace: timedelta
+    storage: Storage,
+    category: Category,
+    name: str,
+    *,
+    now: datetime,
+    grace: timedelta,
+    keyring: Keyring | None = None,
 ) -> list[str]:
-    """Delete shared content that no kept backup lists (after the grace period)."""
-    unused = Catalog(storage).unreferenced_content(category, name, older_than=now - grace)
+    """Delete shared content that no kept backup lists (after the grace period); nothing
+    while any manifest of the series is foreign or unreadable."""
+    unused = Catalog(storage, keyring).unreferenced_content(category, name, older_than=now - grace)
     return delete_unlocked(storage, unused)
 
 

@@ -21,6 +21,7 @@ from backupflow.errors import CatalogError, UnsupportedManifestError
 __all__ = [
     "MANIFEST_FORMAT",
     "MANIFEST_VERSION",
+    "READABLE_VERSIONS",
     "BackupKind",
     "Category",
     "Manifest",
@@ -31,7 +32,10 @@ __all__ = [
 ]
 
 MANIFEST_FORMAT = "backupflow.manifest"
-MANIFEST_VERSION = 1
+#: Version 2: stored as a signed envelope, objects may be age-encrypted.  Version 1 manifests
+#: (unsigned) are read only by ``backupflow adopt``.
+MANIFEST_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 
 
 class Category(StrEnum):
@@ -83,10 +87,18 @@ class StoredObject(BaseModel):
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="SHA-256 of the stored bytes.")
     raw_size: int = Field(ge=0, description="Size before compression.")
     raw_sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="SHA-256 before compression.")
+    encryption: str | None = Field(
+        default=None,
+        description="Encryption of the stored bytes ('age-v1-x25519'), or None when stored "
+        "in the clear (backups adopted from format 1).",
+    )
+    recipients: tuple[str, ...] = Field(
+        default=(), max_length=100, description="Key ids of the age recipients it is encrypted to."
+    )
 
 
 class Manifest(BaseModel):
-    """The catalog record of one backup (format version 1)."""
+    """The catalog record of one backup (format version 2; version 1 only for adopt)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -150,10 +162,11 @@ class Manifest(BaseModel):
         if not isinstance(data, dict) or data.get("format") != MANIFEST_FORMAT:
             raise CatalogError(f"{source} is not a backupflow manifest.")
         version = data.get("format_version")
-        if version != MANIFEST_VERSION:
+        if version not in READABLE_VERSIONS:
             raise UnsupportedManifestError(
                 f"manifest {source} has format version {version}, but this backupflow reads "
-                f"version {MANIFEST_VERSION}; use the backupflow release that wrote it."
+                f"versions {', '.join(map(str, READABLE_VERSIONS))}; use the backupflow release "
+                "that wrote it."
             )
         try:
             return cls.model_validate(data)

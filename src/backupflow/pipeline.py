@@ -1,8 +1,9 @@
-"""The streaming pipeline: source -> compress -> SHA-256 -> storage, and back.
+"""The streaming pipeline: source -> compress -> encrypt (age) -> SHA-256 -> storage, and back.
 
 Memory stays bounded by the chunk size whatever the size of the backup: nothing reads a
-whole object.  Reading back checks both the stored bytes' and the decompressed bytes'
-SHA-256 against the manifest, and names the object when they differ.
+whole object.  Reading back checks both the stored (encrypted) bytes' and the plaintext
+bytes' SHA-256 against the manifest, and names the object when they differ; age itself
+authenticates every ciphertext chunk on the way.
 """
 
 from __future__ import annotations
@@ -11,15 +12,27 @@ import hashlib
 import queue
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from typing import Any, BinaryIO, cast
 
 from backupflow.codecs import CODEC_ERRORS, Codec, get_codec
+from backupflow.crypto import AGE_FORMAT, decrypting, encrypting
 from backupflow.errors import IntegrityError
+from backupflow.keys import Keyring
 from backupflow.models import StoredObject
 from backupflow.storage.base import Storage
 
-__all__ = ["HashThread", "HashingReader", "open_verified", "store_stream", "verify_stored"]
+__all__ = [
+    "ENCRYPTED_SUFFIX",
+    "HashThread",
+    "HashingReader",
+    "open_verified",
+    "store_stream",
+    "verify_stored",
+]
+
+#: Appended to the key of every encrypted object (``<id>.data.zst.age``).
+ENCRYPTED_SUFFIX = ".age"
 
 Progress = Callable[[int], None]
 
@@ -118,31 +131,41 @@ def store_stream(
     chunk_bytes: int = 1 << 20,
     verify: bool = True,
     progress: Progress | None = None,
+    keyring: Keyring | None = None,
 ) -> StoredObject:
-    """Compress ``source`` into ``storage`` under ``key`` in one pass and return its record.
+    """Compress (then, when ``keyring.encrypt``, age-encrypt) ``source`` into ``storage`` in
+    one pass and return its record.
 
-    The stored size is checked against what was sent, and with ``verify`` the stored
-    object is read back and its SHA-256 recomputed before the record is returned.
+    An encrypted object is stored under ``key`` + ``.age``.  The stored size is checked
+    against what was sent, and with ``verify`` the stored object is read back and its
+    SHA-256 recomputed before the record is returned.  Without a keyring nothing is
+    encrypted (tests, benchmarks, adopted format-1 objects).
     """
+    encrypt = keyring is not None and keyring.encrypt
+    recipients = keyring.age_recipients() if keyring is not None and encrypt else []
     raw = HashingReader(source, progress)
     stored_hash = hashlib.sha256()
     stored_size = 0
     compressor = codec.compressor()
 
-    def chunks() -> Iterator[bytes]:
-        nonlocal stored_size
+    def compressed() -> Iterator[bytes]:
         while block := raw.read(chunk_bytes):
             out = compressor.compress(block)
             if out:
-                stored_hash.update(out)
-                stored_size += len(out)
                 yield out
         tail = compressor.flush()
         if tail:
-            stored_hash.update(tail)
-            stored_size += len(tail)
             yield tail
 
+    def chunks() -> Iterator[bytes]:
+        nonlocal stored_size
+        for out in encrypting(compressed(), recipients) if encrypt else compressed():
+            stored_hash.update(out)
+            stored_size += len(out)
+            yield out
+
+    if encrypt:
+        key += ENCRYPTED_SUFFIX
     info = storage.put(key, chunks())
     record = StoredObject(
         role=role,
@@ -152,6 +175,8 @@ def store_stream(
         sha256=stored_hash.hexdigest(),
         raw_size=raw.size,
         raw_sha256=raw.sha256.hexdigest(),
+        encryption=AGE_FORMAT if encrypt else None,
+        recipients=keyring.recipient_ids if keyring is not None and encrypt else (),
     )
     if info.size != stored_size:
         raise IntegrityError(
@@ -189,14 +214,25 @@ def open_verified(
     *,
     chunk_bytes: int = 1 << 20,
     progress: Progress | None = None,
+    keyring: Keyring | None = None,
 ) -> Iterator[BinaryIO]:
-    """Stream the decompressed content of ``record``; verify it when the block exits.
+    """Stream the decrypted, decompressed content of ``record``; verify it when the block
+    exits.  An encrypted record needs an identity for one of its recipients in ``keyring``
+    (else one sentence naming the key ids it needs, before anything is read).
 
     The caller must treat what it read as provisional until the ``with`` block ends
     without an error: damage is detected once every byte has been seen.  Sizes are bounds:
     a read that would pass the recorded ``raw_size`` (or stored ``size``) raises
     :class:`IntegrityError` before the extra bytes reach the caller.
     """
+    identities: list[Any] = []
+    if record.encryption is not None:
+        if record.encryption != AGE_FORMAT:
+            raise IntegrityError(
+                f"{record.key} in {storage.name} is encrypted with {record.encryption!r}, which "
+                "this backupflow cannot read."
+            )
+        identities = (keyring or Keyring()).age_identities(record.recipients)
     info = storage.stat(record.key)
     if info.size != record.size:
         raise IntegrityError(
@@ -206,13 +242,17 @@ def open_verified(
     codec = get_codec(record.codec)
     background = HashThread()
     try:
-        with storage.open(record.key) as handle:
+        with ExitStack() as stack:
+            handle = stack.enter_context(storage.open(record.key))
             stored = HashingReader(
                 handle, progress, background, limit=record.size, overflow=_longer(storage, record)
             )
+            compressed: BinaryIO = cast(BinaryIO, stored)
+            if identities:
+                compressed = stack.enter_context(decrypting(compressed, identities))
             try:
                 plain = HashingReader(
-                    codec.reader(cast(BinaryIO, stored)),
+                    codec.reader(compressed),
                     None,
                     background,
                     limit=record.raw_size,
@@ -229,6 +269,12 @@ def open_verified(
                     f"{record.key} in {storage.name} cannot be decompressed ({exc}); "
                     "the stored copy is damaged."
                 ) from exc
+            except IntegrityError as exc:
+                if record.key in str(exc):
+                    raise
+                raise IntegrityError(
+                    f"{record.key} in {storage.name}: {str(exc)[0].lower()}{str(exc)[1:]}"
+                ) from None
     finally:
         background.close()
     if stored.size != record.size or stored.sha256.hexdigest() != record.sha256:

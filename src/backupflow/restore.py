@@ -84,7 +84,7 @@ def load_plan(
 
     With ``by_lsn`` (SQL Server), the chain is chosen by LSN from every manifest instead.
     """
-    holdings = locate(tiers, category.value, database)
+    holdings = locate(tiers, category.value, database, authenticate=by_lsn)
     if by_lsn:
         return _load_lsn_plan(holdings, database, target_time, now)
     problems = list(holdings.problems)
@@ -175,7 +175,11 @@ def _source(
     def open_object(role: str) -> Iterator[BinaryIO]:
         try:
             with open_verified(
-                tier.storage, manifest.object(role), chunk_bytes=chunk_bytes, progress=progress
+                tier.storage,
+                manifest.object(role),
+                chunk_bytes=chunk_bytes,
+                progress=progress,
+                keyring=tier.keyring,
             ) as handle:
                 yield handle
         except (IntegrityError, StorageError) as exc:

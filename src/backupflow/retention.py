@@ -23,10 +23,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Generic
 
-from backupflow.catalog import Catalog, CatalogEntry
+from backupflow.catalog import Catalog, CatalogEntry, manifest_key
 from backupflow.config import Settings, TierSettings
 from backupflow.errors import BackupflowError, ObjectLockedError
-from backupflow.models import BackupKind, Category, utc
+from backupflow.models import BackupKind, Category, Manifest, utc
 from backupflow.planning import B
 from backupflow.storage import Tier
 
@@ -36,6 +36,7 @@ __all__ = [
     "RetentionDecision",
     "RetentionPlan",
     "RetentionPolicy",
+    "entry_of",
     "execute_prune",
     "plan_retention",
     "policy_for",
@@ -192,12 +193,26 @@ def prune_tier(
     now: datetime,
     dry_run: bool,
 ) -> tuple[RetentionPlan[CatalogEntry], PruneReport | None]:
-    """Plan (and unless ``dry_run``, execute) retention for one series in one tier."""
-    catalog = Catalog(tier.storage)
-    plan = plan_retention(catalog.entries(category, name), policy, now)
+    """Plan (and unless ``dry_run``, execute) retention for one series in one tier, over its
+    authenticated backups only: a foreign manifest is never planned, so never deleted
+    through."""
+    catalog = Catalog(tier.storage, tier.keyring)
+    scan = catalog.scan(category, name)
+    plan = plan_retention([entry_of(m) for m in scan.manifests], policy, now)
     if dry_run:
         return plan, None
     return plan, execute_prune(catalog, tier.name, plan)
+
+
+def entry_of(manifest: Manifest) -> CatalogEntry:
+    """The catalog entry of an authenticated manifest."""
+    return CatalogEntry(
+        id=manifest.id,
+        kind=manifest.kind,
+        restore_point=manifest.restore_point,
+        parent_id=manifest.parent_id,
+        key=manifest_key(manifest),
+    )
 
 
 @dataclass

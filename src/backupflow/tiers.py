@@ -1,8 +1,11 @@
 """Working across tiers: where each backup is, copying between tiers, self-healing replication.
 
-Every tier is self-describing (its own manifests), so any one of them is enough to plan and
-run a restore.  Replication copies what a tier lacks from a tier that has it, verifying the
-SHA-256 of every object on the way, and writes the manifest last; it is idempotent.
+Every tier is self-describing (its own signed manifests), so any one of them is enough to plan
+and run a restore.  Only authenticated manifests count (:meth:`Catalog.load`): a foreign one is
+reported by tier and key and otherwise ignored.  Replication copies what a tier lacks from a
+tier that has it, verifying the SHA-256 of every object on the way, and writes the manifest
+last; it is idempotent, and it never overwrites an object in the destination that differs
+from what the source's authenticated manifest says (a conflict, reported and left alone).
 """
 
 from __future__ import annotations
@@ -11,15 +14,36 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
-from backupflow.catalog import Catalog, CatalogEntry
-from backupflow.errors import BackupflowError, CatalogError, IntegrityError, ObjectNotFoundError
+from backupflow.catalog import CONTENT_ROLE, Catalog, CatalogEntry
+from backupflow.errors import (
+    BackupflowError,
+    CatalogError,
+    IntegrityError,
+    ObjectNotFoundError,
+    TierError,
+)
 from backupflow.models import Manifest, StoredObject
 from backupflow.pipeline import HashingReader, verify_stored
 from backupflow.retention import RetentionPolicy, plan_retention
 from backupflow.storage import Tier
 from backupflow.storage.base import Storage
 
-__all__ = ["Holdings", "ReplicationReport", "copy_backup", "copy_object", "locate", "replicate"]
+__all__ = [
+    "Holdings",
+    "ReplicationConflictError",
+    "ReplicationReport",
+    "copy_backup",
+    "copy_object",
+    "locate",
+    "replicate",
+]
+
+
+class ReplicationConflictError(TierError):
+    """The destination already holds a different object under a backup's key."""
+
+    retryable = False
+
 
 #: Decides whether a tier should hold a backup (retention may say no).
 Wanted = Callable[[Tier, CatalogEntry], bool]
@@ -27,13 +51,17 @@ Wanted = Callable[[Tier, CatalogEntry], bool]
 
 @dataclass
 class Holdings:
-    """Which tiers hold each backup of one series, from manifest names (LIST requests only)."""
+    """Which tiers hold each backup of one series: only backups whose manifest in that tier
+    is authenticated (one LIST per 1,000 manifests and one GET per manifest, per tier).
+    Foreign manifests are in ``problems`` (and ``foreign``, by tier)."""
 
     listed: list[Tier] = field(default_factory=list)
     entries: dict[str, CatalogEntry] = field(default_factory=dict)
     holders: dict[str, list[Tier]] = field(default_factory=dict)
     keys: dict[tuple[str, str], CatalogEntry] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
+    manifests: dict[tuple[str, str], Manifest] = field(default_factory=dict)
+    foreign: dict[str, list[str]] = field(default_factory=dict)
 
     def sorted_entries(self) -> list[CatalogEntry]:
         """Every backup found on any tier, oldest restore point first."""
@@ -46,8 +74,14 @@ class Holdings:
         """The manifest of a backup from the first tier whose copy of it can be read."""
         errors = []
         for tier in self.holders.get(backup_id, []):
+            cached = self.manifests.get((tier.name, backup_id))
+            if cached is not None:
+                return cached, tier
             try:
-                return Catalog(tier.storage).load(self.keys[(tier.name, backup_id)]), tier
+                return (
+                    Catalog(tier.storage, tier.keyring).load(self.keys[(tier.name, backup_id)]),
+                    tier,
+                )
             except BackupflowError as exc:
                 errors.append(f"{tier.name}: {exc}")
         raise CatalogError(
@@ -55,14 +89,23 @@ class Holdings:
         )
 
 
-def locate(tiers: Sequence[Tier], category: str, name: str) -> Holdings:
-    """List the manifests of one series on every tier; an unreachable tier is reported."""
+def locate(
+    tiers: Sequence[Tier], category: str, name: str, *, authenticate: bool = True
+) -> Holdings:
+    """The authenticated backups of one series on every tier; an unreachable tier and every
+    foreign manifest are reported.
+
+    Without ``authenticate`` (restore planning), only manifest names are listed and each
+    manifest is authenticated when :meth:`Holdings.load` reads it: a planner must then treat
+    a load error as "not a backup" and plan again without it.
+    """
     from backupflow.models import Category
 
     holdings = Holdings()
     for tier in tiers:
+        catalog = Catalog(tier.storage, tier.keyring)
         try:
-            entries, strays = Catalog(tier.storage).listing(Category(category), name)
+            entries, strays = catalog.listing(Category(category), name)
         except BackupflowError as exc:
             holdings.problems.append(f"tier {tier.name} could not be listed: {exc}")
             continue
@@ -71,7 +114,21 @@ def locate(tiers: Sequence[Tier], category: str, name: str) -> Holdings:
             for key in strays
         ]
         holdings.listed.append(tier)
+        if not authenticate:
+            for entry in entries:
+                holdings.entries.setdefault(entry.id, entry)
+                holdings.holders.setdefault(entry.id, []).append(tier)
+                holdings.keys[(tier.name, entry.id)] = entry
+            continue
+        manifests, failed = catalog.load_many(entries)
+        holdings.problems += failed
+        holdings.foreign.setdefault(tier.name, []).extend(failed)
+        trusted = {m.id for m in manifests}
+        for manifest in manifests:
+            holdings.manifests[(tier.name, manifest.id)] = manifest
         for entry in entries:
+            if entry.id not in trusted:
+                continue
             holdings.entries.setdefault(entry.id, entry)
             holdings.holders.setdefault(entry.id, []).append(tier)
             holdings.keys[(tier.name, entry.id)] = entry
@@ -83,16 +140,30 @@ def copy_object(
 ) -> None:
     """Copy one stored object, checking its size and SHA-256 against the manifest.
 
-    A destination that already holds an object of the right size under the key keeps it
-    (objects are written atomically and verified, so it is a finished earlier copy).  Before
-    writing to a write-once (Object Lock) tier the source is verified first, so a damaged
-    copy is never locked in place.
+    An object the destination already holds is never overwritten: when it is the very
+    object the (authenticated) manifest records (size and SHA-256, read in full; for shared
+    content, the size) it is kept, else the copy stops with a
+    :class:`ReplicationConflictError`.  Before writing to a write-once (Object Lock) tier the
+    source is verified first, so a damaged copy is never locked in place.
     """
     try:
-        if dest.stat(record.key).size == record.size:
-            return
+        held = dest.stat(record.key).size
     except ObjectNotFoundError:
-        pass
+        held = None
+    if held is not None:
+        if held == record.size:
+            if record.role.startswith(CONTENT_ROLE):
+                return  # content-addressed: its key names its content
+            try:
+                verify_stored(dest, record, chunk_bytes=chunk_bytes)
+                return
+            except IntegrityError:
+                pass
+        raise ReplicationConflictError(
+            f"conflict: {dest.name} already holds {record.key} and it differs from the "
+            "authenticated manifest; it was left as it is (remove it by hand if it is not "
+            "yours, then replicate again)."
+        )
     if write_once:
         verify_stored(source, record, chunk_bytes=chunk_bytes)
     with source.open(record.key) as handle:
@@ -123,7 +194,7 @@ def copy_backup(manifest: Manifest, source: Tier, dest: Tier, *, chunk_bytes: in
             chunk_bytes=chunk_bytes,
             write_once=dest.write_once,
         )
-    Catalog(dest.storage).write(manifest)
+    Catalog(dest.storage, dest.keyring).write(manifest)
 
 
 def _kept_by(keep: Mapping[str, set[str]]) -> Wanted:
@@ -178,16 +249,21 @@ def replicate(
             if dest.name in present or (wanted is not None and not wanted(dest, entry)):
                 continue
             errors = []
+            copied = False
             for source in holdings.holders[entry.id]:
                 try:
-                    manifest = Catalog(source.storage).load(holdings.keys[(source.name, entry.id)])
+                    manifest = holdings.manifests[(source.name, entry.id)]
                     copy_backup(manifest, source, dest, chunk_bytes=chunk_bytes)
+                except ReplicationConflictError as exc:
+                    errors.append(str(exc))
+                    break  # never overwritten from another source either
                 except BackupflowError as exc:
                     errors.append(f"from {source.name}: {exc}")
                     continue
                 report.copied.append((entry.id, source.name, dest.name))
+                copied = True
                 break
-            else:
+            if not copied:
                 report.problems.append(
                     f"backup {entry.id} could not be copied to tier {dest.name} "
                     f"({'; '.join(errors)})"

@@ -37,6 +37,7 @@ from backupflow.storage import LocalStorage, MemoryStorage, open_tiers
 from backupflow.storage.base import ObjectInfo
 from backupflow.tiers import copy_object
 from tests.support.chain import restore, take_backup
+from tests.support.keys import KEYRING
 
 MiB = 1 << 20
 KEY = "database/gantt/2026-11-26/20261126T053301Z-full-3f9a1c.data"
@@ -192,11 +193,11 @@ def chain(settings: Settings) -> tuple[SqliteEngine, BackupSource, Manifest, byt
     conn.close()
     diff = take_backup(settings, BackupKind.DIFF)
     primary = open_tiers(settings)[0].storage
-    with open_verified(primary, diff.object("data")) as handle:
+    with open_verified(primary, diff.object("data"), keyring=KEYRING) as handle:
         delta = handle.read()
     engine = open_engine(settings)
     assert isinstance(engine, SqliteEngine)
-    return engine, source_of(primary, full, chunk_bytes=1 << 20), diff, delta
+    return engine, source_of(primary, full, chunk_bytes=1 << 20, keyring=KEYRING), diff, delta
 
 
 def _step(manifest: Manifest, delta: bytes, **position: Any) -> BackupSource:

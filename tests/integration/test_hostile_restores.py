@@ -21,6 +21,7 @@ from backupflow.models import BackupKind, Category, Manifest, new_backup_id
 from backupflow.pipeline import store_stream
 from backupflow.restore import execute_restore, load_plan
 from backupflow.storage import MemoryStorage, Tier
+from tests.support.keys import KEYRING
 
 
 def _tar(entries: list[tuple[tarfile.TarInfo, bytes | None]]) -> bytes:
@@ -82,7 +83,7 @@ def _store_backup(storage: MemoryStorage, tar_bytes: bytes, members: list[Member
         position={"layout": "tar"},
         objects=(data, member_obj),
     )
-    Catalog(storage).write(manifest)
+    Catalog(storage, KEYRING).write(manifest)
     return manifest
 
 
@@ -92,7 +93,7 @@ def _restore(tmp_path: Path, storage: MemoryStorage, target: Path) -> None:
         FileSetSettings(root=tmp_path / "live", include=["**"]),
         staging_dir=tmp_path / "staging",
     )
-    tier = Tier("primary", storage)
+    tier = Tier("primary", storage, KEYRING)
     loaded = load_plan([tier], "config", None, datetime.now(UTC), Category.CONFIG)
     execute_restore(engine, loaded, target, replace=False, chunk_bytes=1 << 16)
 

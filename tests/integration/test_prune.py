@@ -25,6 +25,7 @@ from backupflow.retention import (
 from backupflow.storage import MemoryStorage, Tier, open_tiers
 from backupflow.tiers import replicate
 from tests.support.chain import content_digest, restore, snapshot_copy, take_backup
+from tests.support.keys import KEYRING
 from tests.support.s3 import MotoServer, client_for, make_bucket
 
 LATER = timedelta(days=31)
@@ -139,17 +140,17 @@ def test_manifest_goes_before_data_and_dependents_before_their_base(settings: Se
     live = settings.database.sqlite_path
     _write(live, "CREATE TABLE t (v)")
     storage = RecordingStorage()
-    tier = Tier("primary", storage)
+    tier = Tier("primary", storage, KEYRING)
     made = []
     for kind in (BackupKind.FULL, BackupKind.DIFF, BackupKind.LOG, BackupKind.FULL):
         _write(live, "INSERT INTO t VALUES (1)")
         made.append(take_backup(settings, kind, [tier]))
     plan = plan_retention(
-        Catalog(storage).entries(Category.DATABASE, "gantt"),
+        Catalog(storage, KEYRING).entries(Category.DATABASE, "gantt"),
         RetentionPolicy({k: 1 for k in BackupKind}, min_fulls=1),
         datetime.now(UTC) + timedelta(days=5),
     )
-    report = execute_prune(Catalog(storage), "primary", plan)
+    report = execute_prune(Catalog(storage, KEYRING), "primary", plan)
     assert report.deleted == [made[2].id, made[1].id, made[0].id]
     owners = [key.rsplit("/", 1)[-1] for key in storage.deleted]
     for manifest in made[:3]:

@@ -26,6 +26,7 @@ from backupflow.models import BackupKind, Category, Manifest
 from backupflow.restore import load_plan
 from backupflow.storage import RetryingStorage, S3Storage, Tier
 from backupflow.storage.s3 import ObjectLock
+from tests.support.keys import KEYRING
 from tests.support.s3 import MotoServer, client_for, make_bucket
 
 REGION = "ap-northeast-2"
@@ -155,7 +156,7 @@ def test_planning_a_restore_over_1000_backups_costs_a_handful_of_requests(aws_en
         bucket = f"plan-{uuid.uuid4().hex[:10]}"
         make_bucket(client, bucket, REGION)
         storage = S3Storage(client, bucket)
-        catalog = Catalog(storage)
+        catalog = Catalog(storage, KEYRING)
         start = datetime(2026, 10, 1, tzinfo=UTC)
         full = diff = previous = None
         for index in range(1000):
@@ -183,7 +184,7 @@ def test_planning_a_restore_over_1000_backups_costs_a_handful_of_requests(aws_en
             "before-send.s3", lambda request, **_: requests.append(request.method)
         )
         now = start + timedelta(hours=1000)
-        loaded = load_plan([Tier("dr", storage)], "gantt", None, now)
+        loaded = load_plan([Tier("dr", storage, KEYRING)], "gantt", None, now)
         assert [s.manifest.kind for s in loaded.plan.steps] == [
             BackupKind.FULL,
             BackupKind.DIFF,

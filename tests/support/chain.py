@@ -36,9 +36,11 @@ def take_backup(settings: Settings, kind: BackupKind, tiers: list[Tier] | None =
     job = BackupJob.start(settings.database.name, decision, datetime.now(UTC), parent_tier)
     dump = dump_database(engine, job, settings)
     first, *others = tiers
-    objects = store_dump(first.storage, job, dump, codec_for(settings.pipeline), settings)
+    objects = store_dump(
+        first.storage, job, dump, codec_for(settings.pipeline), settings, keyring=first.keyring
+    )
     manifest = build_manifest(job, engine, dump, objects, datetime.now(UTC))
-    Catalog(first.storage).write(manifest)
+    Catalog(first.storage, first.keyring).write(manifest)
     for tier in others:
         copy_backup(manifest, first, tier, chunk_bytes=settings.pipeline.chunk_bytes)
     return manifest

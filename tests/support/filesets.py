@@ -20,6 +20,7 @@ from backupflow.pipeline import store_stream
 from backupflow.restore import RestoreOutcome, execute_restore, load_plan
 from backupflow.storage import MemoryStorage, Tier
 from backupflow.storage.base import Storage
+from tests.support.keys import KEYRING
 
 __all__ = [
     "LAYOUTS",
@@ -73,7 +74,9 @@ def tar_of(members: list[Member], data: dict[str, bytes]) -> bytes:
 
 
 def _put(storage: Storage, key: str, data: bytes, role: str) -> StoredObject:
-    return store_stream(storage, key, io.BytesIO(data), ZstdCodec(threads=0), role=role)
+    return store_stream(
+        storage, key, io.BytesIO(data), ZstdCodec(threads=0), role=role, keyring=KEYRING
+    )
 
 
 def store(
@@ -121,7 +124,7 @@ def store(
         position={"layout": layout},
         objects=tuple(objects),
     )
-    Catalog(storage).write(manifest)
+    Catalog(storage, KEYRING).write(manifest)
     return manifest
 
 
@@ -141,7 +144,7 @@ def restore(
         FileSetSettings(root=target if in_place else tmp_path / "live", include=["**"]),
         staging_dir=staging or tmp_path / "staging",
     )
-    loaded = load_plan([Tier("primary", storage)], name, None, datetime.now(UTC), category)
+    loaded = load_plan([Tier("primary", storage, KEYRING)], name, None, datetime.now(UTC), category)
     return execute_restore(engine, loaded, target, replace=in_place, chunk_bytes=1 << 16)
 
 

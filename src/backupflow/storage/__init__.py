@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from backupflow.config import RepositorySettings, Settings, TierSettings
 from backupflow.errors import ConfigError
+from backupflow.keys import Keyring, load_keyring
 from backupflow.storage.base import ObjectInfo, Storage, get_bytes, put_bytes, validate_key
 from backupflow.storage.local import LocalStorage
 from backupflow.storage.memory import MemoryStorage
@@ -43,10 +44,12 @@ TIER_NAMES: tuple[TierName, ...] = ("primary", "secondary", "dr")
 
 @dataclass(frozen=True)
 class Tier:
-    """A named storage tier."""
+    """A named storage tier, and the keys this process holds for it (the same keyring for
+    every tier: they hold copies of the same backups)."""
 
     name: TierName
     storage: Storage
+    keyring: Keyring = field(default_factory=Keyring, repr=False, compare=False)
 
     @property
     def write_once(self) -> bool:
@@ -90,8 +93,12 @@ def make_s3_client(tier: TierSettings, repository: RepositorySettings) -> Any:
     )
 
 
-def open_tier(name: TierName, settings: Settings, *, client: Any = None) -> Tier:
-    """The storage for one tier, wrapped with retries."""
+def open_tier(
+    name: TierName, settings: Settings, *, client: Any = None, keyring: Keyring | None = None
+) -> Tier:
+    """The storage for one tier, wrapped with retries, with the settings' keyring."""
+    if keyring is None:
+        keyring = load_keyring(settings.keys)
     tier: TierSettings = getattr(settings.repository, name)
     if tier.is_s3:
         bucket, _, prefix = tier.url[5:].partition("/")
@@ -118,13 +125,16 @@ def open_tier(name: TierName, settings: Settings, *, client: Any = None) -> Tier
     # boto3 already retries each S3 request (request_attempts); the wrapper retries whole
     # operations once more, and a local folder a few times.
     attempts = 2 if tier.is_s3 else 4
-    return Tier(name, RetryingStorage(storage, attempts=attempts))
+    return Tier(name, RetryingStorage(storage, attempts=attempts), keyring)
 
 
 def open_tiers(settings: Settings, names: tuple[TierName, ...] = TIER_NAMES) -> list[Tier]:
-    """The enabled tiers among ``names``, in the order given."""
+    """The enabled tiers among ``names``, in the order given (the keyring is loaded once)."""
+    keyring = load_keyring(settings.keys)
     return [
-        open_tier(name, settings) for name in names if getattr(settings.repository, name).enabled
+        open_tier(name, settings, keyring=keyring)
+        for name in names
+        if getattr(settings.repository, name).enabled
     ]
 
 
