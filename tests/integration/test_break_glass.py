@@ -8,6 +8,7 @@ a failure, not a skip.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
@@ -67,9 +68,11 @@ def _seed(path: Path) -> None:
     conn.close()
 
 
-@pytest.fixture
-def backed_up(tmp_path: Path) -> dict[str, Path | str]:
-    """Keys from `backupflow key init`, then one full backup through the CLI and its flow."""
+@pytest.fixture(scope="module")
+def backed_up(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path | str]:
+    """Keys from `backupflow key init`, then one full backup through the CLI and its flow
+    (made once for this module; each test restores into a folder of its own)."""
+    tmp_path = tmp_path_factory.mktemp("break-glass")
     for tool in TOOLS:
         need(shutil.which(tool) is not None, f"the {tool} command (make bootstrap installs it)")
     base = {k: v for k, v in os.environ.items() if not k.startswith(("BACKUPFLOW_", "PREFECT_"))}
@@ -123,8 +126,14 @@ def backed_up(tmp_path: Path) -> dict[str, Path | str]:
     return {"tmp": tmp_path, "glass": glass, "live": live, "verify_key": verify_key.group(0)}
 
 
-def _run_steps(backed_up: dict[str, Path | str], steps: str) -> subprocess.CompletedProcess[str]:
-    tmp, glass = Path(backed_up["tmp"]), Path(backed_up["glass"])
+def _run_steps(
+    backed_up: dict[str, Path | str], steps: str, glass: Path, bucket: Path
+) -> subprocess.CompletedProcess[str]:
+    """Run ``steps`` in ``glass`` (which gets the escrowed identity.txt) against the bucket
+    kept in the folder ``bucket``."""
+    tmp = Path(backed_up["tmp"])
+    glass.mkdir()
+    shutil.copy(Path(backed_up["glass"]) / "identity.txt", glass / "identity.txt")
     bin_dir = tmp / "bin"
     bin_dir.mkdir(exist_ok=True)
     (bin_dir / "aws").write_text(FAKE_AWS)
@@ -138,7 +147,7 @@ def _run_steps(backed_up: dict[str, Path | str], steps: str) -> subprocess.Compl
         "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
         "HOME": str(tmp),
         "LANG": "C.UTF-8",
-        "FAKE_S3_ROOT": str(tmp / "dr"),
+        "FAKE_S3_ROOT": str(bucket),
         "FAKE_S3_BUCKET": BUCKET,
     }
     return subprocess.run(
@@ -153,11 +162,11 @@ def _run_steps(backed_up: dict[str, Path | str], steps: str) -> subprocess.Compl
 
 
 def test_a_full_backup_restores_by_hand_as_the_readme_says(
-    backed_up: dict[str, Path | str],
+    backed_up: dict[str, Path | str], tmp_path: Path
 ) -> None:
-    glass, live = Path(backed_up["glass"]), Path(backed_up["live"])
+    glass, live = tmp_path / "glass", Path(backed_up["live"])
 
-    done = _run_steps(backed_up, readme_steps())
+    done = _run_steps(backed_up, readme_steps(), glass, Path(backed_up["tmp"]) / "dr")
 
     assert done.returncode == 0, done.stdout + done.stderr
     assert "Signature Verified Successfully" in done.stdout
@@ -175,21 +184,41 @@ def test_a_full_backup_restores_by_hand_as_the_readme_says(
 
 
 def test_a_tampered_manifest_stops_the_break_glass_at_the_signature(
-    backed_up: dict[str, Path | str],
+    backed_up: dict[str, Path | str], tmp_path: Path
 ) -> None:
-    tmp = Path(backed_up["tmp"])
-    manifests = sorted((tmp / "dr" / "database" / DB / "manifests").iterdir())
+    bucket = tmp_path / "bucket"
+    shutil.copytree(Path(backed_up["tmp"]) / "dr", bucket)
+    manifests = sorted((bucket / "database" / DB / "manifests").iterdir())
     envelope = json.loads(manifests[-1].read_text())
-    import base64
-
     payload = json.loads(base64.b64decode(envelope["payload"]))
     payload["objects"][0]["raw_sha256"] = "0" * 64  # what a forger would change
     envelope["payload"] = base64.b64encode(json.dumps(payload).encode()).decode()
     manifests[-1].chmod(0o600)
     manifests[-1].write_text(json.dumps(envelope))
 
-    done = _run_steps(backed_up, readme_steps())
+    done = _run_steps(backed_up, readme_steps(), tmp_path / "glass", bucket)
 
     assert done.returncode != 0
     assert "Signature Verification Failure" in done.stdout + done.stderr
-    assert not (Path(backed_up["glass"]) / "restored.db").exists()
+    assert not (tmp_path / "glass" / "restored.db").exists()
+
+
+def test_the_wrong_identity_cannot_decrypt(
+    backed_up: dict[str, Path | str], tmp_path: Path
+) -> None:
+    from backupflow.keys import generate_keys
+    from backupflow.keystore import write_escrow_file
+
+    glass = tmp_path / "glass"
+    steps = readme_steps().replace("-i identity.txt", "-i other.txt")
+    other = tmp_path / "other.txt"
+    write_escrow_file(other, generate_keys())
+    steps = steps.replace("other.txt", str(other))
+
+    done = _run_steps(backed_up, steps, glass, Path(backed_up["tmp"]) / "dr")
+
+    assert done.returncode != 0
+    assert "no identity matched" in done.stderr
+    assert "Signature Verified Successfully" in done.stdout  # the manifest itself was genuine
+    restored = glass / "restored.db"
+    assert not restored.exists() or restored.stat().st_size == 0
