@@ -354,11 +354,11 @@ def key_show_cmd(
     ring = _keyring(settings)
     rows, missing = describe(ring)
     _print_rows("Repository keys on this host (public parts only)", rows)
-    for name, block in (
-        ("signing key", settings.keys.signing_key_block),
-        ("identities", settings.keys.identities_block),
+    for name, block, value in (
+        ("signing key", settings.keys.signing_key_block, settings.keys.signing_key),
+        ("identities", settings.keys.identities_block, settings.keys.identities),
     ):
-        if block:
+        if block and not value.get_secret_value().strip():
             console.print(f"{name} read from the Secret block {block}.")
     for sentence in missing:
         console.print(f"[yellow]missing:[/yellow] {escape(sentence)}", highlight=False)

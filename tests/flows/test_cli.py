@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.chain import content_digest
+from tests.support.keys import TEST_KEYS
 from tests.support.trees import make_api_tree
 
 CLI = [sys.executable, "-m", "backupflow"]
@@ -39,6 +40,11 @@ def env(tmp_path: Path, prefect_server: str) -> dict[str, str]:
         "BACKUPFLOW_DATABASE__SQLITE_PATH": str(tmp_path / "app" / "gantt.db"),
         "BACKUPFLOW_BACKUP_LOG": str(tmp_path / "backup.log"),
         "BACKUPFLOW_STAGING_DIR": str(tmp_path / "staging"),
+        # the session's repository keys, as an operator's environment holds them
+        "BACKUPFLOW_KEYS__RECIPIENTS": json.dumps([TEST_KEYS.recipient]),
+        "BACKUPFLOW_KEYS__IDENTITIES": TEST_KEYS.identity,
+        "BACKUPFLOW_KEYS__SIGNING_KEY": TEST_KEYS.signing_key,
+        "BACKUPFLOW_KEYS__VERIFY_KEYS": json.dumps([TEST_KEYS.verify_key]),
     }
 
 

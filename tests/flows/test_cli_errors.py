@@ -27,9 +27,17 @@ import pytest
 import backupflow
 from backupflow import cli
 from backupflow.keys import generate_keys
+from tests.support.keys import TEST_KEYS
 from tests.support.trees import make_api_tree
 
 SECRET = "Pa55-w0rd-n0t-f0r-0utput"
+#: The session's repository keys, as an operator's environment holds them.
+KEYS_ENV = {
+    "BACKUPFLOW_KEYS__RECIPIENTS": json.dumps([TEST_KEYS.recipient]),
+    "BACKUPFLOW_KEYS__IDENTITIES": TEST_KEYS.identity,
+    "BACKUPFLOW_KEYS__SIGNING_KEY": TEST_KEYS.signing_key,
+    "BACKUPFLOW_KEYS__VERIFY_KEYS": json.dumps([TEST_KEYS.verify_key]),
+}
 W = "{w}"  # replaced by the world folder in arguments and settings
 EXIT_USAGE, EXIT_CONFIG, EXIT_FAILED = 2, 3, 1
 NOW = datetime.now(UTC)
@@ -343,7 +351,12 @@ ROWS: dict[str, Row] = {
         "show",
     ),
     "key-show-missing-block": setting(
-        "BACKUPFLOW_KEYS__IDENTITIES_BLOCK", "no-such-block", "'no-such-block'", "key", "show"
+        "BACKUPFLOW_KEYS__IDENTITIES_BLOCK",
+        "no-such-block",
+        "'no-such-block'",
+        "key",
+        "show",
+        unset=("BACKUPFLOW_KEYS__IDENTITIES",),
     ),
     "key-init-already-configured": setting(
         "BACKUPFLOW_KEYS__SIGNING_KEY",
@@ -353,13 +366,19 @@ ROWS: dict[str, Row] = {
         "init",
         "--print-secrets",
     ),
-    "key-rotate-nothing": Row(("key", "rotate", "--print-secrets"), EXIT_CONFIG, "no keys"),
+    "key-rotate-nothing": Row(
+        ("key", "rotate", "--print-secrets"),
+        EXIT_CONFIG,
+        "no keys",
+        dict.fromkeys(KEYS_ENV),
+        subprocess=True,
+    ),
     "adopt-set-and-database": usage(
         "adopt", "--set", "config", "--database", "gantt", fragment="not both"
     ),
     "adopt-bad-database": usage("adopt", "--database", "a;b", fragment="not a database name"),
     "verify-read-data-over-100": usage("verify", "--read-data", "101", fragment="--read-data"),
-    "verify-read-data-words": usage("verify", "--read-data", "all", fragment="'all'"),
+    "verify-read-data-words": usage("verify", "--read-data", "all", fragment="valid number"),
 }
 
 
@@ -378,6 +397,7 @@ def _build_world(root: Path) -> dict[str, str]:
         **{
             f"BACKUPFLOW_FILES__{s}__ROOT": str(root / "api") for s in ("CONFIG", "LOGS", "UPLOADS")
         },
+        **KEYS_ENV,
     }
     (root / "app").mkdir(parents=True)
     conn = sqlite3.connect(root / "app" / "gantt.db")
