@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from backupflow.envelope import seal
 from tests.support.chain import content_digest
 from tests.support.keys import TEST_KEYS
 from tests.support.trees import make_api_tree
@@ -185,7 +187,7 @@ def test_unknown_manifest_version_is_reported_and_skipped(run: Run, tmp_path: Pa
     _seed(tmp_path / "app" / "gantt.db")
     assert run("backup", "database").returncode == 0
     manifest = next((tmp_path / "backups").rglob("*.manifest.json"))
-    data = json.loads(manifest.read_text())
+    data = json.loads(base64.b64decode(json.loads(manifest.read_text())["payload"]))
     newer = datetime.fromisoformat(data["restore_point"]) + timedelta(milliseconds=500)
     data.update(
         format_version=99,
@@ -193,7 +195,10 @@ def test_unknown_manifest_version_is_reported_and_skipped(run: Run, tmp_path: Pa
         restore_point=newer.isoformat(),
     )
     name = f"{newer.strftime('%Y%m%dT%H%M%S')}{newer.microsecond // 1000:03d}Z_{data['id']}_none"
-    (manifest.parent / f"{name}.manifest.json").write_text(json.dumps(data))
+    # signed with the repository's key (a future release's manifest), so only its version is
+    # unknown
+    sealed = seal(json.dumps(data).encode(), TEST_KEYS.keyring())
+    (manifest.parent / f"{name}.manifest.json").write_bytes(sealed)
     listed = run("catalog")
     assert listed.returncode == EXIT_FAILED
     assert "format version 99" in listed.stderr.splitlines()[-1]
