@@ -628,14 +628,23 @@ def _verify_artifact(label: str) -> list[dict[str, Any]]:
 
 
 def _print_verify_table(label: str, rows: list[dict[str, Any]]) -> None:
+    """One series: a table of what each tier holds, then each finding as one whole line
+    (keys are never cut to the terminal's width)."""
     if not rows:
         return
     table = Table(title=f"verify: {label}")
     for column in ("tier", "kind", "detail"):
-        table.add_column(column)
+        table.add_column(column, overflow="fold")
+    findings = []
     for row in rows:
-        table.add_row(*(escape(one_line(str(row.get(c, "")))) for c in ("tier", "kind", "detail")))
+        tier, kind, detail = (one_line(str(row.get(c, ""))) for c in ("tier", "kind", "detail"))
+        if kind == "summary":
+            table.add_row(escape(tier), escape(kind), escape(detail))
+        else:
+            findings.append(f"finding: {tier} {kind}: {detail}")
     console.print(table)
+    for line in findings:
+        print(line)
 
 
 @dr_app.command("restore-system")

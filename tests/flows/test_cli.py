@@ -251,3 +251,26 @@ def test_file_sets_from_the_command_line(run: Run, tmp_path: Path) -> None:
         "not empty",
     )
     _one_line_error(run("backup", "files", "--set", "photos", extra=extra), EXIT_USAGE, "photos")
+
+
+def test_verify_passes_then_reports_a_planted_manifest(run: Run, tmp_path: Path) -> None:
+    _seed(tmp_path / "app" / "gantt.db")
+    assert run("backup", "database").returncode == 0
+
+    clean = run("verify", "--read-data", "100")
+    assert clean.returncode == 0, clean.stderr
+    assert "every tier verified" in clean.stdout
+
+    genuine = next((tmp_path / "secondary").rglob("*.manifest.json"))
+    payload = json.loads(base64.b64decode(json.loads(genuine.read_text())["payload"]))
+    planted = genuine.with_name(genuine.name.replace("_none", "_x"))
+    planted.write_text(json.dumps(payload))  # unsigned: what a bucket writer can make
+
+    found = run("verify")
+    assert found.returncode == EXIT_FAILED
+    finding = next(line for line in found.stdout.splitlines() if planted.name in line)
+    assert finding.startswith("finding: secondary foreign")
+    lines = found.stderr.splitlines()
+    assert lines[-1].startswith("error: verify found") and "Traceback" not in found.stderr
+    restored = run("restore", "database", "--latest", "--into", str(tmp_path / "app" / "r.db"))
+    assert restored.returncode == 0, restored.stderr
