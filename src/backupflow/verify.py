@@ -175,8 +175,9 @@ class VerifyReport:
     def for_series(self, label: str) -> list[Finding]:
         return [f for f in self.findings if f.series == label]
 
-    def table(self, label: str) -> list[dict[str, Any]]:
-        """The artifact's rows for one series: one summary row per tier, then the findings."""
+    def table(self, label: str, limit: int = 1000) -> list[dict[str, Any]]:
+        """The artifact's rows for one series: one summary row per tier, then the findings
+        (at most ``limit`` of them; one last row counts the rest)."""
         rows: list[dict[str, Any]] = [
             {
                 "tier": s.tier,
@@ -194,9 +195,16 @@ class VerifyReport:
             for s in self.summaries
             if s.series == label
         ]
-        rows += [
-            {"tier": f.tier, "kind": f.kind, "detail": f.detail} for f in self.for_series(label)
-        ]
+        findings = self.for_series(label)
+        rows += [{"tier": f.tier, "kind": f.kind, "detail": f.detail} for f in findings[:limit]]
+        if len(findings) > limit:
+            rows.append(
+                {
+                    "tier": "-",
+                    "kind": "more",
+                    "detail": f"{len(findings) - limit} more finding(s) are in the run's log",
+                }
+            )
         return rows
 
 
@@ -526,7 +534,8 @@ class _Run:
                     series,
                     TIER_DISAGREEMENT,
                     f"backup {backup_id} is in {', '.join(s.tier.name for s in holders)} but "
-                    f"not in {state.tier.name}, whose retention keeps it",
+                    f"not in {state.tier.name}"
+                    + (", whose retention keeps it" if policy is not None else ""),
                 )
 
 

@@ -18,8 +18,8 @@ from backupflow.models import BackupKind
 from backupflow.storage import open_tiers
 from backupflow.storage.base import put_bytes
 from backupflow.verify import VerificationFailedError
-from flows.backup_database import backup_database
 from flows.verify_backups import verify_backups
+from tests.support.chain import take_backup
 
 
 def _seed(path: Path) -> None:
@@ -49,7 +49,7 @@ def _rows(key: str) -> list[dict[str, Any]]:
 def test_a_clean_run_publishes_a_table_per_series(settings: Settings) -> None:
     _seed(settings.database.sqlite_path)
     with use_settings(settings):
-        backup_database(kind=BackupKind.FULL)
+        take_backup(settings, BackupKind.FULL)
         report = verify_backups(read_data_percent=100)
     assert report.ok and report.requests > 0 and report.bytes_read > 0
     rows = _rows("verify-gantt")
@@ -73,7 +73,7 @@ def test_a_finding_fails_the_run_after_publishing_and_tells_the_administrator(
         }
     )
     with use_settings(admin):
-        backup_database(kind=BackupKind.FULL)
+        take_backup(admin, BackupKind.FULL)
         secondary = open_tiers(admin)[1]
         planted = "database/gantt/2026-11-26/payload.sh"
         put_bytes(secondary.storage, planted, b"#!/bin/sh\n")

@@ -24,6 +24,8 @@ import pytest
 from backupflow.catalog import Catalog, manifest_key, object_key
 from backupflow.config import Settings
 from backupflow.envelope import seal
+from backupflow.errors import StorageError
+from backupflow.filesets import content_key
 from backupflow.keys import Keyring, generate_keys
 from backupflow.models import BackupKind, Category, Manifest, StoredObject, new_backup_id
 from backupflow.retention import RetentionPolicy
@@ -48,7 +50,9 @@ from backupflow.verify import (
     sample_window,
     verify,
 )
+from tests.support import filesets
 from tests.support.chain import take_backup
+from tests.support.keys import KEYRING
 from tests.support.s3 import MotoServer, client_for, make_bucket
 
 GANTT = Series(Category.DATABASE, "gantt")
@@ -123,8 +127,22 @@ def test_a_clean_repository_gives_no_finding_even_reading_everything(
     chain: tuple[list[Tier], list[Manifest]],
 ) -> None:
     tiers, made = chain
-    report = _run(tiers, percent=100)
+    counted = [Tier(t.name, Counting(t.storage), t.keyring) for t in tiers]
+    report = _run(counted, percent=100)
     assert report.ok, report.findings
+    # the budget with data reads: per tier one LIST, a GET per manifest, HEAD + GET per object
+    objects = sum(len(m.objects) for m in made)
+    for tier in counted:
+        assert isinstance(tier.storage, Counting)
+        assert tier.storage.calls == {
+            "LIST": 1,
+            "GET": len(made) + objects,
+            "HEAD": objects,
+            "PUT": 0,
+            "DELETE": 0,
+        }
+    billed = [t.storage.total for t in counted if isinstance(t.storage, Counting)]
+    assert report.requests == sum(billed) == 3 * (1 + len(made) + 2 * objects)
     assert sorted(report.sampled) == sorted((t.name, m.id) for t in tiers for m in made)
     assert report.bytes_read == 3 * sum(m.stored_bytes for m in made)
     assert all(o.encryption for m in made for o in m.objects)  # encrypted by default
@@ -553,3 +571,53 @@ def test_the_request_budget_over_1000_backups_is_exact() -> None:
     assert counting.calls == {"LIST": 2, "GET": 1000, "HEAD": 0, "PUT": 0, "DELETE": 0}
     assert report.requests == counting.total == expected
     assert report.bytes_read == 0
+
+
+def test_file_sets_tar_and_content_addressed_verify_clean_and_spot_strays() -> None:
+    storage = MemoryStorage("primary")
+    tier = Tier("primary", storage, KEYRING)
+    members = [filesets.file("a.txt"), filesets.file("b.bin")]
+    data = {"a.txt": b"alpha", "b.bin": b"beta" * 1000}
+    config = filesets.store(storage, "tar", members, data=data)
+    uploads = filesets.store(storage, "content", members, data=data)
+    sets = [Series(Category.CONFIG, "config"), Series(Category.UPLOADS, "uploads")]
+    report = verify([tier], sets, now=_later(), read_data_percent=100)
+    assert report.ok, report.findings
+    assert {b for _, b in report.sampled} == {config.id, uploads.id}
+    content = next(o for o in uploads.objects if o.role.startswith("content:"))
+    stale = content_key(Category.UPLOADS, "uploads", "ab" * 32, ".zst.age")
+    misplaced = "uploads/uploads/content/ff/" + content.key.rsplit("/", 1)[1]
+    for key in (stale, misplaced):
+        put_bytes(storage, key, b"left over")
+    report = verify([tier], sets, now=_later(), read_data_percent=0)
+    assert {(f.series, f.kind) for f in report.findings} == {
+        ("uploads/uploads", ORPHAN),
+        ("uploads/uploads", FOREIGN_OBJECT),
+    }
+    assert stale in next(f.detail for f in report.findings if f.kind == ORPHAN)
+    assert misplaced in next(f.detail for f in report.findings if f.kind == FOREIGN_OBJECT)
+
+
+def test_the_table_of_a_series_is_bounded() -> None:
+    report = VerifyReport(
+        findings=[Finding("primary", LABEL, ORPHAN, f"key {n}") for n in range(1500)]
+    )
+    rows = report.table(LABEL)
+    assert len(rows) == 1001 and rows[-1]["detail"] == "500 more finding(s) are in the run's log"
+
+
+class _Down(MemoryStorage):
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        raise StorageError("list on s3://dr-bucket was denied (AccessDenied).")
+
+
+def test_an_unreachable_tier_is_a_finding_and_the_others_are_still_checked(
+    chain: tuple[list[Tier], list[Manifest]],
+) -> None:
+    tiers, _ = chain
+    down = Tier("dr", _Down("dr"), tiers[0].keyring)
+    report = _run([*tiers[:2], down])
+    (finding,) = report.findings
+    assert (finding.tier, finding.kind) == ("dr", "unreachable")
+    assert "AccessDenied" in finding.detail
+    assert [s.tier for s in report.summaries] == ["primary", "secondary"]
