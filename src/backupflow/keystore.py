@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from backupflow.errors import ConfigError, ParameterError
+from backupflow.errors import BackupflowError, ConfigError, ParameterError
 from backupflow.fsutil import create_private_file, fsync_dir
 from backupflow.keys import GeneratedKeys, Keyring, key_id, parse_identities, parse_recipients
 
@@ -316,6 +316,11 @@ def load_block(name: str) -> str | None:
         block = Secret.load(name)
     except ValueError:
         return None
+    except Exception as exc:
+        raise BackupflowError(
+            f"the Secret block {name} cannot be read ({type(exc).__name__}); check that the "
+            "Prefect API at PREFECT_API_URL is up."
+        ) from None
     return str(block.get())  # type: ignore[union-attr]
 
 
