@@ -596,12 +596,11 @@ class KeySettings(BaseModel):
         "are trusted: the current one and older ones.",
     )
 
-    def __call__(self) -> tuple[str, ...]:
-        """``settings.keys()``: the settings' field names.  A field named ``keys`` makes
-        ``dict(settings)`` (which Prefect does to every pydantic task argument) call it as
-        the mapping protocol's ``keys()``; this and ``Settings.__getitem__`` keep that
-        working."""
-        return tuple(Settings.model_fields)
+    def __call__(self) -> list[str]:
+        """``Settings`` has a field named ``keys``, so ``dict(settings)`` - which Prefect runs
+        on every task parameter - takes it for a mapping's ``keys()`` method.  No keys: Prefect
+        then passes the settings through untouched (there is nothing in them to resolve)."""
+        return []
 
 
 class PipelineSettings(BaseModel):
@@ -700,12 +699,6 @@ class Settings(BaseSettings):
         description="Name of a Prefect global concurrency limit (created by the bootstrap) that "
         "every database backup holds, strictly: backups never overlap.",
     )
-
-    def __getitem__(self, name: str) -> Any:
-        """``settings[name]``, for ``dict(settings)`` (see ``KeySettings.__call__``)."""
-        if name not in type(self).model_fields:
-            raise KeyError(name)
-        return getattr(self, name)
 
     @field_validator("staging_dir", "backup_log")
     @classmethod

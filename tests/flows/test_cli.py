@@ -15,9 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from backupflow.envelope import seal
 from tests.support.chain import content_digest
-from tests.support.keys import TEST_KEYS
+from tests.support.keys import key_env
 from tests.support.trees import make_api_tree
 
 CLI = [sys.executable, "-m", "backupflow"]
@@ -42,11 +41,7 @@ def env(tmp_path: Path, prefect_server: str) -> dict[str, str]:
         "BACKUPFLOW_DATABASE__SQLITE_PATH": str(tmp_path / "app" / "gantt.db"),
         "BACKUPFLOW_BACKUP_LOG": str(tmp_path / "backup.log"),
         "BACKUPFLOW_STAGING_DIR": str(tmp_path / "staging"),
-        # the session's repository keys, as an operator's environment holds them
-        "BACKUPFLOW_KEYS__RECIPIENTS": json.dumps([TEST_KEYS.recipient]),
-        "BACKUPFLOW_KEYS__IDENTITIES": TEST_KEYS.identity,
-        "BACKUPFLOW_KEYS__SIGNING_KEY": TEST_KEYS.signing_key,
-        "BACKUPFLOW_KEYS__VERIFY_KEYS": json.dumps([TEST_KEYS.verify_key]),
+        **key_env(),
     }
 
 
@@ -183,11 +178,13 @@ def test_relative_into_is_read_against_the_current_folder(run: Run, tmp_path: Pa
     assert not (tmp_path / "copy.db").exists()
 
 
-def test_unknown_manifest_version_is_reported_and_skipped(run: Run, tmp_path: Path) -> None:
+def test_an_unsigned_manifest_is_reported_and_skipped(run: Run, tmp_path: Path) -> None:
+    """A manifest planted without a signature (here: of a future format) is never a backup."""
     _seed(tmp_path / "app" / "gantt.db")
     assert run("backup", "database").returncode == 0
     manifest = next((tmp_path / "backups").rglob("*.manifest.json"))
-    data = json.loads(base64.b64decode(json.loads(manifest.read_text())["payload"]))
+    payload = json.loads(manifest.read_text())["payload"]
+    data = json.loads(base64.b64decode(payload))
     newer = datetime.fromisoformat(data["restore_point"]) + timedelta(milliseconds=500)
     data.update(
         format_version=99,
@@ -195,16 +192,14 @@ def test_unknown_manifest_version_is_reported_and_skipped(run: Run, tmp_path: Pa
         restore_point=newer.isoformat(),
     )
     name = f"{newer.strftime('%Y%m%dT%H%M%S')}{newer.microsecond // 1000:03d}Z_{data['id']}_none"
-    # signed with the repository's key (a future release's manifest), so only its version is
-    # unknown
-    sealed = seal(json.dumps(data).encode(), TEST_KEYS.keyring())
-    (manifest.parent / f"{name}.manifest.json").write_bytes(sealed)
+    (manifest.parent / f"{name}.manifest.json").write_text(json.dumps(data))
     listed = run("catalog")
     assert listed.returncode == EXIT_FAILED
-    assert "format version 99" in listed.stderr.splitlines()[-1]
+    assert "unsigned manifest" in listed.stderr.splitlines()[-1]
+    assert data["id"] not in listed.stdout
     dry = run("restore", "database", "--latest", "--dry-run")
     assert dry.returncode == 0, dry.stderr
-    assert "format version 99" in dry.stderr
+    assert "unsigned manifest" in dry.stderr
     assert "nothing was changed" in dry.stdout
     assert data["id"] not in dry.stdout  # the plan uses the readable backup
 
@@ -274,3 +269,56 @@ def test_verify_passes_then_reports_a_planted_manifest(run: Run, tmp_path: Path)
     assert lines[-1].startswith("error: verify found") and "Traceback" not in found.stderr
     restored = run("restore", "database", "--latest", "--into", str(tmp_path / "app" / "r.db"))
     assert restored.returncode == 0, restored.stderr
+
+
+def _unsign(manifest: Path, **changes: object) -> Path:
+    """Rewrite a signed manifest as a format-1 (pre-keys, unsigned) one; returns its path."""
+    data = json.loads(base64.b64decode(json.loads(manifest.read_text())["payload"]))
+    data["format_version"] = 1
+    for obj in data["objects"]:
+        obj.pop("encryption", None)
+        obj.pop("recipients", None)
+        obj.update(changes)
+    manifest.write_text(json.dumps(data))
+    return manifest
+
+
+def test_adopt_signs_old_unsigned_backups_once_their_objects_check_out(
+    run: Run, tmp_path: Path
+) -> None:
+    live = tmp_path / "app" / "gantt.db"
+    _seed(live)
+    clear = {"BACKUPFLOW_KEYS__ENCRYPT": "false"}  # format 1 had no encryption
+    assert run("backup", "database", extra=clear).returncode == 0
+    for manifest in tmp_path.rglob("*.manifest.json"):
+        _unsign(manifest)
+    unsigned = run("restore", "database", "--latest", "--into", str(tmp_path / "app" / "a.db"))
+    assert unsigned.returncode != 0  # never restored before it is adopted
+    assert not (tmp_path / "app" / "a.db").exists()
+
+    adopted = run("adopt")
+
+    assert adopted.returncode == 0, adopted.stderr
+    assert "adopted" in adopted.stdout
+    restored = run("restore", "database", "--latest", "--into", str(tmp_path / "app" / "b.db"))
+    assert restored.returncode == 0, restored.stderr
+    assert content_digest(tmp_path / "app" / "b.db") == content_digest(live)
+    again = run("adopt")
+    assert again.returncode == 0 and "0 backups adopted" in again.stdout
+
+
+def test_adopt_refuses_an_unsigned_backup_whose_object_does_not_match(
+    run: Run, tmp_path: Path
+) -> None:
+    _seed(tmp_path / "app" / "gantt.db")
+    assert run("backup", "database", extra={"BACKUPFLOW_KEYS__ENCRYPT": "false"}).returncode == 0
+    for manifest in tmp_path.rglob("*.manifest.json"):
+        _unsign(manifest, raw_sha256="0" * 64, sha256="0" * 64)
+
+    refused = run("adopt")
+
+    assert refused.returncode == EXIT_FAILED
+    assert "not adopted" in refused.stderr and "0 backups adopted" in refused.stdout
+    assert "Traceback" not in refused.stderr
+    for manifest in tmp_path.rglob("*.manifest.json"):
+        assert json.loads(manifest.read_text())["format_version"] == 1  # left as it was

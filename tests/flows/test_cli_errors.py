@@ -27,17 +27,12 @@ import pytest
 import backupflow
 from backupflow import cli
 from backupflow.keys import generate_keys
-from tests.support.keys import TEST_KEYS
+from tests.support.keys import key_env
 from tests.support.trees import make_api_tree
 
 SECRET = "Pa55-w0rd-n0t-f0r-0utput"
 #: The session's repository keys, as an operator's environment holds them.
-KEYS_ENV = {
-    "BACKUPFLOW_KEYS__RECIPIENTS": json.dumps([TEST_KEYS.recipient]),
-    "BACKUPFLOW_KEYS__IDENTITIES": TEST_KEYS.identity,
-    "BACKUPFLOW_KEYS__SIGNING_KEY": TEST_KEYS.signing_key,
-    "BACKUPFLOW_KEYS__VERIFY_KEYS": json.dumps([TEST_KEYS.verify_key]),
-}
+KEYS_ENV = key_env()
 W = "{w}"  # replaced by the world folder in arguments and settings
 EXIT_USAGE, EXIT_CONFIG, EXIT_FAILED = 2, 3, 1
 NOW = datetime.now(UTC)
@@ -394,6 +389,7 @@ def _build_world(root: Path) -> dict[str, str]:
         "BACKUPFLOW_DATABASE__PASSWORD": SECRET,
         "BACKUPFLOW_BACKUP_LOG": str(root / "log" / "backup.log"),
         "BACKUPFLOW_STAGING_DIR": str(root / "staging"),
+        **key_env(),
         **{
             f"BACKUPFLOW_FILES__{s}__ROOT": str(root / "api") for s in ("CONFIG", "LOGS", "UPLOADS")
         },

@@ -22,6 +22,7 @@ from backupflow.storage import open_primary
 from flows.backup_database import backup_database
 from flows.restore_database import restore_database
 from tests.support.chain import content_digest, snapshot_copy
+from tests.support.keys import KEYRING
 
 
 def _seed(path: Path, rows: int = 3_000) -> None:
@@ -118,13 +119,13 @@ def test_interrupted_backup_is_never_listed_and_is_cleaned_next_time(settings: S
     old = time.time() - 2 * 3600
     for path in (orphan, partial):
         os.utime(path, (old, old))
-    scan = Catalog(open_primary(settings)).scan(Category.DATABASE, "gantt")
+    scan = Catalog(open_primary(settings), KEYRING).scan(Category.DATABASE, "gantt")
     assert [m.id for m in scan.manifests] == [good.id]
 
     with use_settings(settings):
         backup_database(kind=BackupKind.LOG)[0]
     assert not orphan.exists() and not partial.exists()
-    scan = Catalog(open_primary(settings)).scan(Category.DATABASE, "gantt")
+    scan = Catalog(open_primary(settings), KEYRING).scan(Category.DATABASE, "gantt")
     assert len(scan.manifests) == 2
     assert (primary / good.object("data").key).exists()
 
@@ -159,6 +160,6 @@ def test_several_databases_are_backed_up_in_one_run(settings: Settings) -> None:
     with use_settings(several):
         manifests = backup_database(kind=BackupKind.FULL)
     assert [m.database for m in manifests] == ["gantt", "audit"]
-    catalog = Catalog(open_primary(several))
+    catalog = Catalog(open_primary(several), KEYRING)
     for name in ("gantt", "audit"):
         assert len(catalog.entries(Category.DATABASE, name)) == 1

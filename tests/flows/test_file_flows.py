@@ -86,7 +86,12 @@ def test_uploads_are_stored_once_and_every_point_restores_after_retention(
     )
     assert report is not None and len(report.deleted) == 2
     removed = remove_unreferenced_content(
-        primary.storage, Category.UPLOADS, "uploads", now=datetime.now(UTC), grace=timedelta(0)
+        primary.storage,
+        Category.UPLOADS,
+        "uploads",
+        now=datetime.now(UTC),
+        grace=timedelta(0),
+        keyring=primary.keyring,
     )
     assert len(removed) == 1  # only-on-day-1.png's content, which no kept backup lists
     kept = [e.id for e in Catalog(primary.storage).entries(Category.UPLOADS, "uploads")]

@@ -129,8 +129,8 @@ def test_chain_reaches_all_tiers_and_dr_alone_restores_it(
 
     dr = open_tier("dr", settings)
     manifest, _tier = next(
-        (Catalog(dr.storage).load(e), e)
-        for e in Catalog(dr.storage).entries(Category.DATABASE, "gantt")
+        (Catalog(dr.storage, dr.keyring).load(e), e)
+        for e in Catalog(dr.storage, dr.keyring).entries(Category.DATABASE, "gantt")
     )
     with pytest.raises(ObjectLockedError, match="Object Lock"):
         dr.storage.delete(manifest.objects[0].key)
