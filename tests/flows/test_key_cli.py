@@ -338,3 +338,71 @@ def test_bootstrap_saves_the_key_blocks_once_and_never_drops_an_identity(
     held = parse_identities(str(Secret.load("boot-identities").get()))
     assert {str(i) for i in held} == {first.identity, second.identity}
     assert str(Secret.load("boot-signing").get()) == second.signing_key
+
+
+def test_rotation_round_trip_and_a_removed_old_identity_named_by_key_id(
+    env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Back up with key 1, rotate, back up with key 2: both restore.  Without the old
+    identity, the old backup's restore is one sentence naming the key id it needs."""
+    import json
+    import sqlite3
+
+    from tests.support.chain import content_digest
+
+    env_file = tmp_path / "backupflow.env"
+    live = tmp_path / "app" / "gantt.db"
+    live.parent.mkdir()
+    world = {
+        **env,
+        "BACKUPFLOW_CONFIG": str(env_file),
+        "BACKUPFLOW_REPOSITORY__PRIMARY__URL": str(tmp_path / "backups"),
+        "BACKUPFLOW_REPOSITORY__SECONDARY__URL": str(tmp_path / "secondary"),
+        "BACKUPFLOW_REPOSITORY__DR__URL": str(tmp_path / "dr"),
+        "BACKUPFLOW_DATABASE__NAME": "gantt",
+        "BACKUPFLOW_DATABASE__SQLITE_PATH": str(live),
+        "BACKUPFLOW_BACKUP_LOG": str(tmp_path / "backup.log"),
+        "BACKUPFLOW_STAGING_DIR": str(tmp_path / "staging"),
+    }
+
+    def bf(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*CLI, *args], env=world, capture_output=True, text=True, timeout=180, check=False
+        )
+
+    def write(rows: int) -> str:
+        conn = sqlite3.connect(live)
+        with conn:
+            conn.execute("CREATE TABLE IF NOT EXISTS t (id INTEGER PRIMARY KEY, v TEXT)")
+            conn.executemany("INSERT INTO t (v) VALUES (?)", [(str(i),) for i in range(rows)])
+        conn.close()
+        return content_digest(live)
+
+    assert key(env, "init", "--env-file", str(env_file)).returncode == 0
+    old = ring_of(env_file, monkeypatch)
+    first = write(500)
+    assert bf("backup", "database").returncode == 0
+    assert key(env, "rotate", "--env-file", str(env_file)).returncode == 0
+    second = write(700)
+    assert bf("backup", "database").returncode == 0
+
+    backups = json.loads(bf("catalog", "--json").stdout)["backups"]
+    assert len(backups) == 2
+    at_first = backups[0]["restore_point"]
+    one = bf("restore", "database", "--at", at_first, "--into", str(live.parent / "1.db"))
+    assert one.returncode == 0, one.stderr
+    assert content_digest(live.parent / "1.db") == first
+    two = bf("restore", "database", "--latest", "--into", str(live.parent / "2.db"))
+    assert two.returncode == 0, two.stderr
+    assert content_digest(live.parent / "2.db") == second
+
+    # the old identity is gone from this host: its backups cannot be read, and say why
+    text = env_file.read_text()
+    old_identity = str(old.identities[0])
+    env_file.write_text(text.replace(f" {old_identity}", "").replace(old_identity, ""))
+    lost = bf("restore", "database", "--at", at_first, "--into", str(live.parent / "3.db"))
+    assert lost.returncode == 3, lost.stderr  # a missing key is a configuration error
+    last = lost.stderr.splitlines()[-1]
+    assert last.startswith("error: ") and old.recipient_ids[0] in last, lost.stderr
+    assert "Traceback" not in lost.stderr and not SECRET_SHAPES.search(lost.stdout + lost.stderr)
+    assert not (live.parent / "3.db").exists()
