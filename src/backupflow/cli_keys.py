@@ -330,6 +330,12 @@ def key_rotate_cmd(
         f"kept: age identities {', '.join(kept_ids) or 'none held here'}; verify keys "
         f"{', '.join(key_id(v) for v in keyset.verify_keys[1:]) or 'none'}."
     )
+    dropped = [key_id(r) for r in current.recipients if r not in keyset.recipients]
+    if dropped:
+        console.print(
+            f"new backups are no longer encrypted to {', '.join(dropped)}; to keep an escrow "
+            "key, rotate again with --escrow-recipient age1... for it."
+        )
     held = set(current.identity_ids())
     lacking = [r for r in current.recipient_ids if r not in held]
     if lacking:

@@ -406,3 +406,25 @@ def test_rotation_round_trip_and_a_removed_old_identity_named_by_key_id(
     assert last.startswith("error: ") and old.recipient_ids[0] in last, lost.stderr
     assert "Traceback" not in lost.stderr and not SECRET_SHAPES.search(lost.stdout + lost.stderr)
     assert not (live.parent / "3.db").exists()
+
+
+def test_an_escrow_recipient_decrypts_every_new_backup_and_survives_rotation(
+    env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    escrow = generate_keys()  # made offline with age-keygen; only its public key is given
+    env_file = tmp_path / "backupflow.env"
+    done = key(env, "init", "--env-file", str(env_file), "--escrow-recipient", escrow.recipient)
+    assert done.returncode == 0, done.stderr
+    ring = ring_of(env_file, monkeypatch)
+    assert escrow.recipient in ring.recipients and len(ring.recipients) == 2
+    assert escrow.identity not in env_file.read_text()
+    offline = Keyring(identities=escrow.keyring().identities)
+    assert round_trip(ring, offline) == b"gantt rows"
+
+    forgot = key(env, "rotate", "--env-file", str(env_file))
+    assert forgot.returncode == 0, forgot.stderr
+    warned = next(line for line in forgot.stdout.splitlines() if "no longer encrypted" in line)
+    assert key_id(escrow.recipient) in warned and "--escrow-recipient" in warned
+    kept = key(env, "rotate", "--env-file", str(env_file), "--escrow-recipient", escrow.recipient)
+    assert kept.returncode == 0, kept.stderr
+    assert round_trip(ring_of(env_file, monkeypatch), offline) == b"gantt rows"
