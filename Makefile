@@ -4,9 +4,22 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: bootstrap bench demo serve test test-mssql lint typecheck clean
+.PHONY: bootstrap tools bench demo serve test test-mssql lint typecheck clean
 
-bootstrap: $(STAMP)
+bootstrap: $(STAMP) tools
+
+# Debian's age CLI and the other tools of the break-glass restore (README "Keys and
+# encryption"), which tests/integration/test_break_glass.py runs. Idempotent; CI runs as root,
+# elsewhere sudo asks. If they cannot be installed, that test is skipped locally and fails
+# under CI (CI=true).
+APT_INSTALL := apt-get install -y --no-install-recommends
+BREAK_GLASS_TOOLS := age zstd jq openssl xxd sqlite3
+tools:
+	@command -v age >/dev/null || ($(APT_INSTALL) age || sudo $(APT_INSTALL) age) || \
+	  echo "warning: could not install Debian's age; the break-glass test cannot run"
+	@missing=; for t in $(BREAK_GLASS_TOOLS); do command -v $$t >/dev/null || missing="$$missing $$t"; done; \
+	  test -z "$$missing" || $(APT_INSTALL) $$missing || sudo $(APT_INSTALL) $$missing || \
+	  echo "warning: could not install$$missing; the break-glass test cannot run"
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,7 +41,7 @@ serve: $(STAMP)
 	mkdir -p .prefect
 	deployments/serve.sh
 
-test: $(STAMP)
+test: $(STAMP) tools
 	$(BIN)/ruff check src flows tasks deployments tests bench
 	$(BIN)/mypy
 	$(BIN)/python -m pytest

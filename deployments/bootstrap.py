@@ -2,8 +2,10 @@
 
 Against ``$PREFECT_API_URL``: create the process work pool, the global concurrency limit
 that database backups hold, and the blocks the settings name (the database password as a
-Secret block, AWS credentials), then run ``prefect --no-prompt deploy --all``.  Secrets are
-read from this process's environment or env-file, never from its command line.
+Secret block, AWS credentials, the repository keys as Secret blocks), then run ``prefect
+--no-prompt deploy --all``.  Secrets are read from this process's environment or env-file,
+never from its command line, and never go into a deployment's ``job_variables`` (Prefect
+would store them there in plain text): workers load the blocks by name at run time.
 """
 
 from __future__ import annotations
@@ -18,7 +20,10 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import WorkPoolCreate
 from prefect.exceptions import ObjectNotFound
 
-from backupflow.config import load_settings
+from backupflow.config import Settings, load_settings
+from backupflow.errors import BackupflowError
+from backupflow.keys import parse_identities, parse_signing_key
+from backupflow.keystore import IDENTITIES_BLOCK, SIGNING_KEY_BLOCK
 
 ROOT = Path(__file__).resolve().parents[1]
 POOL = os.environ.get("BACKUPFLOW_WORK_POOL", "backupflow")
@@ -51,14 +56,71 @@ async def _prepare() -> list[str]:
                 aws_access_key_id=key, aws_secret_access_key=secret, region_name=tier.region
             ).save(tier.credentials_block, overwrite=True)
             done.append(f"AwsCredentials block {tier.credentials_block} saved")
+    done += await _key_blocks(settings)
     return done
+
+
+async def _key_blocks(settings: Settings) -> list[str]:
+    """The repository keys' Secret blocks, from keys given in the environment (idempotent:
+    an unchanged block is left alone, and an age identity already in the identities block
+    is never dropped from it)."""
+    from prefect.blocks.system import Secret
+
+    keys = settings.keys
+    done = []
+    signing = keys.signing_key.get_secret_value().strip()
+    if signing:
+        parse_signing_key(signing, "BACKUPFLOW_KEYS__SIGNING_KEY")
+        name = keys.signing_key_block or SIGNING_KEY_BLOCK
+        if await _block_value(name) == signing:
+            done.append(f"Secret block {name} unchanged")
+        else:
+            await Secret(value=signing).save(name, overwrite=True)
+            done.append(f"Secret block {name} saved (signing key)")
+    given = keys.identities.get_secret_value()
+    if given.strip():
+        name = keys.identities_block or IDENTITIES_BLOCK
+        old = await _block_value(name) or ""
+        merged = _merge_identities(old, given)
+        if merged == old:
+            done.append(f"Secret block {name} unchanged")
+        else:
+            await Secret(value=merged).save(name, overwrite=True)
+            done.append(f"Secret block {name} saved ({merged.count(chr(10)) + 1} age identities)")
+    return done
+
+
+async def _block_value(name: str) -> str | None:
+    from prefect.blocks.system import Secret
+
+    try:
+        block = await Secret.aload(name)
+    except ValueError:
+        return None
+    return str(block.get())
+
+
+def _merge_identities(old: str, given: str) -> str:
+    """``old`` with the identities of ``given`` it lacks added, one a line."""
+    held = [str(i) for i in parse_identities(old, "the identities block")] if old.strip() else []
+    added = [
+        text
+        for text in (str(i) for i in parse_identities(given, "BACKUPFLOW_KEYS__IDENTITIES"))
+        if text not in held
+    ]
+    return "\n".join([*held, *added]) if added else old
 
 
 def main() -> int:
     if not os.environ.get("PREFECT_API_URL"):
         print("PREFECT_API_URL is not set: bootstrap needs the Prefect API to configure.")
         return 2
-    for line in asyncio.run(_prepare()):
+    try:
+        prepared = asyncio.run(_prepare())
+    except BackupflowError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    for line in prepared:
         print(line)
     deploy = subprocess.run(
         [sys.executable, "-m", "prefect", "--no-prompt", "deploy", "--all"], cwd=ROOT, check=False

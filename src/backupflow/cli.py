@@ -37,6 +37,7 @@ from rich.progress import DownloadColumn, Progress, TransferSpeedColumn
 from rich.table import Table
 from typer._click.exceptions import NoArgsIsHelpError, UsageError
 
+from backupflow.cli_keys import key_app
 from backupflow.cli_options import (
     check_config_file,
     check_database_option,
@@ -50,7 +51,7 @@ from backupflow.config import CONFIG_ENV_VAR, Settings, load_settings, use_setti
 from backupflow.errors import BackupflowError, ConfigError, ParameterError
 from backupflow.models import BackupKind, Category
 from backupflow.progress import report_progress
-from backupflow.reporting import iso, manifest_row, plan_rows
+from backupflow.reporting import artifact_key, iso, manifest_row, plan_rows
 from backupflow.storage import TIER_NAMES, TierName, open_tiers
 from backupflow.tiers import locate
 
@@ -105,6 +106,7 @@ app.add_typer(restore_app, name="restore")
 app.add_typer(config_app, name="config")
 dr_app = typer.Typer(help="Disaster recovery: rebuild this host, or fail over to it.")
 app.add_typer(dr_app, name="dr")
+app.add_typer(key_app, name="key")
 
 
 def _debug() -> bool:
@@ -537,6 +539,112 @@ def prune_cmd(
             )
     if dry_run:
         console.print("dry run: nothing was deleted.")
+
+
+@app.command("adopt")
+def adopt_cmd(
+    file_set: Annotated[
+        FileSetChoice | None,
+        typer.Option("--set", "-s", help="Adopt a file set's backups instead of the database's."),
+    ] = None,
+    database: Annotated[
+        str | None,
+        typer.Option("--database", help="Which database (default: the configured DB_NAME)."),
+    ] = None,
+) -> None:
+    """Sign the unsigned backups made before keys existed, once every object's SHA-256 has
+    been read and checked (one log line per adopted backup)."""
+    if file_set is not None and database is not None:
+        raise ParameterError("give --set or --database, not both.")
+    if database is not None:
+        database = check_database_option(database, "--database")
+    settings = _settings()
+    from flows.adopt_backups import adopt_backups
+
+    category = file_set.value if file_set is not None else Category.DATABASE.value
+    with _flow_context(settings, show_progress=True):
+        reports = adopt_backups(category=category, name=database)
+    problems = 0
+    for report in reports:
+        for backup_id in report.adopted:
+            console.print(f"[green]adopted[/green] {backup_id} (every object's SHA-256 checked)")
+        for skipped in report.skipped:
+            console.print(f"skipped {skipped}")
+        for problem in report.problems:
+            errors.print(f"[red]not adopted:[/red] {escape(one_line(problem))}", highlight=False)
+        problems += len(report.problems)
+    adopted = sum(len(r.adopted) for r in reports)
+    console.print(f"{adopted} backups adopted, {problems} refused.")
+    if problems:
+        raise typer.Exit(1)
+
+
+@app.command("verify")
+def verify_cmd(
+    read_data: Annotated[
+        float | None,
+        typer.Option(
+            "--read-data",
+            min=0.0,
+            max=100.0,
+            help="Percent of the stored bytes to read back, decrypt and hash (a rotating "
+            "sample; default: enough to read every byte once a month).",
+        ),
+    ] = None,
+) -> None:
+    """Check every tier: manifests' signatures, objects' presence and size, chains, tiers'
+    agreement, a sample of full reads; exit 1 on any finding."""
+    settings = _settings()
+    from backupflow.verify import VerificationFailedError
+    from flows.verify_backups import verify_backups
+
+    labels = [settings.database.name, "config", "logs", "uploads"]
+    try:
+        with _flow_context(settings, show_progress=False):
+            report = verify_backups(read_data_percent=read_data)
+    except VerificationFailedError:
+        # The run failed on its findings: show the tables it recorded, then its sentence.
+        for label in labels:
+            _print_verify_table(label, _verify_artifact(label))
+        raise
+    for label in labels:
+        _print_verify_table(label, report.table(label))
+    console.print(
+        f"[green]every tier verified[/green]: {report.requests:,} requests, "
+        f"{report.bytes_read:,} bytes read."
+    )
+
+
+def _verify_artifact(label: str) -> list[dict[str, Any]]:
+    """The rows of the latest ``verify-<series>`` table artifact (empty when unreadable)."""
+    from prefect.artifacts import Artifact
+
+    try:
+        artifact: Any = Artifact.get(artifact_key("verify", label))
+        rows = json.loads(str(artifact.data)) if artifact is not None else []
+    except Exception:
+        return []
+    return [row for row in rows if isinstance(row, dict)] if isinstance(rows, list) else []
+
+
+def _print_verify_table(label: str, rows: list[dict[str, Any]]) -> None:
+    """One series: a table of what each tier holds, then each finding as one whole line
+    (keys are never cut to the terminal's width)."""
+    if not rows:
+        return
+    table = Table(title=f"verify: {label}")
+    for column in ("tier", "kind", "detail"):
+        table.add_column(column, overflow="fold")
+    findings = []
+    for row in rows:
+        tier, kind, detail = (one_line(str(row.get(c, ""))) for c in ("tier", "kind", "detail"))
+        if kind == "summary":
+            table.add_row(escape(tier), escape(kind), escape(detail))
+        else:
+            findings.append(f"finding: {tier} {kind}: {detail}")
+    console.print(table)
+    for line in findings:
+        print(line)
 
 
 @dr_app.command("restore-system")

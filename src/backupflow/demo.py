@@ -29,6 +29,7 @@ from rich.table import Table
 from backupflow.config import Settings, load_settings, use_settings
 from backupflow.demo_files import run_file_demo
 from backupflow.errors import RestoreTargetError
+from backupflow.keys import GeneratedKeys, generate_keys, key_id
 from backupflow.models import BackupKind, Category, Manifest
 from backupflow.planning import RestorePlan
 from backupflow.reporting import iso, manifest_row, plan_rows
@@ -162,8 +163,12 @@ def s3_endpoint() -> Iterator[str | None]:
         server.stop()
 
 
-def demo_settings(workdir: Path, endpoint: str | None = None) -> Settings:
-    """Settings that keep everything inside ``workdir`` (and the demo's S3 endpoint)."""
+def demo_settings(
+    workdir: Path, endpoint: str | None = None, keys: GeneratedKeys | None = None
+) -> Settings:
+    """Settings that keep everything inside ``workdir`` (and the demo's S3 endpoint), with
+    ``keys`` (default: new throwaway keys) as the repository keys."""
+    keys = keys or generate_keys()
     if endpoint is None:
         secondary: dict[str, object] = {"url": str(workdir / "s3-secondary")}
         dr: dict[str, object] = {"url": str(workdir / "s3-dr")}
@@ -203,6 +208,12 @@ def demo_settings(workdir: Path, endpoint: str | None = None) -> Settings:
                 "print('pm2 reload ecosystem.config.js --env production (demo stand-in)')",
             ],
             "post_restore_cwd": str(workdir / "api"),
+        },
+        keys={
+            "recipients": [keys.recipient],
+            "identities": keys.identity,
+            "signing_key": keys.signing_key,
+            "verify_keys": [keys.verify_key],
         },
     )
 
@@ -254,10 +265,16 @@ def _run(workdir: Path, console: Console, endpoint: str | None) -> bool:
 
     if workdir.exists():
         shutil.rmtree(workdir)
-    settings = demo_settings(workdir, endpoint)
+    keys = generate_keys()
+    settings = demo_settings(workdir, endpoint, keys)
     live = settings.database.sqlite_path
     create_sample_database(live)
     console.rule("[bold]backupflow demo")
+    console.print(
+        f"throwaway keys for this demo only, held in memory: age key {key_id(keys.recipient)} "
+        f"encrypts every object, signing key {key_id(keys.verify_key)} signs every manifest "
+        "(real ones: `backupflow key init`)"
+    )
     repo = settings.repository
     console.print(f"sample database {live}: {live.stat().st_size:,} bytes")
     console.print(

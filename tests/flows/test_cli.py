@@ -246,3 +246,77 @@ def test_file_sets_from_the_command_line(run: Run, tmp_path: Path) -> None:
         "not empty",
     )
     _one_line_error(run("backup", "files", "--set", "photos", extra=extra), EXIT_USAGE, "photos")
+
+
+def test_verify_passes_then_reports_a_planted_manifest(run: Run, tmp_path: Path) -> None:
+    _seed(tmp_path / "app" / "gantt.db")
+    assert run("backup", "database").returncode == 0
+
+    clean = run("verify", "--read-data", "100")
+    assert clean.returncode == 0, clean.stderr
+    assert "every tier verified" in clean.stdout
+
+    genuine = next((tmp_path / "secondary").rglob("*.manifest.json"))
+    payload = json.loads(base64.b64decode(json.loads(genuine.read_text())["payload"]))
+    planted = genuine.with_name(genuine.name.replace("_none", "_x"))
+    planted.write_text(json.dumps(payload))  # unsigned: what a bucket writer can make
+
+    found = run("verify")
+    assert found.returncode == EXIT_FAILED
+    finding = next(line for line in found.stdout.splitlines() if planted.name in line)
+    assert finding.startswith("finding: secondary foreign")
+    lines = found.stderr.splitlines()
+    assert lines[-1].startswith("error: verify found") and "Traceback" not in found.stderr
+    restored = run("restore", "database", "--latest", "--into", str(tmp_path / "app" / "r.db"))
+    assert restored.returncode == 0, restored.stderr
+
+
+def _unsign(manifest: Path, **changes: object) -> Path:
+    """Rewrite a signed manifest as a format-1 (pre-keys, unsigned) one; returns its path."""
+    data = json.loads(base64.b64decode(json.loads(manifest.read_text())["payload"]))
+    data["format_version"] = 1
+    for obj in data["objects"]:
+        obj.pop("encryption", None)
+        obj.pop("recipients", None)
+        obj.update(changes)
+    manifest.write_text(json.dumps(data))
+    return manifest
+
+
+def test_adopt_signs_old_unsigned_backups_once_their_objects_check_out(
+    run: Run, tmp_path: Path
+) -> None:
+    live = tmp_path / "app" / "gantt.db"
+    _seed(live)
+    clear = {"BACKUPFLOW_KEYS__ENCRYPT": "false"}  # format 1 had no encryption
+    assert run("backup", "database", extra=clear).returncode == 0
+    for manifest in tmp_path.rglob("*.manifest.json"):
+        _unsign(manifest)
+    unsigned = run("restore", "database", "--latest", "--into", str(tmp_path / "app" / "a.db"))
+    assert unsigned.returncode != 0  # never restored before it is adopted
+    assert not (tmp_path / "app" / "a.db").exists()
+
+    adopted = run("adopt")
+
+    assert adopted.returncode == 0, adopted.stderr
+    assert "adopted" in adopted.stdout
+    restored = run("restore", "database", "--latest", "--into", str(tmp_path / "app" / "b.db"))
+    assert restored.returncode == 0, restored.stderr
+    assert content_digest(tmp_path / "app" / "b.db") == content_digest(live)
+    again = run("adopt")
+    assert again.returncode == 0 and "0 backups adopted" in again.stdout
+
+
+def test_adopt_refuses_an_unsigned_backup_whose_object_does_not_match(
+    run: Run, tmp_path: Path
+) -> None:
+    _seed(tmp_path / "app" / "gantt.db")
+    assert run("backup", "database", extra={"BACKUPFLOW_KEYS__ENCRYPT": "false"}).returncode == 0
+    for manifest in tmp_path.rglob("*.manifest.json"):
+        _unsign(manifest, raw_sha256="0" * 64, sha256="0" * 64)
+
+    refused = run("adopt")
+
+    _flow_error(refused, EXIT_FAILED, "were not adopted", "does not match its recorded SHA-256")
+    for manifest in tmp_path.rglob("*.manifest.json"):
+        assert json.loads(manifest.read_text())["format_version"] == 1  # left as it was

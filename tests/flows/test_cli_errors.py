@@ -26,10 +26,13 @@ import pytest
 
 import backupflow
 from backupflow import cli
+from backupflow.keys import generate_keys
 from tests.support.keys import key_env
 from tests.support.trees import make_api_tree
 
 SECRET = "Pa55-w0rd-n0t-f0r-0utput"
+#: The session's repository keys, as an operator's environment holds them.
+KEYS_ENV = key_env()
 W = "{w}"  # replaced by the world folder in arguments and settings
 EXIT_USAGE, EXIT_CONFIG, EXIT_FAILED = 2, 3, 1
 NOW = datetime.now(UTC)
@@ -307,6 +310,70 @@ ROWS: dict[str, Row] = {
         "BACKUPFLOW_DATABASE", '{"name": 5}', "database.name", unset=("BACKUPFLOW_DATABASE__NAME",)
     ),
     "orphan-grace-negative": setting("BACKUPFLOW_ORPHAN_GRACE_MINUTES", "-1", "orphan_grace"),
+    # --- repository keys (issue 13) -------------------------------------------------------
+    "key-without-command": usage("key", fragment="needs a command"),
+    "key-init-nowhere": usage("key", "init", fragment="--env-file PATH", subprocess=True),
+    "key-init-env-file-empty": usage("key", "init", "--env-file", "", fragment="is empty"),
+    "key-init-env-file-folder": usage("key", "init", "--env-file", W, fragment="regular file"),
+    "key-init-env-file-no-folder": usage(
+        "key", "init", "--env-file", f"{W}/nope/k.env", fragment="does not exist"
+    ),
+    "key-init-escrow-not-age": usage(
+        "key", "init", "--print-secrets", "--escrow-recipient", "ssh-ed25519 AAAA", fragment="age1"
+    ),
+    "key-show-env-file-missing": usage(
+        "key", "show", "--env-file", f"{W}/nope.env", fragment="does not exist"
+    ),
+    "key-show-bad-signing-key": setting(
+        "BACKUPFLOW_KEYS__SIGNING_KEY", SECRET, "BACKUPFLOW_KEYS__SIGNING_KEY", "key", "show"
+    ),
+    "key-show-bad-identity": setting(
+        "BACKUPFLOW_KEYS__IDENTITIES",
+        f"AGE-SECRET-KEY-1{SECRET}",
+        "BACKUPFLOW_KEYS__IDENTITIES",
+        "key",
+        "show",
+        subprocess=True,
+    ),
+    "key-show-bad-recipient": setting(
+        "BACKUPFLOW_KEYS__RECIPIENTS", '["age1zz"]', "BACKUPFLOW_KEYS__RECIPIENTS", "key", "show"
+    ),
+    "key-show-bad-verify-key": setting(
+        "BACKUPFLOW_KEYS__VERIFY_KEYS",
+        '["bfverify1"]',
+        "BACKUPFLOW_KEYS__VERIFY_KEYS",
+        "key",
+        "show",
+    ),
+    "key-show-missing-block": setting(
+        "BACKUPFLOW_KEYS__IDENTITIES_BLOCK",
+        "no-such-block",
+        "'no-such-block'",
+        "key",
+        "show",
+        unset=("BACKUPFLOW_KEYS__IDENTITIES",),
+    ),
+    "key-init-already-configured": setting(
+        "BACKUPFLOW_KEYS__SIGNING_KEY",
+        generate_keys().signing_key,
+        "already configured",
+        "key",
+        "init",
+        "--print-secrets",
+    ),
+    "key-rotate-nothing": Row(
+        ("key", "rotate", "--print-secrets"),
+        EXIT_CONFIG,
+        "no keys",
+        dict.fromkeys(KEYS_ENV),
+        subprocess=True,
+    ),
+    "adopt-set-and-database": usage(
+        "adopt", "--set", "config", "--database", "gantt", fragment="not both"
+    ),
+    "adopt-bad-database": usage("adopt", "--database", "a;b", fragment="not a database name"),
+    "verify-read-data-over-100": usage("verify", "--read-data", "101", fragment="--read-data"),
+    "verify-read-data-words": usage("verify", "--read-data", "all", fragment="valid number"),
 }
 
 
@@ -326,6 +393,7 @@ def _build_world(root: Path) -> dict[str, str]:
         **{
             f"BACKUPFLOW_FILES__{s}__ROOT": str(root / "api") for s in ("CONFIG", "LOGS", "UPLOADS")
         },
+        **KEYS_ENV,
     }
     (root / "app").mkdir(parents=True)
     conn = sqlite3.connect(root / "app" / "gantt.db")

@@ -1,0 +1,370 @@
+"""``backupflow key init | show | rotate``: the repository keys from the command line.
+
+Secrets (age identities, the signing key) go only where they are stored (an env-file, the
+Secret blocks, an escrow file) and reach standard output only with ``--print-secrets``.
+Everything printed otherwise is public: recipients, verify keys and key ids.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from backupflow.cli_options import check_config_file
+from backupflow.config import CONFIG_ENV_VAR, Settings, load_settings
+from backupflow.errors import BackupflowError, ConfigError, ParameterError
+from backupflow.keys import GeneratedKeys, Keyring, generate_keys, key_id, load_keyring
+from backupflow.keystore import (
+    IDENTITIES_BLOCK,
+    SIGNING_KEY_BLOCK,
+    KeySet,
+    block_exists,
+    check_env_file,
+    check_escrow_recipients,
+    configured_parts,
+    describe,
+    escrow_text,
+    rotated,
+    save_blocks,
+    write_env_file,
+    write_escrow_file,
+)
+
+__all__ = ["key_app"]
+
+console = Console(soft_wrap=True)
+errors = Console(stderr=True, soft_wrap=True)
+
+key_app = typer.Typer(
+    help="Repository keys: create, show (public parts only) and rotate.", no_args_is_help=True
+)
+
+EnvFileOption = Annotated[
+    str | None,
+    typer.Option(
+        "--env-file",
+        help="Store the keys as BACKUPFLOW_KEYS__* lines in this env-file (created 0600; an "
+        "existing one must not be readable by others).",
+    ),
+]
+BlocksOption = Annotated[
+    bool,
+    typer.Option(
+        "--blocks",
+        help=f"Store the secrets as the Prefect Secret blocks {SIGNING_KEY_BLOCK} and "
+        f"{IDENTITIES_BLOCK} (needs PREFECT_API_URL).",
+    ),
+]
+IdentityFileOption = Annotated[
+    str | None,
+    typer.Option(
+        "--identity-file",
+        help="Also write the escrow copy to this new file: an age identity file (age -d -i "
+        "FILE reads it) with the signing key as a comment.",
+    ),
+]
+PrintOption = Annotated[
+    bool,
+    typer.Option(
+        "--print-secrets",
+        help="Print the escrow copy (secret keys) on standard output, e.g. to put on paper.",
+    ),
+]
+EscrowOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--escrow-recipient",
+        help="An extra age public key (age1...) every new backup is also encrypted to, whose "
+        "identity is kept offline (repeatable).",
+    ),
+]
+
+
+def _path(value: str | None, option: str) -> Path | None:
+    if value is None:
+        return None
+    if not value.strip():
+        raise ParameterError(f"{option} is empty (an unset shell variable?); give a path.")
+    return Path(value).absolute()
+
+
+@contextmanager
+def _reading(env_file: Path | None) -> Iterator[None]:
+    """Read the settings with ``env_file`` as the env-file (when it exists)."""
+    if env_file is None or not os.path.lexists(env_file):
+        yield
+        return
+    saved = os.environ.get(CONFIG_ENV_VAR)
+    os.environ[CONFIG_ENV_VAR] = str(env_file)
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop(CONFIG_ENV_VAR, None)
+        else:
+            os.environ[CONFIG_ENV_VAR] = saved
+
+
+def _settings(env_file: Path | None = None) -> Settings:
+    with _reading(env_file):
+        check_config_file(os.environ.get(CONFIG_ENV_VAR), CONFIG_ENV_VAR)
+        return load_settings()
+
+
+def _keyring(settings: Settings) -> Keyring:
+    return load_keyring(settings.keys)
+
+
+def _check_storage(
+    env_file: Path | None, blocks: bool, print_secrets: bool, escrow: Path | None
+) -> None:
+    if env_file is not None:
+        check_env_file(env_file)
+    if env_file is None and not blocks and not print_secrets and escrow is None:
+        raise ParameterError(
+            "say where the keys go: --env-file PATH, --blocks (Prefect Secret blocks), "
+            "--identity-file PATH or --print-secrets; otherwise they would be lost."
+        )
+    if blocks:
+        from prefect.settings import PREFECT_API_URL
+
+        if not PREFECT_API_URL.value():
+            raise ConfigError(
+                "--blocks needs PREFECT_API_URL: the Prefect API whose workers load the blocks."
+            )
+
+
+def _store(
+    keyset: KeySet,
+    *,
+    env_file: Path | None,
+    blocks: bool,
+    identity_file: Path | None,
+    print_secrets: bool,
+) -> list[str]:
+    """Store ``keyset`` where the options say; returns one line per place."""
+    done: list[str] = []
+    if identity_file is not None:
+        write_escrow_file(identity_file, keyset.new)
+        done.append(f"escrow copy written to {identity_file} (mode 0600)")
+    if blocks:
+        try:
+            done += save_blocks(keyset)
+        except BackupflowError:
+            raise
+        except Exception as exc:
+            raise BackupflowError(
+                f"the Secret blocks cannot be saved ({type(exc).__name__}); check that the "
+                "Prefect API at PREFECT_API_URL is up."
+            ) from None
+    if env_file is not None:
+        values = keyset.env_values(blocks=blocks)
+        existed = write_env_file(env_file, values)
+        done.append(
+            f"{'updated' if existed else 'created (mode 0600)'} {env_file}: "
+            + ", ".join(sorted(values))
+        )
+        shadowing = sorted(
+            name for name in os.environ if name.startswith("BACKUPFLOW_KEYS__") and name in values
+        )
+        if shadowing:
+            errors.print(
+                f"[yellow]warning:[/yellow] {', '.join(shadowing)} set in this environment "
+                f"override {env_file}; unset them."
+            )
+    elif blocks:
+        done.append("set these in the environment of every worker and restore host:")
+        done += [f"  {k}='{v}'" for k, v in sorted(keyset.env_values(blocks=True).items())]
+    if print_secrets:
+        done.append("secrets printed below (escrow copy)")
+    return done
+
+
+def _print_rows(title: str, rows: list[tuple[str, str, str]]) -> None:
+    """Rows of (part, key id, public text or where) as plain lines: public keys are printed
+    whole, never cut to the terminal's width, so they can be copied."""
+    print(f"{title}:")
+    width = max((len(part) for part, _, _ in rows), default=0)
+    for part, ident, text in rows:
+        print(f"  {part:<{width}}  {ident}  {text}")
+
+
+def _summary(title: str, keys: GeneratedKeys) -> None:
+    _print_rows(
+        title,
+        [
+            ("age recipient (encrypts)", key_id(keys.recipient), keys.recipient),
+            ("verify key (checks manifests)", key_id(keys.verify_key), keys.verify_key),
+            ("age identity (decrypts)", key_id(keys.recipient), "secret: stored, not shown"),
+            ("signing key (signs manifests)", key_id(keys.verify_key), "secret: stored, not shown"),
+        ],
+    )
+
+
+def _escrow_advice(keys: GeneratedKeys, print_secrets: bool) -> None:
+    console.print(
+        "[bold]Escrow now: losing the keys means losing the backups.[/bold] Keep the age "
+        f"identity {key_id(keys.recipient)} and the signing key {key_id(keys.verify_key)} "
+        "offline (a sealed envelope, a password manager, a second site), as an age identity "
+        "file: `# public key: age1...` and the AGE-SECRET-KEY-1... line (that is what "
+        "`age-keygen` writes and `age -d -i FILE` reads)."
+    )
+    if print_secrets:
+        print("----- BEGIN BACKUPFLOW ESCROW (secret) -----")
+        print(escrow_text(keys), end="")
+        print("----- END BACKUPFLOW ESCROW -----")
+    else:
+        console.print(
+            "The secrets are not shown: use --identity-file FILE to write that escrow file, or "
+            "--print-secrets to print it."
+        )
+
+
+def _print_done(lines: list[str]) -> None:
+    for line in lines:
+        console.print(escape(line), highlight=False)
+
+
+@key_app.command("init")
+def key_init_cmd(
+    env_file: EnvFileOption = None,
+    blocks: BlocksOption = False,
+    identity_file: IdentityFileOption = None,
+    print_secrets: PrintOption = False,
+    escrow_recipient: EscrowOption = None,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Replace keys that are already configured (backups made with them become "
+            "unrestorable unless their identity is kept); `key rotate` keeps them.",
+        ),
+    ] = False,
+) -> None:
+    """Generate the repository keys, store them, and print what to escrow."""
+    target = _path(env_file, "--env-file")
+    escrow_path = _path(identity_file, "--identity-file")
+    _check_storage(target, blocks, print_secrets, escrow_path)
+    escrow = check_escrow_recipients(escrow_recipient or [])
+    settings = _settings()
+    parts = configured_parts(
+        _keyring(settings), blocks=(settings.keys.signing_key_block, settings.keys.identities_block)
+    )
+    if target is not None and target != Path(os.environ.get(CONFIG_ENV_VAR) or "/").absolute():
+        parts += configured_parts(_keyring(_settings(target)))
+    if blocks:
+        parts += [
+            f"Secret block {n}" for n in (SIGNING_KEY_BLOCK, IDENTITIES_BLOCK) if block_exists(n)
+        ]
+    parts = list(dict.fromkeys(parts))
+    if parts and not force:
+        raise ConfigError(
+            f"keys are already configured ({', '.join(parts[:6])}); use `backupflow key "
+            "rotate` to change them and keep old backups restorable, or --force to replace them."
+        )
+    keys = generate_keys()
+    keyset = KeySet.fresh(keys, escrow)
+    done = _store(
+        keyset,
+        env_file=target,
+        blocks=blocks,
+        identity_file=escrow_path,
+        print_secrets=print_secrets,
+    )
+    _summary("New repository keys", keys)
+    _print_done(done)
+    if escrow:
+        console.print(
+            "new backups are also encrypted to the escrow key(s) "
+            + ", ".join(key_id(r) for r in escrow)
+            + "."
+        )
+    console.print(
+        "Workers need the signing key, the recipients and the verify keys; restore hosts need "
+        "the identities and the verify keys. Remove BACKUPFLOW_KEYS__IDENTITIES from workers "
+        "that never restore."
+    )
+    _escrow_advice(keys, print_secrets)
+
+
+@key_app.command("rotate")
+def key_rotate_cmd(
+    env_file: EnvFileOption = None,
+    blocks: BlocksOption = False,
+    identity_file: IdentityFileOption = None,
+    print_secrets: PrintOption = False,
+    escrow_recipient: EscrowOption = None,
+) -> None:
+    """New keys for new backups; older identities and verify keys are kept, so older backups
+    stay restorable."""
+    target = _path(env_file, "--env-file")
+    escrow_path = _path(identity_file, "--identity-file")
+    _check_storage(target, blocks, print_secrets, escrow_path)
+    escrow = check_escrow_recipients(escrow_recipient or [])
+    current = _keyring(_settings(target))
+    if current.signer is None and not current.identities and not current.verifiers:
+        raise ConfigError(
+            "no keys are configured here to rotate (no signing key, identity or verify key); "
+            "run `backupflow key init` first, or point --env-file at the file that holds them."
+        )
+    keys = generate_keys()
+    keyset = rotated(current, keys, escrow)
+    done = _store(
+        keyset,
+        env_file=target,
+        blocks=blocks,
+        identity_file=escrow_path,
+        print_secrets=print_secrets,
+    )
+    _summary("New repository keys (rotation)", keys)
+    _print_done(done)
+    kept_ids = [key_id(str(i.to_public())) for i in current.identities]
+    console.print(
+        f"kept: age identities {', '.join(kept_ids) or 'none held here'}; verify keys "
+        f"{', '.join(key_id(v) for v in keyset.verify_keys[1:]) or 'none'}."
+    )
+    dropped = [key_id(r) for r in current.recipients if r not in keyset.recipients]
+    if dropped:
+        console.print(
+            f"new backups are no longer encrypted to {', '.join(dropped)}; to keep an escrow "
+            "key, rotate again with --escrow-recipient age1... for it."
+        )
+    held = set(current.identity_ids())
+    lacking = [r for r in current.recipient_ids if r not in held]
+    if lacking:
+        console.print(
+            f"[yellow]note:[/yellow] backups encrypted to {', '.join(lacking)} need that "
+            "identity, which is not held here; keep it where restores run or in escrow."
+        )
+    _escrow_advice(keys, print_secrets)
+
+
+@key_app.command("show")
+def key_show_cmd(
+    env_file: Annotated[
+        str | None, typer.Option("--env-file", help="Read the keys from this env-file.")
+    ] = None,
+) -> None:
+    """Print the public parts and key ids of the keys configured here, and what is missing."""
+    target = _path(env_file, "--env-file")
+    if target is not None and not os.path.lexists(target):
+        raise ParameterError(f"--env-file {target} does not exist.")
+    settings = _settings(target)
+    ring = _keyring(settings)
+    rows, missing = describe(ring)
+    _print_rows("Repository keys on this host (public parts only)", rows)
+    for name, block, value in (
+        ("signing key", settings.keys.signing_key_block, settings.keys.signing_key),
+        ("identities", settings.keys.identities_block, settings.keys.identities),
+    ):
+        if block and not value.get_secret_value().strip():
+            console.print(f"{name} read from the Secret block {block}.")
+    for sentence in missing:
+        console.print(f"[yellow]missing:[/yellow] {escape(sentence)}", highlight=False)

@@ -1,0 +1,358 @@
+"""Where repository keys are kept: an env-file, Prefect Secret blocks, an escrow file.
+
+``backupflow key init | rotate`` build a :class:`KeySet` (the secret and public texts of the
+keys a host should hold) and store it here; ``key show`` describes a loaded
+:class:`~backupflow.keys.Keyring`.  Nothing here prints or logs a secret: the texts go only
+into the files and blocks they are meant for.
+
+* env-file: ``BACKUPFLOW_KEYS__*`` lines written into a private file (``0600`` when
+  created; an existing one must be a regular file, not a link, and not readable by others),
+  replaced atomically through a temporary file in the same folder;
+* Secret blocks: :data:`SIGNING_KEY_BLOCK` and :data:`IDENTITIES_BLOCK`;
+* escrow file: the age identity in ``age-keygen``'s format (``# public key: age1...``), which
+  ``age -d -i FILE`` reads, with the signing key as a comment line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from backupflow.errors import BackupflowError, ConfigError, ParameterError
+from backupflow.fsutil import create_private_file, fsync_dir
+from backupflow.keys import GeneratedKeys, Keyring, key_id, parse_identities, parse_recipients
+
+__all__ = [
+    "IDENTITIES_BLOCK",
+    "KEY_VARIABLES",
+    "SIGNING_KEY_BLOCK",
+    "KeySet",
+    "block_exists",
+    "check_env_file",
+    "check_escrow_recipients",
+    "configured_parts",
+    "describe",
+    "escrow_text",
+    "load_block",
+    "rotated",
+    "save_blocks",
+    "write_env_file",
+    "write_escrow_file",
+]
+
+SIGNING_KEY_BLOCK = "backupflow-signing-key"
+IDENTITIES_BLOCK = "backupflow-age-identities"
+_PREFIX = "BACKUPFLOW_KEYS__"
+#: Every variable ``key init`` may write; existing lines for these are replaced.
+KEY_VARIABLES = tuple(
+    _PREFIX + name
+    for name in (
+        "RECIPIENTS",
+        "IDENTITIES",
+        "IDENTITIES_BLOCK",
+        "SIGNING_KEY",
+        "SIGNING_KEY_BLOCK",
+        "VERIFY_KEYS",
+    )
+)
+_MAX_ENV_FILE = 1 << 20
+
+
+@dataclass(frozen=True)
+class KeySet:
+    """The keys one repository uses, as text: what new backups use (``signing_key``,
+    ``recipients``) and what keeps old ones readable (``identities``, ``verify_keys``)."""
+
+    recipients: tuple[str, ...]
+    identities: tuple[str, ...] = field(repr=False)
+    signing_key: str = field(repr=False)
+    verify_keys: tuple[str, ...]
+    new: GeneratedKeys = field(repr=False)
+
+    @classmethod
+    def fresh(cls, keys: GeneratedKeys, escrow: tuple[str, ...] = ()) -> KeySet:
+        return cls(
+            recipients=_unique((keys.recipient, *escrow)),
+            identities=(keys.identity,),
+            signing_key=keys.signing_key,
+            verify_keys=(keys.verify_key,),
+            new=keys,
+        )
+
+    def env_values(self, *, blocks: bool) -> dict[str, str]:
+        """The ``BACKUPFLOW_KEYS__*`` values for an env-file: the secrets themselves, or the
+        names of the blocks that hold them."""
+        values = {
+            _PREFIX + "RECIPIENTS": json.dumps(list(self.recipients)),
+            _PREFIX + "VERIFY_KEYS": json.dumps(list(self.verify_keys)),
+        }
+        if blocks:
+            values[_PREFIX + "SIGNING_KEY_BLOCK"] = SIGNING_KEY_BLOCK
+            values[_PREFIX + "IDENTITIES_BLOCK"] = IDENTITIES_BLOCK
+        else:
+            values[_PREFIX + "SIGNING_KEY"] = self.signing_key
+            values[_PREFIX + "IDENTITIES"] = " ".join(self.identities)
+        return values
+
+
+def _unique(items: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(item for item in items if item))
+
+
+def rotated(current: Keyring, keys: GeneratedKeys, escrow: tuple[str, ...] = ()) -> KeySet:
+    """The key set after a rotation: new backups are signed with the new signing key and
+    encrypted to the new recipient (and ``escrow``); every identity and verify key held
+    now is kept, so older backups stay restorable and trusted."""
+    old_verify = [v.public_text for v in current.verifiers]
+    if current.signer is not None:
+        old_verify.append(current.signer.public_text)
+    return KeySet(
+        recipients=_unique((keys.recipient, *escrow)),
+        identities=_unique((keys.identity, *(str(i) for i in current.identities))),
+        signing_key=keys.signing_key,
+        verify_keys=_unique((keys.verify_key, *old_verify)),
+        new=keys,
+    )
+
+
+def configured_parts(ring: Keyring, *, blocks: tuple[str | None, ...] = ()) -> list[str]:
+    """What keys are configured (by key id), to refuse an ``init`` that would replace them."""
+    parts = []
+    if ring.signer is not None:
+        parts.append(f"signing key {ring.signer.key_id}")
+    parts += [f"age identity {k}" for k in ring.identity_ids()]
+    parts += [f"age recipient {k}" for k in ring.recipient_ids]
+    parts += [f"verify key {v.key_id}" for v in ring.verifiers]
+    parts += [f"Secret block {name}" for name in blocks if name]
+    return list(dict.fromkeys(parts))
+
+
+def describe(ring: Keyring) -> tuple[list[tuple[str, str, str]], list[str]]:
+    """Rows ``(part, key id, public text or where)`` of what this host holds, and one
+    sentence per part it lacks.  Public parts only: identities and the signing key are named
+    by the key id of their public half."""
+    rows: list[tuple[str, str, str]] = []
+    missing: list[str] = []
+    held = set(ring.identity_ids())
+    for recipient in ring.recipients:
+        rows.append(("age recipient (encrypts new backups)", key_id(recipient), recipient))
+    for ident in ring.identity_ids():
+        rows.append(("age identity (decrypts)", ident, "secret: present here, not shown"))
+    if ring.signer is not None:
+        rows.append(
+            (
+                "signing key (signs new manifests)",
+                ring.signer.key_id,
+                "secret: present here, not shown",
+            )
+        )
+    configured = {v.key_id for v in ring.verifiers}
+    for verifier in ring.verifiers:
+        rows.append(("verify key (trusted signer)", verifier.key_id, verifier.public_text))
+    if ring.signer is None:
+        missing.append("no signing key: this host cannot record backups.")
+    elif ring.signer.key_id not in configured:
+        missing.append(
+            f"the signing key's verify key {ring.signer.key_id} is not in "
+            f"BACKUPFLOW_KEYS__VERIFY_KEYS: add {ring.signer.public_text} there and on every "
+            "host that restores."
+        )
+    if not ring.verifiers and ring.signer is None:
+        missing.append("no verify key: this host trusts no manifest.")
+    if ring.encrypt and not ring.recipients:
+        missing.append("no age recipient: this host cannot encrypt new backups.")
+    if not held:
+        missing.append("no age identity: this host cannot restore encrypted backups.")
+    for recipient in ring.recipients:
+        if held and key_id(recipient) not in held:
+            missing.append(
+                f"no identity here for recipient {key_id(recipient)} (an escrow key?); backups "
+                "are still readable with any identity they were encrypted to."
+            )
+    if not ring.encrypt:
+        missing.append("encryption is off (BACKUPFLOW_KEYS__ENCRYPT=false).")
+    return rows, missing
+
+
+# -- env-file --------------------------------------------------------------------------
+
+
+def check_env_file(path: Path) -> None:
+    """Refuse an env-file keys cannot be written to: a missing folder, a link, not a
+    regular file, readable or writable by others, or another user's."""
+    if not path.parent.is_dir():
+        raise ParameterError(f"--env-file {path}: its folder {path.parent} does not exist.")
+    _existing_env_file(path)
+
+
+def _existing_env_file(path: Path) -> tuple[list[str], int] | None:
+    """The lines and mode of the env-file at ``path``, or None when there is none; refused
+    when it is a link, not a regular file, or readable or writable by others."""
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise ParameterError(f"--env-file {path} cannot be checked ({exc.strerror}).") from None
+    if stat.S_ISLNK(info.st_mode):
+        raise ParameterError(
+            f"--env-file {path} is a link; give the real file (keys are never written "
+            "through a link)."
+        )
+    if not stat.S_ISREG(info.st_mode):
+        raise ParameterError(f"--env-file {path} is not a regular file.")
+    if info.st_mode & (stat.S_IRWXO | stat.S_IWGRP):
+        raise ParameterError(
+            f"--env-file {path} is readable or writable by others (mode "
+            f"{stat.S_IMODE(info.st_mode):04o}); run `chmod 600 {path}` first, and rotate any "
+            "secret it already held."
+        )
+    if info.st_uid != os.geteuid():
+        raise ParameterError(f"--env-file {path} belongs to another user; keys are not put there.")
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        with os.fdopen(fd, "rb", closefd=False) as handle:
+            data = handle.read(_MAX_ENV_FILE + 1)
+    finally:
+        os.close(fd)
+    if len(data) > _MAX_ENV_FILE:
+        raise ParameterError(f"--env-file {path} is larger than 1 MiB; is it the right file?")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ParameterError(f"--env-file {path} is not UTF-8 text.") from None
+    return text.splitlines(), stat.S_IMODE(info.st_mode)
+
+
+def _variable(line: str) -> str:
+    body = line.strip()
+    if body.startswith("export "):
+        body = body[len("export ") :].lstrip()
+    return body.split("=", 1)[0].strip()
+
+
+def write_env_file(path: Path, values: dict[str, str]) -> bool:
+    """Put ``values`` into the env-file at ``path``: every earlier line of a
+    ``BACKUPFLOW_KEYS__*`` key variable is dropped, other lines are kept.  Atomic (a private
+    temporary file renamed over it); a new file is ``0600``.  Returns whether it existed."""
+    check_env_file(path)
+    existing = _existing_env_file(path)
+    lines, mode = existing if existing is not None else ([], 0o600)
+    kept = [line for line in lines if _variable(line) not in KEY_VARIABLES]
+    for name, value in values.items():
+        if "\n" in value or "'" in value:
+            raise ConfigError(f"the value of {name} cannot be written to an env-file.")
+        kept.append(f"{name}='{value}'")
+    temporary = path.with_name(f".{path.name}.backupflow-{os.getpid()}.tmp")
+    fd = create_private_file(temporary, mode & 0o640)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", closefd=False) as handle:
+            handle.write("\n".join(kept) + "\n")
+            handle.flush()
+            os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        temporary.unlink(missing_ok=True)
+        raise
+    os.close(fd)
+    os.replace(temporary, path)
+    fsync_dir(path.parent)
+    return existing is not None
+
+
+# -- escrow file -----------------------------------------------------------------------
+
+
+def escrow_text(keys: GeneratedKeys, *, now: datetime | None = None) -> str:
+    """The escrow copy of ``keys``' secrets: an ``age-keygen``-style identity file (``age -d
+    -i FILE`` reads it) whose comment lines also hold the signing key."""
+    created = (now or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return (
+        f"# created: {created}\n"
+        f"# public key: {keys.recipient}\n"
+        f"# backupflow age key id: {key_id(keys.recipient)}\n"
+        f"# backupflow signing key {key_id(keys.verify_key)} (secret; verify key "
+        f"{keys.verify_key}):\n"
+        f"# {keys.signing_key}\n"
+        f"{keys.identity}\n"
+    )
+
+
+def write_escrow_file(path: Path, keys: GeneratedKeys) -> None:
+    """Write :func:`escrow_text` into a new private file (never over an existing file or
+    through a link)."""
+    try:
+        fd = create_private_file(path)
+    except FileExistsError:
+        raise ParameterError(
+            f"--identity-file {path} already exists; give a new file name (an escrow copy is "
+            "never overwritten)."
+        ) from None
+    except OSError as exc:
+        raise ParameterError(
+            f"--identity-file {path} cannot be created ({exc.strerror})."
+        ) from None
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", closefd=False) as handle:
+            handle.write(escrow_text(keys))
+            handle.flush()
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+# -- Prefect Secret blocks -------------------------------------------------------------
+
+
+def load_block(name: str) -> str | None:
+    """The value of the Secret block ``name``, or None when there is none."""
+    from prefect.blocks.system import Secret
+
+    try:
+        block = Secret.load(name)
+    except ValueError:
+        return None
+    except Exception as exc:
+        raise BackupflowError(
+            f"the Secret block {name} cannot be read ({type(exc).__name__}); check that the "
+            "Prefect API at PREFECT_API_URL is up."
+        ) from None
+    return str(block.get())  # type: ignore[union-attr]
+
+
+def block_exists(name: str) -> bool:
+    return load_block(name) is not None
+
+
+def save_blocks(keyset: KeySet) -> list[str]:
+    """Save the signing key and the identities as Secret blocks.  Identities already in the
+    identities block are kept (a key is never dropped from it); returns what was done."""
+    from prefect.blocks.system import Secret
+
+    done = []
+    old = load_block(IDENTITIES_BLOCK)
+    identities = list(keyset.identities)
+    if old:
+        held = {key_id(str(i.to_public())) for i in parse_identities("\n".join(identities))}
+        for ident in parse_identities(old, f"the Secret block {IDENTITIES_BLOCK}"):
+            if key_id(str(ident.to_public())) not in held:
+                identities.append(str(ident))
+    Secret(value="\n".join(identities)).save(IDENTITIES_BLOCK, overwrite=True)
+    done.append(f"Secret block {IDENTITIES_BLOCK} saved ({len(identities)} age identities)")
+    Secret(value=keyset.signing_key).save(SIGNING_KEY_BLOCK, overwrite=True)
+    done.append(
+        f"Secret block {SIGNING_KEY_BLOCK} saved (signing key {key_id(keyset.new.verify_key)})"
+    )
+    return done
+
+
+def check_escrow_recipients(values: list[str]) -> tuple[str, ...]:
+    """``--escrow-recipient`` values: age public keys."""
+    try:
+        return tuple(parse_recipients(values, "--escrow-recipient"))
+    except ConfigError as exc:
+        raise ParameterError(str(exc)) from None
