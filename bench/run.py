@@ -92,6 +92,20 @@ def _s3(url: str, bucket: str, region: str) -> Any:
     return S3Storage(client, bucket, part_bytes=8 * MiB, max_concurrency=4)
 
 
+def _bench_keyring() -> Any:
+    """The same throwaway keys in every scenario process (the restore must decrypt what the
+    backup encrypted), kept in the bench's own output folder."""
+    from backupflow.keys import GeneratedKeys, generate_keys
+
+    path = OUT / "bench-keys.json"
+    if not path.exists():
+        OUT.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            json.dump(generate_keys().__dict__, out)
+    return GeneratedKeys(**json.loads(path.read_text())).keyring()
+
+
 def scenario(name: str, args: dict[str, Any]) -> dict[str, Any]:
     from backupflow.codecs import ZstdCodec
     from backupflow.models import StoredObject
@@ -104,10 +118,13 @@ def scenario(name: str, args: dict[str, Any]) -> dict[str, Any]:
     codec = ZstdCodec(3, -1)
     start = time.perf_counter()
     extra: dict[str, Any] = {}
+    keyring = _bench_keyring() if args.get("encrypt") else None
     if name in ("ours-local", "ours-3-tiers"):
         local = LocalStorage(Path(args["work"]) / "primary")
         with open(source, "rb") as handle:
-            record = store_stream(local, "database/bench/full.data.zst", handle, codec, role="data")
+            record = store_stream(
+                local, "database/bench/full.data.zst", handle, codec, role="data", keyring=keyring
+            )
         extra["stored_bytes"] = record.size
         if name == "ours-3-tiers":
             # as the backup flow does: compressed once, then copied to each remote tier
@@ -154,7 +171,7 @@ def scenario(name: str, args: dict[str, Any]) -> dict[str, Any]:
             else _s3(args["s3"], "ours-dr", "ap-northeast-1")
         )
         with (
-            open_verified(storage, record) as stream,
+            open_verified(storage, record, keyring=keyring) as stream,
             open(Path(args["work"]) / "restored.bin", "wb") as out,
         ):
             shutil.copyfileobj(stream, out, MiB)
@@ -205,11 +222,13 @@ def planning(count: int = 10_000) -> dict[str, Any]:
     import boto3
 
     from backupflow.catalog import Catalog, manifest_key
+    from backupflow.envelope import seal
     from backupflow.models import BackupKind, Category, Manifest
     from backupflow.restore import load_plan
     from backupflow.retention import RetentionPolicy, plan_retention
     from backupflow.storage import S3Storage, Tier
 
+    keyring = _bench_keyring()
     with mock_aws():
         client = boto3.client("s3", region_name="ap-northeast-1")
         client.create_bucket(
@@ -241,7 +260,9 @@ def planning(count: int = 10_000) -> dict[str, Any]:
                 parent_id=parent,
                 objects=(),
             )
-            client.put_object(Bucket="plan", Key=manifest_key(manifest), Body=manifest.to_json())
+            client.put_object(
+                Bucket="plan", Key=manifest_key(manifest), Body=seal(manifest.to_json(), keyring)
+            )
             full = manifest.id if kind is BackupKind.FULL else full
             previous = manifest.id
         requests: list[str] = []
@@ -255,12 +276,12 @@ def planning(count: int = 10_000) -> dict[str, Any]:
         list_seconds = time.perf_counter() - clock
         requests.clear()
         clock = time.perf_counter()
-        loaded = load_plan([Tier("dr", storage)], "gantt", None, now)
+        loaded = load_plan([Tier("dr", storage, keyring)], "gantt", None, now)
         plan_seconds = time.perf_counter() - clock
         plan_requests = len(requests)
         requests.clear()
         clock = time.perf_counter()
-        entries = Catalog(storage).entries(Category.DATABASE, "gantt")
+        entries = Catalog(storage, keyring).entries(Category.DATABASE, "gantt")
         retention = plan_retention(
             entries,
             RetentionPolicy({BackupKind.FULL: 30, BackupKind.DIFF: 7, BackupKind.LOG: 3}),
@@ -339,10 +360,20 @@ def main() -> None:
         run_ours("ours-null", **common),
         zstd_cli,
     )
+    seed_local = run_seed([f"gzip -6 -c {one} > {gz}"])
+    row("backup to local tier", run_ours("ours-local", **common), seed_local)
+    plain_local = rows[-1]
+    shutil.rmtree(work / "primary")
     row(
-        "backup to local tier",
-        run_ours("ours-local", **common),
-        run_seed([f"gzip -6 -c {one} > {gz}"]),
+        "backup to local tier, age-encrypted",
+        run_ours("ours-local", encrypt=True, **common),
+        seed_local,
+    )
+    results["encrypted_vs_plain_backup"] = round(plain_local["ours_s"] / rows[-1]["ours_s"], 2)
+    row(
+        "restore from local, age-encrypted",
+        run_ours("ours-restore-local", encrypt=True, **common),
+        run_seed([f"gunzip -c {gz} > {work / 'seed-restored.bin'}"]),
     )
     shutil.rmtree(work / "primary")
     row(

@@ -66,11 +66,11 @@ async def _key_blocks(settings: Settings) -> list[str]:
     is never dropped from it)."""
     from prefect.blocks.system import Secret
 
-    keys = settings.keys
+    keys = settings.crypto
     done = []
     signing = keys.signing_key.get_secret_value().strip()
     if signing:
-        parse_signing_key(signing, "BACKUPFLOW_KEYS__SIGNING_KEY")
+        parse_signing_key(signing, "BACKUPFLOW_CRYPTO__SIGNING_KEY")
         name = keys.signing_key_block or SIGNING_KEY_BLOCK
         if await _block_value(name) == signing:
             done.append(f"Secret block {name} unchanged")
@@ -105,7 +105,7 @@ def _merge_identities(old: str, given: str) -> str:
     held = [str(i) for i in parse_identities(old, "the identities block")] if old.strip() else []
     added = [
         text
-        for text in (str(i) for i in parse_identities(given, "BACKUPFLOW_KEYS__IDENTITIES"))
+        for text in (str(i) for i in parse_identities(given, "BACKUPFLOW_CRYPTO__IDENTITIES"))
         if text not in held
     ]
     return "\n".join([*held, *added]) if added else old

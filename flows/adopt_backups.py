@@ -33,7 +33,7 @@ def adopt_backups(category: str = "database", name: str | None = None) -> list[A
     name = name or (settings.database.name if series is Category.DATABASE else series.value)
     log = BackupLog(settings.backup_log)
     log.check_writable()
-    keyring = load_keyring(settings.keys)
+    keyring = load_keyring(settings.crypto)
     signer = keyring.require_signer()
 
     def adopted(tier: str, manifest: Manifest) -> None:

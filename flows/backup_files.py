@@ -70,7 +70,7 @@ def backup_files(file_set: FileSetName = "config") -> Manifest:
             logger.warning(
                 "the previous backup %s of %s is encrypted to a key this worker holds no "
                 "identity for, so every file is read and hashed again (set "
-                "BACKUPFLOW_KEYS__IDENTITIES on the worker to reuse its hashes)",
+                "BACKUPFLOW_CRYPTO__IDENTITIES on the worker to reuse its hashes)",
                 previous[0].id,
                 file_set,
             )

@@ -96,7 +96,7 @@ def key_settings(keys: GeneratedKeys) -> dict[str, Any]:
 def settings(tmp_path: Path, repo_keys: GeneratedKeys) -> Settings:
     """Settings that keep every file of a test inside its tmp_path, with the session's keys."""
     return load_settings(
-        keys=key_settings(repo_keys),
+        crypto=key_settings(repo_keys),
         repository={
             "primary": {"url": str(tmp_path / "backups")},
             "secondary": {"url": str(tmp_path / "secondary")},

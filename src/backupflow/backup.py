@@ -178,7 +178,7 @@ def parent_key_needed(job: BackupJob, exc: MissingKeyError) -> MissingKeyError:
         f"a {job.decision.kind.value} backup of {job.database} reads its parent backup "
         f"{parent.id if parent else '-'}, which is encrypted to the age key(s) "
         f"{', '.join(needed) or '(none recorded)'}, so this worker needs that identity "
-        "(BACKUPFLOW_KEYS__IDENTITIES or __IDENTITIES_BLOCK), or run a full backup instead."
+        "(BACKUPFLOW_CRYPTO__IDENTITIES or __IDENTITIES_BLOCK), or run a full backup instead."
         if parent
         else str(exc)
     )

@@ -50,7 +50,7 @@ EnvFileOption = Annotated[
     str | None,
     typer.Option(
         "--env-file",
-        help="Store the keys as BACKUPFLOW_KEYS__* lines in this env-file (created 0600; an "
+        help="Store the keys as BACKUPFLOW_CRYPTO__* lines in this env-file (created 0600; an "
         "existing one must not be readable by others).",
     ),
 ]
@@ -119,7 +119,7 @@ def _settings(env_file: Path | None = None) -> Settings:
 
 
 def _keyring(settings: Settings) -> Keyring:
-    return load_keyring(settings.keys)
+    return load_keyring(settings.crypto)
 
 
 def _check_storage(
@@ -172,7 +172,7 @@ def _store(
             + ", ".join(sorted(values))
         )
         shadowing = sorted(
-            name for name in os.environ if name.startswith("BACKUPFLOW_KEYS__") and name in values
+            name for name in os.environ if name.startswith("BACKUPFLOW_CRYPTO__") and name in values
         )
         if shadowing:
             errors.print(
@@ -255,7 +255,8 @@ def key_init_cmd(
     escrow = check_escrow_recipients(escrow_recipient or [])
     settings = _settings()
     parts = configured_parts(
-        _keyring(settings), blocks=(settings.keys.signing_key_block, settings.keys.identities_block)
+        _keyring(settings),
+        blocks=(settings.crypto.signing_key_block, settings.crypto.identities_block),
     )
     if target is not None and target != Path(os.environ.get(CONFIG_ENV_VAR) or "/").absolute():
         parts += configured_parts(_keyring(_settings(target)))
@@ -288,7 +289,7 @@ def key_init_cmd(
         )
     console.print(
         "Workers need the signing key, the recipients and the verify keys; restore hosts need "
-        "the identities and the verify keys. Remove BACKUPFLOW_KEYS__IDENTITIES from workers "
+        "the identities and the verify keys. Remove BACKUPFLOW_CRYPTO__IDENTITIES from workers "
         "that never restore."
     )
     _escrow_advice(keys, print_secrets)
@@ -361,8 +362,8 @@ def key_show_cmd(
     rows, missing = describe(ring)
     _print_rows("Repository keys on this host (public parts only)", rows)
     for name, block, value in (
-        ("signing key", settings.keys.signing_key_block, settings.keys.signing_key),
-        ("identities", settings.keys.identities_block, settings.keys.identities),
+        ("signing key", settings.crypto.signing_key_block, settings.crypto.signing_key),
+        ("identities", settings.crypto.identities_block, settings.crypto.identities),
     ):
         if block and not value.get_secret_value().strip():
             console.print(f"{name} read from the Secret block {block}.")

@@ -596,12 +596,6 @@ class KeySettings(BaseModel):
         "are trusted: the current one and older ones.",
     )
 
-    def __call__(self) -> list[str]:
-        """``Settings`` has a field named ``keys``, so ``dict(settings)`` - which Prefect runs
-        on every task parameter - takes it for a mapping's ``keys()`` method.  No keys: Prefect
-        then passes the settings through untouched (there is nothing in them to resolve)."""
-        return []
-
 
 class PipelineSettings(BaseModel):
     """How backup streams are compressed, hashed and stored."""
@@ -693,7 +687,10 @@ class Settings(BaseSettings):
     owners: OwnersSettings = Field(default_factory=OwnersSettings)
     drill: DrillSettings = Field(default_factory=DrillSettings)
     failover: FailoverSettings = Field(default_factory=FailoverSettings)
-    keys: KeySettings = Field(default_factory=KeySettings)
+    crypto: KeySettings = Field(
+        default_factory=KeySettings,
+        description="Repository keys: encryption (age) and manifest signing (Ed25519).",
+    )
     concurrency_limit: str | None = Field(
         default=None,
         description="Name of a Prefect global concurrency limit (created by the bootstrap) that "

@@ -35,7 +35,7 @@ class _IterReader(io.RawIOBase):
 
     def __init__(self, chunks: Iterable[bytes]) -> None:
         self._chunks = iter(chunks)
-        self._rest = b""
+        self._rest = memoryview(b"")
 
     def readable(self) -> bool:
         return True
@@ -43,12 +43,12 @@ class _IterReader(io.RawIOBase):
     def readinto(self, buffer: Any) -> int:
         while not self._rest:
             try:
-                self._rest = next(self._chunks)
+                self._rest = memoryview(next(self._chunks))
             except StopIteration:
                 return 0
         size = min(len(buffer), len(self._rest))
         buffer[:size] = self._rest[:size]
-        self._rest = self._rest[size:]
+        self._rest = self._rest[size:]  # a view: no copy of what is left
         return size
 
 
@@ -123,7 +123,7 @@ class _QueueReader(io.RawIOBase):
 
     def __init__(self, out: queue.Queue[Any]) -> None:
         self._out = out
-        self._rest = b""
+        self._rest = memoryview(b"")
         self._done = False
 
     def readable(self) -> bool:
@@ -142,7 +142,7 @@ class _QueueReader(io.RawIOBase):
             elif isinstance(item, BaseException):
                 raise item
             else:
-                self._rest = item
+                self._rest = memoryview(item)
         size = min(len(buffer), len(self._rest))
         buffer[:size] = self._rest[:size]
         self._rest = self._rest[size:]

@@ -209,7 +209,7 @@ def demo_settings(
             ],
             "post_restore_cwd": str(workdir / "api"),
         },
-        keys={
+        crypto={
             "recipients": [keys.recipient],
             "identities": keys.identity,
             "signing_key": keys.signing_key,

@@ -201,7 +201,8 @@ class Keyring:
         if self.signer is None:
             raise MissingKeyError(
                 "no signing key is configured, so no backup can be recorded; set "
-                "BACKUPFLOW_KEYS__SIGNING_KEY (or __SIGNING_KEY_BLOCK), see `backupflow key init`."
+                "BACKUPFLOW_CRYPTO__SIGNING_KEY (or __SIGNING_KEY_BLOCK); see "
+                "`backupflow key init`."
             )
         return self.signer
 
@@ -223,8 +224,8 @@ class Keyring:
         if not self.recipients:
             raise MissingKeyError(
                 "encryption is on but no age recipient is configured; set "
-                "BACKUPFLOW_KEYS__RECIPIENTS (see `backupflow key init`), or turn encryption off "
-                "with BACKUPFLOW_KEYS__ENCRYPT=false."
+                "BACKUPFLOW_CRYPTO__RECIPIENTS (see `backupflow key init`), or turn encryption off "
+                "with BACKUPFLOW_CRYPTO__ENCRYPT=false."
             )
         return [x25519.Recipient.from_str(r) for r in self.recipients]
 
@@ -240,7 +241,7 @@ class Keyring:
             raise MissingKeyError(
                 "this backup is encrypted to the age key(s) "
                 f"{', '.join(needed) or '(none recorded)'}, and none of them is configured "
-                "here; set BACKUPFLOW_KEYS__IDENTITIES (or __IDENTITIES_BLOCK) to the identity "
+                "here; set BACKUPFLOW_CRYPTO__IDENTITIES (or __IDENTITIES_BLOCK) to the identity "
                 "kept in escrow for that key id."
             )
         return usable
@@ -289,14 +290,14 @@ def load_keyring(settings: KeySettings) -> Keyring:
     signing_text = _secret(settings.signing_key.get_secret_value(), settings.signing_key_block)
     identities_text = _secret(settings.identities.get_secret_value(), settings.identities_block)
     return Keyring(
-        recipients=tuple(parse_recipients(settings.recipients, "BACKUPFLOW_KEYS__RECIPIENTS")),
-        identities=tuple(parse_identities(identities_text, "BACKUPFLOW_KEYS__IDENTITIES")),
+        recipients=tuple(parse_recipients(settings.recipients, "BACKUPFLOW_CRYPTO__RECIPIENTS")),
+        identities=tuple(parse_identities(identities_text, "BACKUPFLOW_CRYPTO__IDENTITIES")),
         signer=(
-            parse_signing_key(signing_text, "BACKUPFLOW_KEYS__SIGNING_KEY")
+            parse_signing_key(signing_text, "BACKUPFLOW_CRYPTO__SIGNING_KEY")
             if signing_text.strip()
             else None
         ),
-        verifiers=tuple(parse_verify_keys(settings.verify_keys, "BACKUPFLOW_KEYS__VERIFY_KEYS")),
+        verifiers=tuple(parse_verify_keys(settings.verify_keys, "BACKUPFLOW_CRYPTO__VERIFY_KEYS")),
         encrypt=settings.encrypt,
     )
 

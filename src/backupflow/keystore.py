@@ -5,7 +5,7 @@ keys a host should hold) and store it here; ``key show`` describes a loaded
 :class:`~backupflow.keys.Keyring`.  Nothing here prints or logs a secret: the texts go only
 into the files and blocks they are meant for.
 
-* env-file: ``BACKUPFLOW_KEYS__*`` lines written into a private file (``0600`` when
+* env-file: ``BACKUPFLOW_CRYPTO__*`` lines written into a private file (``0600`` when
   created; an existing one must be a regular file, not a link, and not readable by others),
   replaced atomically through a temporary file in the same folder;
 * Secret blocks: :data:`SIGNING_KEY_BLOCK` and :data:`IDENTITIES_BLOCK`;
@@ -46,7 +46,7 @@ __all__ = [
 
 SIGNING_KEY_BLOCK = "backupflow-signing-key"
 IDENTITIES_BLOCK = "backupflow-age-identities"
-_PREFIX = "BACKUPFLOW_KEYS__"
+_PREFIX = "BACKUPFLOW_CRYPTO__"
 #: Every variable ``key init`` may write; existing lines for these are replaced.
 KEY_VARIABLES = tuple(
     _PREFIX + name
@@ -84,7 +84,7 @@ class KeySet:
         )
 
     def env_values(self, *, blocks: bool) -> dict[str, str]:
-        """The ``BACKUPFLOW_KEYS__*`` values for an env-file: the secrets themselves, or the
+        """The ``BACKUPFLOW_CRYPTO__*`` values for an env-file: the secrets themselves, or the
         names of the blocks that hold them."""
         values = {
             _PREFIX + "RECIPIENTS": json.dumps(list(self.recipients)),
@@ -158,7 +158,7 @@ def describe(ring: Keyring) -> tuple[list[tuple[str, str, str]], list[str]]:
     elif ring.signer.key_id not in configured:
         missing.append(
             f"the signing key's verify key {ring.signer.key_id} is not in "
-            f"BACKUPFLOW_KEYS__VERIFY_KEYS: add {ring.signer.public_text} there and on every "
+            f"BACKUPFLOW_CRYPTO__VERIFY_KEYS: add {ring.signer.public_text} there and on every "
             "host that restores."
         )
     if not ring.verifiers and ring.signer is None:
@@ -174,7 +174,7 @@ def describe(ring: Keyring) -> tuple[list[tuple[str, str, str]], list[str]]:
                 "are still readable with any identity they were encrypted to."
             )
     if not ring.encrypt:
-        missing.append("encryption is off (BACKUPFLOW_KEYS__ENCRYPT=false).")
+        missing.append("encryption is off (BACKUPFLOW_CRYPTO__ENCRYPT=false).")
     return rows, missing
 
 
@@ -237,7 +237,7 @@ def _variable(line: str) -> str:
 
 def write_env_file(path: Path, values: dict[str, str]) -> bool:
     """Put ``values`` into the env-file at ``path``: every earlier line of a
-    ``BACKUPFLOW_KEYS__*`` key variable is dropped, other lines are kept.  Atomic (a private
+    ``BACKUPFLOW_CRYPTO__*`` key variable is dropped, other lines are kept.  Atomic (a private
     temporary file renamed over it); a new file is ``0600``.  Returns whether it existed."""
     check_env_file(path)
     existing = _existing_env_file(path)

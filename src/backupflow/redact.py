@@ -39,7 +39,7 @@ def known_secrets(
     the Prefect blocks the settings name; a block that cannot be loaded is skipped."""
     env = os.environ if environ is None else environ
     values = {settings.database.password.get_secret_value()}
-    keys = settings.keys
+    keys = settings.crypto
     values.add(keys.signing_key.get_secret_value())
     values.update(keys.identities.get_secret_value().replace(",", " ").split())
     values.update(value for key, value in env.items() if _SECRET_NAME.search(key))
@@ -57,8 +57,8 @@ def block_secrets(settings: Settings) -> list[str]:
     found: list[str] = []
     for block in (
         settings.database.password_block,
-        settings.keys.signing_key_block,
-        settings.keys.identities_block,
+        settings.crypto.signing_key_block,
+        settings.crypto.identities_block,
     ):
         if block:
             found.extend(_secret_block(block))

@@ -288,7 +288,7 @@ def test_adopt_signs_old_unsigned_backups_once_their_objects_check_out(
 ) -> None:
     live = tmp_path / "app" / "gantt.db"
     _seed(live)
-    clear = {"BACKUPFLOW_KEYS__ENCRYPT": "false"}  # format 1 had no encryption
+    clear = {"BACKUPFLOW_CRYPTO__ENCRYPT": "false"}  # format 1 had no encryption
     assert run("backup", "database", extra=clear).returncode == 0
     for manifest in tmp_path.rglob("*.manifest.json"):
         _unsign(manifest)
@@ -311,7 +311,7 @@ def test_adopt_refuses_an_unsigned_backup_whose_object_does_not_match(
     run: Run, tmp_path: Path
 ) -> None:
     _seed(tmp_path / "app" / "gantt.db")
-    assert run("backup", "database", extra={"BACKUPFLOW_KEYS__ENCRYPT": "false"}).returncode == 0
+    assert run("backup", "database", extra={"BACKUPFLOW_CRYPTO__ENCRYPT": "false"}).returncode == 0
     for manifest in tmp_path.rglob("*.manifest.json"):
         _unsign(manifest, raw_sha256="0" * 64, sha256="0" * 64)
 

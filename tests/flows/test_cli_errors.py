@@ -325,36 +325,40 @@ ROWS: dict[str, Row] = {
         "key", "show", "--env-file", f"{W}/nope.env", fragment="does not exist"
     ),
     "key-show-bad-signing-key": setting(
-        "BACKUPFLOW_KEYS__SIGNING_KEY", SECRET, "BACKUPFLOW_KEYS__SIGNING_KEY", "key", "show"
+        "BACKUPFLOW_CRYPTO__SIGNING_KEY", SECRET, "BACKUPFLOW_CRYPTO__SIGNING_KEY", "key", "show"
     ),
     "key-show-bad-identity": setting(
-        "BACKUPFLOW_KEYS__IDENTITIES",
+        "BACKUPFLOW_CRYPTO__IDENTITIES",
         f"AGE-SECRET-KEY-1{SECRET}",
-        "BACKUPFLOW_KEYS__IDENTITIES",
+        "BACKUPFLOW_CRYPTO__IDENTITIES",
         "key",
         "show",
         subprocess=True,
     ),
     "key-show-bad-recipient": setting(
-        "BACKUPFLOW_KEYS__RECIPIENTS", '["age1zz"]', "BACKUPFLOW_KEYS__RECIPIENTS", "key", "show"
+        "BACKUPFLOW_CRYPTO__RECIPIENTS",
+        '["age1zz"]',
+        "BACKUPFLOW_CRYPTO__RECIPIENTS",
+        "key",
+        "show",
     ),
     "key-show-bad-verify-key": setting(
-        "BACKUPFLOW_KEYS__VERIFY_KEYS",
+        "BACKUPFLOW_CRYPTO__VERIFY_KEYS",
         '["bfverify1"]',
-        "BACKUPFLOW_KEYS__VERIFY_KEYS",
+        "BACKUPFLOW_CRYPTO__VERIFY_KEYS",
         "key",
         "show",
     ),
     "key-show-missing-block": setting(
-        "BACKUPFLOW_KEYS__IDENTITIES_BLOCK",
+        "BACKUPFLOW_CRYPTO__IDENTITIES_BLOCK",
         "no-such-block",
         "'no-such-block'",
         "key",
         "show",
-        unset=("BACKUPFLOW_KEYS__IDENTITIES",),
+        unset=("BACKUPFLOW_CRYPTO__IDENTITIES",),
     ),
     "key-init-already-configured": setting(
-        "BACKUPFLOW_KEYS__SIGNING_KEY",
+        "BACKUPFLOW_CRYPTO__SIGNING_KEY",
         generate_keys().signing_key,
         "already configured",
         "key",

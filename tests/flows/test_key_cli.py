@@ -49,7 +49,7 @@ def key(env: dict[str, str], *args: str, **extra: str) -> subprocess.CompletedPr
 def ring_of(env_file: Path, monkeypatch: pytest.MonkeyPatch) -> Keyring:
     """The keys a worker reading ``env_file`` would hold."""
     monkeypatch.setenv(CONFIG_ENV_VAR, str(env_file))
-    return load_keyring(load_settings().keys)
+    return load_keyring(load_settings().crypto)
 
 
 def secrets_in(env_file: Path) -> list[str]:
@@ -128,7 +128,7 @@ def test_init_refuses_to_replace_configured_keys(
         "init",
         "--env-file",
         str(elsewhere),
-        BACKUPFLOW_KEYS__SIGNING_KEY=generate_keys().signing_key,
+        BACKUPFLOW_CRYPTO__SIGNING_KEY=generate_keys().signing_key,
     )
     assert from_env.returncode == 3 and not elsewhere.exists()
     forced = key(env, "init", "--env-file", str(env_file), "--force")
@@ -158,8 +158,8 @@ def test_show_prints_public_parts_and_key_ids_only(
     worker = key(
         env,
         "show",
-        BACKUPFLOW_KEYS__RECIPIENTS=f'["{ring.recipients[0]}"]',
-        BACKUPFLOW_KEYS__VERIFY_KEYS=f'["{ring.signer.public_text}"]',
+        BACKUPFLOW_CRYPTO__RECIPIENTS=f'["{ring.recipients[0]}"]',
+        BACKUPFLOW_CRYPTO__VERIFY_KEYS=f'["{ring.signer.public_text}"]',
     )
     assert worker.returncode == 0, worker.stderr
     assert "no signing key: this host cannot record backups" in worker.stdout
@@ -211,11 +211,11 @@ def test_rotate_with_nothing_configured_is_one_sentence(
 @pytest.mark.parametrize(
     ("variable", "value"),
     [
-        ("BACKUPFLOW_KEYS__SIGNING_KEY", "BACKUPFLOW-SIGNING-KEY-1" + "ab" * 31 + "zz"),
-        ("BACKUPFLOW_KEYS__IDENTITIES", "AGE-SECRET-KEY-1NOTAREALKEYATALL"),
-        ("BACKUPFLOW_KEYS__RECIPIENTS", '["age1nope"]'),
-        ("BACKUPFLOW_KEYS__VERIFY_KEYS", '["bfverify1short"]'),
-        ("BACKUPFLOW_KEYS__SIGNING_KEY_BLOCK", "no-such-block"),
+        ("BACKUPFLOW_CRYPTO__SIGNING_KEY", "BACKUPFLOW-SIGNING-KEY-1" + "ab" * 31 + "zz"),
+        ("BACKUPFLOW_CRYPTO__IDENTITIES", "AGE-SECRET-KEY-1NOTAREALKEYATALL"),
+        ("BACKUPFLOW_CRYPTO__RECIPIENTS", '["age1nope"]'),
+        ("BACKUPFLOW_CRYPTO__VERIFY_KEYS", '["bfverify1short"]'),
+        ("BACKUPFLOW_CRYPTO__SIGNING_KEY_BLOCK", "no-such-block"),
     ],
 )
 def test_a_bad_or_missing_key_is_one_sentence_with_exit_3(
@@ -282,7 +282,7 @@ def test_init_and_rotate_into_prefect_secret_blocks(
 
     assert done.returncode == 0, done.stderr
     assert not SECRET_SHAPES.search(done.stdout + done.stderr + env_file.read_text())
-    assert "BACKUPFLOW_KEYS__SIGNING_KEY_BLOCK" in env_file.read_text()
+    assert "BACKUPFLOW_CRYPTO__SIGNING_KEY_BLOCK" in env_file.read_text()
     ring = ring_of(env_file, monkeypatch)  # loads the blocks
     assert ring.signer is not None and ring.identities
     assert round_trip(ring, ring) == b"gantt rows"
@@ -313,7 +313,7 @@ def test_bootstrap_saves_the_key_blocks_once_and_never_drops_an_identity(
 
     def settings_for(keys: GeneratedKeys, block: str) -> Settings:
         return load_settings(
-            keys={
+            crypto={
                 "identities": keys.identity,
                 "identities_block": f"{block}-identities",
                 "signing_key": keys.signing_key,

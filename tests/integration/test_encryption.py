@@ -112,15 +112,15 @@ def test_a_backup_without_recipients_or_signing_key_fails_before_dumping(
     settings: Settings,
 ) -> None:
     keys = generate_keys()
-    no_recipient = load_keyring(with_keys(settings, signer=keys).keys)
+    no_recipient = load_keyring(with_keys(settings, signer=keys).crypto)
     with pytest.raises(MissingKeyError, match="no age recipient") as caught:
         check_backup_keys(no_recipient)
     _one_sentence(str(caught.value))
-    no_signer = load_keyring(with_keys(settings, recipients=[keys]).keys)
+    no_signer = load_keyring(with_keys(settings, recipients=[keys]).crypto)
     with pytest.raises(MissingKeyError, match="no signing key") as caught:
         check_backup_keys(no_signer)
     _one_sentence(str(caught.value))
-    check_backup_keys(load_keyring(with_keys(settings, signer=keys, encrypt=False).keys))
+    check_backup_keys(load_keyring(with_keys(settings, signer=keys, encrypt=False).crypto))
     check_backup_keys(Keyring(recipients=(keys.recipient,), signer=keys.keyring().signer))
 
 

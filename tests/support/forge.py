@@ -83,4 +83,4 @@ def with_keys(
             "verify_keys": [k.verify_key for k in verify],
         }
     )
-    return settings.model_copy(update={"keys": keys})
+    return settings.model_copy(update={"crypto": keys})

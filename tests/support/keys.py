@@ -14,10 +14,10 @@ KEYRING: Keyring = TEST_KEYS.keyring()
 
 
 def key_env(keys: GeneratedKeys = TEST_KEYS) -> dict[str, str]:
-    """The BACKUPFLOW_KEYS__* variables of an operator's shell holding every key."""
+    """The BACKUPFLOW_CRYPTO__* variables of an operator's shell holding every key."""
     return {
-        "BACKUPFLOW_KEYS__RECIPIENTS": json.dumps([keys.recipient]),
-        "BACKUPFLOW_KEYS__IDENTITIES": keys.identity,
-        "BACKUPFLOW_KEYS__SIGNING_KEY": keys.signing_key,
-        "BACKUPFLOW_KEYS__VERIFY_KEYS": json.dumps([keys.verify_key]),
+        "BACKUPFLOW_CRYPTO__RECIPIENTS": json.dumps([keys.recipient]),
+        "BACKUPFLOW_CRYPTO__IDENTITIES": keys.identity,
+        "BACKUPFLOW_CRYPTO__SIGNING_KEY": keys.signing_key,
+        "BACKUPFLOW_CRYPTO__VERIFY_KEYS": json.dumps([keys.verify_key]),
     }

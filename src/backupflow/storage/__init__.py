@@ -98,7 +98,7 @@ def open_tier(
 ) -> Tier:
     """The storage for one tier, wrapped with retries, with the settings' keyring."""
     if keyring is None:
-        keyring = load_keyring(settings.keys)
+        keyring = load_keyring(settings.crypto)
     tier: TierSettings = getattr(settings.repository, name)
     if tier.is_s3:
         bucket, _, prefix = tier.url[5:].partition("/")
@@ -130,7 +130,7 @@ def open_tier(
 
 def open_tiers(settings: Settings, names: tuple[TierName, ...] = TIER_NAMES) -> list[Tier]:
     """The enabled tiers among ``names``, in the order given (the keyring is loaded once)."""
-    keyring = load_keyring(settings.keys)
+    keyring = load_keyring(settings.crypto)
     return [
         open_tier(name, settings, keyring=keyring)
         for name in names
