@@ -21,6 +21,8 @@ import pytest
 from prefect.client.orchestration import PrefectClient
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
+from tests.support.keys import key_env
+
 ROOT = Path(__file__).resolve().parents[2]
 PREFECT = [sys.executable, "-m", "prefect"]
 
@@ -84,6 +86,7 @@ def env(tmp_path: Path) -> dict[str, str]:
         "BACKUPFLOW_REPOSITORY__DR__URL": str(tmp_path / "dr"),
         "BACKUPFLOW_BACKUP_LOG": str(tmp_path / "backup.log"),
         "BACKUPFLOW_STAGING_DIR": str(tmp_path / "staging"),
+        **key_env(),  # the worker signs, encrypts and (for the drill) decrypts
     }
 
 
