@@ -818,6 +818,9 @@ def run(args: Sequence[str] | None = None) -> int:
 
 def main(args: Sequence[str] | None = None) -> NoReturn:
     """Entry point: run the command line and exit with its code."""
+    # The temporary Prefect server a command starts (no PREFECT_API_URL) must not try to send
+    # telemetry: this network is closed, and the failure prints an ERROR line.
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     sys.exit(run(args))
 
 
