@@ -91,7 +91,10 @@ def load_plan(
     unreadable: set[str] = set()
     while True:
         usable = [e for e in holdings.sorted_entries() if e.id not in unreadable]
-        plan = plan_restore(usable, database=database, target=target_time, now=now)
+        try:
+            plan = plan_restore(usable, database=database, target=target_time, now=now)
+        except NoBackupError as exc:
+            raise _with_problems(exc, problems) from None
         loaded: dict[str, Manifest] = {}
         try:
             for step in plan.steps:
@@ -107,6 +110,17 @@ def load_plan(
             sources={s.manifest.id: list(holdings.holders[s.manifest.id]) for s in plan.steps},
             problems=tuple(problems),
         )
+
+
+def _with_problems(exc: NoBackupError, problems: Sequence[str]) -> NoBackupError:
+    """``exc``, saying what was skipped on the way (an unreachable tier, foreign manifests):
+    "no backups" alone would send the operator the wrong way."""
+    if not problems:
+        return exc
+    shown = "; ".join(problems[:3]) + (
+        f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+    )
+    return NoBackupError(f"{str(exc).rstrip('.')}, but some were skipped: {shown}.")
 
 
 def _load_lsn_plan(
@@ -125,7 +139,9 @@ def _load_lsn_plan(
         except CatalogError as exc:
             problems.append(f"{exc}; planning without it")
     if not manifests:
-        raise NoBackupError(f"there are no backups of {database} in these tiers.")
+        raise _with_problems(
+            NoBackupError(f"there are no backups of {database} in these tiers."), problems
+        )
     chain, reached = select_chain(manifests, database, target_time)
     steps = tuple(
         PlanStep(m, f"{m.kind.value}: LSN {m.position['first_lsn']} to {m.position['last_lsn']}")

@@ -13,7 +13,7 @@ from backupflow.backup import check_backup_keys
 from backupflow.catalog import manifest_key
 from backupflow.config import Settings
 from backupflow.crypto import AGE_FORMAT
-from backupflow.errors import MissingKeyError
+from backupflow.errors import MissingKeyError, NoBackupError
 from backupflow.keys import Keyring, generate_keys, key_id, load_keyring
 from backupflow.models import BackupKind
 from backupflow.storage import open_tiers
@@ -136,3 +136,20 @@ def test_a_differential_on_a_worker_without_the_identity_says_what_it_needs(
     _one_sentence(message)
     assert "parent backup" in message and "this worker needs that identity" in message
     assert key_id(TEST_KEYS.recipient) in message
+
+
+def test_backups_signed_by_an_untrusted_key_are_named_not_called_missing(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """A restore host whose verify keys are wrong (a typo, a missed rotation) must not be
+    told "there are no backups": that sends the operator the wrong way in a disaster."""
+    make_db(settings.database.sqlite_path)
+    take_backup(settings, BackupKind.FULL)
+    stranger = generate_keys()
+    reader = with_keys(settings, identities=[TEST_KEYS], verify=[stranger])
+    with pytest.raises(NoBackupError) as caught:
+        restore(reader, None, tmp_path / "copy.db")
+    message = str(caught.value)
+    assert "foreign manifest" in message and "signed by no trusted key" in message
+    assert key_id(stranger.verify_key) in message  # what this host trusts instead
+    assert not (tmp_path / "copy.db").exists()
