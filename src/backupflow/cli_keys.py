@@ -272,15 +272,7 @@ def key_init_cmd(
         )
     keys = generate_keys()
     keyset = KeySet.fresh(keys, escrow)
-    done = _store(
-        keyset,
-        env_file=target,
-        blocks=blocks,
-        identity_file=escrow_path,
-        print_secrets=print_secrets,
-    )
-    _summary("New repository keys", keys)
-    _print_done(done)
+    _store_and_show("New repository keys", keyset, keys, target, blocks, escrow_path, print_secrets)
     if escrow:
         console.print(
             "new backups are also encrypted to the escrow key(s) "
@@ -293,6 +285,27 @@ def key_init_cmd(
         "that never restore."
     )
     _escrow_advice(keys, print_secrets)
+
+
+def _store_and_show(
+    title: str,
+    keyset: KeySet,
+    keys: GeneratedKeys,
+    env_file: Path | None,
+    blocks: bool,
+    identity_file: Path | None,
+    print_secrets: bool,
+) -> None:
+    """Store a new key set where the options say, then show its public parts and where it went."""
+    done = _store(
+        keyset,
+        env_file=env_file,
+        blocks=blocks,
+        identity_file=identity_file,
+        print_secrets=print_secrets,
+    )
+    _summary(title, keys)
+    _print_done(done)
 
 
 @key_app.command("rotate")
@@ -317,15 +330,9 @@ def key_rotate_cmd(
         )
     keys = generate_keys()
     keyset = rotated(current, keys, escrow)
-    done = _store(
-        keyset,
-        env_file=target,
-        blocks=blocks,
-        identity_file=escrow_path,
-        print_secrets=print_secrets,
+    _store_and_show(
+        "New repository keys (rotation)", keyset, keys, target, blocks, escrow_path, print_secrets
     )
-    _summary("New repository keys (rotation)", keys)
-    _print_done(done)
     kept_ids = [key_id(str(i.to_public())) for i in current.identities]
     console.print(
         f"kept: age identities {', '.join(kept_ids) or 'none held here'}; verify keys "

@@ -215,7 +215,7 @@ def _read_undo(aside_fd: int, aside: Path) -> tuple[int, list[str], list[str]]:
         if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_UNDO_BYTES:
             raise _refuse_undo(aside, f"its {UNDO_FILE} is not a file of at most 64 MiB")
         _check_ours(st, aside, UNDO_FILE)
-        raw = b""
+        raw = bytearray()  # grown in place: no copy of what was read per block
         while len(raw) <= MAX_UNDO_BYTES and (block := os.read(fd, _CHUNK)):
             raw += block
     finally:
