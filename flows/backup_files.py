@@ -17,10 +17,10 @@ from backupflow.backup import (
 from backupflow.backuplog import BackupLog
 from backupflow.codecs import codec_for
 from backupflow.config import current_settings
-from backupflow.engines.files import FileSetEngine
 from backupflow.errors import BackupflowError
-from backupflow.filebackup import latest_backup
 from backupflow.filesets import FILE_SETS, FileSetName, is_content_addressed
+from backupflow.filesets.contents import latest_backup
+from backupflow.filesets.engine import FileSetEngine
 from backupflow.keys import Keyring
 from backupflow.models import BackupKind, Manifest, StoredObject
 from backupflow.planning import BackupDecision

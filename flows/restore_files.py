@@ -12,10 +12,10 @@ from prefect.artifacts import create_table_artifact
 from backupflow.backup import source_of
 from backupflow.backuplog import BackupLog
 from backupflow.config import current_settings
-from backupflow.engines.files import Change, FileSetEngine, plan_changes, read_members
 from backupflow.errors import BackupflowError, EngineError, ParameterError
-from backupflow.filebackup import HookResult, run_configured_hook
 from backupflow.filesets import FILE_SETS, FileSetName
+from backupflow.filesets.contents import HookResult, run_configured_hook
+from backupflow.filesets.engine import Change, FileSetEngine, plan_changes, read_members
 from backupflow.models import Manifest
 from backupflow.parameters import check_target_time
 from backupflow.planning import RestorePlan

@@ -13,7 +13,7 @@ from prefect.artifacts import create_table_artifact
 from backupflow.config import current_settings
 from backupflow.engines import open_engine
 from backupflow.errors import EngineError
-from backupflow.filebackup import run_configured_hook
+from backupflow.filesets.contents import run_configured_hook
 from backupflow.parameters import check_target_time
 from backupflow.reporting import artifact_key, iso
 from flows._notify import notify_on_failure

@@ -7,13 +7,14 @@ from datetime import UTC, datetime, timedelta
 
 from prefect import get_run_logger, task
 
-from backupflow import backup, filebackup, retention, tiers
+from backupflow import backup, retention, tiers
 from backupflow.backuplog import BackupLog
 from backupflow.catalog import Catalog, CatalogEntry
 from backupflow.codecs import Codec
 from backupflow.config import FileSetSettings, Settings
 from backupflow.engines.base import Dump
 from backupflow.filesets import ScanReport, is_content_addressed
+from backupflow.filesets import contents as filebackup
 from backupflow.models import Category, Manifest, StoredObject
 from backupflow.progress import Progress
 from backupflow.storage import Tier

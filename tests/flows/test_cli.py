@@ -19,7 +19,7 @@ from tests.support.chain import content_digest
 from tests.support.keys import key_env
 from tests.support.trees import make_api_tree
 
-CLI = [sys.executable, "-m", "backupflow"]
+CLI = [sys.executable, "-m", "backupflow_app"]
 EXIT_FAILED, EXIT_USAGE, EXIT_CONFIG = 1, 2, 3
 Run = Callable[..., subprocess.CompletedProcess[str]]
 

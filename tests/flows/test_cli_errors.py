@@ -5,7 +5,7 @@ Every row asserts what the operator sees: the exact exit code, exactly one non-e
 standard error (no traceback, no "internal error", no terminal escapes, no secret), and that
 nothing changed on disk (the backups, the live database, the file-set root, the staging
 folder and the log).  The rows run in-process through ``cli.main`` (fast); a selection also
-runs as a real ``python -m backupflow.cli`` process.
+runs as a real ``python -m backupflow_app.cli`` process.
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ from pathlib import Path
 import pytest
 
 import backupflow
-from backupflow import cli
 from backupflow.keys import generate_keys
+from backupflow_app import cli
 from tests.support.keys import key_env
 from tests.support.trees import make_api_tree
 
@@ -569,7 +569,7 @@ def test_malformed_invocation_in_a_real_process(
     before = snapshot(world.root)
 
     done = subprocess.run(
-        [sys.executable, "-m", "backupflow.cli", *(world.fill(a) for a in row.args)],
+        [sys.executable, "-m", "backupflow_app.cli", *(world.fill(a) for a in row.args)],
         env=_subprocess_env(world, row, prefect_server, tmp_path / "prefect-home"),
         cwd=world.root / "cwd",
         capture_output=True,

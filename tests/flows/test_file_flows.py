@@ -12,9 +12,9 @@ import pytest
 
 from backupflow.catalog import Catalog
 from backupflow.config import Settings, use_settings
-from backupflow.engines.files import undo_in_place
 from backupflow.errors import EngineError, ParameterError, RestoreTargetError
-from backupflow.filebackup import remove_unreferenced_content
+from backupflow.filesets.contents import remove_unreferenced_content
+from backupflow.filesets.engine import undo_in_place
 from backupflow.models import Category
 from backupflow.retention import policy_for, prune_tier
 from backupflow.storage import open_tier
@@ -198,7 +198,7 @@ def test_restore_into_a_non_empty_folder_is_refused(
 def test_an_upload_deleted_during_the_backup_leaves_a_restorable_backup(
     files_settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import backupflow.filebackup as filebackup
+    import backupflow.filesets.contents as filebackup
 
     uploads = files_settings.files.uploads.root / "uploads" / "2026" / "11"
     victim = uploads / "chart-3.png"
@@ -311,7 +311,7 @@ def test_an_upload_swapped_for_a_link_to_a_secret_is_not_backed_up(
     """Someone who can write to the uploads folder replaces a listed file with a link to a
     file only the backup user can read, between the scan and the copy: the secret's content
     must not reach the tiers (anyone who can restore could read it there)."""
-    import backupflow.filebackup as filebackup
+    import backupflow.filesets.contents as filebackup
 
     secret = tmp_path / "private" / "shadow"
     secret.parent.mkdir(mode=0o700)

@@ -19,7 +19,7 @@ from backupflow.envelope import open_envelope, seal
 from backupflow.errors import MissingKeyError
 from backupflow.keys import GeneratedKeys, Keyring, generate_keys, key_id, load_keyring
 
-CLI = [sys.executable, "-m", "backupflow"]
+CLI = [sys.executable, "-m", "backupflow_app"]
 SECRET_SHAPES = re.compile(r"AGE-SECRET-KEY-1[0-9A-Z]{20}|BACKUPFLOW-SIGNING-KEY-1[0-9a-f]{16}")
 
 

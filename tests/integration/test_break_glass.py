@@ -87,7 +87,7 @@ def backed_up(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path | str]
     glass = tmp_path / "glass"
     glass.mkdir()
     env_file = tmp_path / "backupflow.env"
-    cli = [sys.executable, "-m", "backupflow"]
+    cli = [sys.executable, "-m", "backupflow_app"]
     init = subprocess.run(
         [*cli, "key", "init", "--env-file", str(env_file), "--identity-file", "identity.txt"],
         env=env,

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 
-import backupflow.filesets as filesets
-from backupflow.engines.files import plan_changes, read_members
+import backupflow.filesets.members as filesets
 from backupflow.errors import BackupflowError, ConfigError, IntegrityError, RestoreTargetError
 from backupflow.filesets import Member
+from backupflow.filesets.engine import plan_changes, read_members
 from backupflow.storage import MemoryStorage
 from tests.support.filesets import LAYOUTS, file, folder, link, restore, snapshot, store, tar_of
 from tests.support.keys import KEYRING
@@ -231,7 +231,7 @@ def test_class1_an_into_target_that_is_a_link_is_refused(world: Path) -> None:
     storage = MemoryStorage()
     store(storage, "tar", [file("planted")])
     from backupflow.config import FileSetSettings
-    from backupflow.engines.files import FileSetEngine
+    from backupflow.filesets.engine import FileSetEngine
 
     engine = FileSetEngine(
         "config", FileSetSettings(root=world / "live", include=["**"]), staging_dir=world / "s"
@@ -350,7 +350,7 @@ def _default_restore(world: Path, storage: MemoryStorage, staging: Path) -> Path
     from datetime import UTC, datetime
 
     from backupflow.config import FileSetSettings
-    from backupflow.engines.files import FileSetEngine
+    from backupflow.filesets.engine import FileSetEngine
     from backupflow.models import Category
     from backupflow.restore import execute_restore, load_plan, resolve_target
     from backupflow.storage import Tier
@@ -437,7 +437,7 @@ def test_class5_an_into_folder_others_can_write_is_refused(world: Path) -> None:
     storage = MemoryStorage()
     store(storage, "tar", [file("a")])
     from backupflow.config import FileSetSettings
-    from backupflow.engines.files import FileSetEngine
+    from backupflow.filesets.engine import FileSetEngine
 
     engine = FileSetEngine(
         "config", FileSetSettings(root=world / "live", include=["**"]), staging_dir=world / "s"
@@ -576,7 +576,7 @@ def test_class4_the_staged_archive_and_member_list_are_private_under_umask_022(
     tmp_path: Path, umask_022: None
 ) -> None:
     from backupflow.config import FileSetSettings
-    from backupflow.engines.files import FileSetEngine
+    from backupflow.filesets.engine import FileSetEngine
     from backupflow.models import BackupKind
 
     api = tmp_path / "api"

@@ -14,9 +14,9 @@ import pytest
 from backupflow.catalog import Catalog
 from backupflow.codecs import ZstdCodec
 from backupflow.config import FileSetSettings
-from backupflow.engines.files import FileSetEngine
 from backupflow.errors import IntegrityError
-from backupflow.filesets import Member, _ExactReader, encode_members
+from backupflow.filesets.engine import FileSetEngine
+from backupflow.filesets.members import Member, _ExactReader, encode_members
 from backupflow.models import BackupKind, Category, Manifest, new_backup_id
 from backupflow.pipeline import store_stream
 from backupflow.restore import execute_restore, load_plan
@@ -241,7 +241,7 @@ def test_data_filter_alone_refuses_hostile_entries_when_our_entry_check_is_off(
     entry: tuple[tarfile.TarInfo, bytes | None],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import backupflow.engines.files as files_engine
+    import backupflow.filesets.engine as files_engine
 
     monkeypatch.setattr(files_engine, "_check_tar_entry", _lenient_entry_check)
     storage = MemoryStorage()

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-import backupflow.engines.files as files_engine
-from backupflow.engines.files import plan_changes, undo_in_place
+import backupflow.filesets.engine as files_engine
 from backupflow.errors import BackupflowError, IntegrityError, RestoreTargetError
+from backupflow.filesets.engine import plan_changes, undo_in_place
 from backupflow.storage import MemoryStorage
 from tests.support.filesets import file, folder, link, restore, snapshot, store
 

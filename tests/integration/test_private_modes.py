@@ -22,8 +22,8 @@ from backupflow.backup import BackupJob, decide_backup, dump_database, remove_st
 from backupflow.backuplog import BackupLog
 from backupflow.config import FileSetSettings, Settings
 from backupflow.engines import open_engine
-from backupflow.engines.files import FileSetEngine
 from backupflow.errors import ConfigError, RestoreTargetError
+from backupflow.filesets.engine import FileSetEngine
 from backupflow.fsutil import ensure_private_dir, fresh_private_dir
 from backupflow.models import BackupKind, Category, Manifest
 from backupflow.planning import BackupDecision

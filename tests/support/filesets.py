@@ -13,8 +13,8 @@ from pathlib import Path
 from backupflow.catalog import Catalog
 from backupflow.codecs import ZstdCodec
 from backupflow.config import FileSetSettings
-from backupflow.engines.files import FileSetEngine
 from backupflow.filesets import Member, content_key
+from backupflow.filesets.engine import FileSetEngine
 from backupflow.models import BackupKind, Category, Manifest, StoredObject, new_backup_id
 from backupflow.pipeline import store_stream
 from backupflow.restore import RestoreOutcome, execute_restore, load_plan

@@ -9,15 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from backupflow.cli_options import (
+from backupflow.config import load_settings
+from backupflow.errors import ParameterError, RestoreTargetError
+from backupflow_app.cli_options import (
     check_database_option,
     check_undo_folder,
     one_line,
     parse_target_time,
     restore_path,
 )
-from backupflow.config import load_settings
-from backupflow.errors import ParameterError, RestoreTargetError
 
 NOW = datetime(2026, 11, 26, 1, 0, tzinfo=UTC)
 SEOUL = "Asia/Seoul"

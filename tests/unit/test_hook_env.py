@@ -11,7 +11,7 @@ import pytest
 from pydantic import SecretStr
 
 from backupflow.config import Settings
-from backupflow.filebackup import run_configured_hook, run_hook
+from backupflow.filesets.contents import run_configured_hook, run_hook
 from backupflow.redact import MASK, known_secrets, mask
 
 #: What the worker's environment holds while a restore runs.

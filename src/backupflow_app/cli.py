@@ -37,8 +37,15 @@ from rich.progress import DownloadColumn, Progress, TransferSpeedColumn
 from rich.table import Table
 from typer._click.exceptions import NoArgsIsHelpError, UsageError
 
-from backupflow.cli_keys import key_app
-from backupflow.cli_options import (
+from backupflow.config import CONFIG_ENV_VAR, Settings, load_settings, use_settings
+from backupflow.errors import BackupflowError, ConfigError, ParameterError
+from backupflow.models import BackupKind, Category
+from backupflow.progress import report_progress
+from backupflow.reporting import artifact_key, iso, manifest_row, plan_rows
+from backupflow.storage import TIER_NAMES, TierName, open_tiers
+from backupflow.tiers import locate
+from backupflow_app.cli_keys import key_app
+from backupflow_app.cli_options import (
     check_config_file,
     check_database_option,
     check_places,
@@ -47,13 +54,6 @@ from backupflow.cli_options import (
     parse_target_time,
     restore_path,
 )
-from backupflow.config import CONFIG_ENV_VAR, Settings, load_settings, use_settings
-from backupflow.errors import BackupflowError, ConfigError, ParameterError
-from backupflow.models import BackupKind, Category
-from backupflow.progress import report_progress
-from backupflow.reporting import artifact_key, iso, manifest_row, plan_rows
-from backupflow.storage import TIER_NAMES, TierName, open_tiers
-from backupflow.tiers import locate
 
 __all__ = ["EXIT_CODES", "app", "main", "run"]
 
@@ -302,7 +302,7 @@ def restore_files_cmd(
             raise ParameterError(
                 f"--undo cannot be combined with {', '.join(given)}; give --set and --undo only."
             )
-        from backupflow.engines.files import UNDO_FILE, undo_in_place
+        from backupflow.filesets.engine import UNDO_FILE, undo_in_place
 
         folder = check_undo_folder(undo, chosen.root, UNDO_FILE)
         count = undo_in_place(folder, chosen.root)
@@ -751,7 +751,7 @@ def demo_cmd(
     """Run the end-to-end demo on a sample Gantt-workload SQLite database (no services)."""
     if not workdir.strip():
         raise ParameterError("--workdir is empty (an unset shell variable?); give a folder.")
-    from backupflow.demo import run_demo
+    from backupflow_app.demo import run_demo
 
     _quiet_prefect_tracebacks(None if _debug() else logging.WARNING)
     ok = run_demo(Path(workdir).resolve(), console)

@@ -1,5 +1,5 @@
 """``python -m backupflow``."""
 
-from backupflow.cli import main
+from backupflow_app.cli import main
 
 main()

@@ -17,7 +17,6 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from backupflow.cli_options import check_config_file
 from backupflow.config import CONFIG_ENV_VAR, Settings, load_settings
 from backupflow.errors import BackupflowError, ConfigError, ParameterError
 from backupflow.keys import GeneratedKeys, Keyring, generate_keys, key_id, load_keyring
@@ -36,6 +35,7 @@ from backupflow.keystore import (
     write_env_file,
     write_escrow_file,
 )
+from backupflow_app.cli_options import check_config_file
 
 __all__ = ["key_app"]
 

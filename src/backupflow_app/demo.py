@@ -27,7 +27,6 @@ from rich.console import Console
 from rich.table import Table
 
 from backupflow.config import Settings, load_settings, use_settings
-from backupflow.demo_files import run_file_demo
 from backupflow.errors import RestoreTargetError
 from backupflow.keys import GeneratedKeys, generate_keys, key_id
 from backupflow.models import BackupKind, Category, Manifest
@@ -35,6 +34,7 @@ from backupflow.planning import RestorePlan
 from backupflow.reporting import iso, manifest_row, plan_rows
 from backupflow.storage import open_tiers
 from backupflow.tiers import locate
+from backupflow_app.demo_files import run_file_demo
 
 __all__ = ["create_sample_database", "database_digest", "demo_settings", "run_demo"]
 
