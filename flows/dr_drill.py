@@ -74,12 +74,11 @@ def dr_drill(
     log = BackupLog(settings.backup_log)
     database = settings.database.name
     tiers = tiers_for(settings, source)
-    exact = engine.capabilities.point_in_time == "exact"
-    loaded = plan_restore(tiers, database, target_time, started, by_lsn=exact)
+    loaded = plan_restore(tiers, engine, database, target_time, started)
     newest = (
         loaded.plan.restore_point
         if target_time is None
-        else load_plan(tiers, database, None, started, by_lsn=exact).plan.restore_point
+        else load_plan(tiers, engine, database, None, started).plan.restore_point
     )
     default = engine.default_target(started)
     default = default.with_name(f"{default.stem}-drill-{secrets.token_hex(3)}{default.suffix}")

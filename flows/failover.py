@@ -22,7 +22,6 @@ from backupflow.failover import (
     route53_client,
     switch_dns,
 )
-from backupflow.models import Category
 from backupflow.reporting import artifact_key, iso
 from backupflow.restore import load_plan
 from backupflow.storage import open_tier
@@ -56,14 +55,7 @@ def _preflight(settings: Settings, replace: bool) -> str:
     tier = open_tier("dr", settings)
     engine = open_engine(settings)
     try:
-        loaded = load_plan(
-            [tier],
-            settings.database.name,
-            None,
-            datetime.now(UTC),
-            Category.DATABASE,
-            by_lsn=engine.capabilities.point_in_time == "exact",
-        )
+        loaded = load_plan([tier], engine, settings.database.name, None, datetime.now(UTC))
     except BackupflowError as exc:
         raise FailoverError(f"pre-flight: the DR tier cannot restore the database: {exc}") from exc
     if loaded.problems:

@@ -13,7 +13,7 @@ from backupflow.backuplog import BackupLog
 from backupflow.config import current_settings
 from backupflow.engines import open_engine
 from backupflow.errors import BackupflowError
-from backupflow.models import Category, Manifest
+from backupflow.models import Manifest
 from backupflow.parameters import (
     check_database_parameter,
     check_database_target,
@@ -83,8 +83,7 @@ def restore_database(
         log.check_writable()
     tiers = tiers_for(settings, source)
     database = settings.database.name
-    exact = engine.capabilities.point_in_time == "exact"
-    loaded = plan_restore(tiers, database, target_time, datetime.now(UTC), Category.DATABASE, exact)
+    loaded = plan_restore(tiers, engine, database, target_time, datetime.now(UTC))
     plan = loaded.plan
     target = resolve_target(engine, plan, chosen, replace)
     logger.info(
@@ -94,9 +93,7 @@ def restore_database(
         target,
     )
     if dry_run:
-        script = engine.restore_script(
-            plan.manifests, target, replace=replace, until=target_time if exact else None
-        )
+        script = engine.restore_script(plan.manifests, target, replace=replace, until=target_time)
         return RestoreReport(
             plan, target, loaded.problems, None, tuple(t.name for t in tiers), tuple(script)
         )

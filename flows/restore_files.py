@@ -78,7 +78,9 @@ def restore_files(
     chosen = getattr(settings.files, file_set)
     engine = FileSetEngine(file_set, chosen, staging_dir=settings.staging_dir)
     tiers = tiers_for(settings, source)
-    loaded = plan_restore(tiers, file_set, target_time, datetime.now(UTC), FILE_SETS[file_set])
+    loaded = plan_restore(
+        tiers, engine, file_set, target_time, datetime.now(UTC), FILE_SETS[file_set]
+    )
     plan = loaded.plan
     target = chosen.root if in_place else None
     target = resolve_target(engine, plan, target or (Path(into) if into else None), in_place)

@@ -76,15 +76,14 @@ def dump_files(
 @task(name="plan-restore", task_run_name="plan-restore-{database}", **SIDE_EFFECTS)
 def plan_restore(
     tiers: Sequence[Tier],
+    engine: Engine,
     database: str,
     target_time: datetime | None,
     now: datetime,
     category: Category = Category.DATABASE,
-    by_lsn: bool = False,
 ) -> restore.LoadedPlan:
-    """Plan from manifest names on the tiers; read full manifests only for the chain (or,
-    for LSN-chained engines, choose the chain by LSN)."""
-    loaded = restore.load_plan(tiers, database, target_time, now, category, by_lsn=by_lsn)
+    """Plan a restore from the tiers; the engine chooses the chain."""
+    loaded = restore.load_plan(tiers, engine, database, target_time, now, category)
     logger = get_run_logger()
     for problem in loaded.problems:
         logger.warning(problem)

@@ -8,7 +8,6 @@ fails its checksum is reported and the next tier is used.
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -16,27 +15,24 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
 
+from backupflow.catalog import CatalogEntry
 from backupflow.engines.base import BackupSource, Engine
-from backupflow.engines.mssql.chain import select_chain
 from backupflow.errors import (
-    CatalogError,
     IntegrityError,
     NoBackupError,
-    RestoreTargetError,
     StorageError,
     TargetInFutureError,
 )
-from backupflow.fsutil import free_bytes, make_dirs, readable_size
+from backupflow.fsutil import make_dirs
 from backupflow.models import Category, Manifest, utc
 from backupflow.pipeline import open_verified
-from backupflow.planning import PlanStep, RestorePlan, plan_restore
+from backupflow.planning import RestorePlan
 from backupflow.storage import Tier
 from backupflow.tiers import Holdings, locate
 
 __all__ = [
     "LoadedPlan",
     "RestoreOutcome",
-    "check_free_space",
     "execute_restore",
     "load_plan",
     "resolve_target",
@@ -71,45 +67,51 @@ class RestoreOutcome:
         return (self.finished_at - self.started_at).total_seconds()
 
 
+@dataclass
+class _SeriesCatalog:
+    """One series on the chosen tiers, as an engine's chain planner reads it."""
+
+    holdings: Holdings
+    problems: list[str]
+
+    def sorted_entries(self) -> list[CatalogEntry]:
+        return self.holdings.sorted_entries()
+
+    def manifest(self, backup_id: str) -> Manifest:
+        return self.holdings.load(backup_id)[0]
+
+
 def load_plan(
     tiers: Sequence[Tier],
+    engine: Engine,
     database: str,
     target_time: datetime | None,
     now: datetime,
     category: Category = Category.DATABASE,
-    *,
-    by_lsn: bool = False,
 ) -> LoadedPlan:
-    """Plan from the manifest names on the given tiers; read full manifests for the chain only.
+    """Plan a restore of one series from the given tiers: the engine chooses the chain.
 
-    With ``by_lsn`` (SQL Server), the chain is chosen by LSN from every manifest instead.
+    Engines that chain by positions recorded inside the manifests (LSNs) read and
+    authenticate every manifest first; the others plan from the manifest names and read
+    only the chain's manifests.
     """
-    holdings = locate(tiers, category.value, database, authenticate=by_lsn)
-    if by_lsn:
-        return _load_lsn_plan(holdings, database, target_time, now)
-    problems = list(holdings.problems)
-    unreadable: set[str] = set()
-    while True:
-        usable = [e for e in holdings.sorted_entries() if e.id not in unreadable]
-        try:
-            plan = plan_restore(usable, database=database, target=target_time, now=now)
-        except NoBackupError as exc:
-            raise _with_problems(exc, problems) from None
-        loaded: dict[str, Manifest] = {}
-        try:
-            for step in plan.steps:
-                loaded[step.manifest.id], _tier = holdings.load(step.manifest.id)
-        except CatalogError as exc:
-            # A manifest no tier can read (damaged, or a newer format) is left out and the
-            # plan is made again without it.
-            unreadable.add(step.manifest.id)
-            problems.append(f"{exc}; planning without it")
-            continue
-        return LoadedPlan(
-            plan=plan.with_manifests(loaded),
-            sources={s.manifest.id: list(holdings.holders[s.manifest.id]) for s in plan.steps},
-            problems=tuple(problems),
+    if target_time is not None and utc(target_time) > utc(now):
+        raise TargetInFutureError(
+            f"the target {utc(target_time):%Y-%m-%dT%H:%M:%SZ} is later than now; give a time "
+            "in the past or --latest."
         )
+    every = engine.capabilities.chain == "positions"
+    holdings = locate(tiers, category.value, database, authenticate=every)
+    catalog = _SeriesCatalog(holdings, list(holdings.problems))
+    try:
+        plan = engine.plan_restore(catalog, database, target_time, now)
+    except NoBackupError as exc:
+        raise _with_problems(exc, catalog.problems) from None
+    return LoadedPlan(
+        plan=plan,
+        sources={m.id: list(holdings.holders[m.id]) for m in plan.manifests},
+        problems=tuple(catalog.problems),
+    )
 
 
 def _with_problems(exc: NoBackupError, problems: Sequence[str]) -> NoBackupError:
@@ -120,45 +122,7 @@ def _with_problems(exc: NoBackupError, problems: Sequence[str]) -> NoBackupError
     shown = "; ".join(problems[:3]) + (
         f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
     )
-    return NoBackupError(f"{str(exc).rstrip('.')}, but some were skipped: {shown}.")
-
-
-def _load_lsn_plan(
-    holdings: Holdings, database: str, target_time: datetime | None, now: datetime
-) -> LoadedPlan:
-    problems = list(holdings.problems)
-    if target_time is not None and utc(target_time) > utc(now):
-        raise TargetInFutureError(
-            f"the target {utc(target_time):%Y-%m-%dT%H:%M:%SZ} is later than now; give a time "
-            "in the past or --latest."
-        )
-    manifests = []
-    for entry in holdings.sorted_entries():
-        try:
-            manifests.append(holdings.load(entry.id)[0])
-        except CatalogError as exc:
-            problems.append(f"{exc}; planning without it")
-    if not manifests:
-        raise _with_problems(
-            NoBackupError(f"there are no backups of {database} in these tiers."), problems
-        )
-    chain, reached = select_chain(manifests, database, target_time)
-    steps = tuple(
-        PlanStep(m, f"{m.kind.value}: LSN {m.position['first_lsn']} to {m.position['last_lsn']}")
-        for m in chain
-    )
-    notes: tuple[str, ...] = ()
-    if target_time is not None and reached < utc(target_time):
-        notes = (
-            f"the backups reach {reached:%Y-%m-%dT%H:%M:%SZ}, earlier than the requested "
-            f"{utc(target_time):%Y-%m-%dT%H:%M:%SZ}",
-        )
-    plan = RestorePlan(database, target_time, steps, reached, utc(now), notes)
-    return LoadedPlan(
-        plan=plan,
-        sources={m.id: list(holdings.holders[m.id]) for m in chain},
-        problems=tuple(problems),
-    )
+    return type(exc)(f"{str(exc).rstrip('.')}, but some were skipped: {shown}.")
 
 
 def resolve_target(
@@ -206,23 +170,6 @@ def _source(
     return BackupSource(manifest=manifest, open_object=open_object)
 
 
-def check_free_space(engine: Engine, chain: Sequence[Manifest], scratch: Path) -> None:
-    """Refuse a restore whose recorded sizes do not fit the filesystem it is built on."""
-    needed = engine.space_needed(chain)
-    try:
-        folder, free = free_bytes(scratch.parent)
-    except OSError as exc:
-        raise RestoreTargetError(
-            f"cannot read the free space of {scratch.parent} ({exc.strerror}); restore into "
-            "a folder that exists with --into."
-        ) from exc
-    if needed > free:
-        raise RestoreTargetError(
-            f"the restore needs {readable_size(needed)} but {folder} has only "
-            f"{readable_size(free)} free; free some space or restore elsewhere with --into."
-        )
-
-
 def execute_restore(
     engine: Engine,
     loaded: LoadedPlan,
@@ -244,7 +191,7 @@ def execute_restore(
     started = datetime.now(UTC)
     stamp = started.strftime("%Y%m%dT%H%M%SZ")
     scratch = engine.scratch_path(target)
-    check_free_space(engine, plan.manifests, scratch)
+    engine.check_space(plan.manifests, scratch)
     make_dirs(target.parent)
     unusable: set[tuple[str, str]] = set()
     problems: list[str] = []
@@ -261,9 +208,10 @@ def execute_restore(
             chosen[manifest.id] = usable[0]
         chain = [_source(m, chosen[m.id], chunk_bytes, progress) for m in plan.manifests]
         try:
-            until = plan.requested if engine.capabilities.point_in_time == "exact" else None
-            engine.restore(chain, scratch, until=until)
-            installed = engine.install(scratch, target, replace=replace, stamp=stamp)
+            # Check, then install: the engine builds and checks the copy in scratch, and
+            # only a copy that passed is put in place.
+            restored = engine.restore(chain, scratch, until=plan.requested)
+            installed = engine.install(restored, target, replace=replace, stamp=stamp)
             break
         except _UnusableCopy as exc:
             unusable.add((exc.backup_id, exc.tier))
@@ -271,10 +219,7 @@ def execute_restore(
             if report is not None:
                 report(f"{exc}; trying the next tier")
         finally:
-            if scratch.is_dir() and not scratch.is_symlink():
-                shutil.rmtree(scratch, ignore_errors=True)
-            else:
-                scratch.unlink(missing_ok=True)
+            engine.discard(scratch)
     return RestoreOutcome(
         plan=plan,
         target=installed.target,

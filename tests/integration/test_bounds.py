@@ -390,7 +390,9 @@ def test_a_chain_claiming_more_than_the_real_disk_is_refused(
     _make_db(live)
     take_backup(settings, BackupKind.FULL)
     take_backup(settings, BackupKind.LOG)
-    loaded = load_plan(open_tiers(settings), "gantt", None, datetime.now(UTC))
+    loaded = load_plan(
+        open_tiers(settings), open_engine(settings), "gantt", None, datetime.now(UTC)
+    )
     last = loaded.plan.last
     huge = last.model_copy(
         update={"position": {**last.position, "page_size": 65536, "page_count": 0xFFFF_FFFE}}

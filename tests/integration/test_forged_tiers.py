@@ -27,7 +27,7 @@ from backupflow.storage import MemoryStorage, Tier, open_tiers
 from backupflow.storage.base import get_bytes, put_bytes
 from backupflow.tiers import locate, replicate
 from tests.support.chain import content_digest, restore, take_backup
-from tests.support.filesets import SETS, store
+from tests.support.filesets import SETS, files_engine, store
 from tests.support.forge import make_db, plant_signed, plant_unsigned, stored_digest
 from tests.support.keys import KEYRING
 
@@ -170,10 +170,24 @@ def test_a_forged_config_backup_with_consistent_hashes_is_never_restored(tmp_pat
     # Re-sign it with the attacker's key, then also leave an unsigned copy of it.
     plant_signed(storage, forged, ATTACKER)
     with pytest.raises(NoBackupError):
-        load_plan([Tier("primary", storage, KEYRING)], name, None, datetime.now(UTC), category)
+        load_plan(
+            [Tier("primary", storage, KEYRING)],
+            files_engine(name),
+            name,
+            None,
+            datetime.now(UTC),
+            category,
+        )
     plant_unsigned(storage, forged)
     with pytest.raises(NoBackupError):
-        load_plan([Tier("primary", storage, KEYRING)], name, None, datetime.now(UTC), category)
+        load_plan(
+            [Tier("primary", storage, KEYRING)],
+            files_engine(name),
+            name,
+            None,
+            datetime.now(UTC),
+            category,
+        )
     holdings = locate([Tier("primary", storage, KEYRING)], category.value, name)
     assert holdings.entries == {}
     assert any("unsigned manifest" in p for p in holdings.problems)

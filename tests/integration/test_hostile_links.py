@@ -22,7 +22,17 @@ from backupflow.errors import BackupflowError, ConfigError, IntegrityError, Rest
 from backupflow.filesets import Member
 from backupflow.filesets.engine import plan_changes, read_members
 from backupflow.storage import MemoryStorage
-from tests.support.filesets import LAYOUTS, file, folder, link, restore, snapshot, store, tar_of
+from tests.support.filesets import (
+    LAYOUTS,
+    file,
+    files_engine,
+    folder,
+    link,
+    restore,
+    snapshot,
+    store,
+    tar_of,
+)
 from tests.support.keys import KEYRING
 
 
@@ -251,7 +261,7 @@ def read_members_of(storage: MemoryStorage, layout: str) -> list[Member]:
 
     name, category = SETS[layout]
     tier = Tier("primary", storage, KEYRING)
-    loaded = load_plan([tier], name, None, datetime.now(UTC), category)
+    loaded = load_plan([tier], files_engine(name), name, None, datetime.now(UTC), category)
     return read_members(_source(loaded.plan.last, tier, 1 << 16, None))
 
 
@@ -359,7 +369,12 @@ def _default_restore(world: Path, storage: MemoryStorage, staging: Path) -> Path
         "config", FileSetSettings(root=world / "live", include=["**"]), staging_dir=staging
     )
     loaded = load_plan(
-        [Tier("primary", storage, KEYRING)], "config", None, datetime.now(UTC), Category.CONFIG
+        [Tier("primary", storage, KEYRING)],
+        engine,
+        "config",
+        None,
+        datetime.now(UTC),
+        Category.CONFIG,
     )
     target = resolve_target(engine, loaded.plan, None, False)
     return execute_restore(engine, loaded, target, replace=False, chunk_bytes=1 << 16).target

@@ -94,7 +94,7 @@ def _restore(tmp_path: Path, storage: MemoryStorage, target: Path) -> None:
         staging_dir=tmp_path / "staging",
     )
     tier = Tier("primary", storage, KEYRING)
-    loaded = load_plan([tier], "config", None, datetime.now(UTC), Category.CONFIG)
+    loaded = load_plan([tier], engine, "config", None, datetime.now(UTC), Category.CONFIG)
     execute_restore(engine, loaded, target, replace=False, chunk_bytes=1 << 16)
 
 

@@ -9,6 +9,7 @@ import socket
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,6 +17,7 @@ from botocore.stub import Stubber
 from moto import mock_aws
 
 from backupflow.catalog import Catalog
+from backupflow.engines.sqlite import SqliteEngine
 from backupflow.errors import (
     IntegrityError,
     ObjectLockedError,
@@ -184,7 +186,9 @@ def test_planning_a_restore_over_1000_backups_costs_a_handful_of_requests(aws_en
             "before-send.s3", lambda request, **_: requests.append(request.method)
         )
         now = start + timedelta(hours=1000)
-        loaded = load_plan([Tier("dr", storage, KEYRING)], "gantt", None, now)
+        loaded = load_plan(
+            [Tier("dr", storage, KEYRING)], SqliteEngine(Path("gantt.db")), "gantt", None, now
+        )
         assert [s.manifest.kind for s in loaded.plan.steps] == [
             BackupKind.FULL,
             BackupKind.DIFF,

@@ -57,8 +57,7 @@ def restore(
     """The same steps as the restore-database flow, without Prefect."""
     tiers = tiers if tiers is not None else open_tiers(settings)
     engine = open_engine(settings)
-    exact = engine.capabilities.point_in_time == "exact"
-    loaded = load_plan(tiers, settings.database.name, target_time, datetime.now(UTC), by_lsn=exact)
+    loaded = load_plan(tiers, engine, settings.database.name, target_time, datetime.now(UTC))
     target = resolve_target(engine, loaded.plan, into, replace)
     outcome = execute_restore(
         engine, loaded, target, replace=replace, chunk_bytes=settings.pipeline.chunk_bytes

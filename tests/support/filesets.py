@@ -25,6 +25,7 @@ from tests.support.keys import KEYRING
 __all__ = [
     "LAYOUTS",
     "file",
+    "files_engine",
     "folder",
     "link",
     "restore",
@@ -32,6 +33,14 @@ __all__ = [
     "store",
     "tar_of",
 ]
+
+
+def files_engine(name: str) -> FileSetEngine:
+    """A file-set engine whose only use is its chain rule (planning reads no files)."""
+    return FileSetEngine(
+        name, FileSetSettings(root=Path("/nonexistent"), include=["**"]), staging_dir=Path(".")
+    )
+
 
 LAYOUTS = ("tar", "content")
 SETS = {"tar": ("config", Category.CONFIG), "content": ("uploads", Category.UPLOADS)}
@@ -144,7 +153,8 @@ def restore(
         FileSetSettings(root=target if in_place else tmp_path / "live", include=["**"]),
         staging_dir=staging or tmp_path / "staging",
     )
-    loaded = load_plan([Tier("primary", storage, KEYRING)], name, None, datetime.now(UTC), category)
+    tier = Tier("primary", storage, KEYRING)
+    loaded = load_plan([tier], engine, name, None, datetime.now(UTC), category)
     return execute_restore(engine, loaded, target, replace=in_place, chunk_bytes=1 << 16)
 
 

@@ -15,12 +15,24 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, BinaryIO, Literal
+from typing import Any, BinaryIO, Literal, Protocol
 
-from backupflow.errors import ConfigError, RestoreTargetError
+from backupflow.catalog import CatalogEntry
+from backupflow.errors import CatalogError, ConfigError, RestoreTargetError
+from backupflow.fsutil import free_bytes, readable_size
 from backupflow.models import BackupKind, Manifest
+from backupflow.planning import RestorePlan, plan_restore
 
-__all__ = ["BackupSource", "Capabilities", "Dump", "DumpFile", "Engine", "Installed"]
+__all__ = [
+    "BackupSource",
+    "Capabilities",
+    "ChainCatalog",
+    "Dump",
+    "DumpFile",
+    "Engine",
+    "Installed",
+    "Restored",
+]
 
 #: Opens one object (by role) of a backup as a verified, decompressed stream.
 ObjectOpener = Callable[[str], AbstractContextManager[BinaryIO]]
@@ -28,13 +40,51 @@ ObjectOpener = Callable[[str], AbstractContextManager[BinaryIO]]
 
 @dataclass(frozen=True)
 class Capabilities:
-    """What an engine can do."""
+    """What an engine can do, declared once; callers branch on these, never on a name."""
 
     differential: bool
     log: bool
     #: "backup": restore points are the moments backups were taken;
     #: "exact": logs can be replayed to any second in between.
     point_in_time: Literal["backup", "exact"]
+    #: How the engine finds a restore chain: "parents" follows the parent ids recorded in
+    #: the catalog's names (only the chain's manifests are read); "positions" compares log
+    #: positions recorded inside every manifest (LSNs, WAL ranges), so every manifest of
+    #: the series is read and authenticated before planning.
+    chain: Literal["parents", "positions"] = "parents"
+    #: What a restore target is: a path on the worker, or a database name on a server.
+    target: Literal["path", "server"] = "path"
+
+
+class ChainCatalog(Protocol):
+    """What an engine's chain planner may read: one series on the chosen tiers.  What the
+    planner skips (an unreadable manifest) it adds to ``problems``."""
+
+    problems: list[str]
+
+    def sorted_entries(self) -> list[CatalogEntry]:
+        """Every backup of the series (from manifest names), oldest restore point first."""
+        ...
+
+    def manifest(self, backup_id: str) -> Manifest:
+        """The authenticated manifest of one backup; :class:`CatalogError` if no tier has a
+        readable one."""
+        ...
+
+
+@dataclass(frozen=True)
+class Restored:
+    """A restore built in scratch and checked there; nothing live has been touched yet.
+
+    It carries everything :meth:`Engine.install` needs, so an engine keeps no state between
+    the two calls."""
+
+    scratch: Path
+    manifests: tuple[Manifest, ...]
+    #: The checks the restored copy passed (e.g. "PRAGMA integrity_check"), for reports.
+    checks: tuple[str, ...] = ()
+    #: Engine-private detail for ``install`` (the member list of a file set, ...).
+    detail: Any = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -91,10 +141,55 @@ class Engine(ABC):
     @abstractmethod
     def restore(
         self, chain: Sequence[BackupSource], scratch: Path, *, until: datetime | None = None
-    ) -> None:
-        """Apply ``chain`` (full first) into the new file or folder ``scratch``, verify the
-        result against the last manifest and run the integrity check.  ``until`` is the
-        point to stop at, for engines that replay logs to an exact time."""
+    ) -> Restored:
+        """Build ``chain`` (full first) into the new scratch ``scratch``, verify the result
+        against the last manifest and run the integrity check there.  Nothing live is
+        touched: a failed check raises and leaves the live database as it was.  ``until``
+        is the requested time; engines that replay logs to an exact time stop there, the
+        others ignore it."""
+
+    @abstractmethod
+    def install(self, restored: Restored, target: Path, *, replace: bool, stamp: str) -> Installed:
+        """Put a checked ``restored`` copy in place at ``target``.  An existing target is
+        only replaced with ``replace``, and is then kept aside (suffix ``stamp``), never
+        deleted."""
+
+    def discard(self, scratch: Path) -> None:
+        """Remove what a restore left in ``scratch`` (after install, or after a failure);
+        by default the scratch file or folder, never following a link."""
+        if scratch.is_dir() and not scratch.is_symlink():
+            import shutil
+
+            shutil.rmtree(scratch, ignore_errors=True)
+        else:
+            scratch.unlink(missing_ok=True)
+
+    def plan_restore(
+        self,
+        catalog: ChainCatalog,
+        database: str,
+        target: datetime | None,
+        now: datetime,
+    ) -> RestorePlan[Manifest]:
+        """The chain that restores ``database`` to ``target`` (None: the latest point); what
+        is skipped on the way goes to ``catalog.problems``.  The engine owns this rule.
+
+        By default backups chain by the parent ids recorded in their names (a page chain),
+        and only the chain's manifests are read: a manifest no tier can read is left out and
+        the plan made again without it."""
+        unreadable: set[str] = set()
+        while True:
+            usable = [e for e in catalog.sorted_entries() if e.id not in unreadable]
+            plan = plan_restore(usable, database=database, target=target, now=now)
+            loaded: dict[str, Manifest] = {}
+            try:
+                for step in plan.steps:
+                    loaded[step.manifest.id] = catalog.manifest(step.manifest.id)
+            except CatalogError as exc:
+                unreadable.add(step.manifest.id)
+                catalog.problems.append(f"{exc}; planning without it")
+                continue
+            return plan.with_manifests(loaded)
 
     def list_databases(self) -> list[str]:
         """Every database this engine's server holds (for ``databases = ["*"]``)."""
@@ -128,11 +223,6 @@ class Engine(ABC):
         """Remove what ``dump`` left outside the staging folder (none by default)."""
         del dump
 
-    @abstractmethod
-    def install(self, scratch: Path, target: Path, *, replace: bool, stamp: str) -> Installed:
-        """Move a restored ``scratch`` into ``target``.  An existing target is only replaced
-        with ``replace``, and is then kept aside (suffix ``stamp``), never deleted."""
-
     def scratch_path(self, target: Path) -> Path:
         """Where a restore is built before it is installed (same filesystem as ``target``).
 
@@ -145,6 +235,22 @@ class Engine(ABC):
         (checked against the free space before it starts).  By default every object's
         uncompressed size; engines that know better say so."""
         return sum(obj.raw_size for manifest in chain for obj in manifest.objects)
+
+    def check_space(self, chain: Sequence[Manifest], scratch: Path) -> None:
+        """Refuse a restore whose recorded sizes do not fit where ``scratch`` is built."""
+        needed = self.space_needed(chain)
+        try:
+            folder, free = free_bytes(scratch.parent)
+        except OSError as exc:
+            raise RestoreTargetError(
+                f"cannot read the free space of {scratch.parent} ({exc.strerror}); restore "
+                "into a folder that exists with --into."
+            ) from exc
+        if needed > free:
+            raise RestoreTargetError(
+                f"the restore needs {readable_size(needed)} but {folder} has only "
+                f"{readable_size(free)} free; free some space or restore elsewhere with --into."
+            )
 
     def check_target(self, target: Path, replace: bool) -> None:
         """Refuse a target that exists unless ``replace`` (the default for a single file), and

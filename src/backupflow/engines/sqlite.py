@@ -35,6 +35,7 @@ from backupflow.engines.base import (
     DumpFile,
     Engine,
     Installed,
+    Restored,
 )
 from backupflow.errors import (
     EngineError,
@@ -309,7 +310,8 @@ class SqliteEngine(Engine):
 
     def restore(
         self, chain: Sequence[BackupSource], scratch: Path, *, until: datetime | None = None
-    ) -> None:
+    ) -> Restored:
+        del until  # restore points are the moments backups were taken
         if not chain or chain[0].manifest.kind is not BackupKind.FULL:
             raise EngineError("a SQLite restore chain must start with a full backup.")
         layouts = self._check_chain(chain)
@@ -342,6 +344,11 @@ class SqliteEngine(Engine):
                 "recorded (SHA-256 differs); the chain is inconsistent."
             )
         self.integrity_check(scratch)
+        return Restored(
+            scratch,
+            tuple(step.manifest for step in chain),
+            checks=("snapshot SHA-256", "PRAGMA integrity_check"),
+        )
 
     def space_needed(self, chain: Sequence[Manifest]) -> int:
         """The rebuilt file is the last backup's snapshot: its page size times page count."""
@@ -427,7 +434,8 @@ class SqliteEngine(Engine):
             detail = "; ".join(str(row[0]) for row in rows[:3])
             raise IntegrityError(f"the restored database fails PRAGMA integrity_check: {detail}.")
 
-    def install(self, scratch: Path, target: Path, *, replace: bool, stamp: str) -> Installed:
+    def install(self, restored: Restored, target: Path, *, replace: bool, stamp: str) -> Installed:
+        scratch = restored.scratch
         kept: list[Path] = []
         if target.is_symlink():
             raise RestoreTargetError(

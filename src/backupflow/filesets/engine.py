@@ -26,7 +26,15 @@ from pathlib import Path
 from typing import BinaryIO, Literal
 
 from backupflow.config import FileSetSettings
-from backupflow.engines.base import BackupSource, Capabilities, Dump, DumpFile, Engine, Installed
+from backupflow.engines.base import (
+    BackupSource,
+    Capabilities,
+    Dump,
+    DumpFile,
+    Engine,
+    Installed,
+    Restored,
+)
 from backupflow.errors import (
     EngineError,
     IntegrityError,
@@ -519,12 +527,12 @@ class FileSetEngine(Engine):
 
     def restore(
         self, chain: Sequence[BackupSource], scratch: Path, *, until: datetime | None = None
-    ) -> None:
+    ) -> Restored:
+        del until
         source = chain[-1]
         where = f"backup {source.manifest.id}"
         members = read_members(source)
         check_tree(_entries(members), where)
-        self._members = members
         os.mkdir(scratch, 0o700)
         fd = os.open(scratch, _DIR_FLAGS)
         try:
@@ -536,6 +544,12 @@ class FileSetEngine(Engine):
                     self._fetch_contents(source, members, builder)
         finally:
             os.close(fd)
+        return Restored(
+            scratch,
+            tuple(step.manifest for step in chain),
+            checks=("member list", "every file's SHA-256"),
+            detail=tuple(members),
+        )
 
     def _extract_tar(
         self, source: BackupSource, members: Sequence[Member], builder: TreeBuilder, scratch: Path
@@ -608,19 +622,23 @@ class FileSetEngine(Engine):
             if member.type == "symlink":
                 builder.make_link(member.path, member.target or "")
 
-    def _dir_modes(self, only: set[str] | None = None) -> list[tuple[str, int, float]]:
+    @staticmethod
+    def _dir_modes(
+        members: Sequence[Member], only: set[str] | None = None
+    ) -> list[tuple[str, int, float]]:
         return [
             (m.path, m.mode, m.mtime)
-            for m in self._members
+            for m in members
             if m.type == "dir" and (only is None or m.path in only)
         ]
 
-    def install(self, scratch: Path, target: Path, *, replace: bool, stamp: str) -> Installed:
+    def install(self, restored: Restored, target: Path, *, replace: bool, stamp: str) -> Installed:
+        members: tuple[Member, ...] = restored.detail
         if not replace:
-            return self._install_into(scratch, target)
-        return self._install_in_place(scratch, target, stamp)
+            return self._install_into(restored.scratch, target, members)
+        return self._install_in_place(restored.scratch, target, stamp, members)
 
-    def _install_into(self, scratch: Path, target: Path) -> Installed:
+    def _install_into(self, scratch: Path, target: Path, members: Sequence[Member]) -> Installed:
         """Move the scratch tree into ``target``: a new folder made here (0700), or an empty
         folder of ours that nobody else can write to."""
         try:
@@ -650,18 +668,20 @@ class FileSetEngine(Engine):
                 os.close(scratch_fd)
             os.rmdir(scratch)
             with TreeBuilder(target_fd, str(target)) as builder:
-                builder.finish_dirs(self._dir_modes())
+                builder.finish_dirs(self._dir_modes(members))
         finally:
             os.close(target_fd)
         return Installed(target=target)
 
-    def _install_in_place(self, scratch: Path, root: Path, stamp: str) -> Installed:
+    def _install_in_place(
+        self, scratch: Path, root: Path, stamp: str, members: Sequence[Member]
+    ) -> Installed:
         root.mkdir(parents=True, exist_ok=True)
         root_fd = _open_root(root)
         assert root_fd is not None
         try:
             check_tree(
-                _entries(self._members),
+                _entries(members),
                 f"the restore over {root}",
                 on_disk_link=DiskView(root_fd).is_link,
             )
@@ -674,7 +694,7 @@ class FileSetEngine(Engine):
             aside = root / name
             aside_fd = os.open(name, _DIR_FLAGS, dir_fd=root_fd)
             try:
-                self._move_in_place(scratch, root, root_fd, aside, aside_fd)
+                self._move_in_place(scratch, root, root_fd, aside, aside_fd, members)
             finally:
                 os.close(aside_fd)
             shutil.rmtree(scratch)  # fd-based: never follows a link inside
@@ -683,9 +703,15 @@ class FileSetEngine(Engine):
         return Installed(target=root, kept_aside=(aside,))
 
     def _move_in_place(
-        self, scratch: Path, root: Path, root_fd: int, aside: Path, aside_fd: int
+        self,
+        scratch: Path,
+        root: Path,
+        root_fd: int,
+        aside: Path,
+        aside_fd: int,
+        members: Sequence[Member],
     ) -> None:
-        kinds = {m.path: m.type for m in self._members}
+        kinds = {m.path: m.type for m in members}
         for path in list(kinds):
             parts = path.split("/")
             for i in range(1, len(parts)):
@@ -703,7 +729,7 @@ class FileSetEngine(Engine):
                 ):
                     made.add(path)
             with TreeBuilder(root_fd, str(root)) as builder:
-                builder.finish_dirs(self._dir_modes(made))
+                builder.finish_dirs(self._dir_modes(members, made))
         except (OSError, RestoreTargetError) as exc:
             where = getattr(exc, "filename", None) or root
             reason = getattr(exc, "strerror", None) or str(exc)

@@ -21,19 +21,31 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from backupflow.config import DatabaseSettings
-from backupflow.engines.base import BackupSource, Capabilities, Dump, DumpFile, Engine, Installed
+from backupflow.engines.base import (
+    BackupSource,
+    Capabilities,
+    ChainCatalog,
+    Dump,
+    DumpFile,
+    Engine,
+    Installed,
+    Restored,
+)
 from backupflow.engines.mssql import paths, tsql
+from backupflow.engines.mssql.chain import select_chain
 from backupflow.engines.mssql.connection import SqlSession
 from backupflow.errors import (
     CatalogError,
     ConfigError,
     EngineError,
     IntegrityError,
+    NoBackupError,
     RestoreTargetError,
     SourceNotFoundError,
 )
-from backupflow.models import BackupKind, Manifest
+from backupflow.models import BackupKind, Manifest, utc
 from backupflow.names import check_database_name, is_database_name
+from backupflow.planning import PlanStep, RestorePlan
 
 __all__ = ["SqlServerEngine"]
 
@@ -56,7 +68,9 @@ class SqlServerEngine(Engine):
     """Backs up and restores one SQL Server database."""
 
     name = "sqlserver"
-    capabilities = Capabilities(differential=True, log=True, point_in_time="exact")
+    capabilities = Capabilities(
+        differential=True, log=True, point_in_time="exact", chain="positions", target="server"
+    )
 
     def __init__(
         self,
@@ -81,8 +95,6 @@ class SqlServerEngine(Engine):
             "log": self._folder(settings.server_log_dir, _SETTING["log"]),
         }
         self._defaults: dict[str, PurePath] | None = None
-        self._chain: list[Manifest] = []
-        self._until: datetime | None = None
         self.last_script: list[str] = []
 
     # -- paths -------------------------------------------------------------------------
@@ -363,26 +375,53 @@ class SqlServerEngine(Engine):
     def _restore_name(manifest: Manifest) -> str:
         return f"restore_{manifest.id}{_EXT[manifest.kind]}"
 
+    def plan_restore(
+        self, catalog: ChainCatalog, database: str, target: datetime | None, now: datetime
+    ) -> RestorePlan[Manifest]:
+        """Choose the chain by LSN from every manifest (never by timestamp)."""
+        manifests = []
+        for entry in catalog.sorted_entries():
+            try:
+                manifests.append(catalog.manifest(entry.id))
+            except CatalogError as exc:
+                catalog.problems.append(f"{exc}; planning without it")
+        if not manifests:
+            raise NoBackupError(f"there are no backups of {database} in these tiers.")
+        chain, reached = select_chain(manifests, database, target)
+        steps = tuple(
+            PlanStep(
+                m, f"{m.kind.value}: LSN {m.position['first_lsn']} to {m.position['last_lsn']}"
+            )
+            for m in chain
+        )
+        notes: tuple[str, ...] = ()
+        if target is not None and reached < utc(target):
+            notes = (
+                f"the backups reach {reached:%Y-%m-%dT%H:%M:%SZ}, earlier than the requested "
+                f"{utc(target):%Y-%m-%dT%H:%M:%SZ}",
+            )
+        return RestorePlan(database, target, steps, reached, utc(now), notes)
+
     def restore(
         self, chain: Sequence[BackupSource], scratch: Path, *, until: datetime | None = None
-    ) -> None:
+    ) -> Restored:
         """Bring the chain's files to the server's backup folder, verified on the way."""
-        del scratch  # the files go where the server can read them
         for source in chain:
             self._checked(source.manifest)
-        self._until = until
-        self._chain = [source.manifest for source in chain]
+        manifests = tuple(source.manifest for source in chain)
         folder = self.settings.worker_backup_dir
         for source in chain:
             path = self._worker_path(self._restore_name(source.manifest))
             with source.open_object("data") as src, paths.create_private(folder, path) as out:
                 shutil.copyfileobj(src, out, self.chunk_bytes)
+        return Restored(scratch, manifests, detail=until)
 
-    def install(self, scratch: Path, target: Path, *, replace: bool, stamp: str) -> Installed:
+    def install(self, restored: Restored, target: Path, *, replace: bool, stamp: str) -> Installed:
         """Run the restore script into the target database, then DBCC CHECKDB."""
-        del scratch, stamp
+        del stamp
+        chain = restored.manifests
         name = self._target_name(target)
-        self.last_script = self.script(self._chain, name, replace=replace, until=self._until)
+        self.last_script = self.script(chain, name, replace=replace, until=restored.detail)
         try:
             for statement in self.last_script[:-1]:
                 self.session.run(statement)
@@ -393,7 +432,7 @@ class SqlServerEngine(Engine):
                 )
         finally:
             folder = self.settings.worker_backup_dir
-            for manifest in self._chain:
+            for manifest in chain:
                 paths.remove_inside(folder, self._worker_path(self._restore_name(manifest)))
         return Installed(target=target)
 
