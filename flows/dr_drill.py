@@ -19,11 +19,11 @@ from backupflow.errors import BackupflowError
 from backupflow.objectives import DrillResult, drill_result
 from backupflow.parameters import check_database_target, check_target_time
 from backupflow.reporting import artifact_key, iso
-from backupflow.restore import load_plan, resolve_target
+from backupflow.restore_run import finish_restore, plan_restore, prepare_restore
 from backupflow.storage import tiers_for
 from flows._notify import notify_on_failure
 from tasks.backuplog import log_event
-from tasks.database import plan_restore, restore_chain
+from tasks.steps import PrefectSteps
 
 __all__ = ["DrillReport", "ObjectiveMissedError", "dr_drill"]
 
@@ -74,16 +74,29 @@ def dr_drill(
     log = BackupLog(settings.backup_log)
     database = settings.database.name
     tiers = tiers_for(settings, source)
-    loaded = plan_restore(tiers, engine, database, target_time, started)
-    newest = (
-        loaded.plan.restore_point
-        if target_time is None
-        else load_plan(tiers, engine, database, None, started).plan.restore_point
-    )
+    steps = PrefectSteps()
     default = engine.default_target(started)
     default = default.with_name(f"{default.stem}-drill-{secrets.token_hex(3)}{default.suffix}")
-    target = resolve_target(engine, loaded.plan, chosen or default, False)
-    outcome = restore_chain(engine, loaded, target, False, settings.pipeline.chunk_bytes)
+    prepared = prepare_restore(
+        engine,
+        tiers,
+        database,
+        steps,
+        target_time=target_time,
+        into=chosen or default,
+        replace=False,
+        now=started,
+    )
+    # RPO: the newest point the tier could restore, whatever point was drilled.
+    newest = (
+        prepared.plan.restore_point
+        if target_time is None
+        else plan_restore(
+            engine, tiers, database, steps, target_time=None, now=started
+        ).plan.restore_point
+    )
+    target = prepared.target
+    finish_restore(prepared, steps, chunk_bytes=settings.pipeline.chunk_bytes, started=started)
     smoke = engine.smoke(target)
     verified = datetime.now(UTC)
     result = drill_result(
@@ -95,12 +108,12 @@ def dr_drill(
     )
     if not keep:
         engine.drop(target)
-    chain = tuple(m.id for m in loaded.plan.manifests)
+    chain = tuple(m.id for m in prepared.plan.manifests)
     row: dict[str, Any] = {
         "time": iso(started),
         "tier": source,
         "chain": " > ".join(chain),
-        "restore_point": iso(loaded.plan.restore_point),
+        "restore_point": iso(prepared.plan.restore_point),
         "rto_minutes": _minutes(result.rto.total_seconds()),
         "rpo_minutes": _minutes(result.rpo.total_seconds()),
         "rto_objective_minutes": _minutes(result.rto_objective.total_seconds()),
@@ -133,7 +146,6 @@ def dr_drill(
     logger.info(
         "drill %s: RTO %s min, RPO %s min", row["result"], row["rto_minutes"], row["rpo_minutes"]
     )
-    del outcome
     if not result.passed:
         missed = [
             name for name, met in (("RTO", result.rto_met), ("RPO", result.rpo_met)) if not met

@@ -23,10 +23,11 @@ from backupflow.failover import (
     switch_dns,
 )
 from backupflow.reporting import artifact_key, iso
-from backupflow.restore import load_plan
+from backupflow.restore_run import plan_restore
 from backupflow.storage import open_tier
 from flows._notify import notify_on_failure
 from flows.restore_system import restore_system
+from tasks.steps import PrefectSteps
 
 __all__ = ["FailoverReport", "failover"]
 
@@ -55,7 +56,9 @@ def _preflight(settings: Settings, replace: bool) -> str:
     tier = open_tier("dr", settings)
     engine = open_engine(settings)
     try:
-        loaded = load_plan([tier], engine, settings.database.name, None, datetime.now(UTC))
+        loaded = plan_restore(
+            engine, [tier], settings.database.name, PrefectSteps(), target_time=None
+        )
     except BackupflowError as exc:
         raise FailoverError(f"pre-flight: the DR tier cannot restore the database: {exc}") from exc
     if loaded.problems:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from typing import Literal
 
 from prefect import flow
@@ -13,11 +14,13 @@ from backupflow.backuplog import BackupLog
 from backupflow.catalog import CatalogEntry
 from backupflow.config import current_settings
 from backupflow.errors import StorageError
-from backupflow.models import Category
+from backupflow.maintenance import prune_series
 from backupflow.reporting import artifact_key, iso
 from backupflow.retention import PruneReport, RetentionPlan
+from backupflow.series import all_series
+from backupflow.steps import PRUNE
 from backupflow.storage import TIER_NAMES, open_tiers
-from tasks.storage import prune
+from tasks.steps import PrefectSteps
 
 __all__ = ["TierPrune", "prune_backups"]
 
@@ -26,16 +29,18 @@ TierChoice = Literal["primary", "secondary", "dr"]
 
 @dataclass(frozen=True)
 class TierPrune:
-    """One tier's retention plan and, unless a dry run, what was deleted."""
+    """One tier's retention plan for one series and, unless a dry run, what was deleted."""
 
     tier: str
+    series: str
     plan: RetentionPlan[CatalogEntry]
     report: PruneReport | None
 
 
 @flow(name="prune-backups", persist_result=False)
 def prune_backups(tiers: list[TierChoice] | None = None, dry_run: bool = False) -> list[TierPrune]:
-    """Apply retention (see the README's rules) to the named tiers, default all of them."""
+    """Apply retention (docs/operations.md) to every series (each database and file set)
+    in the named tiers, default all of them."""
     settings = current_settings()
     if settings.concurrency_limit and not dry_run:
         # Never prune (and clean up left-overs) while a database backup is writing its data.
@@ -49,25 +54,39 @@ def _prune(tiers: list[TierChoice] | None, dry_run: bool) -> list[TierPrune]:
     chosen = tuple(tiers) if tiers else TIER_NAMES
     log = BackupLog(settings.backup_log)
     results = []
+    steps = PrefectSteps()
     for tier in open_tiers(settings, chosen):
-        plan, report = prune(
-            tier, Category.DATABASE, settings.database.name, settings, dry_run, log
-        )
-        results.append(TierPrune(tier.name, plan, report))
-        create_table_artifact(
-            key=artifact_key("retention", settings.database.name, tier.name),
-            table=[
-                {
-                    "id": d.backup.id,
-                    "kind": d.backup.kind.value,
-                    "restore_point": iso(d.backup.restore_point),
-                    "decision": "keep" if d.keep else "delete",
-                    "reason": d.reason,
-                }
-                for d in plan.decisions
-            ],
-            description=f"Retention plan for {tier.name}" + (" (dry run)" if dry_run else ""),
-        )
+        for series in all_series(settings):
+            plan, report = steps.run(
+                PRUNE,
+                f"prune-{series.label}-{tier.name}",
+                partial(
+                    prune_series,
+                    tier,
+                    series.category,
+                    series.name,
+                    settings,
+                    steps.logger,
+                    dry_run=dry_run,
+                    log=log,
+                ),
+            )
+            results.append(TierPrune(tier.name, series.label, plan, report))
+            create_table_artifact(
+                key=artifact_key("retention", series.label, tier.name),
+                table=[
+                    {
+                        "id": d.backup.id,
+                        "kind": d.backup.kind.value,
+                        "restore_point": iso(d.backup.restore_point),
+                        "decision": "keep" if d.keep else "delete",
+                        "reason": d.reason,
+                    }
+                    for d in plan.decisions
+                ],
+                description=f"Retention plan of {series.label} in {tier.name}"
+                + (" (dry run)" if dry_run else ""),
+            )
     failed = [f for r in results if r.report for f in r.report.failed]
     if failed:
         raise StorageError(f"some backups could not be deleted: {'; '.join(failed)}")

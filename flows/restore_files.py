@@ -21,12 +21,13 @@ from backupflow.parameters import check_target_time
 from backupflow.planning import RestorePlan
 from backupflow.progress import current_progress
 from backupflow.reporting import artifact_key, iso
-from backupflow.restore import RestoreOutcome, resolve_target
+from backupflow.restore import RestoreOutcome
+from backupflow.restore_run import finish_restore, prepare_restore
 from backupflow.storage import SourceName, Tier, tiers_for
 from backupflow.targets import check_restore_target
 from flows._notify import notify_on_failure
 from tasks.backuplog import log_event
-from tasks.database import plan_restore, restore_chain
+from tasks.steps import PrefectSteps
 
 __all__ = ["FilesRestoreReport", "restore_files"]
 
@@ -77,13 +78,18 @@ def restore_files(
         log.check_writable()
     chosen = getattr(settings.files, file_set)
     engine = FileSetEngine(file_set, chosen, staging_dir=settings.staging_dir)
-    tiers = tiers_for(settings, source)
-    loaded = plan_restore(
-        tiers, engine, file_set, target_time, datetime.now(UTC), FILE_SETS[file_set]
+    steps = PrefectSteps()
+    prepared = prepare_restore(
+        engine,
+        tiers_for(settings, source),
+        file_set,
+        steps,
+        target_time=target_time,
+        into=chosen.root if in_place else (Path(into) if into else None),
+        replace=in_place,
+        category=FILE_SETS[file_set],
     )
-    plan = loaded.plan
-    target = chosen.root if in_place else None
-    target = resolve_target(engine, plan, target or (Path(into) if into else None), in_place)
+    loaded, plan, target = prepared.loaded, prepared.plan, prepared.target
     first: Tier = loaded.sources[plan.last.id][0]
     members = read_members(
         source_of(
@@ -106,9 +112,10 @@ def restore_files(
     if dry_run:
         return FilesRestoreReport(plan, target, changes, loaded.problems, None)
     try:
-        outcome = restore_chain(
-            engine, loaded, target, in_place, settings.pipeline.chunk_bytes, current_progress()
-        )
+        outcome = finish_restore(
+            prepared, steps, chunk_bytes=settings.pipeline.chunk_bytes, progress=current_progress()
+        ).outcome
+        assert outcome is not None
     except BackupflowError as exc:
         log_event(log, "restore-files", "failed", set=file_set, target=str(target), error=str(exc))
         raise

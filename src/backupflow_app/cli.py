@@ -517,7 +517,10 @@ def prune_cmd(
     with _flow_context(settings, show_progress=False):
         results = prune_backups(tiers=names, dry_run=dry_run)  # type: ignore[arg-type]
     for result in results:
-        table = Table(title=f"Retention in {result.tier}" + (" (dry run)" if dry_run else ""))
+        table = Table(
+            title=f"Retention of {result.series} in {result.tier}"
+            + (" (dry run)" if dry_run else "")
+        )
         for column in ("id", "kind", "restore point", "age", "decision", "reason"):
             table.add_column(column)
         for decision in result.plan.decisions:
@@ -534,8 +537,8 @@ def prune_cmd(
         console.print(table)
         if result.report is not None:
             console.print(
-                f"{result.tier}: deleted {len(result.report.deleted)}, still locked "
-                f"{len(result.report.locked)}."
+                f"{result.tier} ({result.series}): deleted {len(result.report.deleted)}, "
+                f"still locked {len(result.report.locked)}."
             )
     if dry_run:
         console.print("dry run: nothing was deleted.")

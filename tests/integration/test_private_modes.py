@@ -19,17 +19,16 @@ from pathlib import Path
 import pytest
 
 from backupflow.backup import BackupJob, decide_backup, dump_database, remove_staging
+from backupflow.backup_run import FileSetSubject
 from backupflow.backuplog import BackupLog
 from backupflow.config import FileSetSettings, Settings
 from backupflow.engines import open_engine
 from backupflow.errors import ConfigError, RestoreTargetError
-from backupflow.filesets.engine import FileSetEngine
 from backupflow.fsutil import ensure_private_dir, fresh_private_dir
 from backupflow.models import BackupKind, Category, Manifest
 from backupflow.planning import BackupDecision
 from backupflow.storage import LocalStorage, open_tiers
 from backupflow.storage.base import put_bytes
-from tasks import database as database_tasks
 from tests.support.chain import content_digest, restore, take_backup
 
 
@@ -207,12 +206,17 @@ def test_the_config_tar_with_its_env_file_is_0600_in_staging(
     (root / ".env").write_text("DB_PASSWORD=hunter2\n")
     os.chmod(root / ".env", 0o600)
     (root / "settings.toml").write_text("debug = false\n")
-    monkeypatch.setattr(database_tasks, "get_run_logger", lambda: logging.getLogger("test"))
-    file_set = FileSetSettings(root=root, include=["**"])
-    engine = FileSetEngine("config", file_set, staging_dir=settings.staging_dir)
+    settings = settings.model_copy(
+        update={
+            "files": settings.files.model_copy(
+                update={"config": FileSetSettings(root=root, include=["**"])}
+            )
+        }
+    )
+    subject = FileSetSubject("config", settings)
     decision: BackupDecision[Manifest] = BackupDecision(BackupKind.FULL)
     job = BackupJob.start("config", decision, datetime.now(UTC), category=Category.CONFIG)
-    dump = database_tasks.dump_files.fn(engine, job, settings, None)
+    dump = subject.dump(job, logging.getLogger("test"))
     staging = job.staging(settings)
     assert _mode(staging) == 0o700
     assert {f.path.name: _mode(f.path) for f in dump.files} == {

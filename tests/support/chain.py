@@ -4,46 +4,28 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
-from backupflow.backup import (
-    BackupJob,
-    build_manifest,
-    clean_interrupted,
-    decide_backup,
-    dump_database,
-    store_dump,
-)
-from backupflow.catalog import Catalog
-from backupflow.codecs import codec_for
+from backupflow.backup import clean_interrupted
+from backupflow.backup_run import DatabaseSubject, run_backup
 from backupflow.config import Settings
 from backupflow.engines import open_engine
 from backupflow.models import BackupKind, Manifest
 from backupflow.planning import RestorePlan
-from backupflow.restore import RestoreOutcome, execute_restore, load_plan, resolve_target
+from backupflow.restore import RestoreOutcome
+from backupflow.restore_run import run_restore
+from backupflow.steps import DirectSteps
 from backupflow.storage import Tier, open_tiers
-from backupflow.tiers import copy_backup
 
 __all__ = ["content_digest", "restore", "snapshot_copy", "take_backup"]
 
 
 def take_backup(settings: Settings, kind: BackupKind, tiers: list[Tier] | None = None) -> Manifest:
-    """The same steps as the backup-database flow, without Prefect: every tier, or raise."""
+    """A backup through the core's one backup run (the flows' run), without Prefect."""
     tiers = tiers if tiers is not None else open_tiers(settings)
-    engine = open_engine(settings)
-    decision, parent_tier = decide_backup(tiers, kind, settings)
-    job = BackupJob.start(settings.database.name, decision, datetime.now(UTC), parent_tier)
-    dump = dump_database(engine, job, settings)
-    first, *others = tiers
-    objects = store_dump(
-        first.storage, job, dump, codec_for(settings.pipeline), settings, keyring=first.keyring
-    )
-    manifest = build_manifest(job, engine, dump, objects, datetime.now(UTC))
-    Catalog(first.storage, first.keyring).write(manifest)
-    for tier in others:
-        copy_backup(manifest, first, tier, chunk_bytes=settings.pipeline.chunk_bytes)
-    return manifest
+    subject = DatabaseSubject(open_engine(settings), settings)
+    return run_backup(subject, tiers, DirectSteps(), kind=kind).manifest
 
 
 def restore(
@@ -54,15 +36,20 @@ def restore(
     replace: bool = False,
     tiers: list[Tier] | None = None,
 ) -> tuple[RestorePlan[Manifest], RestoreOutcome]:
-    """The same steps as the restore-database flow, without Prefect."""
+    """A restore through the core's one restore run (the flows' run), without Prefect."""
     tiers = tiers if tiers is not None else open_tiers(settings)
-    engine = open_engine(settings)
-    loaded = load_plan(tiers, engine, settings.database.name, target_time, datetime.now(UTC))
-    target = resolve_target(engine, loaded.plan, into, replace)
-    outcome = execute_restore(
-        engine, loaded, target, replace=replace, chunk_bytes=settings.pipeline.chunk_bytes
+    report = run_restore(
+        open_engine(settings),
+        tiers,
+        settings.database.name,
+        DirectSteps(),
+        target_time=target_time,
+        into=into,
+        replace=replace,
+        chunk_bytes=settings.pipeline.chunk_bytes,
     )
-    return loaded.plan, outcome
+    assert report.outcome is not None
+    return report.plan, report.outcome
 
 
 def content_digest(path: Path) -> str:

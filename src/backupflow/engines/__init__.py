@@ -8,7 +8,6 @@ from backupflow.config import Settings
 from backupflow.engines.base import BackupSource, Capabilities, Dump, DumpFile, Engine, Installed
 from backupflow.engines.sqlite import SqliteEngine
 from backupflow.errors import ConfigError
-from backupflow.names import check_database_name, is_database_name
 
 __all__ = [
     "BackupSource",
@@ -19,7 +18,6 @@ __all__ = [
     "Installed",
     "SqliteEngine",
     "database_password",
-    "databases_to_back_up",
     "open_engine",
 ]
 
@@ -40,20 +38,6 @@ def open_engine(settings: Settings) -> Engine:
             chunk_bytes=settings.pipeline.chunk_bytes,
         )
     raise ConfigError(f"database engine {db.engine!r} is not available.")
-
-
-def databases_to_back_up(settings: Settings) -> tuple[list[str], int]:
-    """The databases a backup run covers, and how many names the server listed for
-    ``["*"]`` were left out because they break the name rule (they are never used: a name
-    becomes a file name on the server and a folder in the repository)."""
-    db = settings.database
-    if db.databases != ["*"]:
-        names = db.databases or [db.name]
-        where = "BACKUPFLOW_DATABASE__DATABASES" if db.databases else "BACKUPFLOW_DATABASE__NAME"
-        return [check_database_name(name, where) for name in names], 0
-    listed = open_engine(settings).list_databases()
-    names = [name for name in listed if is_database_name(name)]
-    return names, len(listed) - len(names)
 
 
 def database_password(settings: Settings) -> str:

@@ -1,0 +1,129 @@
+"""Keeping the tiers in shape around a backup: heal (replicate what a tier lacks, clear
+left-overs of interrupted runs) and prune (retention).  The backup run calls these, and so
+do the replicate and prune flows."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from functools import partial
+
+from backupflow import backup, retention, tiers
+from backupflow.backuplog import BackupLog
+from backupflow.catalog import CatalogEntry
+from backupflow.config import Settings
+from backupflow.errors import BackupflowError
+from backupflow.filesets import is_content_addressed
+from backupflow.filesets.contents import remove_unreferenced_content
+from backupflow.models import Category
+from backupflow.steps import CLEAN, REPLICATE, Logger, Steps
+from backupflow.storage import Tier
+
+__all__ = ["heal_tiers", "prune_series", "replicate_series"]
+
+
+def replicate_series(
+    all_tiers: Sequence[Tier], category: Category, name: str, settings: Settings, logger: Logger
+) -> tiers.ReplicationReport:
+    """Copy whatever any tier lacks from a tier that has it (idempotent, verified), but only
+    what that tier's retention keeps."""
+    report = tiers.replicate(
+        all_tiers,
+        category.value,
+        name,
+        chunk_bytes=settings.pipeline.chunk_bytes,
+        policies={t.name: retention.policy_for(settings, t.name, category) for t in all_tiers},
+    )
+    for backup_id, source, dest in report.copied:
+        logger.warning("replicated backup %s from %s to %s", backup_id, source, dest)
+    for problem in report.problems:
+        logger.error(problem)
+    return report
+
+
+def heal_tiers(
+    all_tiers: Sequence[Tier], category: Category, name: str, settings: Settings, steps: Steps
+) -> tiers.ReplicationReport:
+    """Copy what earlier runs left missing, then clear left-overs of interrupted runs."""
+    healing = steps.run(
+        REPLICATE,
+        f"replicate-{name}",
+        lambda: replicate_series(all_tiers, category, name, settings, steps.logger),
+    )
+    grace = timedelta(minutes=settings.orphan_grace_minutes)
+    for tier in all_tiers:
+        try:
+            steps.run(
+                CLEAN,
+                f"clean-interrupted-{tier.name}",
+                partial(_clean, tier, category, name, grace, steps.logger),
+            )
+        except BackupflowError as exc:
+            steps.logger.warning("could not clean %s: %s", tier.name, exc)
+    return healing
+
+
+def _clean(
+    tier: Tier, category: Category, name: str, grace: timedelta, logger: Logger
+) -> list[str]:
+    removed = backup.clean_interrupted(
+        tier.storage, category, name, now=datetime.now(UTC), grace=grace
+    )
+    if removed:
+        logger.warning(
+            "removed %d left-over object(s) of interrupted backups from %s: %s",
+            len(removed),
+            tier.storage.name,
+            ", ".join(removed),
+        )
+    return removed
+
+
+def prune_series(
+    tier: Tier,
+    category: Category,
+    name: str,
+    settings: Settings,
+    logger: Logger,
+    *,
+    dry_run: bool = False,
+    log: BackupLog | None = None,
+) -> tuple[retention.RetentionPlan[CatalogEntry], retention.PruneReport | None]:
+    """Apply the tier's retention to one series (a dry run only plans), then remove
+    left-overs of interrupted runs and content no kept backup references."""
+    policy = retention.policy_for(settings, tier.name, category)
+    now = datetime.now(UTC)
+    plan, report = retention.prune_tier(tier, category, name, policy, now=now, dry_run=dry_run)
+    logger.info(
+        "retention in %s: keep %d, delete %d%s",
+        tier.name,
+        len(plan.kept),
+        len(plan.deletions),
+        " (dry run)" if dry_run else "",
+    )
+    if report is None:
+        return plan, None
+    for backup_id in report.deleted:
+        logger.info("deleted backup %s from %s", backup_id, tier.name)
+    for backup_id in report.locked:
+        logger.info("kept backup %s in %s: still under Object Lock", backup_id, tier.name)
+    for failure in report.failed:
+        logger.error("could not delete from %s: %s", tier.name, failure)
+    grace = timedelta(minutes=settings.orphan_grace_minutes)
+    orphans = backup.clean_interrupted(tier.storage, category, name, now=now, grace=grace)
+    if is_content_addressed(name):
+        orphans += remove_unreferenced_content(
+            tier.storage, category, name, now=now, grace=grace, keyring=tier.keyring
+        )
+    if log is not None and (report.deleted or report.failed or orphans):
+        log.append(
+            "prune",
+            status="failed" if report.failed else "completed",
+            tier=tier.name,
+            series=f"{category.value}/{name}",
+            deleted=report.deleted,
+            locked=report.locked,
+            failed=report.failed,
+            leftovers_removed=orphans,
+        )
+    return plan, report

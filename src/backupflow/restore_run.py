@@ -1,0 +1,273 @@
+"""The one restore run: every restore (a database, a file set, a drill, a failover) goes
+through :func:`prepare_restore` then :func:`finish_restore` (or :func:`run_restore`, both).
+
+1. plan: the engine chooses the chain from the tiers' catalogs (:mod:`backupflow.restore`);
+2. target: the path or database name it writes, refused when it exists without ``replace``;
+3. a dry run stops here and returns the plan (and, for script engines, the statements);
+4. restore: each backup is read from the first tier holding a good copy, the engine builds
+   and checks the copy in scratch, and only then installs it (check, then install);
+5. log: one line in the backup log, completed or failed.
+
+Each step goes through a :class:`~backupflow.steps.Steps` runner: the flows make them
+Prefect tasks, the tests call them directly, so what is tested is what runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from backupflow.backuplog import BackupLog
+from backupflow.engines.base import Engine
+from backupflow.errors import BackupflowError
+from backupflow.models import Category, Manifest
+from backupflow.planning import RestorePlan
+from backupflow.progress import Progress
+from backupflow.reporting import iso
+from backupflow.restore import LoadedPlan, RestoreOutcome, execute_restore, load_plan
+from backupflow.restore import resolve_target as _resolve_target
+from backupflow.steps import LOG, PLAN, RESTORE, Logger, Steps
+from backupflow.storage import Tier
+
+__all__ = [
+    "PreparedRestore",
+    "RestoreReport",
+    "finish_restore",
+    "plan_restore",
+    "prepare_restore",
+    "run_restore",
+]
+
+
+@dataclass(frozen=True)
+class PreparedRestore:
+    """A planned restore and where it goes; nothing has been written yet."""
+
+    engine: Engine
+    loaded: LoadedPlan
+    target: Path
+    replace: bool
+    tiers: tuple[str, ...]
+    category: Category
+
+    @property
+    def plan(self) -> RestorePlan[Manifest]:
+        return self.loaded.plan
+
+
+@dataclass(frozen=True)
+class RestoreReport:
+    """The plan, where it goes, and (unless a dry run) what the restore did."""
+
+    plan: RestorePlan[Manifest]
+    target: Path
+    problems: tuple[str, ...]
+    outcome: RestoreOutcome | None
+    tiers: tuple[str, ...] = ()
+    script: tuple[str, ...] = ()
+
+    def summary(self, started: datetime) -> dict[str, Any]:
+        """One row for the backup log and the artifact (``started``: when the run began)."""
+        plan, outcome = self.plan, self.outcome
+        row: dict[str, Any] = {
+            "database": plan.database,
+            "requested": iso(plan.requested) if plan.requested else "latest",
+            "restore_point": iso(plan.restore_point),
+            "backups_applied": len(plan.steps),
+            "target": str(self.target),
+        }
+        if outcome is not None:
+            row |= {
+                "tiers_used": ", ".join(sorted(set(outcome.tiers_used.values()))),
+                "seconds": round(outcome.seconds, 2),
+                "rto_seconds": round((outcome.finished_at - started).total_seconds(), 2),
+                "rpo_seconds": round(max((started - plan.restore_point).total_seconds(), 0), 2),
+                "kept_aside": ", ".join(str(p) for p in outcome.kept_aside) or "-",
+                "problems": "; ".join(outcome.problems) or "-",
+            }
+        return row
+
+
+def _plan(
+    tiers: Sequence[Tier],
+    engine: Engine,
+    database: str,
+    target_time: datetime | None,
+    now: datetime,
+    category: Category,
+    logger: Logger,
+) -> LoadedPlan:
+    loaded = load_plan(tiers, engine, database, target_time, now, category)
+    for problem in loaded.problems:
+        logger.warning(problem)
+    for note in loaded.plan.notes:
+        logger.warning(note)
+    return loaded
+
+
+def plan_restore(
+    engine: Engine,
+    tiers: Sequence[Tier],
+    database: str,
+    steps: Steps,
+    *,
+    target_time: datetime | None,
+    category: Category = Category.DATABASE,
+    now: datetime | None = None,
+) -> LoadedPlan:
+    """Step 1: the engine's chain to ``target_time`` (None: the latest point)."""
+    now = now or datetime.now(UTC)
+    return steps.run(
+        PLAN,
+        f"plan-restore-{database}",
+        partial(_plan, tiers, engine, database, target_time, now, category, steps.logger),
+    )
+
+
+def prepare_restore(
+    engine: Engine,
+    tiers: Sequence[Tier],
+    database: str,
+    steps: Steps,
+    *,
+    target_time: datetime | None,
+    into: Path | None,
+    replace: bool,
+    category: Category = Category.DATABASE,
+    now: datetime | None = None,
+) -> PreparedRestore:
+    """Steps 1 and 2: plan, and the checked target (``into``, else the live database with
+    ``replace``, else a new default target)."""
+    loaded = plan_restore(
+        engine, tiers, database, steps, target_time=target_time, category=category, now=now
+    )
+    target = _resolve_target(engine, loaded.plan, into, replace)
+    steps.logger.info(
+        "plan: %d backup(s) to restore point %s into %s",
+        len(loaded.plan.steps),
+        iso(loaded.plan.restore_point),
+        target,
+    )
+    return PreparedRestore(engine, loaded, target, replace, tuple(t.name for t in tiers), category)
+
+
+def _restore(
+    prepared: PreparedRestore, chunk_bytes: int, progress: Progress | None, logger: Logger
+) -> RestoreOutcome:
+    plan = prepared.plan
+    outcome = execute_restore(
+        prepared.engine,
+        prepared.loaded,
+        prepared.target,
+        replace=prepared.replace,
+        chunk_bytes=chunk_bytes,
+        progress=progress,
+        report=logger.error,
+    )
+    logger.info(
+        "restored %s to %s in %.1f s (restore point %s), from %s",
+        plan.database,
+        outcome.target,
+        outcome.seconds,
+        plan.restore_point.isoformat(),
+        ", ".join(sorted(set(outcome.tiers_used.values()))),
+    )
+    for aside in outcome.kept_aside:
+        logger.warning("the replaced copy was kept aside as %s", aside)
+    return outcome
+
+
+def finish_restore(
+    prepared: PreparedRestore,
+    steps: Steps,
+    *,
+    chunk_bytes: int,
+    progress: Progress | None = None,
+    log: BackupLog | None = None,
+    event: str = "restore",
+    started: datetime | None = None,
+) -> RestoreReport:
+    """Steps 4 and 5: restore (check, then install) and log the result."""
+    started = started or datetime.now(UTC)
+    plan = prepared.plan
+    try:
+        outcome = steps.run(
+            RESTORE,
+            f"restore-{plan.database}",
+            partial(_restore, prepared, chunk_bytes, progress, steps.logger),
+        )
+    except BackupflowError as exc:
+        if log is not None:
+            fields = {"database": plan.database, "target": str(prepared.target)}
+            error = str(exc)
+            steps.run(
+                LOG,
+                f"log-{event}-failed",
+                lambda: log.append(event, status="failed", error=error, **fields),
+            )
+        raise
+    report = RestoreReport(
+        plan,
+        prepared.target,
+        prepared.loaded.problems + outcome.problems,
+        outcome,
+        prepared.tiers,
+    )
+    if log is not None:
+        row = report.summary(started)
+        steps.run(
+            LOG, f"log-{event}-completed", lambda: log.append(event, status="completed", **row)
+        )
+    return report
+
+
+def run_restore(
+    engine: Engine,
+    tiers: Sequence[Tier],
+    database: str,
+    steps: Steps,
+    *,
+    target_time: datetime | None,
+    into: Path | None = None,
+    replace: bool = False,
+    dry_run: bool = False,
+    category: Category = Category.DATABASE,
+    chunk_bytes: int = 1 << 20,
+    progress: Progress | None = None,
+    log: BackupLog | None = None,
+    started: datetime | None = None,
+) -> RestoreReport:
+    """Plan, resolve the target and (unless ``dry_run``) restore; see the module docstring."""
+    started = started or datetime.now(UTC)
+    if log is not None and not dry_run:
+        log.check_writable()
+    prepared = prepare_restore(
+        engine,
+        tiers,
+        database,
+        steps,
+        target_time=target_time,
+        into=into,
+        replace=replace,
+        category=category,
+        now=started,
+    )
+    if dry_run:
+        script = engine.restore_script(
+            prepared.plan.manifests, prepared.target, replace=replace, until=target_time
+        )
+        return RestoreReport(
+            prepared.plan,
+            prepared.target,
+            prepared.loaded.problems,
+            None,
+            prepared.tiers,
+            tuple(script),
+        )
+    return finish_restore(
+        prepared, steps, chunk_bytes=chunk_bytes, progress=progress, log=log, started=started
+    )

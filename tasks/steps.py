@@ -1,0 +1,41 @@
+"""The Prefect side of the step protocol: each core step runs as a named Prefect task.
+
+The core's runs (:mod:`backupflow.backup_run`, :mod:`backupflow.restore_run`) call
+``steps.run(name, label, fn)``; here that becomes a task named ``name`` (``dump``,
+``compress-and-store``, ``copy-to-tier``, ``write-manifest``, ``prune`` ...) whose run is
+called ``label``, never cached, its result never persisted.  No task retries: each storage
+backend has exactly one retry layer of its own (botocore's for S3).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TypeVar
+
+from prefect import Task, get_run_logger
+from prefect.cache_policies import NO_CACHE
+
+from backupflow.steps import Logger
+
+__all__ = ["PrefectSteps"]
+
+T = TypeVar("T")
+
+
+class PrefectSteps:
+    """Runs each step of a core run as a Prefect task of the current flow run."""
+
+    @property
+    def logger(self) -> Logger:
+        return get_run_logger()
+
+    def run(self, name: str, label: str, fn: Callable[[], T]) -> T:
+        def step() -> T:
+            return fn()
+
+        step.__name__ = step.__qualname__ = name.replace("-", "_")
+        step.__doc__ = f"backupflow step {name}"
+        runner = Task(
+            step, name=name, task_run_name=label, cache_policy=NO_CACHE, persist_result=False
+        )
+        return runner()
