@@ -7,26 +7,38 @@ from datetime import UTC, datetime, timedelta
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
-from backupflow.config import current_settings
+from backupflow.config import Settings, current_settings
 from backupflow.errors import BackupflowError
 from backupflow.models import BackupKind, Category
 from backupflow.objectives import HealthRow, assess_health, schedule_interval
 from backupflow.reporting import iso
+from backupflow.series import Series, all_series
 from backupflow.storage import open_tiers
 from backupflow.tiers import locate
 from flows._notify import notify_on_failure
 
 __all__ = ["StaleBackupsError", "backup_health"]
 
-#: job -> (category, series name or None for the database, kind or None for any)
-JOBS: dict[str, tuple[Category, str | None, BackupKind | None]] = {
-    "database_full": (Category.DATABASE, None, BackupKind.FULL),
-    "database_diff": (Category.DATABASE, None, BackupKind.DIFF),
-    "database_log": (Category.DATABASE, None, BackupKind.LOG),
-    "config": (Category.CONFIG, "config", None),
-    "logs": (Category.LOGS, "logs", None),
-    "uploads": (Category.UPLOADS, "uploads", None),
+#: The database jobs (their schedules are ``settings.jobs.<job>``) and the kind each takes.
+DATABASE_JOBS: dict[str, BackupKind] = {
+    "database_full": BackupKind.FULL,
+    "database_diff": BackupKind.DIFF,
+    "database_log": BackupKind.LOG,
 }
+
+
+def _jobs(settings: Settings) -> list[tuple[str, str, Series, BackupKind | None]]:
+    """(label, schedule job, series, kind or None for any) for every series: the database
+    jobs of each database (labelled with its name when there are several), then each file
+    set."""
+    every = all_series(settings)
+    databases = [s for s in every if s.category is Category.DATABASE]
+    jobs = [
+        (job if len(databases) == 1 else f"{job} {one.name}", job, one, kind)
+        for one in databases
+        for job, kind in DATABASE_JOBS.items()
+    ]
+    return jobs + [(s.name, s.name, s, None) for s in every if s.category is not Category.DATABASE]
 
 
 class StaleBackupsError(BackupflowError):
@@ -49,8 +61,9 @@ def backup_health() -> list[HealthRow]:
     tiers = open_tiers(settings)
     newest: dict[tuple[str, str], datetime | None] = {}
     problems: list[str] = []
-    for job, (category, series, kind) in JOBS.items():
-        holdings = locate(tiers, category.value, series or settings.database.name)
+    jobs = _jobs(settings)
+    for job, _schedule, series, kind in jobs:
+        holdings = locate(tiers, series.category.value, series.name)
         problems += holdings.problems
         for tier in holdings.listed:
             points = [
@@ -69,8 +82,8 @@ def backup_health() -> list[HealthRow]:
                 ]
             newest[(job, tier.name)] = max(points) if points else None
     intervals = {
-        job: schedule_interval(getattr(settings.jobs, job).schedule, settings.timezone, now)
-        for job in JOBS
+        job: schedule_interval(getattr(settings.jobs, schedule).schedule, settings.timezone, now)
+        for job, schedule, _series, _kind in jobs
     }
     rows = assess_health(
         newest, intervals, now, timedelta(minutes=settings.drill.health_grace_minutes)

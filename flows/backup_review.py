@@ -12,8 +12,8 @@ from prefect.artifacts import Artifact, create_markdown_artifact
 
 from backupflow.backuplog import BackupLog
 from backupflow.config import current_settings
-from backupflow.models import Category
 from backupflow.reporting import artifact_key, iso
+from backupflow.series import all_series, databases
 from backupflow.storage import open_tiers
 from backupflow.tiers import locate
 
@@ -62,22 +62,20 @@ def backup_review(days: int = 92) -> str:
         f"{f['last_bytes']:,} | {f['mean_seconds']} |"
         for job, f in figures.items()
     ]
-    drills = cast(Artifact | None, Artifact.get(artifact_key("dr-drill", settings.database.name)))
-    history = json.loads(str(drills.data)) if drills is not None and drills.data else []
     lines += ["", "## DR drills (RTO / RPO in minutes)", ""]
-    lines += [
-        f"* {d['time']} from {d['tier']}: RTO {d['rto_minutes']}, RPO {d['rpo_minutes']} "
-        f"({d['result']})"
-        for d in history
-    ] or ["* no drill on record"]
+    names, _skipped = databases(settings)
+    for name in names:
+        drills = cast(Artifact | None, Artifact.get(artifact_key("dr-drill", name)))
+        history = json.loads(str(drills.data)) if drills is not None and drills.data else []
+        lines += [
+            f"* {name}: {d['time']} from {d['tier']}: RTO {d['rto_minutes']}, "
+            f"RPO {d['rpo_minutes']} ({d['result']})"
+            for d in history
+        ] or [f"* {name}: no drill on record"]
     lines += ["", "## Restore points per tier", ""]
     tiers = open_tiers(settings)
-    for category, name in (
-        (Category.DATABASE, settings.database.name),
-        (Category.CONFIG, "config"),
-        (Category.LOGS, "logs"),
-        (Category.UPLOADS, "uploads"),
-    ):
+    for one in all_series(settings):
+        category, name = one.category, one.name
         holdings = locate(tiers, category.value, name)
         for tier in holdings.listed:
             points = [

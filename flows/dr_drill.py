@@ -4,22 +4,28 @@ from __future__ import annotations
 
 import json
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import Any, cast
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import Artifact, create_markdown_artifact, create_table_artifact
 
 from backupflow.backuplog import BackupLog
-from backupflow.config import current_settings
+from backupflow.config import Settings, current_settings
 from backupflow.engines import open_engine
-from backupflow.errors import BackupflowError
+from backupflow.errors import BackupflowError, ParameterError
+from backupflow.models import TierName
 from backupflow.objectives import DrillResult, drill_result
-from backupflow.parameters import check_database_target, check_target_time
+from backupflow.parameters import (
+    check_database_parameter,
+    check_database_target,
+    check_target_time,
+)
 from backupflow.reporting import artifact_key, iso
 from backupflow.restore_run import finish_restore, plan_restore, prepare_restore
+from backupflow.series import databases, for_database
 from backupflow.storage import tiers_for
 from flows._notify import notify_on_failure
 from tasks.backuplog import log_event
@@ -27,7 +33,7 @@ from tasks.steps import PrefectSteps
 
 __all__ = ["DrillReport", "ObjectiveMissedError", "dr_drill"]
 
-Source = Literal["primary", "secondary", "dr"]
+Source = TierName
 
 
 class ObjectiveMissedError(BackupflowError):
@@ -36,10 +42,15 @@ class ObjectiveMissedError(BackupflowError):
 
 @dataclass(frozen=True)
 class DrillReport:
+    """The drill of one database; ``others`` holds the drills of the other databases when
+    the settings name several (each is drilled in turn)."""
+
     result: DrillResult
     target: Path
     chain: tuple[str, ...]
     smoke: dict[str, int]
+    database: str = ""
+    others: tuple[DrillReport, ...] = ()
 
 
 def _minutes(seconds: float) -> float:
@@ -57,15 +68,52 @@ def dr_drill(
     target_time: datetime | None = None,
     scratch: str | None = None,
     keep: bool = False,
+    database: str | None = None,
 ) -> DrillReport:
     """Treat now as the moment of disaster: restore from ``source`` alone into a scratch
     database, check it, and measure RTO and RPO against the objectives (4 h, 1 h).
     ``scratch`` (an absolute path under the allowed restore folders, or a database name for
-    SQL Server) must not exist yet."""
+    SQL Server) must not exist yet.  Every database the settings name is drilled in turn,
+    or only ``database``."""
     started = datetime.now(UTC)
     settings = current_settings()
     # Parameters come from whoever starts the run: checked before anything is read.
     target_time = check_target_time(target_time, settings.timezone, started)
+    checked = check_database_parameter(database)
+    names = [checked] if checked is not None else databases(settings)[0]
+    if scratch is not None and len(names) > 1:
+        raise ParameterError(
+            "the settings name several databases, so give the database parameter with scratch."
+        )
+    reports: list[DrillReport] = []
+    failures: list[str] = []
+    for name in names:
+        try:
+            reports.append(
+                _drill_one(
+                    for_database(settings, name), source, target_time, scratch, keep, started
+                )
+            )
+        except BackupflowError as exc:
+            if len(names) == 1:
+                raise
+            failures.append(f"{name}: {exc}")
+        started = datetime.now(UTC)  # the next database's disaster starts now
+    if failures:
+        raise ObjectiveMissedError(
+            f"{len(failures)} of {len(names)} database drills failed: " + "; ".join(failures)
+        )
+    return replace(reports[0], others=tuple(reports[1:]))
+
+
+def _drill_one(
+    settings: Settings,
+    source: Source,
+    target_time: datetime | None,
+    scratch: str | None,
+    keep: bool,
+    started: datetime,
+) -> DrillReport:
     engine = open_engine(settings)
     chosen = (
         None if scratch is None else check_database_target(scratch, engine, settings, "scratch")
@@ -155,4 +203,4 @@ def dr_drill(
             f"{row['rto_minutes']} min (objective {row['rto_objective_minutes']}), RPO "
             f"{row['rpo_minutes']} min (objective {row['rpo_objective_minutes']})."
         )
-    return DrillReport(result, target, chain, smoke)
+    return DrillReport(result, target, chain, smoke, database)

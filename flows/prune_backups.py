@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import partial
-from typing import Literal
 
 from prefect import flow
 from prefect.artifacts import create_table_artifact
@@ -15,16 +14,17 @@ from backupflow.catalog import CatalogEntry
 from backupflow.config import current_settings
 from backupflow.errors import StorageError
 from backupflow.maintenance import prune_series
+from backupflow.models import TIER_NAMES, TierName
 from backupflow.reporting import artifact_key, iso
 from backupflow.retention import PruneReport, RetentionPlan
 from backupflow.series import all_series
 from backupflow.steps import PRUNE
-from backupflow.storage import TIER_NAMES, open_tiers
+from backupflow.storage import open_tiers
 from tasks.steps import PrefectSteps
 
 __all__ = ["TierPrune", "prune_backups"]
 
-TierChoice = Literal["primary", "secondary", "dr"]
+TierChoice = TierName
 
 
 @dataclass(frozen=True)

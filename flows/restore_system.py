@@ -14,15 +14,17 @@ from backupflow.config import current_settings
 from backupflow.engines import open_engine
 from backupflow.errors import EngineError
 from backupflow.filesets.contents import run_configured_hook
+from backupflow.models import TierName
 from backupflow.parameters import check_target_time
 from backupflow.reporting import artifact_key, iso
+from backupflow.series import databases, for_database
 from flows._notify import notify_on_failure
 from flows.restore_database import restore_database
 from flows.restore_files import restore_files
 
 __all__ = ["SystemRestore", "restore_system"]
 
-Source = Literal["primary", "secondary", "dr"]
+Source = TierName
 
 
 @dataclass
@@ -68,22 +70,28 @@ def restore_system(
     settings = current_settings()
     target_time = check_target_time(target_time, settings.timezone, report.started)
     logger = get_run_logger()
-    live = open_engine(settings).live_target()
-    clock = time.monotonic()
-    db = restore_database(
-        target_time=target_time,
-        into=str(live),
-        replace=replace,
-        dry_run=dry_run,
-        source=source,
-    )
-    report.restore_point = db.plan.restore_point
-    chain = " > ".join(m.id for m in db.plan.manifests)
-    report.add(
-        "database" + (" (plan)" if dry_run else ", integrity check passed"),
-        clock,
-        f"{len(db.plan.steps)} backup(s) into {db.target}: {chain}",
-    )
+    names, _skipped = databases(settings)
+    for name in names:
+        live = open_engine(for_database(settings, name)).live_target()
+        clock = time.monotonic()
+        db = restore_database(
+            target_time=target_time,
+            into=str(live),
+            replace=replace,
+            dry_run=dry_run,
+            source=source,
+            database=name,
+        )
+        # The system is as recent as its oldest database.
+        point = db.plan.restore_point
+        report.restore_point = min(report.restore_point or point, point)
+        chain = " > ".join(m.id for m in db.plan.manifests)
+        report.add(
+            ("database" if len(names) == 1 else f"database {name}")
+            + (" (plan)" if dry_run else ", integrity check passed"),
+            clock,
+            f"{len(db.plan.steps)} backup(s) into {db.target}: {chain}",
+        )
     file_sets: tuple[Literal["config", "uploads"], ...] = ("config", "uploads")
     for file_set in file_sets:
         clock = time.monotonic()

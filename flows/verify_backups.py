@@ -9,9 +9,9 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 
 from backupflow.config import current_settings
-from backupflow.models import Category
 from backupflow.reporting import artifact_key
 from backupflow.retention import policy_for
+from backupflow.series import all_series
 from backupflow.storage import open_tiers
 from backupflow.verify import (
     DEFAULT_READ_DATA_PERCENT,
@@ -38,12 +38,7 @@ def verify_backups(read_data_percent: float | None = None) -> VerifyReport:
     percent = DEFAULT_READ_DATA_PERCENT if read_data_percent is None else read_data_percent
     now = datetime.now(UTC)
     sample_window(now, percent)  # a bad percentage fails before any request
-    series = [
-        Series(Category.DATABASE, settings.database.name),
-        Series(Category.CONFIG, "config"),
-        Series(Category.LOGS, "logs"),
-        Series(Category.UPLOADS, "uploads"),
-    ]
+    series = [Series(s.category, s.name) for s in all_series(settings)]
     report = verify(
         open_tiers(settings),
         series,

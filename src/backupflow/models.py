@@ -10,7 +10,7 @@ import json
 import secrets
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal, get_args
 from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -22,14 +22,26 @@ __all__ = [
     "MANIFEST_FORMAT",
     "MANIFEST_VERSION",
     "READABLE_VERSIONS",
+    "TIER_NAMES",
     "BackupKind",
     "Category",
     "Manifest",
+    "SourceName",
     "StoredObject",
+    "TierName",
+    "compact",
+    "iso",
     "localized",
     "new_backup_id",
     "utc",
 ]
+
+#: The storage tiers, defined once: local, a second copy (S3), disaster recovery (S3 in
+#: another region).  Everything else (settings, flows' parameters, the CLI) derives from it.
+TierName = Literal["primary", "secondary", "dr"]
+TIER_NAMES: tuple[TierName, ...] = get_args(TierName)
+#: Where a restore reads from: one tier, or "auto" (every tier, in order, with fallback).
+SourceName = Literal["auto", TierName]
 
 MANIFEST_FORMAT = "backupflow.manifest"
 #: Version 2: stored as a signed envelope, objects may be age-encrypted.  Version 1 manifests
@@ -60,6 +72,20 @@ def utc(moment: datetime) -> datetime:
     if moment.tzinfo is None or moment.utcoffset() is None:
         raise ValueError("a timestamp must carry a timezone (for example +09:00 or Z)")
     return moment.astimezone(UTC)
+
+
+def iso(moment: datetime | None) -> str:
+    """The one timestamp spelling of reports and messages: UTC ISO-8601 to the millisecond
+    (``2026-11-26T02:00:00.000Z``), or ``-``."""
+    if moment is None:
+        return "-"
+    return utc(moment).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def compact(moment: datetime) -> str:
+    """The one timestamp spelling inside names (files kept aside, default targets):
+    ``20261126T020000Z``."""
+    return utc(moment).strftime("%Y%m%dT%H%M%SZ")
 
 
 def localized(moment: datetime, timezone: str) -> datetime:

@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from typing import Generic, Literal, Protocol, TypeVar
 
 from backupflow.errors import ChainGapError, NoBackupError, TargetInFutureError
-from backupflow.models import BackupKind, Manifest, utc
+from backupflow.models import BackupKind, Manifest, iso, utc
 
 __all__ = [
     "Backup",
@@ -41,10 +41,6 @@ class Backup(Protocol):
 
 
 B = TypeVar("B", bound=Backup)
-
-
-def _ts(moment: datetime) -> str:
-    return utc(moment).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
 @dataclass(frozen=True)
@@ -193,7 +189,7 @@ def plan_restore(
         target = utc(target)
         if target > now:
             raise TargetInFutureError(
-                f"the target {_ts(target)} is later than now ({_ts(now)}); "
+                f"the target {iso(target)} is later than now ({iso(now)}); "
                 "give a time in the past or --latest."
             )
     if not series:
@@ -203,11 +199,11 @@ def plan_restore(
     if not candidates or not any(m.kind is BackupKind.FULL for m in candidates):
         earliest = next((m for m in series if m.kind is BackupKind.FULL), None)
         where = (
-            f"the earliest restore point of {database} is {_ts(earliest.restore_point)}"
+            f"the earliest restore point of {database} is {iso(earliest.restore_point)}"
             if earliest
             else f"{database} has no full backup at all"
         )
-        raise NoBackupError(f"no full backup of {database} restores to {_ts(limit)}: {where}.")
+        raise NoBackupError(f"no full backup of {database} restores to {iso(limit)}: {where}.")
     by_id = {m.id: m for m in series}
     best = candidates[-1]
     found = _chain(best, by_id)
@@ -217,24 +213,24 @@ def plan_restore(
         left = before[-1] if before else None
         fallback = _latest_restorable(candidates, by_id)
         hint = (
-            f"; the latest point that can be restored is {_ts(fallback.restore_point)} "
-            f"(--at {_ts(fallback.restore_point)})"
+            f"; the latest point that can be restored is {iso(fallback.restore_point)} "
+            f"(--at {iso(fallback.restore_point)})"
             if fallback
             else ""
         )
-        left_text = f"{left.id} ({_ts(left.restore_point)})" if left else "the start"
+        left_text = f"{left.id} ({iso(left.restore_point)})" if left else "the start"
         raise ChainGapError(
-            f"the chain to {_ts(best.restore_point)} is broken: {needer.kind.value} backup "
+            f"the chain to {iso(best.restore_point)} is broken: {needer.kind.value} backup "
             f"{needer.id} needs backup {missing}, which is missing; the gap lies between "
-            f"{left_text} and {needer.id} ({_ts(needer.restore_point)}){hint}."
+            f"{left_text} and {needer.id} ({iso(needer.restore_point)}){hint}."
         )
     steps = tuple(PlanStep(m, _reason(m, found[i - 1] if i else None)) for i, m in enumerate(found))
     notes: list[str] = []
     if target is not None and best.restore_point < target:
         gap = target - best.restore_point
         notes.append(
-            f"the restore point {_ts(best.restore_point)} is {_human(gap)} earlier than the "
-            f"requested {_ts(target)}: no backup of {database} was taken in between"
+            f"the restore point {iso(best.restore_point)} is {_human(gap)} earlier than the "
+            f"requested {iso(target)}: no backup of {database} was taken in between"
         )
     return RestorePlan(
         database=database,

@@ -3,20 +3,12 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime
 from typing import Any
 
-from backupflow.models import Manifest, utc
+from backupflow.models import Manifest, iso
 from backupflow.planning import RestorePlan
 
 __all__ = ["artifact_key", "iso", "manifest_row", "plan_rows"]
-
-
-def iso(moment: datetime | None) -> str:
-    """UTC ISO-8601 to the millisecond, or '-'."""
-    if moment is None:
-        return "-"
-    return utc(moment).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
 def artifact_key(*parts: str) -> str:

@@ -24,7 +24,7 @@ from backupflow.errors import (
     TargetInFutureError,
 )
 from backupflow.fsutil import make_dirs
-from backupflow.models import Category, Manifest, utc
+from backupflow.models import Category, Manifest, compact, iso, utc
 from backupflow.pipeline import open_verified
 from backupflow.planning import RestorePlan
 from backupflow.storage import Tier
@@ -97,7 +97,7 @@ def load_plan(
     """
     if target_time is not None and utc(target_time) > utc(now):
         raise TargetInFutureError(
-            f"the target {utc(target_time):%Y-%m-%dT%H:%M:%SZ} is later than now; give a time "
+            f"the target {iso(target_time)} is later than now ({iso(now)}); give a time "
             "in the past or --latest."
         )
     every = engine.capabilities.chain == "positions"
@@ -189,7 +189,7 @@ def execute_restore(
     """
     plan = loaded.plan
     started = datetime.now(UTC)
-    stamp = started.strftime("%Y%m%dT%H%M%SZ")
+    stamp = compact(started)
     scratch = engine.scratch_path(target)
     engine.check_space(plan.manifests, scratch)
     make_dirs(target.parent)

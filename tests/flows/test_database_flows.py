@@ -163,3 +163,33 @@ def test_several_databases_are_backed_up_in_one_run(settings: Settings) -> None:
     catalog = Catalog(open_primary(several), KEYRING)
     for name in ("gantt", "audit"):
         assert len(catalog.entries(Category.DATABASE, name)) == 1
+
+
+def test_the_flow_shows_the_core_runs_steps_as_named_task_runs(settings: Settings) -> None:
+    """The flow runs the core's one backup run; each step is a task run in the UI."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    _seed(settings.database.sqlite_path, 50)
+    with use_settings(settings):
+        state = backup_database(kind=BackupKind.FULL, return_state=True)
+    manifest = state.result()[0]
+    flow_run_id = state.state_details.flow_run_id
+    assert flow_run_id is not None
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
+        )
+    names = {run.name for run in runs}
+    expected = {
+        f"decide-{BackupKind.FULL.value}-backup",
+        f"dump-{manifest.id}",
+        f"compress-and-store-{manifest.id}-primary",
+        f"write-manifest-{manifest.id}-primary",
+        f"copy-{manifest.id}-primary-to-secondary",
+        f"copy-{manifest.id}-primary-to-dr",
+        f"write-manifest-{manifest.id}-dr",
+        "prune-gantt-primary",
+    }
+    assert expected <= names, sorted(names)
+    assert all(run.state is not None and run.state.is_completed() for run in runs)

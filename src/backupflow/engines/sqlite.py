@@ -9,6 +9,9 @@ backup finds changed pages by streaming the parent's map beside the new snapshot
 stays constant whatever the database's size.  A restore applies full -> diff -> logs and
 must reproduce the last snapshot byte for byte (its SHA-256 is in the manifest) before
 ``PRAGMA integrity_check`` runs.
+
+Size: one engine, its page-delta format (written by a backup, applied by a restore) and the
+checks between them belong together; split, each half would be unreadable alone.
 """
 
 from __future__ import annotations
@@ -51,7 +54,7 @@ from backupflow.fsutil import (
     fsync_dir,
     readable_size,
 )
-from backupflow.models import BackupKind, Manifest
+from backupflow.models import BackupKind, Manifest, compact
 
 __all__ = ["SqliteEngine"]
 
@@ -479,7 +482,7 @@ class SqliteEngine(Engine):
             conn.close()
 
     def default_target(self, restore_point: datetime) -> Path:
-        stamp = restore_point.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
+        stamp = compact(restore_point)
         return self.path.with_name(f"{self.path.stem}.restored-{stamp}{self.path.suffix or '.db'}")
 
     def live_target(self) -> Path:

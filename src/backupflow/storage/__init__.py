@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from backupflow.config import RepositorySettings, Settings, TierSettings
 from backupflow.errors import ConfigError
 from backupflow.keys import Keyring, load_keyring
+from backupflow.models import TIER_NAMES, SourceName, TierName
 from backupflow.storage.base import ObjectInfo, Storage, get_bytes, put_bytes, validate_key
 from backupflow.storage.local import LocalStorage
 from backupflow.storage.memory import MemoryStorage
@@ -35,11 +36,6 @@ __all__ = [
     "tiers_for",
     "validate_key",
 ]
-
-TierName = Literal["primary", "secondary", "dr"]
-#: Where a restore reads from: one tier, or "auto" (every tier, in order, with fallback).
-SourceName = Literal["auto", "primary", "secondary", "dr"]
-TIER_NAMES: tuple[TierName, ...] = ("primary", "secondary", "dr")
 
 
 @dataclass(frozen=True)
