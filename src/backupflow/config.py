@@ -196,13 +196,16 @@ class TierSettings(BaseModel):
     credentials_block: str | None = Field(
         default=None,
         description="S3: name of a prefect-aws AwsCredentials block; else boto3's default "
-        "credential chain (environment, profile, instance role).",
+        "credential chain (environment, profile, instance role). Credentials never come from a "
+        "flow parameter or a command-line flag.",
     )
     addressing_style: Literal["auto", "path", "virtual"] = Field(
         default="auto", description="S3: bucket addressing (path for most S3-compatible stores)."
     )
     sse: Literal["none", "AES256", "aws:kms"] = Field(
-        default="AES256", description="S3: server-side encryption (SSE-S3 or SSE-KMS)."
+        default="AES256",
+        description="S3: server-side encryption: AES256 = SSE-S3, aws:kms = SSE-KMS with "
+        "kms_key_id, or none.",
     )
     kms_key_id: str | None = Field(default=None, description="S3: KMS key id for aws:kms.")
     storage_class: str = Field(default="STANDARD", description="S3: storage class of objects.")
@@ -309,7 +312,9 @@ class DatabaseSettings(BaseModel):
     server: str = Field(default="localhost", description="Database server.")
     user: str = Field(default="", description="Database login.")
     password: SecretStr = Field(
-        default=SecretStr(""), description="Database password; never printed."
+        default=SecretStr(""),
+        description="Database password: from the environment or the env-file only, never a "
+        "flag or a flow parameter; never printed.",
     )
     sqlite_path: Path = Field(
         default=Path("/var/lib/workload-optimization/gantt_workload.db"),
@@ -346,7 +351,7 @@ class DatabaseSettings(BaseModel):
         max_length=260,
         description="SQL Server: folder, as the server sees it, for the data files of a "
         "database restored under a new name (MOVE); default: the server's own default data "
-        "folder. Never taken from a backup's file list.",
+        "folder. Must be absolute, with no share; never taken from a backup's file list.",
     )
     server_log_dir: str | None = Field(
         default=None,
@@ -688,7 +693,9 @@ class Settings(BaseSettings):
     )
 
     timezone: str = Field(
-        default="Asia/Seoul", description="Timezone of every schedule (IANA name)."
+        default="Asia/Seoul",
+        description="Timezone (IANA name) of every schedule and of times given without an "
+        "offset (--at, target_time).",
     )
     backup_log: Path = Field(
         default=Path("/var/log/workload-optimization/backup.log"),
@@ -702,8 +709,8 @@ class Settings(BaseSettings):
     restore_roots: list[Path] = Field(
         default_factory=list,
         max_length=100,
-        description="Extra folders that restore targets (into) may lie under, besides the "
-        "live database's folder, each file set's root and staging_dir.",
+        description="Extra folders (absolute) that restore targets (--into, into, scratch) may "
+        "lie under, besides the live database's folder, each file set's root and staging_dir.",
     )
     orphan_grace_minutes: int = Field(
         default=60,
