@@ -650,7 +650,7 @@ class PipelineSettings(BaseModel):
         default=1 << 20,
         ge=64 << 10,
         le=64 << 20,
-        description="Size of the chunks streamed through the pipeline.",
+        description="Size of the chunks streamed through the pipeline (memory per stream).",
     )
     verify_after_write: bool = Field(
         default=True,
