@@ -15,7 +15,7 @@ description and its bounds; ``docs/configuration.md`` is generated from them
 (``python -m backupflow.settings_doc``).  The six jobs' schedules here are the source of
 truth for schedules: ``prefect.yaml`` copies them and a test keeps the two equal.
 
-Size: about 890 lines, because this is one settings tree: every nested model sits beside the
+Size: about 900 lines, because this is one settings tree: every nested model sits beside the
 object that holds it, so the environment-variable names can be read off the nesting, and the
 loader's checks (env-file, error sentences) belong with it.
 """
