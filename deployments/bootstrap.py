@@ -6,6 +6,10 @@ Secret block, AWS credentials, the repository keys as Secret blocks), then run `
 --no-prompt deploy --all``.  Secrets are read from this process's environment or env-file,
 never from its command line, and never go into a deployment's ``job_variables`` (Prefect
 would store them there in plain text): workers load the blocks by name at run time.
+
+Before anything, it checks that ``prefect.yaml`` schedules each backup job as the settings
+say (the settings are the source of truth, see ``backupflow.schedules``) and refuses to
+deploy when they differ: the scheduler would otherwise silently ignore the override.
 """
 
 from __future__ import annotations
@@ -16,22 +20,35 @@ import subprocess
 import sys
 from pathlib import Path
 
+import yaml
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import WorkPoolCreate
 from prefect.exceptions import ObjectNotFound
 
 from backupflow.config import Settings, load_settings
-from backupflow.errors import BackupflowError
+from backupflow.errors import BackupflowError, ConfigError
 from backupflow.keys import parse_identities, parse_signing_key
 from backupflow.keystore import IDENTITIES_BLOCK, SIGNING_KEY_BLOCK
+from backupflow.schedules import disagreements
 
 ROOT = Path(__file__).resolve().parents[1]
 POOL = os.environ.get("BACKUPFLOW_WORK_POOL", "backupflow")
 LIMIT = "backupflow-database-backups"
 
 
+def check_schedules(settings: Settings) -> None:
+    """Refuse (ConfigError) when prefect.yaml would schedule a job other than the settings say."""
+    problems = disagreements(settings, yaml.safe_load((ROOT / "prefect.yaml").read_text()))
+    if problems:
+        raise ConfigError(
+            f"{problems[0].rstrip('.')}; edit prefect.yaml and the setting together "
+            '(docs/operations.md, "Schedules"), then run the bootstrap again.'
+        )
+
+
 async def _prepare() -> list[str]:
     settings = load_settings()
+    check_schedules(settings)
     done = []
     async with get_client() as client:
         try:

@@ -10,7 +10,14 @@ Sources, highest priority first:
    ``DB_PASSWORD`` and ``DB_NAME``;
 4. the defaults below, which reproduce the seed's strategy.
 
-Secrets are :class:`~pydantic.SecretStr`: they print as ``**********``.
+Secrets are :class:`~pydantic.SecretStr`: they print as ``**********``.  Every field has a
+description and its bounds; ``docs/configuration.md`` is generated from them
+(``python -m backupflow.settings_doc``).  The six jobs' schedules here are the source of
+truth for schedules: ``prefect.yaml`` copies them and a test keeps the two equal.
+
+Size: about 900 lines, because this is one settings tree: every nested model sits beside the
+object that holds it, so the environment-variable names can be read off the nesting, and the
+loader's checks (env-file, error sentences) belong with it.
 """
 
 from __future__ import annotations
@@ -100,7 +107,10 @@ class Job(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    schedule: str = Field(description="Cron expression (five fields) in the settings' timezone.")
+    schedule: str = Field(
+        description="Cron expression (five fields) in the settings' timezone; the source of "
+        "truth for the job's deployment in prefect.yaml, which must match (docs/operations.md)."
+    )
     retention_days: int = Field(ge=1, le=3650, description="Days a backup of this job is kept.")
 
     @field_validator("schedule")
@@ -150,14 +160,26 @@ class JobSettings(BaseModel):
 
 
 class RetentionOverrides(BaseModel):
-    """Per-tier retention in days, overriding the job's (None = the job's own)."""
+    """Per-tier retention in days, overriding the job's (unset = the job's own)."""
 
-    database_full: int | None = Field(default=None, ge=1, le=36500)
-    database_diff: int | None = Field(default=None, ge=1, le=36500)
-    database_log: int | None = Field(default=None, ge=1, le=36500)
-    config: int | None = Field(default=None, ge=1, le=36500)
-    logs: int | None = Field(default=None, ge=1, le=36500)
-    uploads: int | None = Field(default=None, ge=1, le=36500)
+    database_full: int | None = Field(
+        default=None, ge=1, le=36500, description="Days full database backups are kept here."
+    )
+    database_diff: int | None = Field(
+        default=None, ge=1, le=36500, description="Days differential backups are kept here."
+    )
+    database_log: int | None = Field(
+        default=None, ge=1, le=36500, description="Days log backups are kept here."
+    )
+    config: int | None = Field(
+        default=None, ge=1, le=36500, description="Days configuration backups are kept here."
+    )
+    logs: int | None = Field(
+        default=None, ge=1, le=36500, description="Days application-log backups are kept here."
+    )
+    uploads: int | None = Field(
+        default=None, ge=1, le=36500, description="Days upload backups are kept here."
+    )
 
 
 class TierSettings(BaseModel):
@@ -174,13 +196,16 @@ class TierSettings(BaseModel):
     credentials_block: str | None = Field(
         default=None,
         description="S3: name of a prefect-aws AwsCredentials block; else boto3's default "
-        "credential chain (environment, profile, instance role).",
+        "credential chain (environment, profile, instance role). Credentials never come from a "
+        "flow parameter or a command-line flag.",
     )
     addressing_style: Literal["auto", "path", "virtual"] = Field(
         default="auto", description="S3: bucket addressing (path for most S3-compatible stores)."
     )
     sse: Literal["none", "AES256", "aws:kms"] = Field(
-        default="AES256", description="S3: server-side encryption (SSE-S3 or SSE-KMS)."
+        default="AES256",
+        description="S3: server-side encryption: AES256 = SSE-S3, aws:kms = SSE-KMS with "
+        "kms_key_id, or none.",
     )
     kms_key_id: str | None = Field(default=None, description="S3: KMS key id for aws:kms.")
     storage_class: str = Field(default="STANDARD", description="S3: storage class of objects.")
@@ -276,7 +301,7 @@ class DatabaseSettings(BaseModel):
         min_length=1,
         max_length=128,
         pattern=DATABASE_NAME_PATTERN,
-        description="Database name (DB_NAME); also its folder in the repository.",
+        description="Database name; also its folder in the repository.",
     )
     databases: list[str] = Field(
         default_factory=list,
@@ -284,10 +309,12 @@ class DatabaseSettings(BaseModel):
         description="Databases a backup run covers: empty = just `name`; a list of names; or "
         '["*"] = every online user database (SQL Server).',
     )
-    server: str = Field(default="localhost", description="Database server (DB_SERVER).")
-    user: str = Field(default="", description="Database login (DB_USER).")
+    server: str = Field(default="localhost", description="Database server.")
+    user: str = Field(default="", description="Database login.")
     password: SecretStr = Field(
-        default=SecretStr(""), description="Database password (DB_PASSWORD); never printed."
+        default=SecretStr(""),
+        description="Database password: from the environment or the env-file only, never a "
+        "flag or a flow parameter; never printed.",
     )
     sqlite_path: Path = Field(
         default=Path("/var/lib/workload-optimization/gantt_workload.db"),
@@ -324,7 +351,7 @@ class DatabaseSettings(BaseModel):
         max_length=260,
         description="SQL Server: folder, as the server sees it, for the data files of a "
         "database restored under a new name (MOVE); default: the server's own default data "
-        "folder. Never taken from a backup's file list.",
+        "folder. Must be absolute, with no share; never taken from a backup's file list.",
     )
     server_log_dir: str | None = Field(
         default=None,
@@ -414,7 +441,13 @@ class FilesSettings(BaseModel):
         'restore, e.g. ["pm2", "reload", "ecosystem.config.js", "--env", "production"].',
     )
     post_restore_cwd: Path = Field(default=API_ROOT, description="Folder the hook runs in.")
-    hook_timeout_seconds: int = Field(default=600, ge=1, le=86400)
+    hook_timeout_seconds: int = Field(
+        default=600,
+        ge=1,
+        le=86400,
+        description="Seconds the post-restore command may run before it is stopped and the "
+        "run fails.",
+    )
     hook_env: list[str] = Field(
         default_factory=list,
         max_length=100,
@@ -469,7 +502,8 @@ class OwnersSettings(BaseModel):
 
 
 class DrillSettings(BaseModel):
-    """Recovery objectives the quarterly drill must show."""
+    """Recovery objectives the quarterly drill must show, and how late a backup may be before
+    the health check fails."""
 
     rto_hours: float = Field(default=4.0, gt=0, le=168, description="Recovery time objective.")
     rpo_hours: float = Field(default=1.0, gt=0, le=168, description="Recovery point objective.")
@@ -493,8 +527,12 @@ class FailoverSettings(BaseModel):
     health_url: str | None = Field(
         default=None, description="URL probed after the switch (2xx = healthy)."
     )
-    health_attempts: int = Field(default=10, ge=1, le=1000)
-    health_interval_seconds: float = Field(default=3.0, ge=0, le=600)
+    health_attempts: int = Field(
+        default=10, ge=1, le=1000, description="Health probes after the switch before it fails."
+    )
+    health_interval_seconds: float = Field(
+        default=3.0, ge=0, le=600, description="Seconds between two health probes."
+    )
     change_timeout_seconds: int = Field(
         default=300, ge=1, le=3600, description="How long to wait for Route 53 INSYNC."
     )
@@ -559,7 +597,7 @@ def _is_hostname(value: str) -> bool:
 
 
 class KeySettings(BaseModel):
-    """Repository keys (see the README's "Keys"): age recipients encrypt, age identities
+    """Repository keys (see docs/security.md): age recipients encrypt, age identities
     decrypt, the signing key signs manifests, verify keys check them.  Losing the
     identities or the signing key's escrow copy means losing the backups."""
 
@@ -612,7 +650,7 @@ class PipelineSettings(BaseModel):
         default=1 << 20,
         ge=64 << 10,
         le=64 << 20,
-        description="Size of the chunks streamed through the pipeline.",
+        description="Size of the chunks streamed through the pipeline (memory per stream).",
     )
     verify_after_write: bool = Field(
         default=True,
@@ -655,7 +693,9 @@ class Settings(BaseSettings):
     )
 
     timezone: str = Field(
-        default="Asia/Seoul", description="Timezone of every schedule (IANA name)."
+        default="Asia/Seoul",
+        description="Timezone (IANA name) of every schedule and of times given without an "
+        "offset (--at, target_time).",
     )
     backup_log: Path = Field(
         default=Path("/var/log/workload-optimization/backup.log"),
@@ -669,8 +709,8 @@ class Settings(BaseSettings):
     restore_roots: list[Path] = Field(
         default_factory=list,
         max_length=100,
-        description="Extra folders that restore targets (into) may lie under, besides the "
-        "live database's folder, each file set's root and staging_dir.",
+        description="Extra folders (absolute) that restore targets (--into, into, scratch) may "
+        "lie under, besides the live database's folder, each file set's root and staging_dir.",
     )
     orphan_grace_minutes: int = Field(
         default=60,
@@ -679,14 +719,38 @@ class Settings(BaseSettings):
         description="Data objects without a manifest older than this are left-overs of "
         "interrupted backups and are removed.",
     )
-    repository: RepositorySettings = Field(default_factory=RepositorySettings)
-    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
-    jobs: JobSettings = Field(default_factory=JobSettings)
-    pipeline: PipelineSettings = Field(default_factory=PipelineSettings)
-    files: FilesSettings = Field(default_factory=FilesSettings)
-    owners: OwnersSettings = Field(default_factory=OwnersSettings)
-    drill: DrillSettings = Field(default_factory=DrillSettings)
-    failover: FailoverSettings = Field(default_factory=FailoverSettings)
+    repository: RepositorySettings = Field(
+        default_factory=RepositorySettings,
+        description="Where backups are kept: the primary, secondary and DR tiers.",
+    )
+    database: DatabaseSettings = Field(
+        default_factory=DatabaseSettings, description="The database that is backed up."
+    )
+    jobs: JobSettings = Field(
+        default_factory=JobSettings,
+        description="The six backup jobs: schedule and retention (prefect.yaml copies the "
+        "schedules; see docs/operations.md).",
+    )
+    pipeline: PipelineSettings = Field(
+        default_factory=PipelineSettings,
+        description="How backup streams are compressed, hashed and stored.",
+    )
+    files: FilesSettings = Field(
+        default_factory=FilesSettings,
+        description="The file sets (configuration, logs, uploads) and the post-restore command.",
+    )
+    owners: OwnersSettings = Field(
+        default_factory=OwnersSettings,
+        description="Who is told when a backup, restore, drill or health check fails.",
+    )
+    drill: DrillSettings = Field(
+        default_factory=DrillSettings,
+        description="Recovery objectives (RTO, RPO) and the health check's grace period.",
+    )
+    failover: FailoverSettings = Field(
+        default_factory=FailoverSettings,
+        description="Failover to the standby: the DNS record and the health probe.",
+    )
     crypto: KeySettings = Field(
         default_factory=KeySettings,
         description="Repository keys: encryption (age) and manifest signing (Ed25519).",

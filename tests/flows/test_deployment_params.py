@@ -337,3 +337,22 @@ def test_sqlserver_drill_scratch_must_be_a_database_name(
         lambda: dr_drill(scratch="../x"),
         "from the scratch parameter is not allowed",
     )
+
+
+def test_bootstrap_refuses_to_deploy_a_schedule_prefect_yaml_does_not_have(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The settings are the schedules' source of truth: an override that prefect.yaml does not
+    carry would be ignored by the scheduler, so the bootstrap stops before it touches the API
+    (which here is a closed port: reaching it would be a different error)."""
+    from deployments.bootstrap import main
+
+    monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:9/api")
+    monkeypatch.setenv("BACKUPFLOW_JOBS__DATABASE_LOG__SCHEDULE", "*/15 * * * *")
+
+    assert main() == 3
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert "deployment 'database-log' runs on '0 * * * *'" in err
+    assert "BACKUPFLOW_JOBS__DATABASE_LOG__SCHEDULE" in err
+    assert "edit prefect.yaml and the setting together" in err

@@ -1,6 +1,7 @@
 """The break-glass restore: a real full backup, taken by ``backupflow backup database`` with
-keys from ``backupflow key init``, restored BY HAND with the README's own lines (``aws s3
-cp`` played by ``cp``, then ``jq``, ``base64``, ``openssl``, ``age -d`` and ``zstd -d``).
+keys from ``backupflow key init``, restored BY HAND with the lines of ``docs/security.md``
+(``aws s3 cp`` played by ``cp``, then ``jq``, ``base64``, ``openssl``, ``age -d`` and
+``zstd -d``).
 
 Debian's ``age`` CLI is required: ``make bootstrap`` installs it; under CI a missing tool is
 a failure, not a skip.
@@ -46,13 +47,13 @@ esac
 """
 
 
-def readme_steps() -> str:
-    """The README's break-glass block, exactly as an operator would paste it."""
-    text = (ROOT / "README.md").read_text()
+def runbook_steps() -> str:
+    """The break-glass block of docs/security.md, exactly as an operator would paste it."""
+    text = (ROOT / "docs" / "security.md").read_text()
     block = re.search(
         r"<!-- break-glass:begin -->\n```bash\n(.*?)```\n<!-- break-glass:end -->", text, re.S
     )
-    assert block, "the README lost its break-glass block"
+    assert block, "docs/security.md lost its break-glass block"
     return block.group(1)
 
 
@@ -161,12 +162,12 @@ def _run_steps(
     )
 
 
-def test_a_full_backup_restores_by_hand_as_the_readme_says(
+def test_a_full_backup_restores_by_hand_as_the_security_doc_says(
     backed_up: dict[str, Path | str], tmp_path: Path
 ) -> None:
     glass, live = tmp_path / "glass", Path(backed_up["live"])
 
-    done = _run_steps(backed_up, readme_steps(), glass, Path(backed_up["tmp"]) / "dr")
+    done = _run_steps(backed_up, runbook_steps(), glass, Path(backed_up["tmp"]) / "dr")
 
     assert done.returncode == 0, done.stdout + done.stderr
     assert "Signature Verified Successfully" in done.stdout
@@ -196,7 +197,7 @@ def test_a_tampered_manifest_stops_the_break_glass_at_the_signature(
     manifests[-1].chmod(0o600)
     manifests[-1].write_text(json.dumps(envelope))
 
-    done = _run_steps(backed_up, readme_steps(), tmp_path / "glass", bucket)
+    done = _run_steps(backed_up, runbook_steps(), tmp_path / "glass", bucket)
 
     assert done.returncode != 0
     assert "Signature Verification Failure" in done.stdout + done.stderr
@@ -210,7 +211,7 @@ def test_the_wrong_identity_cannot_decrypt(
     from backupflow.keystore import write_escrow_file
 
     glass = tmp_path / "glass"
-    steps = readme_steps().replace("-i identity.txt", "-i other.txt")
+    steps = runbook_steps().replace("-i identity.txt", "-i other.txt")
     other = tmp_path / "other.txt"
     write_escrow_file(other, generate_keys())
     steps = steps.replace("other.txt", str(other))

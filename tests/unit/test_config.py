@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 from pydantic import SecretStr
 
 from backupflow.config import Job, load_settings
 from backupflow.errors import ConfigError
+from backupflow.schedules import JOB_DEPLOYMENTS, Schedule, deployment_schedules, disagreements
 
 PASSWORD = "s3cr3t!Pa55"
 
@@ -334,3 +337,59 @@ def test_env_file_that_is_a_folder_is_one_sentence(
         load_settings()
 
     assert "not a readable file" in str(caught.value)
+
+
+# Schedules: the settings are the source of truth; prefect.yaml copies them.
+
+PREFECT_YAML = Path(__file__).resolve().parents[2] / "prefect.yaml"
+
+
+def _project() -> dict[str, Any]:
+    project: dict[str, Any] = yaml.safe_load(PREFECT_YAML.read_text())
+    return project
+
+
+def test_prefect_yaml_schedules_every_job_as_the_settings_say() -> None:
+    settings = load_settings()
+    schedules = deployment_schedules(_project())
+
+    assert disagreements(settings, _project()) == []
+    for deployment, job in JOB_DEPLOYMENTS.items():
+        wanted = Schedule(getattr(settings.jobs, job).schedule, settings.timezone)
+        assert schedules[deployment] == [wanted]
+    assert {s.timezone for have in schedules.values() for s in have} == {"Asia/Seoul"}
+
+
+def test_a_schedule_that_differs_from_prefect_yaml_is_named_with_its_variable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("BACKUPFLOW_JOBS__DATABASE_LOG__SCHEDULE", "*/15 * * * *")
+
+    problems = disagreements(load_settings(), _project())
+
+    assert problems == [
+        "deployment 'database-log' runs on '0 * * * *' in Asia/Seoul but "
+        "BACKUPFLOW_JOBS__DATABASE_LOG__SCHEDULE and BACKUPFLOW_TIMEZONE say '*/15 * * * *' "
+        "in Asia/Seoul."
+    ]
+
+
+def test_another_timezone_disagrees_with_every_scheduled_deployment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("BACKUPFLOW_TIMEZONE", "UTC")
+
+    problems = disagreements(load_settings(), _project())
+
+    scheduled = [name for name, have in deployment_schedules(_project()).items() if have]
+    assert len(problems) == len(scheduled) == 10
+    assert all("UTC" in problem for problem in problems)
+
+
+def test_a_job_deployment_missing_from_prefect_yaml_is_reported() -> None:
+    project = _project()
+    project["deployments"] = [d for d in project["deployments"] if d["name"] != "uploads"]
+
+    assert disagreements(load_settings(), project) == [
+        "prefect.yaml has no deployment 'uploads' for the job uploads."
+    ]
