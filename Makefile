@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 
 bootstrap: $(STAMP) tools
 
-# Debian's age CLI and the other tools of the break-glass restore (README "Keys and
+# Debian's age CLI and the other tools of the break-glass restore (docs/security.md, "Keys and
 # encryption"), which tests/integration/test_break_glass.py runs. Idempotent; CI runs as root,
 # elsewhere sudo asks. If they cannot be installed, that test is skipped locally and fails
 # under CI (CI=true).

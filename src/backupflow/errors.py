@@ -61,7 +61,7 @@ class BackupflowError(Exception):
     """Base of every error backupflow raises on purpose."""
 
     retryable: bool = False
-    #: The command line's exit code for this error (documented in the README).
+    #: The command line's exit code for this error (documented in docs/operations.md).
     exit_code: int = 1
 
 
