@@ -1,1 +1,2 @@
-"""Prefect flows: one per job, each a thin composition of tasks over the core."""
+"""Prefect flows: one per job, each a thin wrapper around the core's backup or restore run
+(parameters checked, steps run as Prefect tasks, artifacts published)."""
