@@ -102,7 +102,7 @@ class SqlServerEngine(Engine):
             raise RestoreTargetError(
                 f"{name} is a system database; restore into a user database name with --into."
             )
-        return name
+        return self.database if _same_name(name, self.database) else name
 
     def _checked(self, manifest: Manifest) -> list[paths.ManifestFile]:
         """A manifest's names, checked before anything uses them."""
