@@ -33,7 +33,7 @@ __all__ = [
 ]
 
 _RECORD = re.compile(r"(?:\[[0-9A-Z]{5}\] )?(?:\[[^\]]*\])*(.*?) \((\d+)\)(?: \(SQL\w+\))?$", re.S)
-_PREFIX = re.compile(r"^(?:\[[^\]]*\])+")
+_PREFIX = re.compile(r"^(?:\[[^\]]*\] ?)+")
 
 
 def server_records(text: str) -> list[tuple[int, str]]:

@@ -8,10 +8,19 @@ tiers, and back for a restore.
 Every name is checked where it enters (see :mod:`backupflow.engines.mssql.paths`): the
 database name in the constructor, a restore target in :meth:`SqlServerEngine.check_target`,
 and every manifest before a restore uses it.
+
+Check, then install: ``restore`` builds the chain under a scratch database name and runs
+DBCC CHECKDB there; only ``install`` touches the target, after that check (tail-log backup
+``COPY_ONLY``, the old database renamed aside and taken offline, the scratch renamed in).
+The statements and their order are in :mod:`backupflow.engines.mssql.restoring`, what a
+failure says in :mod:`backupflow.engines.mssql.failures`, and the whole procedure for
+operators in ``docs/sqlserver-restore.md``.
 """
 
 from __future__ import annotations
 
+import os
+import re
 import secrets
 import shutil
 from collections.abc import Sequence
@@ -333,11 +342,10 @@ class SqlServerEngine(Engine):
         remove the copies a restore left in the backup folder; never the live database."""
         name = self._scratch(scratch)
         folder = self.settings.worker_backup_dir
-        for index in range(1000):
-            for kind in (BackupKind.FULL, BackupKind.LOG):
-                path = folder / restoring.copy_name(name, index, kind)
-                if path.is_symlink() or path.exists():
-                    paths.remove_inside(folder, path)
+        copies = re.compile(re.escape(name) + r"_\d{3}\.(bak|trn)")
+        for entry in os.scandir(folder):
+            if copies.fullmatch(entry.name):
+                paths.remove_inside(folder, folder / entry.name)
         state = self._state(name)
         if state is None:
             return
