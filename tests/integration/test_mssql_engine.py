@@ -1,148 +1,96 @@
-"""The SQL Server engine end to end against recorded server behaviour (no SQL Server here)."""
+"""The SQL Server engine end to end against the documented server behaviour of
+:mod:`tests.support.fake_odbc` (no SQL Server here): backups, the scratch restore and its
+check, the swap, and what a user sees when any of them fails."""
 
 from __future__ import annotations
 
 import io
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from backupflow.config import DatabaseSettings
+from backupflow.config import DatabaseSettings, Settings
 from backupflow.engines.base import BackupSource
 from backupflow.engines.mssql import SqlServerEngine
 from backupflow.engines.mssql.connection import SqlSession, connection_string
-from backupflow.errors import EngineError, IntegrityError, RestoreTargetError
+from backupflow.errors import ChainGapError, EngineError, IntegrityError, RestoreTargetError
 from backupflow.models import BackupKind, Category, Manifest, StoredObject
-from tests.support.fake_odbc import FakeOdbc, ResultSet
-
-MSDB_COLUMNS = [
-    "first_lsn",
-    "last_lsn",
-    "checkpoint_lsn",
-    "database_backup_lsn",
-    "differential_base_lsn",
-    "type",
-    "is_copy_only",
-    "backup_start_date",
-    "backup_finish_date",
-    "fork",
-    "guid",
-    "compressed_backup_size",
-    "backup_size",
-]
-FORK = "6F9619FF-8B86-D011-B42D-00C04FC964FF"
-FILELIST = ResultSet(
-    ["LogicalName", "PhysicalName", "Type"],
-    [
-        ("GanttDB", "/var/opt/mssql/data/GanttDB.mdf", "D"),
-        ("GanttDB_log", "/var/opt/mssql/data/GanttDB_log.ldf", "L"),
-    ],
+from tests.support.fake_odbc import (
+    FakeOdbc,
+    ResultSet,
+    cannot_open_device,
+    checkdb_corruption,
+    log_too_early,
+    log_too_recent,
 )
-# Recorded msdb rows of a full, a differential and a log backup (LSNs are numeric(25,0)).
-RECORDED = {
-    "full": (
-        "38000000028800037",
-        "38000000030400001",
-        "38000000028800037",
-        "0",
-        "0",
-        "D",
-        False,
-        datetime(2026, 11, 26, 2, 0, 0),
-        datetime(2026, 11, 26, 2, 0, 4),
-    ),
-    "diff": (
-        "38000000031200001",
-        "38000000031600001",
-        "38000000031200001",
-        "38000000028800037",
-        "38000000028800037",
-        "I",
-        False,
-        datetime(2026, 11, 26, 6, 0, 0),
-        datetime(2026, 11, 26, 6, 0, 2),
-    ),
-    "log": (
-        "38000000030400001",
-        "38000000032000001",
-        "38000000031200001",
-        "38000000028800037",
-        "0",
-        "L",
-        False,
-        datetime(2026, 11, 26, 7, 0, 0),
-        datetime(2026, 11, 26, 7, 0, 1),
-    ),
-}
+
+BACKUP_DIR = "/var/opt/mssql/backup"
+SCRATCH = r"GanttDB(?:_restore)?_restore_[0-9a-f]{8}"
 
 
-def _settings(tmp_path: Path) -> DatabaseSettings:
+def _settings(tmp_path: Path, **extra: Any) -> DatabaseSettings:
     return DatabaseSettings(
         engine="sqlserver",
         name="GanttDB",
         server="sql01.internal",
         user="backup_operator",
         password="p;w}d=1",  # type: ignore[arg-type]
-        server_backup_dir="/var/opt/mssql/backup",
+        server_backup_dir=BACKUP_DIR,
         worker_backup_dir=tmp_path,
         server_timezone="Asia/Seoul",
+        **extra,
     )
 
 
 @pytest.fixture
 def server(tmp_path: Path) -> FakeOdbc:
-    fake = FakeOdbc()
-    fake.on(r"FROM sys\.databases", [ResultSet(["state_desc"], [("ONLINE",)])])
-    fake.on(r"^BACKUP ", lambda sql, _p: _write_file(tmp_path, sql))
-    fake.on(r"RESTORE VERIFYONLY", [ResultSet(messages=["The backup set on file 1 is valid."])])
-    fake.on(r"RESTORE FILELISTONLY", [FILELIST])
-
-    def msdb(_sql: str, params: tuple[Any, ...]) -> list[ResultSet]:
-        kind = (
-            "log" if params[1].endswith(".trn") else ("diff" if "_diff_" in params[1] else "full")
-        )
-        return [ResultSet(MSDB_COLUMNS, [(*RECORDED[kind], FORK, "guid", 1, 2)])]
-
-    fake.on(r"FROM msdb\.dbo\.backupset", msdb)
-    fake.default_paths()
-    return fake
+    return FakeOdbc().serve(tmp_path)
 
 
-def _write_file(folder: Path, sql: str) -> list[ResultSet]:
-    name = sql.split("N'", 1)[1].split("'", 1)[0].rsplit("/", 1)[-1]
-    (folder / name).write_bytes(b"TAPE" + name.encode() * 100)
-    return [
-        ResultSet(messages=["Processed 352 pages for database 'GanttDB', file 'GanttDB'."]),
-        ResultSet(messages=["BACKUP DATABASE successfully processed 354 pages."]),
-    ]
+def _engine(tmp_path: Path, server: FakeOdbc, **extra: Any) -> SqlServerEngine:
+    return SqlServerEngine(_settings(tmp_path, **extra), "GanttDB", SqlSession(server.connect))
 
 
-def _engine(tmp_path: Path, server: FakeOdbc) -> SqlServerEngine:
-    return SqlServerEngine(_settings(tmp_path), "GanttDB", SqlSession(server.connect))
+def _dumps(engine: SqlServerEngine, staging: Path) -> dict[BackupKind, Any]:
+    return {kind: engine.dump(kind, None, staging) for kind in BackupKind}
 
 
 def test_full_diff_log_cycle_runs_the_expected_tsql(tmp_path: Path, server: FakeOdbc) -> None:
     engine = _engine(tmp_path, server)
     engine.check_source()
-    dumps = {kind: engine.dump(kind, None, tmp_path / "staging") for kind in BackupKind}
-    statements = [s for s in server.sql() if s.startswith("BACKUP")]
+    dumps = _dumps(engine, tmp_path / "staging")
+    statements = server.ran(r"^BACKUP")
     full_file = dumps[BackupKind.FULL].position["server_file"]
     assert statements[0] == (
-        f"BACKUP DATABASE [GanttDB] TO DISK = N'/var/opt/mssql/backup/{full_file}' "
+        f"BACKUP DATABASE [GanttDB] TO DISK = N'{BACKUP_DIR}/{full_file}' "
         "WITH CHECKSUM, INIT, FORMAT, COMPRESSION;"
     )
-    assert statements[1].startswith("BACKUP DATABASE [GanttDB] TO DISK = N'/var/opt/mssql/backup/")
     assert statements[1].endswith("WITH DIFFERENTIAL, CHECKSUM, INIT, FORMAT, COMPRESSION;")
     assert statements[2].startswith("BACKUP LOG [GanttDB] TO DISK = N'")
-    assert statements[2].endswith(".trn' WITH CHECKSUM, INIT, FORMAT, COMPRESSION;")
     assert all(server.drained), "every result set of every statement must be read"
-    full = dumps[BackupKind.FULL]
-    assert full.position["last_lsn"] == 38000000030400001  # an integer, exact
+    full, diff, log = (dumps[k] for k in BackupKind)
+    assert diff.position["database_backup_lsn"] == full.position["checkpoint_lsn"]
+    assert log.position["last_lsn"] > diff.position["last_lsn"]  # integers, exact
     assert full.position["files"][1]["logical"] == "GanttDB_log"
     assert full.restore_point == datetime(2026, 11, 25, 17, 0, 4, tzinfo=UTC)  # KST -> UTC
     assert full.files[0].path.exists() and full.files[0].measure
+
+
+def test_the_type_msdb_recorded_decides_not_the_file_name(tmp_path: Path, server: FakeOdbc) -> None:
+    """Another job wrote a log backup to the same file right after ours: the newest msdb
+    row for that file is a log, and the engine refuses to catalogue it as a full."""
+
+    def with_another_job(sql: str, params: tuple[Any, ...]) -> list[ResultSet]:
+        ours = server.backup(sql, params)
+        server.backup(re.sub(r"^BACKUP DATABASE", "BACKUP LOG", sql), params)
+        return ours
+
+    server.on(r"^BACKUP DATABASE", with_another_job)
+    with pytest.raises(EngineError, match="recorded a L backup where a full backup was taken"):
+        _engine(tmp_path, server).dump(BackupKind.FULL, None, tmp_path / "staging")
 
 
 def test_an_error_in_a_later_result_set_fails_the_backup(tmp_path: Path, server: FakeOdbc) -> None:
@@ -150,14 +98,14 @@ def test_an_error_in_a_later_result_set_fails_the_backup(tmp_path: Path, server:
         r"^BACKUP ",
         [
             ResultSet(messages=["Processed 352 pages for database 'GanttDB'."]),
-            ResultSet(error="BACKUP DATABASE is terminating abnormally. (3013)"),
+            ResultSet(error=[(3013, "BACKUP DATABASE is terminating abnormally.")]),
         ],
     )
-    with pytest.raises(EngineError, match="3013"):
+    with pytest.raises(EngineError, match=r"terminating abnormally \(3013\)"):
         _engine(tmp_path, server).dump(BackupKind.FULL, None, tmp_path / "staging")
 
 
-def _manifest(kind: BackupKind, recorded: tuple[Any, ...], minute: int) -> Manifest:
+def _manifest(kind: BackupKind, position: dict[str, Any], minute: int, name: str) -> Manifest:
     at = datetime(2026, 11, 26, 0, minute, tzinfo=UTC)
     return Manifest(
         id=f"{at:%Y%m%dT%H%M%S}Z-{kind.value}-00000{minute % 10}",
@@ -168,11 +116,7 @@ def _manifest(kind: BackupKind, recorded: tuple[Any, ...], minute: int) -> Manif
         started_at=at,
         finished_at=at,
         restore_point=at,
-        position={
-            "first_lsn": int(recorded[0]),
-            "last_lsn": int(recorded[1]),
-            "files": [{"logical": r[0], "physical": r[1], "type": r[2]} for r in FILELIST.rows],
-        },
+        position={**position, "server_file": name},
         objects=(
             StoredObject(
                 role="data",
@@ -187,66 +131,200 @@ def _manifest(kind: BackupKind, recorded: tuple[Any, ...], minute: int) -> Manif
     )
 
 
-def _source(manifest: Manifest) -> BackupSource:
-    return BackupSource(manifest, lambda role: io.BytesIO(b"TAPE"))
+def _chain(tmp_path: Path, server: FakeOdbc) -> list[BackupSource]:
+    """A full, a differential and a log taken through the engine, as sources a restore reads
+    (the bytes the server wrote)."""
+    dumps = _dumps(_engine(tmp_path, server), tmp_path / "staging")
+    sources = []
+    for minute, kind in enumerate(BackupKind, start=1):
+        dump = dumps[kind]
+        data = dump.files[0].path.read_bytes()
+        dump.files[0].path.unlink()
+        manifest = _manifest(kind, dump.position, minute, dump.position["server_file"])
+        sources.append(BackupSource(manifest, lambda _role, d=data: io.BytesIO(d)))
+    server.statements.clear()
+    return sources
+
+
+def _restore(
+    engine: SqlServerEngine, chain: list[BackupSource], target: str, *, replace: bool
+) -> Any:
+    """What execute_restore does with an engine: scratch, restore, install, discard."""
+    engine.check_target(Path(target), replace)
+    scratch = engine.scratch_path(Path(target))
+    try:
+        restored = engine.restore(
+            chain, scratch, until=datetime(2026, 11, 26, 0, 2, 30, tzinfo=UTC)
+        )
+        return engine.install(restored, Path(target), replace=replace, stamp="20261126T093000Z")
+    finally:
+        engine.discard(scratch)
+
+
+def _changes(server: FakeOdbc) -> list[str]:
+    return [s for s in server.sql() if not s.startswith("SELECT")]
 
 
 def test_point_in_time_restore_under_a_new_name(tmp_path: Path, server: FakeOdbc) -> None:
     engine = _engine(tmp_path, server)
-    chain = [
-        _manifest(BackupKind.FULL, RECORDED["full"], 1),
-        _manifest(BackupKind.DIFF, RECORDED["diff"], 2),
-        _manifest(BackupKind.LOG, RECORDED["log"], 3),
-    ]
-    server.on(r"FROM sys\.databases", [ResultSet(["x"], [])])  # the new name is free
-    engine.check_target(Path("GanttDB_restore"), replace=False)
-    until = datetime(2026, 11, 26, 0, 2, 30, tzinfo=UTC)
-    engine.restore([_source(m) for m in chain], tmp_path / "scratch", until=until)
-    engine.install(tmp_path / "scratch", Path("GanttDB_restore"), replace=False, stamp="x")
-    ran = [s for s in server.sql() if s.startswith(("RESTORE", "DBCC"))]
-    backup_dir = "/var/opt/mssql/backup"
+    chain = _chain(tmp_path, server)
+    installed = _restore(engine, chain, "GanttDB_restore", replace=False)
+    ran = _changes(server)
+    scratch = re.search(SCRATCH, ran[0])
+    assert scratch is not None
+    s = scratch.group(0)
     assert ran == [
-        f"RESTORE DATABASE [GanttDB_restore] FROM DISK = N'{backup_dir}/restore_{chain[0].id}.bak' "
-        "WITH FILE = 1, NORECOVERY, CHECKSUM, "
-        "MOVE N'GanttDB' TO N'/var/opt/mssql/data/GanttDB_restore_GanttDB.mdf', "
-        "MOVE N'GanttDB_log' TO N'/var/opt/mssql/data/GanttDB_restore_GanttDB_log.ldf';",
-        f"RESTORE DATABASE [GanttDB_restore] FROM DISK = N'{backup_dir}/restore_{chain[1].id}.bak' "
+        f"RESTORE DATABASE [{s}] FROM DISK = N'{BACKUP_DIR}/{s}_000.bak' WITH FILE = 1, "
+        f"NORECOVERY, CHECKSUM, MOVE N'GanttDB' TO N'/var/opt/mssql/data/{s}_GanttDB.mdf', "
+        f"MOVE N'GanttDB_log' TO N'/var/opt/mssql/data/{s}_GanttDB_log.ldf';",
+        f"RESTORE DATABASE [{s}] FROM DISK = N'{BACKUP_DIR}/{s}_001.bak' "
         "WITH FILE = 1, NORECOVERY, CHECKSUM;",
-        f"RESTORE LOG [GanttDB_restore] FROM DISK = N'{backup_dir}/restore_{chain[2].id}.trn' "
+        f"RESTORE LOG [{s}] FROM DISK = N'{BACKUP_DIR}/{s}_002.trn' "
         "WITH FILE = 1, NORECOVERY, CHECKSUM, STOPAT = N'2026-11-26T09:02:30.000';",
-        "RESTORE DATABASE [GanttDB_restore] WITH RECOVERY;",
-        "DBCC CHECKDB([GanttDB_restore]) WITH NO_INFOMSGS;",
+        f"RESTORE DATABASE [{s}] WITH RECOVERY;",
+        f"DBCC CHECKDB ([{s}]) WITH NO_INFOMSGS, ALL_ERRORMSGS;",
+        f"ALTER DATABASE [{s}] MODIFY NAME = [GanttDB_restore];",
     ]
-    assert engine.last_script == engine.script(chain, "GanttDB_restore", replace=False, until=until)
-    assert not list(tmp_path.glob("restore_*"))  # the copied files are cleaned up
+    assert installed.target == Path("GanttDB_restore") and installed.kept_aside == ()
+    assert {db.name: db.state for db in server.catalog.values()} == {
+        "GanttDB": "ONLINE",
+        "GanttDB_restore": "ONLINE",
+    }
+    assert not list(tmp_path.glob("GanttDB_restore_*"))  # the copies are cleaned up
 
 
-def test_checkdb_findings_fail_the_restore(tmp_path: Path, server: FakeOdbc) -> None:
-    engine = _engine(tmp_path, server)
-    server.on(
-        r"^DBCC CHECKDB",
-        [ResultSet(messages=["Msg 8928: Object ID 5 ... could not be processed."])],
-    )
-    chain = [_manifest(BackupKind.FULL, RECORDED["full"], 1)]
-    engine.restore([_source(m) for m in chain], tmp_path / "s")
-    with pytest.raises(IntegrityError, match="8928"):
-        engine.install(tmp_path / "s", Path("GanttDB_check"), replace=False, stamp="x")
-
-
-def test_restore_over_the_live_database_needs_the_flag_and_takes_a_tail_log(
+def test_replace_checks_the_copy_before_it_touches_the_live_database(
     tmp_path: Path, server: FakeOdbc
 ) -> None:
     engine = _engine(tmp_path, server)
-    with pytest.raises(RestoreTargetError, match="--replace"):
-        engine.check_target(Path("GanttDB"), replace=False)
-    chain = [_manifest(BackupKind.FULL, RECORDED["full"], 1)]
-    script = engine.script(chain, "GanttDB", replace=True, until=None)
-    assert script[0].startswith(
-        "BACKUP LOG [GanttDB] TO DISK = N'/var/opt/mssql/backup/GanttDB_tail_"
+    chain = _chain(tmp_path, server)
+    installed = _restore(engine, chain, "GanttDB", replace=True)
+    ran = _changes(server)
+    first_live = next(i for i, s in enumerate(ran) if "[GanttDB]" in s)
+    assert ran[first_live - 1].startswith("DBCC CHECKDB ([GanttDB_restore_")  # check first
+    s = re.search(SCRATCH, ran[0]).group(0)  # type: ignore[union-attr]
+    aside = "GanttDB_before_restore_20261126T093000Z"
+    assert ran[first_live:] == [
+        "ALTER DATABASE [GanttDB] SET SINGLE_USER WITH ROLLBACK IMMEDIATE;",
+        f"BACKUP LOG [GanttDB] TO DISK = N'{BACKUP_DIR}/GanttDB_tail_20261126T093000Z.trn' "
+        "WITH COPY_ONLY, CHECKSUM, INIT, FORMAT;",
+        f"ALTER DATABASE [GanttDB] MODIFY NAME = [{aside}];",
+        f"ALTER DATABASE [{aside}] SET OFFLINE WITH ROLLBACK IMMEDIATE;",
+        f"ALTER DATABASE [{s}] MODIFY NAME = [GanttDB];",
+    ]
+    assert installed.kept_aside == (Path(aside),)
+    assert {db.name: db.state for db in server.catalog.values()} == {
+        "GanttDB": "ONLINE",
+        aside: "OFFLINE",
+    }
+    assert (tmp_path / "GanttDB_tail_20261126T093000Z.trn").exists()
+    tail = server.backupset[-1]["row"]
+    assert tail[5] == "L" and tail[6] is True  # a copy-only log: our log chain goes on
+
+
+def test_dry_run_prints_the_whole_sequence(tmp_path: Path, server: FakeOdbc) -> None:
+    engine = _engine(tmp_path, server)
+    chain = [source.manifest for source in _chain(tmp_path, server)]
+    script = engine.restore_script(chain, Path("GanttDB"), replace=True, until=None)
+    assert [re.sub(r"\[[^\]]*\].*", "", s) for s in script] == [
+        "RESTORE DATABASE ",
+        "RESTORE DATABASE ",
+        "RESTORE LOG ",
+        "RESTORE DATABASE ",
+        "DBCC CHECKDB (",
+        "ALTER DATABASE ",
+        "BACKUP LOG ",
+        "ALTER DATABASE ",
+        "ALTER DATABASE ",
+        "ALTER DATABASE ",
+    ]
+    assert _changes(server) == []  # a dry run only reads
+
+
+@pytest.mark.parametrize("numbers", [(8928, 8939), (8976,)])
+def test_checkdb_errors_leave_the_live_database_untouched(
+    tmp_path: Path, server: FakeOdbc, numbers: tuple[int, ...]
+) -> None:
+    engine = _engine(tmp_path, server)
+    chain = _chain(tmp_path, server)
+    server.on(r"^DBCC CHECKDB", lambda sql, _p: checkdb_corruption("scratch", numbers))
+    with pytest.raises(IntegrityError) as caught:
+        _restore(engine, chain, "GanttDB", replace=True)
+    message = str(caught.value)
+    assert f"({numbers[0]})" in message and "the live database was not touched" in message
+    assert not server.ran(r"\[GanttDB\]")  # no ALTER, BACKUP LOG or RESTORE on the live name
+    assert server.ran(r"^DROP DATABASE \[GanttDB_restore_")
+    assert {db.name: db.state for db in server.catalog.values()} == {"GanttDB": "ONLINE"}
+
+
+@pytest.mark.parametrize(
+    ("responses", "number"),
+    [(log_too_recent(38000000036800001, 38000000035200001), 4305),
+     (log_too_early(38000000030400001, 38000000035200001), 4326)],
+)  # fmt: skip
+def test_chain_errors_are_one_sentence_and_leave_live_untouched(
+    tmp_path: Path, server: FakeOdbc, responses: list[ResultSet], number: int
+) -> None:
+    engine = _engine(tmp_path, server)
+    chain = _chain(tmp_path, server)
+    server.on(r"^RESTORE LOG", responses)
+    with pytest.raises(ChainGapError) as caught:
+        _restore(engine, chain, "GanttDB", replace=True)
+    message = str(caught.value)
+    assert f"log backup {chain[2].manifest.id}" in message and f"({number})" in message
+    assert message.endswith("(the live database was not touched).")
+    assert message.count(". ") == 0  # one sentence
+    assert {db.name for db in server.catalog.values()} == {"GanttDB"}
+
+
+def test_a_backup_file_the_server_cannot_open_names_both_folders(
+    tmp_path: Path, server: FakeOdbc
+) -> None:
+    engine = _engine(tmp_path, server)
+    chain = _chain(tmp_path, server)
+    server.on(r"^RESTORE DATABASE .* FROM DISK", lambda sql, _p: cannot_open_device("x.bak"))
+    with pytest.raises(EngineError, match="server_backup_dir and worker_backup_dir"):
+        _restore(engine, chain, "GanttDB_copy", replace=False)
+    assert {db.name for db in server.catalog.values()} == {"GanttDB"}
+
+
+def test_a_failed_swap_puts_the_live_database_back(tmp_path: Path, server: FakeOdbc) -> None:
+    engine = _engine(tmp_path, server)
+    chain = _chain(tmp_path, server)
+    server.on(
+        r"^ALTER DATABASE \[GanttDB_restore_\w+\] MODIFY NAME",
+        [ResultSet(error=[(5030, "The database could not be exclusively locked.")])],
     )
-    assert "WITH NORECOVERY" in script[0]
-    assert script[1].endswith("NORECOVERY, CHECKSUM, REPLACE;")
-    assert "MOVE" not in script[1]
+    with pytest.raises(EngineError, match="everything before that step was undone"):
+        _restore(engine, chain, "GanttDB", replace=True)
+    live = server.state("GanttDB")
+    assert live is not None and (live.state, live.access) == ("ONLINE", "MULTI_USER")
+    assert {db.name for db in server.catalog.values()} == {"GanttDB"}  # scratch dropped
+
+
+def test_a_simple_recovery_database_is_replaced_without_a_tail(
+    tmp_path: Path, server: FakeOdbc
+) -> None:
+    engine = _engine(tmp_path, server)
+    chain = _chain(tmp_path, server)
+    server.state("GanttDB").recovery = "SIMPLE"  # type: ignore[union-attr]
+    _restore(engine, chain, "GanttDB", replace=True)
+    assert not server.ran(r"^BACKUP LOG")
+
+
+def test_restore_over_an_existing_database_needs_the_flag(tmp_path: Path, server: FakeOdbc) -> None:
+    with pytest.raises(RestoreTargetError, match="--replace"):
+        _engine(tmp_path, server).check_target(Path("GanttDB"), replace=False)
+
+
+def test_the_scratch_is_never_the_live_database(tmp_path: Path, server: FakeOdbc) -> None:
+    engine = _engine(tmp_path, server)
+    names = {engine.scratch_path(Path("GanttDB")) for _ in range(20)}
+    assert len(names) == 20 and all(re.fullmatch(SCRATCH, str(n)) for n in names)
+    with pytest.raises(EngineError, match="not a scratch name"):
+        engine.discard(Path("GanttDB"))
+    long = engine.scratch_path(Path("G" * 128))
+    assert len(str(long)) <= 128
 
 
 def test_the_password_is_braced_in_the_connection_string_and_never_in_errors(
@@ -257,7 +335,38 @@ def test_the_password_is_braced_in_the_connection_string_and_never_in_errors(
     assert "PWD={p;w}}d=1}" in text
     assert "DRIVER={ODBC Driver 18 for SQL Server}" in text and "Encrypt=yes" in text
     fake = FakeOdbc()
-    fake.on(r".", [ResultSet(error="Login failed for user 'backup_operator'. (18456)")])
+    fake.on(r".", [ResultSet(error=[(18456, "Login failed for user 'backup_operator'.")])])
     with pytest.raises(EngineError) as caught:
         SqlSession(fake.connect).run("SELECT 1;")
     assert "18456" in str(caught.value) and "p;w}d=1" not in str(caught.value)
+
+
+def test_execute_restore_replaces_through_the_real_restore_path(
+    settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Backups through the pipeline into the tiers, then ``execute_restore`` with --replace:
+    what the restore-database flow runs, with the fake connection underneath."""
+    from tests.support.chain import restore, take_backup
+
+    worker = tmp_path / "worker"
+    worker.mkdir()
+    server = FakeOdbc().serve(worker)
+    monkeypatch.setattr(
+        "backupflow.engines.mssql.connection.odbc_connect", lambda *_a: server.connect()
+    )
+    database = settings.database.model_copy(
+        update={"engine": "sqlserver", "name": "GanttDB", "worker_backup_dir": worker}
+    )
+    settings = settings.model_copy(update={"database": database})
+    full = take_backup(settings, BackupKind.FULL)
+    log = take_backup(settings, BackupKind.LOG)
+    plan, outcome = restore(settings, None, Path("GanttDB"), replace=True)
+    assert [m.id for m in plan.manifests] == [full.id, log.id]
+    assert outcome.target == Path("GanttDB")
+    (aside,) = outcome.kept_aside
+    assert str(aside).startswith("GanttDB_before_restore_")
+    assert {db.name: db.state for db in server.catalog.values()} == {
+        "GanttDB": "ONLINE",
+        str(aside): "OFFLINE",
+    }
+    assert not [p for p in worker.iterdir() if "_restore_" in p.name]  # copies removed

@@ -19,8 +19,8 @@ import pytest
 
 from backupflow.config import DatabaseSettings, Settings, load_settings
 from backupflow.engines import databases_to_back_up, open_engine
-from backupflow.engines.base import BackupSource, Dump, DumpFile
-from backupflow.engines.mssql import SqlServerEngine
+from backupflow.engines.base import BackupSource, Dump, DumpFile, Restored
+from backupflow.engines.mssql import SqlServerEngine, restoring
 from backupflow.engines.mssql.connection import SqlSession
 from backupflow.errors import (
     CatalogError,
@@ -100,48 +100,21 @@ def _db_settings(worker: Path, **extra: Any) -> DatabaseSettings:
 
 @pytest.fixture
 def server(worker: Path) -> FakeOdbc:
-    fake = FakeOdbc()
-    fake.on(r"FROM sys\.databases WHERE name = \?", [ResultSet(["state_desc"], [("ONLINE",)])])
-    fake.on(r"^BACKUP ", lambda sql, _p: _backup_writes(worker, sql))
-    fake.on(r"RESTORE VERIFYONLY", [ResultSet(messages=["The backup set is valid."])])
+    fake = FakeOdbc().serve(worker)
     fake.filelist(
         [("GanttDB", f"{DATA_DIR}/GanttDB.mdf", "D"), ("GanttDB_log", f"{DATA_DIR}/x.ldf", "L")]
     )
-    fake.on(
-        r"FROM msdb\.dbo\.backupset",
-        [
-            ResultSet(
-                ["first_lsn"],
-                [
-                    (
-                        "100",
-                        "200",
-                        "100",
-                        "0",
-                        "0",
-                        "D",
-                        False,
-                        datetime(2026, 11, 26),
-                        datetime(2026, 11, 26, 0, 1),
-                        "6f9619ff-8b86-d011-b42d-00c04fc964ff",
-                        "guid",
-                        1,
-                        2,
-                    )
-                ],
-            )
-        ],
-    )
-    fake.default_paths()
     return fake
 
 
-def _backup_writes(worker: Path, sql: str) -> list[ResultSet]:
-    """The server writes the file where TO DISK says, as the worker sees that folder."""
-    path = sql.split("N'", 1)[1].split("'", 1)[0]
-    assert path.startswith(BACKUP_DIR + "/")
-    (worker / path[len(BACKUP_DIR) + 1 :]).write_bytes(b"TAPE")
-    return [ResultSet(messages=["BACKUP DATABASE successfully processed 354 pages."])]
+@pytest.fixture(autouse=True)
+def _fixed_scratch(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Scratch names end in a fixed suffix here, so MOVE targets can be spelt out."""
+    monkeypatch.setattr(restoring.secrets, "token_hex", lambda _n: SUFFIX)
+
+
+SUFFIX = "0badc0de"
+COPY = f"GanttDB_copy_restore_{SUFFIX}"  # the scratch of a restore into GanttDB_copy
 
 
 def _engine(worker: Path, server: FakeOdbc, **extra: Any) -> SqlServerEngine:
@@ -310,18 +283,18 @@ def test_class7_hostile_manifest_database_is_a_catalog_error_never_echoed(
     engine = _engine(worker, server)
     chain = [_manifest(database=name)]
     with pytest.raises(CatalogError) as caught:
-        engine.script(chain, "GanttDB_copy", replace=False, until=None)
+        engine.restore_script(chain, Path("GanttDB_copy"), replace=False, until=None)
     assert name not in _one_sentence(caught.value) or not name
     with pytest.raises(CatalogError):
-        engine.restore([_source(m) for m in chain], worker / "scratch")
+        engine.restore([_source(m) for m in chain], Path(COPY))
     assert list(worker.iterdir()) == [], "nothing is copied for a forged manifest"
     assert server.ran(r"^RESTORE") == []
 
 
 def test_class7_manifest_of_another_database_is_refused(worker: Path, server: FakeOdbc) -> None:
     with pytest.raises(CatalogError, match="belongs to another database"):
-        _engine(worker, server).script(
-            [_manifest(database="Payroll")], "GanttDB_copy", replace=False, until=None
+        _engine(worker, server).restore_script(
+            [_manifest(database="Payroll")], Path("GanttDB_copy"), replace=False, until=None
         )
 
 
@@ -333,7 +306,9 @@ def test_class7_hostile_server_file_in_a_manifest_is_refused(
 ) -> None:
     manifest = _manifest(server_file=server_file)
     with pytest.raises(CatalogError, match="server file name") as caught:
-        _engine(worker, server).script([manifest], "GanttDB_copy", replace=False, until=None)
+        _engine(worker, server).restore_script(
+            [manifest], Path("GanttDB_copy"), replace=False, until=None
+        )
     assert str(server_file) not in str(caught.value)
 
 
@@ -347,13 +322,13 @@ def test_class7_manifest_physical_paths_never_reach_move(
     ]
     engine = _engine(worker, server)
     chain = [_manifest(files=files)]
-    engine.restore([_source(m) for m in chain], worker / "scratch")
-    engine.install(worker / "scratch", Path("GanttDB_copy"), replace=False, stamp="x")
-    (restore,) = server.ran(r"^RESTORE DATABASE \[GanttDB_copy\] FROM DISK")
+    restored = engine.restore([_source(m) for m in chain], Path(COPY))
+    engine.install(restored, Path("GanttDB_copy"), replace=False, stamp="x")
+    (restore,) = server.ran(rf"^RESTORE DATABASE \[{COPY}\] FROM DISK")
     assert "attacker" not in restore and "/etc/" not in restore and ".." not in restore
     assert "System32" not in restore and "x.mdf" not in restore
-    assert f"MOVE N'GanttDB' TO N'{DATA_DIR}/GanttDB_copy_GanttDB.mdf'" in restore
-    assert f"MOVE N'GanttDB_log' TO N'{DATA_DIR}/GanttDB_copy_GanttDB_log.ldf'" in restore
+    assert f"MOVE N'GanttDB' TO N'{DATA_DIR}/{COPY}_GanttDB.mdf'" in restore
+    assert f"MOVE N'GanttDB_log' TO N'{DATA_DIR}/{COPY}_GanttDB_log.ldf'" in restore
     assert list(worker.iterdir()) == []  # the restore copies are gone, nothing else touched
 
 
@@ -384,22 +359,20 @@ def test_class7_damaged_file_lists_are_one_sentence_catalog_errors(
     files: Any, why: str, worker: Path, server: FakeOdbc
 ) -> None:
     with pytest.raises(CatalogError, match=why) as caught:
-        _engine(worker, server).script(
-            [_manifest(files=files)], "GanttDB_copy", replace=False, until=None
+        _engine(worker, server).restore_script(
+            [_manifest(files=files)], Path("GanttDB_copy"), replace=False, until=None
         )
     _one_sentence(caught.value)
     assert server.ran(r"^RESTORE") == []
 
 
-def test_class7_no_file_list_cannot_be_restored_under_a_new_name(
-    worker: Path, server: FakeOdbc
-) -> None:
+@pytest.mark.parametrize("into", ["GanttDB_copy", "GanttDB"])
+def test_class7_no_file_list_cannot_be_restored(into: str, worker: Path, server: FakeOdbc) -> None:
+    """Every restore goes to a scratch name first, so the server must be told where to put
+    the files (MOVE) even when the live database is replaced."""
     engine = _engine(worker, server)
     with pytest.raises(CatalogError, match="no file list"):
-        engine.script([_manifest(files=[])], "GanttDB_copy", replace=False, until=None)
-    # under its own name the server keeps the files where it has them: no list needed
-    script = engine.script([_manifest(files=[])], "GanttDB", replace=True, until=None)
-    assert "MOVE" not in script[1] and script[1].endswith("REPLACE;")
+        engine.restore_script([_manifest(files=[])], Path(into), replace=True, until=None)
 
 
 def test_class7_hostile_lsn_in_a_manifest_is_a_catalog_error(
@@ -449,9 +422,9 @@ def test_class7_odd_logical_names_are_quoted_in_move_and_spelt_safely_in_file_na
     dump = engine.dump(BackupKind.FULL, None, worker / "staging")  # never crashes
     engine.cleanup(dump)
     manifest = _manifest(files=dump.position["files"])
-    script = engine.script([manifest], "GanttDB_copy", replace=False, until=None)
+    script = engine.restore_script([manifest], Path("GanttDB_copy"), replace=False, until=None)
     assert _move_pairs(script[0]) == [
-        ("N'" + logical.replace("'", "''") + "'", f"{DATA_DIR}/GanttDB_copy_{file_name}")
+        ("N'" + logical.replace("'", "''") + "'", f"{DATA_DIR}/{COPY}_{file_name}")
         for logical, _kind, file_name in ODD_LOGICAL
     ]
 
@@ -466,15 +439,15 @@ def test_class7_logical_names_that_look_alike_get_distinct_files(
         {"logical": "a_b", "physical": "/d/4.ndf", "type": "D"},
         {"logical": "log", "physical": "/d/5.ldf", "type": "L"},
     ]
-    script = _engine(worker, server).script(
-        [_manifest(files=files)], "C", replace=False, until=None
+    script = _engine(worker, server).restore_script(
+        [_manifest(files=files)], Path("C"), replace=False, until=None
     )
     assert [target for _logical, target in _move_pairs(script[0])] == [
-        f"{DATA_DIR}/C_a_b.mdf",
-        f"{DATA_DIR}/C_a_b_2.ndf",
-        f"{DATA_DIR}/C_a_b_3.ndf",
-        f"{DATA_DIR}/C_a_b_4.ndf",
-        f"{DATA_DIR}/C_log.ldf",
+        f"{DATA_DIR}/C_restore_{SUFFIX}_a_b.mdf",
+        f"{DATA_DIR}/C_restore_{SUFFIX}_a_b_2.ndf",
+        f"{DATA_DIR}/C_restore_{SUFFIX}_a_b_3.ndf",
+        f"{DATA_DIR}/C_restore_{SUFFIX}_a_b_4.ndf",
+        f"{DATA_DIR}/C_restore_{SUFFIX}_log.ldf",
     ]
 
 
@@ -527,7 +500,7 @@ def test_class7_a_hostile_server_default_folder_stops_the_restore_before_it_runs
     server.default_paths(data, log)
     engine = _engine(worker, server)
     with pytest.raises(EngineError, match="not allowed") as caught:
-        engine.script([_manifest()], "GanttDB_copy", replace=False, until=None)
+        engine.restore_script([_manifest()], Path("GanttDB_copy"), replace=False, until=None)
     assert "server_" in _one_sentence(caught.value)
     assert server.ran(r"^RESTORE") == []
 
@@ -535,16 +508,18 @@ def test_class7_a_hostile_server_default_folder_stops_the_restore_before_it_runs
 def test_class7_no_server_default_folder_names_the_setting(worker: Path, server: FakeOdbc) -> None:
     server.default_paths(None, None)  # SQL Server 2008 R2 and earlier
     with pytest.raises(EngineError, match="BACKUPFLOW_DATABASE__SERVER_DATA_DIR"):
-        _engine(worker, server).script([_manifest()], "GanttDB_copy", replace=False, until=None)
+        _engine(worker, server).restore_script(
+            [_manifest()], Path("GanttDB_copy"), replace=False, until=None
+        )
 
 
 def test_class7_move_uses_configured_folders_without_asking_the_server(
     worker: Path, server: FakeOdbc
 ) -> None:
     engine = _engine(worker, server, server_data_dir="D:\\SQLData\\", server_log_dir="L:\\SQLLogs")
-    script = engine.script([_manifest()], "GanttDB_copy", replace=False, until=None)
-    assert "MOVE N'GanttDB' TO N'D:\\SQLData\\GanttDB_copy_GanttDB.mdf'" in script[0]
-    assert "MOVE N'GanttDB_log' TO N'L:\\SQLLogs\\GanttDB_copy_GanttDB_log.ldf'" in script[0]
+    script = engine.restore_script([_manifest()], Path("GanttDB_copy"), replace=False, until=None)
+    assert f"MOVE N'GanttDB' TO N'D:\\SQLData\\{COPY}_GanttDB.mdf'" in script[0]
+    assert f"MOVE N'GanttDB_log' TO N'L:\\SQLLogs\\{COPY}_GanttDB_log.ldf'" in script[0]
     assert server.ran("SERVERPROPERTY") == []
 
 
@@ -555,14 +530,14 @@ def test_class7_move_uses_the_servers_windows_default_folders(
         "C:\\Program Files\\Microsoft SQL Server\\MSSQL16.MSSQLSERVER\\MSSQL\\DATA\\",
         "E:\\Logs\\",
     )
-    script = _engine(worker, server).script(
-        [_manifest()], "GanttDB_copy", replace=False, until=None
+    script = _engine(worker, server).restore_script(
+        [_manifest()], Path("GanttDB_copy"), replace=False, until=None
     )
     assert (
         "MOVE N'GanttDB' TO N'C:\\Program Files\\Microsoft SQL Server\\MSSQL16.MSSQLSERVER"
-        "\\MSSQL\\DATA\\GanttDB_copy_GanttDB.mdf'" in script[0]
+        f"\\MSSQL\\DATA\\{COPY}_GanttDB.mdf'" in script[0]
     )
-    assert "MOVE N'GanttDB_log' TO N'E:\\Logs\\GanttDB_copy_GanttDB_log.ldf'" in script[0]
+    assert f"MOVE N'GanttDB_log' TO N'E:\\Logs\\{COPY}_GanttDB_log.ldf'" in script[0]
 
 
 # -- restore targets -----------------------------------------------------------------------
@@ -578,7 +553,9 @@ def test_class7_hostile_restore_target_is_refused_everywhere(
         lambda: engine.check_target(target, replace=True),
         lambda: engine.restore_script([_manifest()], target, replace=True, until=None),
         lambda: engine.scratch_path(target),
-        lambda: engine.install(worker, target, replace=True, stamp="x"),
+        lambda: engine.install(
+            Restored(Path(f"GanttDB_restore_{SUFFIX}"), ()), target, replace=True, stamp="x"
+        ),
         lambda: engine.smoke(target),
         lambda: engine.drop(target),
     ):
@@ -600,9 +577,11 @@ def test_class7_the_live_database_in_another_case_is_still_the_live_database(
     worker: Path, server: FakeOdbc
 ) -> None:
     engine = _engine(worker, server)
-    script = engine.script([_manifest()], "ganttdb", replace=True, until=None)
-    assert script[0].startswith(f"BACKUP LOG [GanttDB] TO DISK = N'{BACKUP_DIR}/GanttDB_tail_")
-    assert "MOVE" not in script[1]  # files stay where the server has them
+    script = engine.restore_script([_manifest()], Path("ganttdb"), replace=True, until=None)
+    assert script[0].startswith(f"RESTORE DATABASE [GanttDB_restore_{SUFFIX}]")  # not live
+    assert any(s.startswith(f"BACKUP LOG [GanttDB] TO DISK = N'{BACKUP_DIR}/GanttDB_tail_")
+               for s in script)  # fmt: skip
+    assert script[-1] == f"ALTER DATABASE [GanttDB_restore_{SUFFIX}] MODIFY NAME = [GanttDB];"
     with pytest.raises(RestoreTargetError, match="live database"):
         engine.drop(Path("GANTTDB"))
 
@@ -614,20 +593,26 @@ def test_class7_a_link_planted_at_a_restore_copy_is_not_followed(
     worker: Path, server: FakeOdbc, sentinel: Path, tmp_path: Path
 ) -> None:
     manifest = _manifest()
-    planted = worker / f"restore_{manifest.id}.bak"
+    planted = worker / f"{COPY}_000.bak"
     planted.symlink_to(sentinel)
     dangling = tmp_path / "would-be-created"
     engine = _engine(worker, server)
     old = os.umask(0o022)
     try:
-        engine.restore([_source(manifest)], worker / "scratch")
+        seen: list[tuple[bool, bytes, int]] = []
+
+        def restore_reads_the_copy(_sql: str, _params: tuple[Any, ...]) -> list[ResultSet]:
+            seen.append(
+                (planted.is_symlink(), planted.read_bytes(), stat.S_IMODE(planted.stat().st_mode))
+            )
+            return server._restore(_sql, _params)
+
+        server.on(r"^RESTORE DATABASE .* FROM DISK", restore_reads_the_copy)
+        engine.restore([_source(manifest)], Path(COPY))
     finally:
         os.umask(old)
-    assert not planted.is_symlink()
-    assert planted.read_bytes() == b"TAPE"
-    assert stat.S_IMODE(planted.stat().st_mode) == 0o640
+    assert seen == [(False, b"TAPE", 0o640)]
     assert not dangling.exists()
-    engine.install(worker / "scratch", Path("GanttDB_copy"), replace=False, stamp="x")
     assert not planted.exists()
 
 
@@ -636,9 +621,13 @@ def test_class7_a_link_planted_at_a_copy_after_it_was_written_is_removed_not_fol
 ) -> None:
     manifest = _manifest()
     engine = _engine(worker, server)
-    engine.restore([_source(manifest)], worker / "scratch")
-    copy = worker / f"restore_{manifest.id}.bak"
-    copy.unlink()
-    copy.symlink_to(sentinel)  # swapped while the server restores
-    engine.install(worker / "scratch", Path("GanttDB_copy"), replace=False, stamp="x")
-    assert not copy.exists() and not copy.is_symlink()
+    copy = worker / f"{COPY}_000.bak"
+
+    def swapped_while_the_server_restores(sql: str, params: tuple[Any, ...]) -> list[ResultSet]:
+        copy.unlink()
+        copy.symlink_to(sentinel)
+        return server._restore(sql, params)
+
+    server.on(r"^RESTORE DATABASE .* FROM DISK", swapped_while_the_server_restores)
+    engine.restore([_source(manifest)], Path(COPY))
+    assert not copy.exists() and not copy.is_symlink()  # the link removed, the sentinel kept

@@ -173,3 +173,42 @@ def test_class7_a_damaged_file_list_never_repeats_its_content() -> None:
             [{"logical": "x\x00../../etc/passwd", "physical": "/x.mdf", "type": "D"}], "b1"
         )
     assert "passwd" not in str(caught.value) and "b1" in str(caught.value)
+
+
+def test_server_errors_keep_every_record_number_without_the_driver_prefix() -> None:
+    from backupflow.engines.mssql.connection import server_records
+    from tests.support.fake_odbc import log_too_recent, odbc_message
+
+    (result,) = log_too_recent(38000000036800001, 38000000035200001)
+    assert isinstance(result.error, list)
+    records = server_records(odbc_message(result.error))
+    assert [number for number, _text in records] == [4305, 3013]
+    assert records[0][1].startswith("The log in this backup set begins at LSN 38000000036800001")
+    assert records[1][1] == "RESTORE LOG is terminating abnormally."
+    assert server_records("[08001] [Microsoft] no numbers here") == [(0, "no numbers here")]
+
+
+def test_the_tail_log_is_copy_only_and_checkdb_reports_every_error() -> None:
+    from backupflow.engines.mssql import tsql
+
+    tail = tsql.tail_log_statement("Gantt]DB", "/b/t.trn")
+    assert (
+        tail
+        == "BACKUP LOG [Gantt]]DB] TO DISK = N'/b/t.trn' WITH COPY_ONLY, CHECKSUM, INIT, FORMAT;"
+    )
+    assert "NORECOVERY" not in tail  # the replaced database stays usable, kept aside
+    assert tsql.checkdb("x") == "DBCC CHECKDB ([x]) WITH NO_INFOMSGS, ALL_ERRORMSGS;"
+
+
+@pytest.mark.parametrize("target", ["GanttDB", "G" * 128, "a.b-c"])
+def test_scratch_and_aside_names_follow_the_name_rule_and_never_equal_the_target(
+    target: str,
+) -> None:
+    from backupflow.engines.mssql import restoring
+    from backupflow.names import is_database_name
+
+    scratch = restoring.scratch_name(target)
+    aside = restoring.aside_name(target, "20261126T093000Z")
+    assert is_database_name(scratch) and is_database_name(aside)
+    assert restoring.is_scratch_name(scratch) and not restoring.is_scratch_name(target)
+    assert scratch != target and aside != target

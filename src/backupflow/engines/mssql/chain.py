@@ -13,11 +13,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from backupflow.errors import CatalogError, ChainGapError, NoBackupError
 from backupflow.models import BackupKind, Manifest, utc
+from backupflow.planning import PlanStep, RestorePlan
 
-__all__ = ["lsn", "select_chain"]
+if TYPE_CHECKING:
+    from backupflow.engines.base import ChainCatalog
+
+__all__ = ["lsn", "plan_by_lsn", "select_chain"]
 
 
 _MAX_LSN = 10**25  # numeric(25,0)
@@ -114,3 +119,29 @@ def _gap(database: str, before: Manifest, after: Manifest) -> None:
         f"{after.id} (first LSN {lsn(after, 'first_lsn')}); restore to "
         f"{_ts(before.restore_point)} or earlier, or take a new full backup."
     )
+
+
+def plan_by_lsn(
+    catalog: ChainCatalog, database: str, target: datetime | None, now: datetime
+) -> RestorePlan[Manifest]:
+    """Choose the chain by LSN from every manifest (never by timestamp)."""
+    manifests = []
+    for entry in catalog.sorted_entries():
+        try:
+            manifests.append(catalog.manifest(entry.id))
+        except CatalogError as exc:
+            catalog.problems.append(f"{exc}; planning without it")
+    if not manifests:
+        raise NoBackupError(f"there are no backups of {database} in these tiers.")
+    chain, reached = select_chain(manifests, database, target)
+    steps = tuple(
+        PlanStep(m, f"{m.kind.value}: LSN {m.position['first_lsn']} to {m.position['last_lsn']}")
+        for m in chain
+    )
+    notes: tuple[str, ...] = ()
+    if target is not None and reached < utc(target):
+        notes = (
+            f"the backups reach {reached:%Y-%m-%dT%H:%M:%SZ}, earlier than the requested "
+            f"{utc(target):%Y-%m-%dT%H:%M:%SZ}",
+        )
+    return RestorePlan(database, target, steps, reached, utc(now), notes)

@@ -4,10 +4,17 @@ BACKUP and RESTORE cannot run in a transaction, so connections use ``autocommit=
 After each statement every result set is read (``nextset``) and the informational messages
 are collected: a cursor closed early makes the server abort a running BACKUP or RESTORE
 without a word, and errors such as 3013 arrive in a later result set.
+
+A server error reaches pyodbc as one exception whose text holds every diagnostic record of
+the statement (``[42000] [Microsoft][ODBC Driver 18 for SQL Server][SQL Server]<text>
+(<number>) (SQLExecDirectW); [42000] ...``).  :class:`ServerFailed` keeps each record's
+number and text, so the engine can tell a consistency error (DBCC CHECKDB) or a broken
+chain (4305, 4326) from any other failure.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -15,7 +22,49 @@ from typing import Any, Protocol
 from backupflow.config import DatabaseSettings
 from backupflow.errors import ConfigError, EngineError
 
-__all__ = ["Connection", "Result", "SqlSession", "connection_string", "odbc_connect"]
+__all__ = [
+    "Connection",
+    "Result",
+    "ServerFailed",
+    "SqlSession",
+    "connection_string",
+    "odbc_connect",
+    "server_records",
+]
+
+_RECORD = re.compile(r"(?:\[[0-9A-Z]{5}\] )?(?:\[[^\]]*\])*(.*?) \((\d+)\)(?: \(SQL\w+\))?$", re.S)
+_PREFIX = re.compile(r"^(?:\[[^\]]*\] ?)+")
+
+
+def server_records(text: str) -> list[tuple[int, str]]:
+    """The (error number, message) records of a pyodbc error text, driver prefixes removed;
+    a text without numbered records gives one record numbered 0."""
+    records = []
+    for part in re.split(r"; (?=\[[0-9A-Z]{5}\] )", text):
+        match = _RECORD.match(part.strip())
+        if match:
+            records.append((int(match.group(2)), match.group(1).strip()))
+    return records or [(0, _PREFIX.sub("", text.strip()))]
+
+
+class ServerFailed(EngineError):
+    """A statement failed on the server; ``records`` are its (number, message) pairs.  The
+    engine translates the numbers it knows into the error tree's own classes."""
+
+    def __init__(self, message: str, records: Sequence[tuple[int, str]]) -> None:
+        super().__init__(message)
+        self.records = tuple(records)
+
+    @property
+    def numbers(self) -> tuple[int, ...]:
+        return tuple(number for number, _text in self.records)
+
+    def shown(self, limit: int = 3) -> str:
+        """The first records as ``text (number)``, joined with ``; ``."""
+        return "; ".join(
+            f"{text.rstrip('.')} ({number})" if number else text.rstrip(".")
+            for number, text in self.records[:limit]
+        )
 
 
 class Cursor(Protocol):
@@ -118,7 +167,9 @@ class SqlSession:
         try:
             cursor.execute(sql, *params)
             while True:
-                result.messages += [text for _code, text in getattr(cursor, "messages", [])]
+                result.messages += [
+                    _PREFIX.sub("", str(text)) for _code, text in getattr(cursor, "messages", [])
+                ]
                 if cursor.description:
                     result.columns.append([str(col[0]) for col in cursor.description])
                     result.sets.append([tuple(row) for row in cursor.fetchall()])
@@ -126,8 +177,10 @@ class SqlSession:
                     break
         except Exception as exc:  # pyodbc.Error and driver errors; pyodbc may be absent
             detail = exc.args[-1] if getattr(exc, "args", None) else exc
-            raise EngineError(
-                f"SQL Server failed: {detail} (statement: {sql.splitlines()[0]})"
+            failed = ServerFailed("", server_records(str(detail)))
+            raise ServerFailed(
+                f"SQL Server failed: {failed.shown()} (statement: {sql.splitlines()[0]}).",
+                failed.records,
             ) from None
         finally:
             cursor.close()

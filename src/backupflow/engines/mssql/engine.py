@@ -8,15 +8,24 @@ tiers, and back for a restore.
 Every name is checked where it enters (see :mod:`backupflow.engines.mssql.paths`): the
 database name in the constructor, a restore target in :meth:`SqlServerEngine.check_target`,
 and every manifest before a restore uses it.
+
+Check, then install: ``restore`` builds the chain under a scratch database name and runs
+DBCC CHECKDB there; only ``install`` touches the target, after that check (tail-log backup
+``COPY_ONLY``, the old database renamed aside and taken offline, the scratch renamed in).
+The statements and their order are in :mod:`backupflow.engines.mssql.restoring`, what a
+failure says in :mod:`backupflow.engines.mssql.failures`, and the whole procedure for
+operators in ``docs/sqlserver-restore.md``.
 """
 
 from __future__ import annotations
 
+import os
+import re
 import secrets
 import shutil
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from pathlib import Path, PurePath
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -31,32 +40,28 @@ from backupflow.engines.base import (
     Installed,
     Restored,
 )
-from backupflow.engines.mssql import paths, tsql
-from backupflow.engines.mssql.chain import select_chain
-from backupflow.engines.mssql.connection import SqlSession
+from backupflow.engines.mssql import failures, paths, restoring, tsql
+from backupflow.engines.mssql.chain import plan_by_lsn
+from backupflow.engines.mssql.connection import ServerFailed, SqlSession
+from backupflow.engines.mssql.folders import ServerFolders
+from backupflow.engines.mssql.history import backup_position
 from backupflow.errors import (
     CatalogError,
     ConfigError,
     EngineError,
-    IntegrityError,
-    NoBackupError,
     RestoreTargetError,
     SourceNotFoundError,
 )
-from backupflow.models import BackupKind, Manifest, utc
-from backupflow.names import check_database_name, is_database_name
-from backupflow.planning import PlanStep, RestorePlan
+from backupflow.fsutil import free_bytes, readable_size
+from backupflow.models import BackupKind, Manifest
+from backupflow.names import check_database_name
+from backupflow.planning import RestorePlan
 
 __all__ = ["SqlServerEngine"]
 
 _TYPES = {"D": BackupKind.FULL, "I": BackupKind.DIFF, "L": BackupKind.LOG}
-_HEADER_TYPES = {1: "D", 5: "I", 2: "L"}
 _EXT = {BackupKind.FULL: ".bak", BackupKind.DIFF: ".bak", BackupKind.LOG: ".trn"}
 _SYSTEM_DATABASES = {"master", "model", "msdb", "tempdb", "mssqlsystemresource", "distribution"}
-_SETTING = {
-    "data": "server_data_dir (BACKUPFLOW_DATABASE__SERVER_DATA_DIR)",
-    "log": "server_log_dir (BACKUPFLOW_DATABASE__SERVER_LOG_DIR)",
-}
 
 
 def _same_name(a: str, b: str) -> bool:
@@ -85,67 +90,15 @@ class SqlServerEngine(Engine):
         self.database = check_database_name(database, where)
         self.session = session
         self.chunk_bytes = chunk_bytes
-        self._backup_dir = self._folder(
-            settings.server_backup_dir,
-            "server_backup_dir (BACKUPFLOW_DATABASE__SERVER_BACKUP_DIR)",
-            allow_share=True,
-        )
-        self._configured = {
-            "data": self._folder(settings.server_data_dir, _SETTING["data"]),
-            "log": self._folder(settings.server_log_dir, _SETTING["log"]),
-        }
-        self._defaults: dict[str, PurePath] | None = None
-        self.last_script: list[str] = []
+        self.folders = ServerFolders(settings, session)
 
-    # -- paths -------------------------------------------------------------------------
-
-    @staticmethod
-    def _folder(value: str | None, where: str, *, allow_share: bool = False) -> PurePath | None:
-        if value is None:
-            return None
-        try:
-            return paths.check_server_folder(value, where, allow_share=allow_share)
-        except ValueError as exc:
-            raise ConfigError(str(exc)) from None
+    # -- names -----------------------------------------------------------------------
 
     def _server_path(self, file_name: str) -> str:
-        assert self._backup_dir is not None
-        return paths.server_file(self._backup_dir, file_name)
+        return self.folders.server_path(file_name)
 
     def _worker_path(self, file_name: str) -> Path:
         return paths.worker_file(self.settings.worker_backup_dir, file_name)
-
-    def _move_folders(self) -> tuple[PurePath, PurePath]:
-        """Where files of a database restored under a new name go: the configured folders,
-        else the server's default data and log folders (asked once)."""
-        found = dict(self._configured)
-        if found["data"] is None or found["log"] is None:
-            if self._defaults is None:
-                self._defaults = self._server_defaults()
-            for role in ("data", "log"):
-                found[role] = found[role] or self._defaults[role]
-        data, log = found["data"], found["log"]
-        assert data is not None and log is not None
-        return data, log
-
-    def _server_defaults(self) -> dict[str, PurePath]:
-        records = self.session.run(tsql.default_paths_query()).records()
-        row = records[0] if records else {}
-        defaults = {}
-        for role, column in (("data", "data_path"), ("log", "log_path")):
-            value = row.get(column)
-            if not value:
-                raise EngineError(
-                    f"SQL Server does not report its default {role} folder; set "
-                    f"{_SETTING[role]} to the folder for restored {role} files."
-                )
-            try:
-                defaults[role] = paths.check_server_folder(
-                    value, f"default {role} folder SQL Server reports"
-                )
-            except ValueError as exc:
-                raise EngineError(f"{str(exc)[:-1]}; set {_SETTING[role]} instead.") from None
-        return defaults
 
     def _target_name(self, target: Path) -> str:
         """A restore target is a database name, never a path; system databases are refused."""
@@ -158,34 +111,11 @@ class SqlServerEngine(Engine):
             raise RestoreTargetError(
                 f"{name} is a system database; restore into a user database name with --into."
             )
-        return name
+        return self.database if _same_name(name, self.database) else name
 
     def _checked(self, manifest: Manifest) -> list[paths.ManifestFile]:
         """A manifest's names, checked before anything uses them."""
-        if not is_database_name(manifest.database):
-            raise CatalogError(
-                f"backup {manifest.id} names a database that breaks the name rule; its "
-                "manifest is damaged or was altered, so restore from another tier."
-            )
-        if manifest.database != self.database:
-            raise CatalogError(
-                f"backup {manifest.id} belongs to another database than {self.database}; its "
-                "manifest was moved or altered, so restore from another tier."
-            )
-        if manifest.engine != self.name:
-            raise CatalogError(
-                f"backup {manifest.id} is not a SQL Server backup; restore it with its own engine."
-            )
-        server_name = manifest.position.get("server_file")
-        if server_name is not None:
-            try:
-                paths.check_file_name(server_name)
-            except EngineError:
-                raise CatalogError(
-                    f"backup {manifest.id} records a server file name that is not a plain file "
-                    "name; its manifest is damaged or was altered, so restore from another tier."
-                ) from None
-        return paths.manifest_files(manifest.position.get("files"), manifest.id)
+        return paths.check_manifest(manifest, self.database, self.name)
 
     def _local(self, moment: Any) -> datetime:
         if not isinstance(moment, datetime):
@@ -198,16 +128,14 @@ class SqlServerEngine(Engine):
     # -- backup ------------------------------------------------------------------------
 
     def check_source(self) -> None:
-        rows = self.session.run(
-            "SELECT state_desc FROM sys.databases WHERE name = ?;", self.database
-        ).rows
-        if not rows:
+        state = self._state(self.database)
+        if state is None:
             raise SourceNotFoundError(
                 f"SQL Server {self.settings.server} has no database {self.database}; check "
                 "BACKUPFLOW_DATABASE__NAME (DB_NAME)."
             )
-        if str(rows[0][0]) != "ONLINE":
-            raise EngineError(f"database {self.database} is {rows[0][0]}, not ONLINE.")
+        if state[0] != "ONLINE":
+            raise EngineError(f"database {self.database} is {state[0]}, not ONLINE.")
 
     def dump(self, kind: BackupKind, parent: BackupSource | None, staging: Path) -> Dump:
         del parent  # SQL Server keeps its own chain (LSNs)
@@ -223,7 +151,7 @@ class SqlServerEngine(Engine):
         )
         if self.settings.verify_backup:
             self.session.run(tsql.verifyonly(server_path))
-        position = self._position(server_path)
+        position = backup_position(self.session, self.database, server_path, self._local)
         if _TYPES.get(str(position["type"])) is not kind:
             raise EngineError(
                 f"SQL Server recorded a {position['type']} backup where a {kind.value} backup "
@@ -253,47 +181,6 @@ class SqlServerEngine(Engine):
             files=(DumpFile("data", self._worker_path(file_name), measure=True),),
             position=position,
         )
-
-    def _position(self, server_path: str) -> dict[str, Any]:
-        """The backup's LSNs from msdb; RESTORE HEADERONLY when msdb cannot answer."""
-        try:
-            rows = self.session.run(tsql.msdb_query(), self.database, server_path).rows
-        except EngineError:
-            rows = []
-        if rows:
-            row = rows[0]
-            return {
-                "first_lsn": int(row[0]),
-                "last_lsn": int(row[1]),
-                "checkpoint_lsn": int(row[2]),
-                "database_backup_lsn": int(row[3] or 0),
-                "differential_base_lsn": int(row[4] or 0),
-                "type": str(row[5]),
-                "is_copy_only": bool(row[6]),
-                "backup_start": self._local(row[7]).isoformat(),
-                "backup_finish": row[8],
-                "recovery_fork": str(row[9]).lower(),
-                "database_guid": str(row[10]).lower(),
-                "source": "msdb",
-            }
-        header = self.session.run(tsql.headeronly(server_path)).records()
-        if not header:
-            raise EngineError(f"neither msdb nor RESTORE HEADERONLY describe {server_path}.")
-        h = header[0]
-        return {
-            "first_lsn": int(h["FirstLSN"]),
-            "last_lsn": int(h["LastLSN"]),
-            "checkpoint_lsn": int(h["CheckpointLSN"]),
-            "database_backup_lsn": int(h.get("DatabaseBackupLSN") or 0),
-            "differential_base_lsn": int(h.get("DifferentialBaseLSN") or 0),
-            "type": _HEADER_TYPES.get(int(h["BackupType"]), "?"),
-            "is_copy_only": bool(h.get("IsCopyOnly")),
-            "backup_start": self._local(h["BackupStartDate"]).isoformat(),
-            "backup_finish": h["BackupFinishDate"],
-            "recovery_fork": str(h.get("RecoveryForkID", "")).lower(),
-            "database_guid": str(h.get("BindingID", "")).lower(),
-            "source": "headeronly",
-        }
 
     def list_databases(self) -> list[str]:
         """Online user databases, as the server spells them: the caller applies the name
@@ -326,129 +213,183 @@ class SqlServerEngine(Engine):
 
     # -- restore -----------------------------------------------------------------------
 
-    def script(
-        self, chain: Sequence[Manifest], target: str, *, replace: bool, until: datetime | None
-    ) -> list[str]:
-        """The exact T-SQL of a restore of ``chain`` into ``target`` (printed by a dry run).
-
-        Under its own name the database keeps its files where the server has them; under a
-        new name its files go to the configured or the server's default folders, named
-        ``<target>_<logical name, safely spelt>`` with a checked suffix.
-        """
-        target = self._target_name(Path(target))
-        files = [self._checked(manifest) for manifest in chain]
-        live = _same_name(target, self.database)
-        statements = []
-        if chain and replace and live and self.settings.tail_log_before_replace:
-            tail = self._server_path(f"{self.database}_tail_{chain[-1].id}.trn")
-            statements.append(tsql.tail_log_statement(self.database, tail))
-        moves: list[tuple[str, str]] = []
-        if chain and not live:
-            if not files[0]:
-                raise CatalogError(
-                    f"backup {chain[0].id} has no file list, so it cannot be restored under a "
-                    "new name; restore it under its own name or from another backup."
-                )
-            data, log = self._move_folders()
-            moves = paths.move_targets(files[0], target, data, log)
-        for index, manifest in enumerate(chain):
-            statements.append(
-                tsql.restore_statement(
-                    target,
-                    self._server_path(self._restore_name(manifest)),
-                    manifest.kind.value,
-                    moves=moves if index == 0 else (),
-                    replace=replace and index == 0,
-                    stop_at=until if manifest.kind is BackupKind.LOG else None,
-                    server_timezone=self.settings.server_timezone,
-                )
-            )
-        statements += [tsql.recover(target), tsql.checkdb(target)]
-        return statements
-
-    def restore_script(
-        self, chain: Sequence[Manifest], target: Path, *, replace: bool, until: datetime | None
-    ) -> list[str]:
-        return self.script(chain, self._target_name(target), replace=replace, until=until)
-
-    @staticmethod
-    def _restore_name(manifest: Manifest) -> str:
-        return f"restore_{manifest.id}{_EXT[manifest.kind]}"
-
     def plan_restore(
         self, catalog: ChainCatalog, database: str, target: datetime | None, now: datetime
     ) -> RestorePlan[Manifest]:
         """Choose the chain by LSN from every manifest (never by timestamp)."""
-        manifests = []
-        for entry in catalog.sorted_entries():
-            try:
-                manifests.append(catalog.manifest(entry.id))
-            except CatalogError as exc:
-                catalog.problems.append(f"{exc}; planning without it")
-        if not manifests:
-            raise NoBackupError(f"there are no backups of {database} in these tiers.")
-        chain, reached = select_chain(manifests, database, target)
-        steps = tuple(
-            PlanStep(
-                m, f"{m.kind.value}: LSN {m.position['first_lsn']} to {m.position['last_lsn']}"
+        return plan_by_lsn(catalog, database, target, now)
+
+    def _state(self, name: str) -> tuple[str, str] | None:
+        """(state_desc, recovery_model_desc) of a database, None if the server has none."""
+        rows = self.session.run(tsql.state_query(), name).rows
+        return (str(rows[0][0]), str(rows[0][1])) if rows else None
+
+    def _scratch(self, scratch: Path) -> str:
+        """A scratch database name this engine made: never the live database."""
+        name = self._target_name(scratch)
+        if not restoring.is_scratch_name(name) or _same_name(name, self.database):
+            raise EngineError(
+                f"{name} is not a scratch name of this engine; refusing to restore into it."
             )
-            for m in chain
+        return name
+
+    def restore_script(
+        self, chain: Sequence[Manifest], target: Path, *, replace: bool, until: datetime | None
+    ) -> list[str]:
+        """The T-SQL a restore of ``chain`` into ``target`` runs (printed by a dry run): the
+        scratch restore and its check, then the swap (see :mod:`.restoring`)."""
+        name = self._target_name(target)
+        scratch = self._scratch(self.scratch_path(target))
+        statements = self._restore_statements(chain, scratch, until)
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        swap, _aside = self._swap(scratch, name, replace=replace, stamp=stamp)
+        return statements + [step.statement for step in swap]
+
+    def _restore_statements(
+        self, chain: Sequence[Manifest], scratch: str, until: datetime | None
+    ) -> list[str]:
+        files = [self._checked(manifest) for manifest in chain]
+        if chain and not files[0]:
+            raise CatalogError(
+                f"backup {chain[0].id} has no file list, so SQL Server cannot be told where to "
+                "put its files; restore from another backup."
+            )
+        data, log = self.folders.move_folders()
+        moves = paths.move_targets(files[0], scratch, data, log) if chain else []
+        steps = [
+            (m.kind, self._server_path(restoring.copy_name(scratch, i, m.kind)))
+            for i, m in enumerate(chain)
+        ]
+        return restoring.restore_statements(
+            scratch, steps, moves, until=until, server_timezone=self.settings.server_timezone
         )
-        notes: tuple[str, ...] = ()
-        if target is not None and reached < utc(target):
-            notes = (
-                f"the backups reach {reached:%Y-%m-%dT%H:%M:%SZ}, earlier than the requested "
-                f"{utc(target):%Y-%m-%dT%H:%M:%SZ}",
-            )
-        return RestorePlan(database, target, steps, reached, utc(now), notes)
 
     def restore(
         self, chain: Sequence[BackupSource], scratch: Path, *, until: datetime | None = None
     ) -> Restored:
-        """Bring the chain's files to the server's backup folder, verified on the way."""
-        for source in chain:
-            self._checked(source.manifest)
+        """Copy the chain's files to the server's backup folder (verified on the way), restore
+        them under the scratch name and run DBCC CHECKDB there; the live database is not
+        touched.  The copies are removed whatever happens; a scratch database left by a
+        failure is dropped by :meth:`discard`."""
+        name = self._scratch(scratch)
         manifests = tuple(source.manifest for source in chain)
+        statements = self._restore_statements(manifests, name, until)
+        if self._state(name) is not None:
+            raise EngineError(f"the scratch database {name} already exists; restore again.")
         folder = self.settings.worker_backup_dir
-        for source in chain:
-            path = self._worker_path(self._restore_name(source.manifest))
-            with source.open_object("data") as src, paths.create_private(folder, path) as out:
-                shutil.copyfileobj(src, out, self.chunk_bytes)
-        return Restored(scratch, manifests, detail=until)
+        copies = [
+            self._worker_path(restoring.copy_name(name, i, m.kind)) for i, m in enumerate(manifests)
+        ]
+        try:
+            for source, path in zip(chain, copies, strict=True):
+                with source.open_object("data") as src, paths.create_private(folder, path) as out:
+                    shutil.copyfileobj(src, out, self.chunk_bytes)
+            for index, statement in enumerate(statements):
+                try:
+                    self.session.run(statement)
+                except ServerFailed as exc:
+                    step = manifests[index] if index < len(manifests) else None
+                    raise failures.restore_failed(exc, step, name, statement) from None
+        finally:
+            for path in copies:
+                paths.remove_inside(folder, path)
+        return Restored(Path(name), manifests, checks=(f"DBCC CHECKDB ({name})",))
+
+    def _swap(
+        self, scratch: str, target: str, *, replace: bool, stamp: str
+    ) -> tuple[list[restoring.SwapStep], str | None]:
+        """The swap's steps, and the name the replaced target is kept under (if any)."""
+        existing = self._state(target)
+        if existing is None:
+            return restoring.swap_steps(scratch, target, aside=None, tail=None), None
+        state, recovery = existing
+        if not replace:
+            raise RestoreTargetError(
+                f"database {target} already exists; pass --replace to restore over it (it is "
+                "kept aside, offline) or choose another name with --into."
+            )
+        if state != "ONLINE":
+            raise RestoreTargetError(
+                f"database {target} is {state}, not ONLINE, so it cannot be kept aside; drop or "
+                "rename it by hand, or restore under another name with --into."
+            )
+        aside = check_database_name(restoring.aside_name(target, stamp), "the kept-aside name")
+        if self._state(aside) is not None:
+            raise RestoreTargetError(
+                f"database {aside} already exists; drop it or restore again a second later."
+            )
+        tail = None
+        if self.settings.tail_log_before_replace and recovery != "SIMPLE":
+            tail = self._server_path(restoring.tail_name(target, stamp))
+        return restoring.swap_steps(scratch, target, aside=aside, tail=tail), aside
 
     def install(self, restored: Restored, target: Path, *, replace: bool, stamp: str) -> Installed:
-        """Run the restore script into the target database, then DBCC CHECKDB."""
-        del stamp
-        chain = restored.manifests
+        """Put the checked scratch in place as ``target``: an existing target is kept aside
+        offline as ``<target>_before_restore_<stamp>`` after its log tail is backed up."""
+        scratch = self._scratch(restored.scratch)
         name = self._target_name(target)
-        self.last_script = self.script(chain, name, replace=replace, until=restored.detail)
+        state = self._state(scratch)
+        if state is None or state[0] != "ONLINE":
+            raise EngineError(
+                f"the checked copy {scratch} is not online on the server; restore again."
+            )
+        steps, aside = self._swap(scratch, name, replace=replace, stamp=stamp)
+        failures.run_swap(self.session, steps)
+        return Installed(target=Path(name), kept_aside=(Path(aside),) if aside else ())
+
+    def discard(self, scratch: Path) -> None:
+        """Drop the scratch database if it is still there (a failed restore or check) and
+        remove the copies a restore left in the backup folder; never the live database."""
+        name = self._scratch(scratch)
+        folder = self.settings.worker_backup_dir
+        copies = re.compile(re.escape(name) + r"_\d{3}\.(bak|trn)")
+        for entry in os.scandir(folder):
+            if copies.fullmatch(entry.name):
+                paths.remove_inside(folder, folder / entry.name)
+        state = self._state(name)
+        if state is None:
+            return
+        if state[0] == "ONLINE":
+            self.session.run(tsql.set_option(name, "SINGLE_USER"))
+        self.session.run(tsql.drop_database(name))
+
+    def check_space(self, chain: Sequence[Manifest], scratch: Path) -> None:
+        """The chain's files are copied to the worker's backup folder first: refuse a restore
+        whose recorded sizes do not fit there.  (The server needs room for a second copy of
+        the database in its data and log folders; see docs/sqlserver-restore.md.)"""
+        needed = self.space_needed(chain)
         try:
-            for statement in self.last_script[:-1]:
-                self.session.run(statement)
-            check = self.session.run(self.last_script[-1])
-            if check.messages or any(check.sets):
-                raise IntegrityError(
-                    f"DBCC CHECKDB reported problems in {name}: {'; '.join(check.messages[:3])}"
-                )
-        finally:
-            folder = self.settings.worker_backup_dir
-            for manifest in chain:
-                paths.remove_inside(folder, self._worker_path(self._restore_name(manifest)))
-        return Installed(target=target)
+            folder, free = free_bytes(self.settings.worker_backup_dir)
+        except OSError as exc:
+            raise RestoreTargetError(
+                f"cannot read the free space of {self.settings.worker_backup_dir} "
+                f"({exc.strerror}); check worker_backup_dir."
+            ) from exc
+        if needed > free:
+            raise RestoreTargetError(
+                f"the restore copies {readable_size(needed)} of backups to {folder}, which has "
+                f"only {readable_size(free)} free; free some space there."
+            )
 
     def check_target(self, target: Path, replace: bool) -> None:
         name = self._target_name(target)
-        rows = self.session.run("SELECT 1 FROM sys.databases WHERE name = ?;", name).rows
-        if rows and not replace:
+        existing = self._state(name)
+        if existing is None:
+            return
+        if not replace:
             raise RestoreTargetError(
-                f"database {name} already exists; pass --replace to restore over it "
-                "(a tail-log backup is taken first) or choose another name with --into."
+                f"database {name} already exists; pass --replace to restore over it (it is "
+                "kept aside, offline, after a tail-log backup) or choose another name with --into."
+            )
+        if existing[0] != "ONLINE":
+            raise RestoreTargetError(
+                f"database {name} is {existing[0]}, not ONLINE, so it cannot be kept aside; drop "
+                "or rename it by hand, or restore under another name with --into."
             )
 
     def scratch_path(self, target: Path) -> Path:
-        # Never created by this engine (the server restores in place); a name inside the
-        # worker's folder so that the generic clean-up can only touch that folder.
-        return self._worker_path(f"restore-{self._target_name(target)}.scratch")
+        """A scratch database name on the server: ``<target>_restore_<8 hex>``."""
+        return Path(restoring.scratch_name(self._target_name(target)))
 
     def default_target(self, restore_point: datetime) -> Path:
         stamp = f"{restore_point.astimezone(UTC):%Y%m%d_%H%M%S}"

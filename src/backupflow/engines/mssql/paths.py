@@ -24,12 +24,15 @@ from pathlib import Path, PurePath, PurePosixPath, PureWindowsPath
 from typing import BinaryIO
 
 from backupflow.errors import CatalogError, EngineError
+from backupflow.models import Manifest
+from backupflow.names import is_database_name
 
 __all__ = [
     "COPY_MODE",
     "FILE_NAME_PATTERN",
     "ManifestFile",
     "check_file_name",
+    "check_manifest",
     "check_server_folder",
     "create_private",
     "manifest_files",
@@ -231,3 +234,33 @@ def move_targets(
         folder = log if item.type == "L" else data
         moves.append((item.logical, server_file(folder, name + item.suffix)))
     return moves
+
+
+def check_manifest(manifest: Manifest, database: str, engine: str) -> list[ManifestFile]:
+    """A manifest's names, checked before anything uses them: its database must be
+    ``database`` (and follow the name rule), its engine ``engine``, its server file name one
+    plain component; its file list is returned checked."""
+    if not is_database_name(manifest.database):
+        raise CatalogError(
+            f"backup {manifest.id} names a database that breaks the name rule; its "
+            "manifest is damaged or was altered, so restore from another tier."
+        )
+    if manifest.database != database:
+        raise CatalogError(
+            f"backup {manifest.id} belongs to another database than {database}; its "
+            "manifest was moved or altered, so restore from another tier."
+        )
+    if manifest.engine != engine:
+        raise CatalogError(
+            f"backup {manifest.id} is not a SQL Server backup; restore it with its own engine."
+        )
+    server_name = manifest.position.get("server_file")
+    if server_name is not None:
+        try:
+            check_file_name(server_name)
+        except EngineError:
+            raise CatalogError(
+                f"backup {manifest.id} records a server file name that is not a plain file "
+                "name; its manifest is damaged or was altered, so restore from another tier."
+            ) from None
+    return manifest_files(manifest.position.get("files"), manifest.id)

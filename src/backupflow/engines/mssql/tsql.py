@@ -14,13 +14,17 @@ __all__ = [
     "backup_statement",
     "checkdb",
     "default_paths_query",
+    "drop_database",
     "filelistonly",
     "headeronly",
     "literal",
     "msdb_query",
     "name",
     "recover",
+    "rename_database",
     "restore_statement",
+    "set_option",
+    "state_query",
     "tail_log_statement",
     "verifyonly",
 ]
@@ -53,10 +57,21 @@ def backup_statement(
 
 
 def tail_log_statement(database: str, path: str) -> str:
-    """A tail-log backup that leaves the database restoring, so nothing committed is lost."""
+    """The tail of the log of a database about to be replaced, taken ``COPY_ONLY``.
+
+    Not ``NORECOVERY``: that would leave the database RESTORING, and it is kept aside as it
+    was.  Not a plain log backup: that would move the log archive point, and backupflow's
+    next log backup could no longer follow its own chain.  "A copy-only log backup preserves
+    the existing log archive point and, therefore, does not affect the sequencing of regular
+    log backups."  (https://learn.microsoft.com/en-us/sql/relational-databases/backup-restore/copy-only-backups-sql-server)
+    Not ``NO_TRUNCATE`` (COPY_ONLY plus CONTINUE_AFTER_ERROR, for a damaged database, "might
+    have incomplete metadata"): the database is ONLINE here, and a tail that fails stops the
+    swap instead of producing a doubtful file
+    (https://learn.microsoft.com/en-us/sql/t-sql/statements/backup-transact-sql).
+    """
     return (
         f"BACKUP LOG {name(database)} TO DISK = {literal(path)} "
-        "WITH NORECOVERY, CHECKSUM, INIT, FORMAT;"
+        "WITH COPY_ONLY, CHECKSUM, INIT, FORMAT;"
     )
 
 
@@ -131,4 +146,30 @@ def recover(target: str) -> str:
 
 
 def checkdb(target: str) -> str:
-    return f"DBCC CHECKDB({name(target)}) WITH NO_INFOMSGS;"
+    """Every consistency error is raised at severity 16 (so the driver raises), none is cut
+    short (``ALL_ERRORMSGS``), and a clean database prints nothing (``NO_INFOMSGS``).
+    https://learn.microsoft.com/en-us/sql/t-sql/database-console-commands/dbcc-checkdb-transact-sql
+    """
+    return f"DBCC CHECKDB ({name(target)}) WITH NO_INFOMSGS, ALL_ERRORMSGS;"
+
+
+def state_query() -> str:
+    """A database's state and recovery model (no row: it does not exist)."""
+    return "SELECT state_desc, recovery_model_desc FROM sys.databases WHERE name = ?;"
+
+
+def set_option(database: str, option: str) -> str:
+    """``ALTER DATABASE ... SET`` one of SINGLE_USER, MULTI_USER, OFFLINE, ONLINE; the first
+    and OFFLINE roll back other sessions' transactions instead of waiting for them."""
+    assert option in ("SINGLE_USER", "MULTI_USER", "OFFLINE", "ONLINE")
+    rollback = " WITH ROLLBACK IMMEDIATE" if option in ("SINGLE_USER", "OFFLINE") else ""
+    return f"ALTER DATABASE {name(database)} SET {option}{rollback};"
+
+
+def rename_database(old: str, new: str) -> str:
+    """https://learn.microsoft.com/en-us/sql/relational-databases/databases/rename-a-database"""
+    return f"ALTER DATABASE {name(old)} MODIFY NAME = {name(new)};"
+
+
+def drop_database(database: str) -> str:
+    return f"DROP DATABASE {name(database)};"
