@@ -18,7 +18,7 @@ from backupflow.config import Settings
 from backupflow.engines.base import BackupSource, Dump, Engine
 from backupflow.errors import ConfigError
 from backupflow.filesets import FILE_SETS, is_content_addressed
-from backupflow.filesets.contents import latest_backup, store_contents
+from backupflow.filesets import contents
 from backupflow.filesets.engine import FileSetEngine
 from backupflow.fsutil import privatize_files
 from backupflow.keys import Keyring
@@ -150,7 +150,7 @@ class FileSetSubject(Subject):
     def decide(self, tiers: Sequence[Tier], kind: BackupKind, logger: Logger) -> BackupJob:
         del kind  # a file set is always stored whole (contents are deduplicated instead)
         if is_content_addressed(self.name):
-            self.previous = latest_backup(tiers, self.category, self.name)
+            self.previous = contents.latest_backup(tiers, self.category, self.name)
         if self.previous and not backup.readable_with(self.previous[0], self.previous[1].keyring):
             logger.warning(
                 "the previous backup %s of %s is encrypted to a key this worker holds no "
@@ -193,11 +193,11 @@ class FileSetSubject(Subject):
     def store(
         self, tier: Tier, job: BackupJob, dump: Dump, codec: Codec, logger: Logger
     ) -> tuple[StoredObject, ...]:
-        contents: tuple[StoredObject, ...] = ()
+        stored: tuple[StoredObject, ...] = ()
         if is_content_addressed(self.name):
             previous = self.previous[0] if self.previous else None
             members_file = next(f.path for f in dump.files if f.role == "members")
-            contents = store_contents(
+            stored = contents.store_contents(
                 tier.storage,
                 job,
                 members_file,
@@ -211,16 +211,16 @@ class FileSetSubject(Subject):
                 keyring=tier.keyring,
             )
             reused = {o.key for o in previous.objects} if previous else set()
-            new = [r for r in contents if r.key not in reused]
+            new = [r for r in stored if r.key not in reused]
             logger.info(
                 "%s: %d distinct contents, %d new (%d bytes stored), %d already in the tier",
                 tier.name,
-                len(contents),
+                len(stored),
                 len(new),
                 sum(r.size for r in new),
-                len(contents) - len(new),
+                len(stored) - len(new),
             )
-        return contents + super().store(tier, job, dump, codec, logger)
+        return stored + super().store(tier, job, dump, codec, logger)
 
     def notes(self) -> tuple[str, ...]:
         return self.engine.report.notes()

@@ -132,7 +132,7 @@ def test_backup_then_restore_from_the_command_line(run: Run, tmp_path: Path) -> 
 
     plan = run("prune", "--dry-run")
     assert plan.returncode == 0, plan.stderr
-    assert "Retention in primary (dry run)" in plan.stdout
+    assert "Retention of gantt in primary (dry run)" in plan.stdout
     assert "within the 30-day full retention" in plan.stdout
     assert "nothing was deleted" in plan.stdout
     pruned = run("prune", "--tier", "dr")

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from backupflow import backup_run
 from backupflow.config import Settings, load_settings, use_settings
 from backupflow.errors import BackupflowError
 from backupflow.models import BackupKind
@@ -41,11 +42,11 @@ def test_class7_star_backs_up_only_rule_abiding_names_and_fails_saying_how_many(
     )
     backed_up: list[str] = []
 
-    def backup_one(settings: Settings, kind: BackupKind) -> Any:
-        backed_up.append(settings.database.name)
+    def backup_one(subject: Any, *_args: Any, **_kwargs: Any) -> Any:
+        backed_up.append(subject.name)
         return None
 
-    monkeypatch.setattr(flow_module, "_backup_one", backup_one)
+    monkeypatch.setattr(backup_run, "run_backup", backup_one)
     with use_settings(_settings(tmp_path)), pytest.raises(BackupflowError) as caught:
         flow_module.backup_database(kind=BackupKind.FULL)
     assert backed_up == ["Audit", "GanttDB"]

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from backupflow.config import DatabaseSettings, Settings, load_settings
-from backupflow.engines import databases_to_back_up, open_engine
+from backupflow.engines import open_engine
 from backupflow.engines.base import BackupSource, Dump, DumpFile, Restored
 from backupflow.engines.mssql import SqlServerEngine, restoring
 from backupflow.engines.mssql.connection import SqlSession
@@ -29,6 +29,7 @@ from backupflow.errors import (
     RestoreTargetError,
 )
 from backupflow.models import BackupKind, Category, Manifest, StoredObject
+from backupflow.series import databases as databases_to_back_up
 from tests.support.fake_odbc import FakeOdbc, ResultSet
 
 BACKUP_DIR = "/var/opt/mssql/backup"

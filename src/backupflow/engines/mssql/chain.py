@@ -16,7 +16,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from backupflow.errors import CatalogError, ChainGapError, NoBackupError
-from backupflow.models import BackupKind, Manifest, utc
+from backupflow.models import BackupKind, Manifest, iso, utc
 from backupflow.planning import PlanStep, RestorePlan
 
 if TYPE_CHECKING:
@@ -46,10 +46,6 @@ def _finish(manifest: Manifest) -> datetime:
     return manifest.restore_point
 
 
-def _ts(moment: datetime) -> str:
-    return utc(moment).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
-
-
 def select_chain(
     backups: Sequence[Manifest], database: str, target: datetime | None
 ) -> tuple[list[Manifest], datetime]:
@@ -65,7 +61,7 @@ def select_chain(
     fulls = [m for m in backups if m.kind is BackupKind.FULL and finished(m)]
     if not fulls:
         first = min((m for m in backups if m.kind is BackupKind.FULL), key=_finish, default=None)
-        where = f"the first one finished at {_ts(_finish(first))}" if first else "none exists"
+        where = f"the first one finished at {iso(_finish(first))}" if first else "none exists"
         raise NoBackupError(f"no full backup of {database} finished by the target: {where}.")
     full = max(fulls, key=lambda m: (lsn(m, "last_lsn"), _finish(m)))
     diffs = [
@@ -115,9 +111,9 @@ def select_chain(
 def _gap(database: str, before: Manifest, after: Manifest) -> None:
     raise ChainGapError(
         f"the log chain of {database} has a gap between {before.kind.value} {before.id} "
-        f"(last LSN {lsn(before, 'last_lsn')}, {_ts(before.restore_point)}) and log "
+        f"(last LSN {lsn(before, 'last_lsn')}, {iso(before.restore_point)}) and log "
         f"{after.id} (first LSN {lsn(after, 'first_lsn')}); restore to "
-        f"{_ts(before.restore_point)} or earlier, or take a new full backup."
+        f"{iso(before.restore_point)} or earlier, or take a new full backup."
     )
 
 

@@ -184,7 +184,7 @@ class SqlServerEngine(Engine):
 
     def list_databases(self) -> list[str]:
         """Online user databases, as the server spells them: the caller applies the name
-        rule (:func:`backupflow.engines.databases_to_back_up`)."""
+        rule (:func:`backupflow.series.databases`)."""
         rows = self.session.run(
             "SELECT name FROM sys.databases WHERE database_id > 4 AND state_desc = 'ONLINE' "
             "ORDER BY name;"
