@@ -302,7 +302,7 @@ def restore_files_cmd(
             raise ParameterError(
                 f"--undo cannot be combined with {', '.join(given)}; give --set and --undo only."
             )
-        from backupflow.filesets.engine import UNDO_FILE, undo_in_place
+        from backupflow.filesets.undo import UNDO_FILE, undo_in_place
 
         folder = check_undo_folder(undo, chosen.root, UNDO_FILE)
         count = undo_in_place(folder, chosen.root)
