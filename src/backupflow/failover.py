@@ -22,6 +22,7 @@ from pydantic import ValidationError
 
 from backupflow.config import FailoverSettings
 from backupflow.errors import BackupflowError, ConfigError
+from backupflow.prefect_adapter import aws_session
 
 __all__ = [
     "DnsChange",
@@ -75,9 +76,7 @@ def route53_client(settings: FailoverSettings) -> Any:
     import boto3
 
     if settings.credentials_block:
-        from prefect_aws import AwsCredentials
-
-        session = AwsCredentials.load(settings.credentials_block).get_boto3_session()
+        session = aws_session(settings.credentials_block, "BACKUPFLOW_FAILOVER__CREDENTIALS_BLOCK")
     else:
         session = boto3.session.Session()
     return session.client("route53", endpoint_url=settings.route53_endpoint_url)

@@ -31,10 +31,12 @@ from dataclasses import dataclass, field
 import pyrage
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from pydantic import SecretStr
 from pyrage import x25519
 
 from backupflow.config import KeySettings
 from backupflow.errors import ConfigError, MissingKeyError
+from backupflow.prefect_adapter import load_secret
 
 __all__ = [
     "GeneratedKeys",
@@ -287,8 +289,8 @@ def generate_keys() -> GeneratedKeys:
 def load_keyring(settings: KeySettings) -> Keyring:
     """The keyring these settings describe; secrets come from the settings (environment or
     env-file) or from the named Prefect Secret blocks, never from a flow parameter."""
-    signing_text = _secret(settings.signing_key.get_secret_value(), settings.signing_key_block)
-    identities_text = _secret(settings.identities.get_secret_value(), settings.identities_block)
+    signing_text = _secret(settings.signing_key, settings.signing_key_block, "SIGNING_KEY_BLOCK")
+    identities_text = _secret(settings.identities, settings.identities_block, "IDENTITIES_BLOCK")
     return Keyring(
         recipients=tuple(parse_recipients(settings.recipients, "BACKUPFLOW_CRYPTO__RECIPIENTS")),
         identities=tuple(parse_identities(identities_text, "BACKUPFLOW_CRYPTO__IDENTITIES")),
@@ -302,16 +304,14 @@ def load_keyring(settings: KeySettings) -> Keyring:
     )
 
 
-def _secret(value: str, block: str | None) -> str:
+def _secret(secret: SecretStr, block: str | None, setting: str) -> str:
+    """The key in the settings, else the one in the Secret block the setting names."""
+    value = secret.get_secret_value()
     if value.strip() or not block:
         return value
-    try:
-        from prefect.blocks.system import Secret
-
-        loaded = Secret.load(block).get()  # type: ignore[union-attr]
-    except Exception:
-        raise MissingKeyError(
-            f"the Secret block {block!r} cannot be loaded; create it (`make bootstrap` or "
-            "`backupflow key init --blocks`) or fix the setting that names it."
-        ) from None
-    return str(loaded)
+    return load_secret(
+        block,
+        "BACKUPFLOW_CRYPTO__" + setting,
+        create="create it (`make bootstrap` or `backupflow key init --blocks`)",
+        error=MissingKeyError,
+    )

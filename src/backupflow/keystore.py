@@ -22,9 +22,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from backupflow.errors import BackupflowError, ConfigError, ParameterError
+from backupflow.errors import ConfigError, ParameterError
 from backupflow.fsutil import create_private_file, fsync_dir
 from backupflow.keys import GeneratedKeys, Keyring, key_id, parse_identities, parse_recipients
+from backupflow.prefect_adapter import find_secret, save_secret
 
 __all__ = [
     "IDENTITIES_BLOCK",
@@ -37,7 +38,6 @@ __all__ = [
     "configured_parts",
     "describe",
     "escrow_text",
-    "load_block",
     "rotated",
     "save_blocks",
     "write_env_file",
@@ -308,42 +308,24 @@ def write_escrow_file(path: Path, keys: GeneratedKeys) -> None:
 # -- Prefect Secret blocks -------------------------------------------------------------
 
 
-def load_block(name: str) -> str | None:
-    """The value of the Secret block ``name``, or None when there is none."""
-    from prefect.blocks.system import Secret
-
-    try:
-        block = Secret.load(name)
-    except ValueError:
-        return None
-    except Exception as exc:
-        raise BackupflowError(
-            f"the Secret block {name} cannot be read ({type(exc).__name__}); check that the "
-            "Prefect API at PREFECT_API_URL is up."
-        ) from None
-    return str(block.get())  # type: ignore[union-attr]
-
-
 def block_exists(name: str) -> bool:
-    return load_block(name) is not None
+    return find_secret(name) is not None
 
 
 def save_blocks(keyset: KeySet) -> list[str]:
     """Save the signing key and the identities as Secret blocks.  Identities already in the
     identities block are kept (a key is never dropped from it); returns what was done."""
-    from prefect.blocks.system import Secret
-
     done = []
-    old = load_block(IDENTITIES_BLOCK)
+    old = find_secret(IDENTITIES_BLOCK)
     identities = list(keyset.identities)
     if old:
         held = {key_id(str(i.to_public())) for i in parse_identities("\n".join(identities))}
         for ident in parse_identities(old, f"the Secret block {IDENTITIES_BLOCK}"):
             if key_id(str(ident.to_public())) not in held:
                 identities.append(str(ident))
-    Secret(value="\n".join(identities)).save(IDENTITIES_BLOCK, overwrite=True)
+    save_secret(IDENTITIES_BLOCK, "\n".join(identities))
     done.append(f"Secret block {IDENTITIES_BLOCK} saved ({len(identities)} age identities)")
-    Secret(value=keyset.signing_key).save(SIGNING_KEY_BLOCK, overwrite=True)
+    save_secret(SIGNING_KEY_BLOCK, keyset.signing_key)
     done.append(
         f"Secret block {SIGNING_KEY_BLOCK} saved (signing key {key_id(keyset.new.verify_key)})"
     )

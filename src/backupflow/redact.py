@@ -14,10 +14,10 @@ import json
 import os
 import re
 from collections.abc import Iterable, Iterator, Mapping
-from typing import cast
 from urllib.parse import quote, quote_plus
 
 from backupflow.config import Settings
+from backupflow.prefect_adapter import aws_block_values, secret_block_values
 
 __all__ = ["MASK", "block_secrets", "known_secrets", "mask"]
 
@@ -61,7 +61,7 @@ def block_secrets(settings: Settings) -> list[str]:
         settings.crypto.identities_block,
     ):
         if block:
-            found.extend(_secret_block(block))
+            found.extend(secret_block_values(block))
     repository = settings.repository
     names = {
         tier.credentials_block
@@ -71,33 +71,8 @@ def block_secrets(settings: Settings) -> list[str]:
     if settings.failover.credentials_block:
         names.add(settings.failover.credentials_block)
     for name in sorted(names):
-        found.extend(_aws_block(name))
+        found.extend(aws_block_values(name))
     return [value for value in found if value]
-
-
-def _secret_block(name: str) -> list[str]:
-    try:
-        from prefect.blocks.system import Secret
-
-        value: object = cast(Secret[str], Secret.load(name)).get()
-    except Exception:  # a block that cannot be loaded holds nothing we could leak
-        return []
-    return [value] if isinstance(value, str) else [json.dumps(value)]
-
-
-def _aws_block(name: str) -> list[str]:
-    try:
-        from prefect_aws import AwsCredentials
-
-        block = AwsCredentials.load(name)
-    except Exception:  # as above
-        return []
-    secret = block.aws_secret_access_key
-    return [
-        secret.get_secret_value() if secret is not None else "",
-        block.aws_session_token or "",
-        block.aws_access_key_id or "",
-    ]
 
 
 def _spellings(secret: str) -> Iterator[str]:

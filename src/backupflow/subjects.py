@@ -17,8 +17,7 @@ from backupflow.codecs import Codec
 from backupflow.config import Settings
 from backupflow.engines.base import BackupSource, Dump, Engine
 from backupflow.errors import ConfigError
-from backupflow.filesets import FILE_SETS, is_content_addressed
-from backupflow.filesets import contents
+from backupflow.filesets import FILE_SETS, contents, is_content_addressed
 from backupflow.filesets.engine import FileSetEngine
 from backupflow.fsutil import privatize_files
 from backupflow.keys import Keyring

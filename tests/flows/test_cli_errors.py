@@ -619,7 +619,7 @@ def test_what_escapes_a_command_is_still_one_line(
     def explode(*, for_flows: bool = True) -> None:
         raise raised
 
-    monkeypatch.setattr(cli, "_settings", explode)
+    monkeypatch.setattr(cli, "cli_settings", explode)
 
     with pytest.raises(SystemExit) as leaving:
         cli.main(["catalog"])
@@ -634,7 +634,7 @@ def test_debug_shows_where_a_bug_is(monkeypatch: pytest.MonkeyPatch) -> None:
     def explode(*, for_flows: bool = True) -> None:
         raise ZeroDivisionError("division by zero")
 
-    monkeypatch.setattr(cli, "_settings", explode)
+    monkeypatch.setattr(cli, "cli_settings", explode)
     monkeypatch.setenv("BACKUPFLOW_DEBUG", "1")
 
     with pytest.raises(ZeroDivisionError):

@@ -14,7 +14,7 @@ from backupflow.catalog import Catalog
 from backupflow.config import Settings, use_settings
 from backupflow.errors import EngineError, ParameterError, RestoreTargetError
 from backupflow.filesets.contents import remove_unreferenced_content
-from backupflow.filesets.engine import undo_in_place
+from backupflow.filesets.undo import undo_in_place
 from backupflow.models import Category
 from backupflow.retention import policy_for, prune_tier
 from backupflow.storage import open_tier

@@ -241,9 +241,9 @@ def test_data_filter_alone_refuses_hostile_entries_when_our_entry_check_is_off(
     entry: tuple[tarfile.TarInfo, bytes | None],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import backupflow.filesets.engine as files_engine
+    import backupflow.filesets.unpack as unpack
 
-    monkeypatch.setattr(files_engine, "_check_tar_entry", _lenient_entry_check)
+    monkeypatch.setattr(unpack, "_check_tar_entry", _lenient_entry_check)
     storage = MemoryStorage()
     _store_backup(storage, _tar([entry]), [_member("ok.txt", b"x")])
     target = tmp_path / "restored"

@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
-import backupflow.filesets.engine as files_engine
+import backupflow.filesets.undo as files_undo
 from backupflow.errors import BackupflowError, IntegrityError, RestoreTargetError
-from backupflow.filesets.engine import plan_changes, undo_in_place
+from backupflow.filesets.engine import plan_changes
+from backupflow.filesets.undo import undo_in_place
 from backupflow.storage import MemoryStorage
 from tests.support.filesets import file, folder, link, restore, snapshot, store
 
@@ -94,7 +95,7 @@ def test_class3_a_hostile_or_damaged_undo_record_changes_nothing(world: Path, ca
 def test_class3_an_undo_record_larger_than_the_bound_is_refused(
     world: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(files_engine, "MAX_UNDO_BYTES", 100)
+    monkeypatch.setattr(files_undo, "MAX_UNDO_BYTES", 100)
     root = world / "root"
     _aside(root, {"created": ["new.txt"] + [f"x{i}" for i in range(50)], "replaced": []})
     before = snapshot(world)

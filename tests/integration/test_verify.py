@@ -33,7 +33,8 @@ from backupflow.storage import MemoryStorage, Tier, open_tiers
 from backupflow.storage.base import ObjectInfo, Storage, get_bytes, put_bytes
 from backupflow.storage.retry import RetryingStorage
 from backupflow.storage.s3 import S3Storage
-from backupflow.verify import (
+from backupflow.verify import verify
+from backupflow.verify.report import (
     BROKEN_CHAIN,
     DAMAGED_OBJECT,
     FOREIGN_MANIFEST,
@@ -48,7 +49,6 @@ from backupflow.verify import (
     VerifyReport,
     in_sample,
     sample_window,
-    verify,
 )
 from tests.support import filesets
 from tests.support.chain import take_backup

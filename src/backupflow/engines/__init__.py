@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import cast
-
 from backupflow.config import Settings
 from backupflow.engines.base import BackupSource, Capabilities, Dump, DumpFile, Engine, Installed
 from backupflow.engines.sqlite import SqliteEngine
@@ -45,14 +43,7 @@ def database_password(settings: Settings) -> str:
     environment).  Never a flow parameter or a command-line argument."""
     block = settings.database.password_block
     if block:
-        try:
-            from prefect.blocks.system import Secret
+        from backupflow.prefect_adapter import load_secret
 
-            value = cast(Secret[str], Secret.load(block)).get()
-        except Exception as exc:  # the block API raises several kinds
-            raise ConfigError(
-                f"the Secret block {block!r} cannot be loaded; create it or fix "
-                "BACKUPFLOW_DATABASE__PASSWORD_BLOCK."
-            ) from exc
-        return str(value)
+        return load_secret(block, "BACKUPFLOW_DATABASE__PASSWORD_BLOCK")
     return settings.database.password.get_secret_value()

@@ -4,7 +4,11 @@ and how it is put back.
 * :mod:`~backupflow.filesets.members`: selecting, scanning and listing a set's files;
 * :mod:`~backupflow.filesets.contents`: content-addressed storage (one object per distinct
   content) and the pre-backup hook;
-* :mod:`~backupflow.filesets.engine`: the dump / restore / install steps of a file set.
+* :mod:`~backupflow.filesets.engine`: the dump / restore / install steps of a file set;
+* :mod:`~backupflow.filesets.unpack`: unpacking a backup into scratch, verified entry by
+  entry;
+* :mod:`~backupflow.filesets.undo`: replacing a live folder in place (what is replaced is
+  kept aside) and undoing it.
 
 File sets are not database engines: they share the backup and restore runs, not the
 database engine interface's chain rules.

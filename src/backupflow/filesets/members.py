@@ -42,6 +42,7 @@ __all__ = [
     "open_source",
     "scan",
     "select",
+    "tree_entries",
     "write_tar",
 ]
 
@@ -81,6 +82,12 @@ class Member:
 
     def to_json(self) -> str:
         return json.dumps({k: v for k, v in asdict(self).items() if v is not None})
+
+
+def tree_entries(members: Iterable[Member]) -> list[tuple[str, str, str | None]]:
+    """``members`` as the (path, type, link target) entries that
+    :func:`~backupflow.safepaths.check_tree` checks."""
+    return [(m.path, m.type, m.target) for m in members]
 
 
 def encode_members(members: Iterable[Member]) -> Iterator[bytes]:

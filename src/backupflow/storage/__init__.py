@@ -73,15 +73,11 @@ def make_s3_client(tier: TierSettings, repository: RepositorySettings) -> Any:
         response_checksum_validation="when_required",
     )
     if tier.credentials_block:
-        try:
-            from prefect_aws import AwsCredentials
+        from backupflow.prefect_adapter import aws_session
 
-            session = AwsCredentials.load(tier.credentials_block).get_boto3_session()
-        except Exception as exc:  # the block API raises several kinds
-            raise ConfigError(
-                f"the AWS credentials block {tier.credentials_block!r} cannot be loaded; create "
-                "it (deployments/bootstrap) or fix the tier's credentials_block."
-            ) from exc
+        session = aws_session(
+            tier.credentials_block, "BACKUPFLOW_REPOSITORY__<TIER>__CREDENTIALS_BLOCK"
+        )
     else:
         session = boto3.session.Session()
     return session.client(

@@ -1,53 +1,14 @@
-"""``backupflow verify``: is every tier still a trustworthy copy of every backup?
-
-Like pgBackRest's ``verify`` and restic's ``check --read-data-subset``, one run checks, for
-every series (the database and each file set) in every tier:
-
-* **authenticity**: every manifest is read once and must carry a signature of a trusted
-  key (foreign, unsigned and tampered manifests are findings, by tier and key);
-* **presence and size** of every object a manifest lists, from the LIST results alone
-  (no HEAD request per object);
-* a **rotating sample of full reads** (``read_data_percent``): each sampled object is read
-  whole, decrypted and hashed (:func:`backupflow.pipeline.open_verified`);
-* **chains**: every differential and log backup's parent (and base) is an authenticated
-  backup of the same tier;
-* **agreement between tiers**: a backup is in every tier whose retention keeps it, and
-  every tier's manifest of it records the same objects, sizes and checksums;
-* **foreign objects** (keys under a series' folder that match none of our key patterns),
-  **orphans** (our pattern, but no authenticated manifest owns them, older than the grace
-  period) and **unfinished S3 multipart uploads** older than the grace period.
-
-Sample rule: each backup gets a fixed position ``u`` in [0, 1) from a SHA-256 of the seed
-and its id.  Week ``w`` (whole weeks since Monday 1970-01-05, UTC) reads the backups whose
-``u`` lies in ``[w * p, (w + 1) * p)`` modulo 1, with ``p = read_data_percent / 100``.  The
-windows of ``ceil(1 / p)`` consecutive weeks tile [0, 1), so with the default 25% and a
-weekly run every backup that is kept for four weekly runs (any month holds four) has had
-every byte read once; backups kept for less (differentials, logs) are read with
-probability ``p`` per run.  The same backups are read in every tier.
-
-Request budget (S3 requests; a local folder does the same work without requests):
-
-* one LIST per 1,000 keys under each series' folder, per tier (manifests, data and
-  content share the listing);
-* one GET per manifest (each is authenticated, so each is read once);
-* for each object read by the sample: one HEAD and one GET;
-* for S3 tiers, one ListMultipartUploads per 1,000 unfinished uploads of each series
-  (at least one).
-
-So 1,000 backups of one object each in one local tier, without data reads, cost
-``ceil(2,000 / 1,000) + 1,000 = 1,002`` requests.  :attr:`VerifyReport.requests` counts
-them as S3 would bill them.
+"""The checks of one series in one tier: its LIST, its manifests, its objects' presence and
+size, its chains, the sampled full reads and unfinished S3 uploads (see
+:mod:`backupflow.verify`).
 """
 
 from __future__ import annotations
 
-import hashlib
-import math
 import re
-from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 
 from backupflow.catalog import Catalog, CatalogEntry, manifests_prefix, series_prefix
@@ -57,37 +18,35 @@ from backupflow.errors import (
     ForeignManifestError,
     IntegrityError,
     ObjectNotFoundError,
-    ParameterError,
     StorageError,
 )
-from backupflow.models import Category, Manifest, StoredObject, utc
+from backupflow.models import Manifest, StoredObject, utc
 from backupflow.pipeline import open_verified, verify_stored
-from backupflow.retention import RetentionPolicy, plan_retention
 from backupflow.storage import Tier
 from backupflow.storage.base import ObjectInfo, Storage
 from backupflow.storage.retry import RetryingStorage
 from backupflow.storage.s3 import S3Storage
+from backupflow.verify.report import (
+    BROKEN_CHAIN,
+    DAMAGED_OBJECT,
+    FOREIGN_MANIFEST,
+    FOREIGN_OBJECT,
+    MISSING_OBJECT,
+    ORPHAN,
+    UNFINISHED_UPLOAD,
+    UNREACHABLE,
+    UNREADABLE_MANIFEST,
+    WRONG_SIZE,
+    Finding,
+    Series,
+    TierSummary,
+    VerifyReport,
+    in_sample,
+    list_pages,
+)
 
-__all__ = [
-    "DEFAULT_READ_DATA_PERCENT",
-    "LIST_PAGE",
-    "Finding",
-    "Series",
-    "TierSummary",
-    "VerificationFailedError",
-    "VerifyReport",
-    "in_sample",
-    "list_pages",
-    "sample_window",
-    "verify",
-]
+__all__ = ["Run", "TierState"]
 
-#: Every byte is read once in four weekly runs (see the module's sample rule).
-DEFAULT_READ_DATA_PERCENT = 25.0
-#: Keys per LIST page (S3's ListObjectsV2 and ListMultipartUploads maximum).
-LIST_PAGE = 1000
-
-_EPOCH_MONDAY = datetime(1970, 1, 5, tzinfo=UTC)
 _ID = r"(?P<id>(?P<date>[0-9]{8})T[0-9]{6}Z-(?:full|diff|log)-[0-9a-f]{6})"
 #: ``<YYYY-MM-DD>/<backup-id>.<role>[.zst|.gz][.age]``, the day being the id's own date.
 _DATA_KEY = re.compile(
@@ -103,139 +62,6 @@ SQLSERVER = "sqlserver"
 #: Manifests authenticated at once (each is one GET).
 READ_WORKERS = 8
 
-#: Kinds of finding (also the artifact's ``kind`` column).
-FOREIGN_MANIFEST = "foreign-manifest"
-UNREADABLE_MANIFEST = "unreadable-manifest"
-MISSING_OBJECT = "missing-object"
-WRONG_SIZE = "wrong-size"
-DAMAGED_OBJECT = "damaged-object"
-BROKEN_CHAIN = "broken-chain"
-TIER_DISAGREEMENT = "tier-disagreement"
-FOREIGN_OBJECT = "foreign-object"
-ORPHAN = "orphan"
-UNFINISHED_UPLOAD = "unfinished-upload"
-UNREACHABLE = "unreachable"
-
-
-class VerificationFailedError(BackupflowError):
-    """``verify`` found at least one problem in the tiers."""
-
-
-@dataclass(frozen=True)
-class Series:
-    """One series of backups: the database, or one file set."""
-
-    category: Category
-    name: str
-
-    @property
-    def label(self) -> str:
-        return f"{self.category.value}/{self.name}"
-
-
-@dataclass(frozen=True)
-class Finding:
-    """One problem, by tier and series; ``detail`` names the key or backup."""
-
-    tier: str
-    series: str
-    kind: str
-    detail: str
-
-
-@dataclass
-class TierSummary:
-    """What one tier holds of one series, and what was read of it."""
-
-    tier: str
-    series: str
-    backups: int = 0
-    objects: int = 0
-    sampled: int = 0
-    bytes_read: int = 0
-    ciphertext_only: int = 0
-
-
-@dataclass
-class VerifyReport:
-    """The outcome of one verify run."""
-
-    findings: list[Finding] = field(default_factory=list)
-    summaries: list[TierSummary] = field(default_factory=list)
-    requests: int = 0
-    bytes_read: int = 0
-    #: (tier, backup id) of every backup the sample read in full.
-    sampled: list[tuple[str, str]] = field(default_factory=list)
-    window: tuple[float, float] = (0.0, 0.0)
-
-    @property
-    def ok(self) -> bool:
-        return not self.findings
-
-    def for_series(self, label: str) -> list[Finding]:
-        return [f for f in self.findings if f.series == label]
-
-    def table(self, label: str, limit: int = 1000) -> list[dict[str, Any]]:
-        """The artifact's rows for one series: one summary row per tier, then the findings
-        (at most ``limit`` of them; one last row counts the rest)."""
-        rows: list[dict[str, Any]] = [
-            {
-                "tier": s.tier,
-                "kind": "summary",
-                "detail": (
-                    f"{s.backups} authenticated backup(s), {s.objects} object(s) listed, "
-                    f"{s.sampled} object(s) read in full ({s.bytes_read} bytes)"
-                    + (
-                        f", {s.ciphertext_only} checked as ciphertext only (no age identity here)"
-                        if s.ciphertext_only
-                        else ""
-                    )
-                ),
-            }
-            for s in self.summaries
-            if s.series == label
-        ]
-        findings = self.for_series(label)
-        rows += [{"tier": f.tier, "kind": f.kind, "detail": f.detail} for f in findings[:limit]]
-        if len(findings) > limit:
-            rows.append(
-                {
-                    "tier": "-",
-                    "kind": "more",
-                    "detail": f"{len(findings) - limit} more finding(s) are in the run's log",
-                }
-            )
-        return rows
-
-
-def list_pages(count: int) -> int:
-    """LIST requests needed for ``count`` keys (an empty listing still costs one)."""
-    return max(1, math.ceil(count / LIST_PAGE))
-
-
-def sample_window(now: datetime, percent: float) -> tuple[float, float]:
-    """This week's window ``[start, start + p)`` (modulo 1) of sample positions."""
-    if not 0 <= percent <= 100 or math.isnan(percent):
-        raise ParameterError(f"read_data_percent must be between 0 and 100, not {percent}.")
-    share = percent / 100
-    week = (utc(now) - _EPOCH_MONDAY).days // 7
-    return ((week * share) % 1.0, share)
-
-
-def _position(seed: str, backup_id: str) -> float:
-    digest = hashlib.sha256(f"{seed}\0{backup_id}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64
-
-
-def in_sample(backup_id: str, window: tuple[float, float], seed: str = "") -> bool:
-    """Whether this week's window reads ``backup_id``."""
-    start, share = window
-    if share >= 1:
-        return True
-    if share <= 0:
-        return False
-    return (_position(seed, backup_id) - start) % 1.0 < share
-
 
 def _inner(storage: Storage) -> Storage:
     while isinstance(storage, RetryingStorage):
@@ -244,7 +70,7 @@ def _inner(storage: Storage) -> Storage:
 
 
 @dataclass
-class _TierState:
+class TierState:
     """What one tier holds of one series after its LIST and manifest reads."""
 
     tier: Tier
@@ -252,7 +78,9 @@ class _TierState:
     entries: dict[str, CatalogEntry] = field(default_factory=dict)
 
 
-class _Run:
+class Run:
+    """One verify run: its report, its clock and its sample seed."""
+
     def __init__(
         self,
         report: VerifyReport,
@@ -273,7 +101,7 @@ class _Run:
 
     # -- one tier -----------------------------------------------------------------------
 
-    def tier(self, tier: Tier, series: Series) -> _TierState | None:
+    def tier(self, tier: Tier, series: Series) -> TierState | None:
         storage = tier.storage
         prefix = series_prefix(series.category, series.name)
         summary = TierSummary(tier.name, series.label)
@@ -285,7 +113,7 @@ class _Run:
             return None
         self.report.requests += list_pages(len(infos))
         self.report.summaries.append(summary)
-        state = _TierState(tier)
+        state = TierState(tier)
         listed = {info.key: info for info in infos}
         data: list[ObjectInfo] = []
         content: list[ObjectInfo] = []
@@ -377,7 +205,7 @@ class _Run:
                 f"{record.size}",
             )
 
-    def _chains(self, tier: Tier, series: Series, state: _TierState) -> None:
+    def _chains(self, tier: Tier, series: Series, state: TierState) -> None:
         sqlserver = [m for m in state.manifests.values() if m.engine == SQLSERVER]
         if sqlserver:
             # SQL Server's own rules (LSNs, recovery fork) for the newest chain.
@@ -403,7 +231,7 @@ class _Run:
         self,
         tier: Tier,
         series: Series,
-        state: _TierState,
+        state: TierState,
         listed: dict[str, ObjectInfo],
         summary: TierSummary,
     ) -> None:
@@ -487,82 +315,3 @@ class _Run:
                 if isinstance(initiated, datetime)
                 else f"s3://{s3.bucket}/{upload.get('Key', '?')} was never completed",
             )
-
-    # -- across tiers -------------------------------------------------------------------
-
-    def agreement(
-        self,
-        series: Series,
-        states: Sequence[_TierState],
-        policy: Callable[[str, Category], RetentionPolicy] | None,
-    ) -> None:
-        backups: dict[str, Manifest] = {}
-        for state in states:
-            for backup_id, manifest in state.manifests.items():
-                backups.setdefault(backup_id, manifest)
-        entries = sorted(
-            (e for s in states for backup_id, e in s.entries.items() if backup_id in s.manifests),
-            key=lambda e: (e.restore_point, e.id),
-        )
-        unique = list({e.id: e for e in entries}.values())
-        kept: dict[str, set[str]] = {}
-        if policy is not None:
-            for state in states:
-                rules = replace(policy(state.tier.name, series.category), lock=None)
-                kept[state.tier.name] = {b.id for b in plan_retention(unique, rules, self.now).kept}
-        for backup_id, first in sorted(backups.items()):
-            holders = [s for s in states if backup_id in s.manifests]
-            recorded = _records(first)
-            for state in holders:
-                if _records(state.manifests[backup_id]) != recorded:
-                    self.find(
-                        state.tier.name,
-                        series,
-                        TIER_DISAGREEMENT,
-                        f"backup {backup_id}: the manifest in {state.tier.name} records other "
-                        f"objects, sizes or checksums than the one in {holders[0].tier.name}",
-                    )
-            if first.finished_at >= self.cutoff:
-                continue  # replication may still be copying it
-            for state in states:
-                if backup_id in state.manifests:
-                    continue
-                if policy is not None and backup_id not in kept[state.tier.name]:
-                    continue
-                self.find(
-                    state.tier.name,
-                    series,
-                    TIER_DISAGREEMENT,
-                    f"backup {backup_id} is in {', '.join(s.tier.name for s in holders)} but "
-                    f"not in {state.tier.name}"
-                    + (", whose retention keeps it" if policy is not None else ""),
-                )
-
-
-def _records(manifest: Manifest) -> tuple[tuple[str, str, int, str], ...]:
-    return tuple(sorted((o.role, o.key, o.size, o.sha256) for o in manifest.objects))
-
-
-def verify(
-    tiers: Sequence[Tier],
-    series: Iterable[Series],
-    *,
-    now: datetime,
-    read_data_percent: float = DEFAULT_READ_DATA_PERCENT,
-    seed: str = "",
-    grace: timedelta = timedelta(hours=1),
-    policy: Callable[[str, Category], RetentionPolicy] | None = None,
-    chunk_bytes: int = 1 << 20,
-) -> VerifyReport:
-    """Check every series in every tier (see the module's list); never writes anything.
-
-    ``policy(tier, category)`` gives each tier's retention, so a backup is only expected
-    in the tiers whose retention keeps it; without it, every tier should hold every
-    backup.
-    """
-    report = VerifyReport(window=sample_window(now, read_data_percent))
-    run = _Run(report, now=now, grace=grace, seed=seed, chunk_bytes=chunk_bytes)
-    for one in series:
-        states = [s for tier in tiers if (s := run.tier(tier, one)) is not None]
-        run.agreement(one, states, policy)
-    return report
