@@ -18,6 +18,7 @@ from typing import BinaryIO
 from backupflow.catalog import CatalogEntry
 from backupflow.engines.base import BackupSource, Engine
 from backupflow.errors import (
+    BackupflowError,
     IntegrityError,
     NoBackupError,
     StorageError,
@@ -61,6 +62,8 @@ class RestoreOutcome:
     finished_at: datetime
     tiers_used: dict[str, str] = field(default_factory=dict)
     problems: tuple[str, ...] = ()
+    #: What the engine saved before the restore (a tail-log backup of a replaced database).
+    saved: tuple[str, ...] = ()
 
     @property
     def seconds(self) -> float:
@@ -192,7 +195,9 @@ def execute_restore(
     stamp = compact(started)
     scratch = engine.scratch_path(target)
     engine.check_space(plan.manifests, scratch)
-    make_dirs(target.parent)
+    if engine.capabilities.target == "path":
+        make_dirs(target.parent)
+    saved = engine.before_restore(target, replace=replace, stamp=stamp)
     unusable: set[tuple[str, str]] = set()
     problems: list[str] = []
     while True:
@@ -219,7 +224,11 @@ def execute_restore(
             if report is not None:
                 report(f"{exc}; trying the next tier")
         finally:
-            engine.discard(scratch)
+            try:
+                engine.discard(scratch)
+            except BackupflowError as exc:  # never hide why the restore itself failed
+                if report is not None:
+                    report(f"could not remove the scratch {scratch}: {exc}")
     return RestoreOutcome(
         plan=plan,
         target=installed.target,
@@ -228,4 +237,5 @@ def execute_restore(
         finished_at=datetime.now(UTC),
         tiers_used={backup_id: tier.name for backup_id, tier in chosen.items()},
         problems=tuple(problems),
+        saved=saved,
     )

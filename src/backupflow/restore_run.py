@@ -176,6 +176,8 @@ def _restore(
         plan.restore_point.isoformat(),
         ", ".join(sorted(set(outcome.tiers_used.values()))),
     )
+    for line in outcome.saved:
+        logger.info(line)
     for aside in outcome.kept_aside:
         logger.warning("the replaced copy was kept aside as %s", aside)
     return outcome

@@ -154,6 +154,13 @@ class Engine(ABC):
         only replaced with ``replace``, and is then kept aside (suffix ``stamp``), never
         deleted."""
 
+    def before_restore(self, target: Path, *, replace: bool, stamp: str) -> tuple[str, ...]:
+        """Save what a restore over ``target`` would lose, before anything is built; it must
+        leave the target as it is (SQL Server backs up the tail of the live database's log,
+        ``COPY_ONLY``).  Returns what was saved, for the report; nothing by default."""
+        del target, replace, stamp
+        return ()
+
     def discard(self, scratch: Path) -> None:
         """Remove what a restore left in ``scratch`` (after install, or after a failure);
         by default the scratch file or folder, never following a link."""
