@@ -59,7 +59,7 @@ def _prune(tiers: list[TierChoice] | None, dry_run: bool) -> list[TierPrune]:
         for series in all_series(settings):
             plan, report = steps.run(
                 PRUNE,
-                f"prune-{series.label}-{tier.name}",
+                f"prune-{series.name}-{tier.name}",
                 partial(
                     prune_series,
                     tier,
@@ -71,9 +71,9 @@ def _prune(tiers: list[TierChoice] | None, dry_run: bool) -> list[TierPrune]:
                     log=log,
                 ),
             )
-            results.append(TierPrune(tier.name, series.label, plan, report))
+            results.append(TierPrune(tier.name, series.name, plan, report))
             create_table_artifact(
-                key=artifact_key("retention", series.label, tier.name),
+                key=artifact_key("retention", series.name, tier.name),
                 table=[
                     {
                         "id": d.backup.id,
@@ -84,7 +84,7 @@ def _prune(tiers: list[TierChoice] | None, dry_run: bool) -> list[TierPrune]:
                     }
                     for d in plan.decisions
                 ],
-                description=f"Retention plan of {series.label} in {tier.name}"
+                description=f"Retention plan of {series.name} in {tier.name}"
                 + (" (dry run)" if dry_run else ""),
             )
     failed = [f for r in results if r.report for f in r.report.failed]

@@ -29,7 +29,7 @@ def replicate_backups() -> ReplicationReport:
     for series in all_series(settings):
         one = steps.run(
             REPLICATE,
-            f"replicate-{series.label}",
+            f"replicate-{series.name}",
             partial(replicate_series, tiers, series.category, series.name, settings, steps.logger),
         )
         report.copied += one.copied

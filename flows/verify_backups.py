@@ -15,7 +15,6 @@ from backupflow.series import all_series
 from backupflow.storage import open_tiers
 from backupflow.verify import (
     DEFAULT_READ_DATA_PERCENT,
-    Series,
     VerificationFailedError,
     VerifyReport,
     sample_window,
@@ -38,7 +37,7 @@ def verify_backups(read_data_percent: float | None = None) -> VerifyReport:
     percent = DEFAULT_READ_DATA_PERCENT if read_data_percent is None else read_data_percent
     now = datetime.now(UTC)
     sample_window(now, percent)  # a bad percentage fails before any request
-    series = [Series(s.category, s.name) for s in all_series(settings)]
+    series = all_series(settings)
     report = verify(
         open_tiers(settings),
         series,

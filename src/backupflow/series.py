@@ -28,7 +28,8 @@ class Series:
 
     @property
     def label(self) -> str:
-        return self.name if self.category is Category.DATABASE else self.category.value
+        """``category/name``, e.g. ``database/gantt`` or ``uploads/uploads``."""
+        return f"{self.category.value}/{self.name}"
 
 
 def databases(

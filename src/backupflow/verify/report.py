@@ -32,7 +32,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from backupflow.errors import BackupflowError, ParameterError
-from backupflow.models import Category, utc
+from backupflow.models import utc
+from backupflow.series import Series
 
 __all__ = [
     "BROKEN_CHAIN",
@@ -83,18 +84,6 @@ UNREACHABLE = "unreachable"
 
 class VerificationFailedError(BackupflowError):
     """``verify`` found at least one problem in the tiers."""
-
-
-@dataclass(frozen=True)
-class Series:
-    """One series of backups: the database, or one file set."""
-
-    category: Category
-    name: str
-
-    @property
-    def label(self) -> str:
-        return f"{self.category.value}/{self.name}"
 
 
 @dataclass(frozen=True)
