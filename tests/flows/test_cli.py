@@ -137,7 +137,7 @@ def test_backup_then_restore_from_the_command_line(run: Run, tmp_path: Path) -> 
     assert "nothing was deleted" in plan.stdout
     pruned = run("prune", "--tier", "dr")
     assert pruned.returncode == 0, pruned.stderr
-    assert "dr: deleted 0" in pruned.stdout
+    assert "dr (gantt): deleted 0" in pruned.stdout
     assert len(json.loads(run("catalog", "--json").stdout)["backups"]) == 1
 
 
