@@ -366,8 +366,10 @@ class DatabaseSettings(BaseModel):
     )
     tail_log_before_replace: bool = Field(
         default=True,
-        description="SQL Server: take a tail-log backup WITH NORECOVERY before restoring over "
-        "the live database, so nothing committed is lost.",
+        description="SQL Server: before restoring over a database with --replace, back up "
+        "the tail of its log (COPY_ONLY, to <server_backup_dir>/<name>_tail_<stamp>.trn; "
+        "not in the SIMPLE recovery model); the database itself stays as it is, and is kept "
+        "aside offline when the restored copy is put in place.",
     )
     missing_full: Literal["promote", "fail"] = Field(
         default="promote",

@@ -13,12 +13,13 @@ from typing import Any
 import pytest
 
 from backupflow.config import DatabaseSettings, Settings
-from backupflow.engines.base import BackupSource
+from backupflow.engines.base import BackupSource, Installed
 from backupflow.engines.mssql import SqlServerEngine
 from backupflow.engines.mssql.connection import SqlSession, connection_string
 from backupflow.errors import ChainGapError, EngineError, IntegrityError, RestoreTargetError
 from backupflow.models import BackupKind, Category, Manifest, StoredObject
 from tests.support.fake_odbc import (
+    Database,
     FakeOdbc,
     ResultSet,
     cannot_open_device,
@@ -29,6 +30,10 @@ from tests.support.fake_odbc import (
 
 BACKUP_DIR = "/var/opt/mssql/backup"
 SCRATCH = r"GanttDB(?:_restore)?_restore_[0-9a-f]{8}"
+STAMP = "20261126T093000Z"
+TAIL = f"BACKUP LOG [GanttDB] TO DISK = N'{BACKUP_DIR}/GanttDB_tail_{STAMP}.trn' " + (
+    "WITH COPY_ONLY, CHECKSUM, INIT, FORMAT;"
+)
 
 
 def _settings(tmp_path: Path, **extra: Any) -> DatabaseSettings:
@@ -148,17 +153,27 @@ def _chain(tmp_path: Path, server: FakeOdbc) -> list[BackupSource]:
 
 def _restore(
     engine: SqlServerEngine, chain: list[BackupSource], target: str, *, replace: bool
-) -> Any:
-    """What execute_restore does with an engine: scratch, restore, install, discard."""
+) -> tuple[tuple[str, ...], Installed]:
+    """What execute_restore does with an engine: what it saves first (the tail), then
+    scratch, restore, install, discard."""
     engine.check_target(Path(target), replace)
     scratch = engine.scratch_path(Path(target))
+    saved = engine.before_restore(Path(target), replace=replace, stamp=STAMP)
     try:
         restored = engine.restore(
             chain, scratch, until=datetime(2026, 11, 26, 0, 2, 30, tzinfo=UTC)
         )
-        return engine.install(restored, Path(target), replace=replace, stamp="20261126T093000Z")
+        return saved, engine.install(restored, Path(target), replace=replace, stamp=STAMP)
     finally:
         engine.discard(scratch)
+
+
+def _live_untouched(server: FakeOdbc) -> None:
+    """No statement but the COPY_ONLY tail named the live database, and it is as it was."""
+    assert [s for s in server.ran(r"\[GanttDB\]") if s != TAIL] == []  # no ALTER/RESTORE/DROP
+    live = server.state("GanttDB")
+    assert live is not None
+    assert (live.name, live.state, live.access) == ("GanttDB", "ONLINE", "MULTI_USER")
 
 
 def _changes(server: FakeOdbc) -> list[str]:
@@ -168,7 +183,8 @@ def _changes(server: FakeOdbc) -> list[str]:
 def test_point_in_time_restore_under_a_new_name(tmp_path: Path, server: FakeOdbc) -> None:
     engine = _engine(tmp_path, server)
     chain = _chain(tmp_path, server)
-    installed = _restore(engine, chain, "GanttDB_restore", replace=False)
+    saved, installed = _restore(engine, chain, "GanttDB_restore", replace=False)
+    assert saved == ()  # a new name: nothing to save
     ran = _changes(server)
     scratch = re.search(SCRATCH, ran[0])
     assert scratch is not None
@@ -193,51 +209,65 @@ def test_point_in_time_restore_under_a_new_name(tmp_path: Path, server: FakeOdbc
     assert not list(tmp_path.glob("GanttDB_restore_*"))  # the copies are cleaned up
 
 
-def test_replace_checks_the_copy_before_it_touches_the_live_database(
+def test_replace_takes_the_tail_first_and_checks_before_it_alters_the_live_database(
     tmp_path: Path, server: FakeOdbc
 ) -> None:
     engine = _engine(tmp_path, server)
     chain = _chain(tmp_path, server)
-    installed = _restore(engine, chain, "GanttDB", replace=True)
+    saved, installed = _restore(engine, chain, "GanttDB", replace=True)
     ran = _changes(server)
-    first_live = next(i for i, s in enumerate(ran) if "[GanttDB]" in s)
-    assert ran[first_live - 1].startswith("DBCC CHECKDB ([GanttDB_restore_")  # check first
-    s = re.search(SCRATCH, ran[0]).group(0)  # type: ignore[union-attr]
-    aside = "GanttDB_before_restore_20261126T093000Z"
-    assert ran[first_live:] == [
+    s = re.search(SCRATCH, ran[1]).group(0)  # type: ignore[union-attr]
+    first_restore = next(i for i, x in enumerate(ran) if x.startswith(f"RESTORE DATABASE [{s}]"))
+    checkdb = ran.index(f"DBCC CHECKDB ([{s}]) WITH NO_INFOMSGS, ALL_ERRORMSGS;")
+    first_alter = next(i for i, x in enumerate(ran) if x.startswith("ALTER DATABASE [GanttDB]"))
+    assert ran.index(TAIL) == 0 < first_restore < checkdb < first_alter  # the issue's order
+    aside = f"GanttDB_before_restore_{STAMP}"
+    assert ran[checkdb + 1 :] == [
         "ALTER DATABASE [GanttDB] SET SINGLE_USER WITH ROLLBACK IMMEDIATE;",
-        f"BACKUP LOG [GanttDB] TO DISK = N'{BACKUP_DIR}/GanttDB_tail_20261126T093000Z.trn' "
-        "WITH COPY_ONLY, CHECKSUM, INIT, FORMAT;",
         f"ALTER DATABASE [GanttDB] MODIFY NAME = [{aside}];",
         f"ALTER DATABASE [{aside}] SET OFFLINE WITH ROLLBACK IMMEDIATE;",
         f"ALTER DATABASE [{s}] MODIFY NAME = [GanttDB];",
     ]
+    assert server.ran(r"^BACKUP LOG") == [TAIL]  # one tail, none at the swap
+    assert saved == (
+        f"tail-log backup of GanttDB (COPY_ONLY) written to {BACKUP_DIR}/GanttDB_tail_{STAMP}.trn "
+        "on the server",
+    )
     assert installed.kept_aside == (Path(aside),)
     assert {db.name: db.state for db in server.catalog.values()} == {
         "GanttDB": "ONLINE",
         aside: "OFFLINE",
     }
-    assert (tmp_path / "GanttDB_tail_20261126T093000Z.trn").exists()
+    assert (tmp_path / f"GanttDB_tail_{STAMP}.trn").exists()
     tail = server.backupset[-1]["row"]
     assert tail[5] == "L" and tail[6] is True  # a copy-only log: our log chain goes on
 
 
-def test_dry_run_prints_the_whole_sequence(tmp_path: Path, server: FakeOdbc) -> None:
+def test_dry_run_prints_the_tail_first_then_the_check_then_the_swap(
+    tmp_path: Path, server: FakeOdbc
+) -> None:
     engine = _engine(tmp_path, server)
     chain = [source.manifest for source in _chain(tmp_path, server)]
     script = engine.restore_script(chain, Path("GanttDB"), replace=True, until=None)
-    assert [re.sub(r"\[[^\]]*\].*", "", s) for s in script] == [
-        "RESTORE DATABASE ",
-        "RESTORE DATABASE ",
-        "RESTORE LOG ",
-        "RESTORE DATABASE ",
-        "DBCC CHECKDB (",
-        "ALTER DATABASE ",
-        "BACKUP LOG ",
-        "ALTER DATABASE ",
-        "ALTER DATABASE ",
-        "ALTER DATABASE ",
+    s = re.search(SCRATCH, script[1]).group(0)  # type: ignore[union-attr]
+    heads = [re.sub(r"\d{8}T\d{6}Z", "<stamp>", re.sub(r"\].*", "]", x)) for x in script]
+    assert heads == [
+        "BACKUP LOG [GanttDB]",
+        f"RESTORE DATABASE [{s}]",
+        f"RESTORE DATABASE [{s}]",
+        f"RESTORE LOG [{s}]",
+        f"RESTORE DATABASE [{s}]",
+        f"DBCC CHECKDB ([{s}]",
+        "ALTER DATABASE [GanttDB]",  # single-user
+        "ALTER DATABASE [GanttDB]",  # renamed aside
+        "ALTER DATABASE [GanttDB_before_restore_<stamp>]",  # offline
+        f"ALTER DATABASE [{s}]",  # renamed to GanttDB
     ]
+    assert re.fullmatch(
+        rf"BACKUP LOG \[GanttDB\] TO DISK = N'{BACKUP_DIR}/GanttDB_tail_\d{{8}}T\d{{6}}Z\.trn' "
+        "WITH COPY_ONLY, CHECKSUM, INIT, FORMAT;",
+        script[0],
+    )
     assert _changes(server) == []  # a dry run only reads
 
 
@@ -252,9 +282,11 @@ def test_checkdb_errors_leave_the_live_database_untouched(
         _restore(engine, chain, "GanttDB", replace=True)
     message = str(caught.value)
     assert f"({numbers[0]})" in message and "the live database was not touched" in message
-    assert not server.ran(r"\[GanttDB\]")  # no ALTER, BACKUP LOG or RESTORE on the live name
+    assert server.ran(r"^BACKUP LOG") == [TAIL]  # taken first, before the restore was built
+    _live_untouched(server)
     assert server.ran(r"^DROP DATABASE \[GanttDB_restore_")
     assert {db.name: db.state for db in server.catalog.values()} == {"GanttDB": "ONLINE"}
+    assert (tmp_path / f"GanttDB_tail_{STAMP}.trn").exists()  # kept as a safety copy
 
 
 @pytest.mark.parametrize(
@@ -275,6 +307,7 @@ def test_chain_errors_are_one_sentence_and_leave_live_untouched(
     assert message.endswith("(the live database was not touched).")
     assert message.count(". ") == 0  # one sentence
     assert {db.name for db in server.catalog.values()} == {"GanttDB"}
+    _live_untouched(server)
 
 
 def test_a_backup_file_the_server_cannot_open_names_both_folders(
@@ -308,8 +341,57 @@ def test_a_simple_recovery_database_is_replaced_without_a_tail(
     engine = _engine(tmp_path, server)
     chain = _chain(tmp_path, server)
     server.state("GanttDB").recovery = "SIMPLE"  # type: ignore[union-attr]
-    _restore(engine, chain, "GanttDB", replace=True)
-    assert not server.ran(r"^BACKUP LOG")
+    saved, installed = _restore(engine, chain, "GanttDB", replace=True)
+    assert saved == () and not server.ran(r"^BACKUP LOG")
+    assert not list(tmp_path.glob("GanttDB_tail_*"))
+    assert installed.kept_aside == (Path(f"GanttDB_before_restore_{STAMP}"),)
+
+
+def test_the_tail_can_be_turned_off(tmp_path: Path, server: FakeOdbc) -> None:
+    engine = _engine(tmp_path, server, tail_log_before_replace=False)
+    chain = _chain(tmp_path, server)
+    saved, installed = _restore(engine, chain, "GanttDB", replace=True)
+    assert saved == () and not server.ran(r"^BACKUP LOG")
+    assert installed.kept_aside == (Path(f"GanttDB_before_restore_{STAMP}"),)
+
+
+def test_a_failed_tail_stops_the_restore_before_anything_is_built(
+    tmp_path: Path, server: FakeOdbc
+) -> None:
+    engine = _engine(tmp_path, server)
+    chain = _chain(tmp_path, server)
+    server.on(r"^BACKUP LOG", lambda sql, _p: cannot_open_device("t.trn", "BACKUP LOG"))
+    with pytest.raises(EngineError) as caught:
+        _restore(engine, chain, "GanttDB", replace=True)
+    message = str(caught.value)
+    assert message.startswith("could not take the tail-log backup of GanttDB (")
+    assert "the live database was not touched" in message
+    assert "(3201)" in message  # why, as the server said it
+    assert "BACKUPFLOW_DATABASE__TAIL_LOG_BEFORE_REPLACE=false" in message
+    assert not server.ran(r"^(RESTORE|DBCC|ALTER)")  # nothing was built
+    _live_untouched(server)
+    assert {db.name for db in server.catalog.values()} == {"GanttDB"}
+
+
+@pytest.mark.parametrize("state", ["OFFLINE", "RESTORING", "SUSPECT"])
+def test_a_target_not_online_is_refused_before_the_tail(
+    tmp_path: Path, server: FakeOdbc, state: str
+) -> None:
+    engine = _engine(tmp_path, server)
+    server.state("GanttDB").state = state  # type: ignore[union-attr]
+    with pytest.raises(RestoreTargetError, match=f"is {state}, not ONLINE"):
+        engine.before_restore(Path("GanttDB"), replace=True, stamp=STAMP)
+    assert _changes(server) == []
+
+
+def test_a_taken_aside_name_is_refused_before_the_tail(tmp_path: Path, server: FakeOdbc) -> None:
+    engine = _engine(tmp_path, server)
+    server.catalog[f"ganttdb_before_restore_{STAMP}".casefold()] = Database(
+        f"GanttDB_before_restore_{STAMP}", state="OFFLINE"
+    )
+    with pytest.raises(RestoreTargetError, match="already exists"):
+        engine.before_restore(Path("GanttDB"), replace=True, stamp=STAMP)
+    assert _changes(server) == []
 
 
 def test_restore_over_an_existing_database_needs_the_flag(tmp_path: Path, server: FakeOdbc) -> None:
@@ -363,6 +445,12 @@ def test_execute_restore_replaces_through_the_real_restore_path(
     plan, outcome = restore(settings, None, Path("GanttDB"), replace=True)
     assert [m.id for m in plan.manifests] == [full.id, log.id]
     assert outcome.target == Path("GanttDB")
+    (tail,) = server.ran(r"^BACKUP LOG \[GanttDB\] .* COPY_ONLY")
+    (tail_path,) = re.findall(r"N'([^']*GanttDB_tail_\d{8}T\d{6}Z\.trn)'", tail)
+    assert outcome.saved == (
+        f"tail-log backup of GanttDB (COPY_ONLY) written to {tail_path} on the server",
+    )
+    assert (worker / Path(tail_path).name).exists()
     (aside,) = outcome.kept_aside
     assert str(aside).startswith("GanttDB_before_restore_")
     assert {db.name: db.state for db in server.catalog.values()} == {

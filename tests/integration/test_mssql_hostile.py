@@ -554,6 +554,7 @@ def test_class7_hostile_restore_target_is_refused_everywhere(
         lambda: engine.check_target(target, replace=True),
         lambda: engine.restore_script([_manifest()], target, replace=True, until=None),
         lambda: engine.scratch_path(target),
+        lambda: engine.before_restore(target, replace=True, stamp="x"),
         lambda: engine.install(
             Restored(Path(f"GanttDB_restore_{SUFFIX}"), ()), target, replace=True, stamp="x"
         ),
@@ -579,9 +580,14 @@ def test_class7_the_live_database_in_another_case_is_still_the_live_database(
 ) -> None:
     engine = _engine(worker, server)
     script = engine.restore_script([_manifest()], Path("ganttdb"), replace=True, until=None)
-    assert script[0].startswith(f"RESTORE DATABASE [GanttDB_restore_{SUFFIX}]")  # not live
-    assert any(s.startswith(f"BACKUP LOG [GanttDB] TO DISK = N'{BACKUP_DIR}/GanttDB_tail_")
-               for s in script)  # fmt: skip
+    assert script[0].startswith(f"BACKUP LOG [GanttDB] TO DISK = N'{BACKUP_DIR}/GanttDB_tail_")
+    assert script[1].startswith(f"RESTORE DATABASE [GanttDB_restore_{SUFFIX}]")  # not live
+    (saved,) = engine.before_restore(Path("GANTTDB"), replace=True, stamp="20261126T093000Z")
+    assert saved.startswith("tail-log backup of GanttDB (COPY_ONLY)")  # the live spelling
+    assert server.ran(r"^BACKUP LOG") == [
+        f"BACKUP LOG [GanttDB] TO DISK = N'{BACKUP_DIR}/GanttDB_tail_20261126T093000Z.trn' "
+        "WITH COPY_ONLY, CHECKSUM, INIT, FORMAT;"
+    ]
     assert script[-1] == f"ALTER DATABASE [GanttDB_restore_{SUFFIX}] MODIFY NAME = [GanttDB];"
     with pytest.raises(RestoreTargetError, match="live database"):
         engine.drop(Path("GANTTDB"))

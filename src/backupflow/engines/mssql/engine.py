@@ -9,9 +9,11 @@ Every name is checked where it enters (see :mod:`backupflow.engines.mssql.paths`
 database name in the constructor, a restore target in :meth:`SqlServerEngine.check_target`,
 and every manifest before a restore uses it.
 
-Check, then install: ``restore`` builds the chain under a scratch database name and runs
-DBCC CHECKDB there; only ``install`` touches the target, after that check (tail-log backup
-``COPY_ONLY``, the old database renamed aside and taken offline, the scratch renamed in).
+Tail, check, then install: ``before_restore`` backs up the log tail of a database about
+to be replaced (``COPY_ONLY``: it leaves that database as it is); ``restore`` builds the
+chain under a scratch database name and runs DBCC CHECKDB there; only ``install`` touches
+the target, after that check (the old database renamed aside and taken offline, the
+scratch renamed in).
 The statements and their order are in :mod:`backupflow.engines.mssql.restoring`, what a
 failure says in :mod:`backupflow.engines.mssql.failures`, and the whole procedure for
 operators in ``docs/sqlserver-restore.md``.
@@ -52,7 +54,6 @@ from backupflow.errors import (
     RestoreTargetError,
     SourceNotFoundError,
 )
-from backupflow.fsutil import free_bytes, readable_size
 from backupflow.models import BackupKind, Manifest
 from backupflow.names import check_database_name
 from backupflow.planning import RestorePlan
@@ -237,13 +238,15 @@ class SqlServerEngine(Engine):
         self, chain: Sequence[Manifest], target: Path, *, replace: bool, until: datetime | None
     ) -> list[str]:
         """The T-SQL a restore of ``chain`` into ``target`` runs (printed by a dry run): the
-        scratch restore and its check, then the swap (see :mod:`.restoring`)."""
+        tail, the scratch restore and its check, then the swap (see :mod:`.restoring`)."""
         name = self._target_name(target)
         scratch = self._scratch(self.scratch_path(target))
         statements = self._restore_statements(chain, scratch, until)
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        tail = self._tail(name, replace=replace, stamp=stamp)
         swap, _aside = self._swap(scratch, name, replace=replace, stamp=stamp)
-        return statements + [step.statement for step in swap]
+        first = [tsql.tail_log_statement(name, tail)] if tail else []
+        return first + statements + [step.statement for step in swap]
 
     def _restore_statements(
         self, chain: Sequence[Manifest], scratch: str, until: datetime | None
@@ -295,37 +298,55 @@ class SqlServerEngine(Engine):
                 paths.remove_inside(folder, path)
         return Restored(Path(name), manifests, checks=(f"DBCC CHECKDB ({name})",))
 
+    def _aside(self, target: str, state: str, *, replace: bool, stamp: str) -> str:
+        """The name an existing ``target`` is kept under; refused when it cannot be."""
+        failures.refuse_replace(target, state, replace=replace)
+        aside = check_database_name(restoring.aside_name(target, stamp), "the kept-aside name")
+        if self._state(aside) is not None:
+            raise RestoreTargetError(
+                f"database {aside} already exists; drop it or restore again a second later."
+            )
+        return aside
+
+    def _tail(self, target: str, *, replace: bool, stamp: str) -> str | None:
+        """The server path of the tail-log backup taken before ``target`` is replaced; None
+        when it does not exist, is in the SIMPLE model, or the setting is off."""
+        existing = self._state(target)
+        if existing is None:
+            return None
+        self._aside(target, existing[0], replace=replace, stamp=stamp)  # refuse before a tail
+        if not self.settings.tail_log_before_replace or existing[1] == "SIMPLE":
+            return None
+        return self._server_path(restoring.tail_name(target, stamp))
+
+    def before_restore(self, target: Path, *, replace: bool, stamp: str) -> tuple[str, ...]:
+        """Back up the log tail of a database about to be replaced, ``COPY_ONLY``, before
+        anything is built: it reads the log and changes neither the database's state nor
+        its log chain, so a restore that then fails its check leaves it as it was."""
+        name = self._target_name(target)
+        tail = self._tail(name, replace=replace, stamp=stamp)
+        if tail is None:
+            return ()
+        try:
+            self.session.run(tsql.tail_log_statement(name, tail))
+        except ServerFailed as exc:
+            raise failures.tail_failed(exc, name) from None
+        return (f"tail-log backup of {name} (COPY_ONLY) written to {tail} on the server",)
+
     def _swap(
         self, scratch: str, target: str, *, replace: bool, stamp: str
     ) -> tuple[list[restoring.SwapStep], str | None]:
         """The swap's steps, and the name the replaced target is kept under (if any)."""
         existing = self._state(target)
         if existing is None:
-            return restoring.swap_steps(scratch, target, aside=None, tail=None), None
-        state, recovery = existing
-        if not replace:
-            raise RestoreTargetError(
-                f"database {target} already exists; pass --replace to restore over it (it is "
-                "kept aside, offline) or choose another name with --into."
-            )
-        if state != "ONLINE":
-            raise RestoreTargetError(
-                f"database {target} is {state}, not ONLINE, so it cannot be kept aside; drop or "
-                "rename it by hand, or restore under another name with --into."
-            )
-        aside = check_database_name(restoring.aside_name(target, stamp), "the kept-aside name")
-        if self._state(aside) is not None:
-            raise RestoreTargetError(
-                f"database {aside} already exists; drop it or restore again a second later."
-            )
-        tail = None
-        if self.settings.tail_log_before_replace and recovery != "SIMPLE":
-            tail = self._server_path(restoring.tail_name(target, stamp))
-        return restoring.swap_steps(scratch, target, aside=aside, tail=tail), aside
+            return restoring.swap_steps(scratch, target, aside=None), None
+        aside = self._aside(target, existing[0], replace=replace, stamp=stamp)
+        return restoring.swap_steps(scratch, target, aside=aside), aside
 
     def install(self, restored: Restored, target: Path, *, replace: bool, stamp: str) -> Installed:
         """Put the checked scratch in place as ``target``: an existing target is kept aside
-        offline as ``<target>_before_restore_<stamp>`` after its log tail is backed up."""
+        offline as ``<target>_before_restore_<stamp>`` (its tail was backed up first, by
+        :meth:`before_restore`)."""
         scratch = self._scratch(restored.scratch)
         name = self._target_name(target)
         state = self._state(scratch)
@@ -357,35 +378,13 @@ class SqlServerEngine(Engine):
         """The chain's files are copied to the worker's backup folder first: refuse a restore
         whose recorded sizes do not fit there.  (The server needs room for a second copy of
         the database in its data and log folders; see docs/sqlserver-restore.md.)"""
-        needed = self.space_needed(chain)
-        try:
-            folder, free = free_bytes(self.settings.worker_backup_dir)
-        except OSError as exc:
-            raise RestoreTargetError(
-                f"cannot read the free space of {self.settings.worker_backup_dir} "
-                f"({exc.strerror}); check worker_backup_dir."
-            ) from exc
-        if needed > free:
-            raise RestoreTargetError(
-                f"the restore copies {readable_size(needed)} of backups to {folder}, which has "
-                f"only {readable_size(free)} free; free some space there."
-            )
+        self.folders.check_backup_space(self.space_needed(chain))
 
     def check_target(self, target: Path, replace: bool) -> None:
         name = self._target_name(target)
         existing = self._state(name)
-        if existing is None:
-            return
-        if not replace:
-            raise RestoreTargetError(
-                f"database {name} already exists; pass --replace to restore over it (it is "
-                "kept aside, offline, after a tail-log backup) or choose another name with --into."
-            )
-        if existing[0] != "ONLINE":
-            raise RestoreTargetError(
-                f"database {name} is {existing[0]}, not ONLINE, so it cannot be kept aside; drop "
-                "or rename it by hand, or restore under another name with --into."
-            )
+        if existing is not None:
+            failures.refuse_replace(name, existing[0], replace=replace)
 
     def scratch_path(self, target: Path) -> Path:
         """A scratch database name on the server: ``<target>_restore_<8 hex>``."""

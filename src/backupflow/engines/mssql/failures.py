@@ -1,4 +1,4 @@
-"""What a failed SQL Server restore or swap tells the user, and the swap's undo.
+"""What a refused or failed SQL Server restore or swap tells the user, and the swap's undo.
 
 Server errors arrive as :class:`~backupflow.engines.mssql.connection.ServerFailed` with
 their numbers; the ones a restore can meet are turned into the error tree's classes here:
@@ -7,10 +7,12 @@ their numbers; the ones a restore can meet are turned into the error tree's clas
   severity 16 -> :class:`IntegrityError`;
 * 4305 (a log begins after the point reached: one is missing) and 4326 (a log ends before
   it) -> :class:`ChainGapError`;
-* 3201 (the server cannot open the copied file) -> :class:`EngineError` naming the folders.
+* 3201 (the server cannot open the copied file) -> :class:`EngineError` naming the folders;
+* a failed tail-log backup (taken first, before anything is built) -> :class:`EngineError`.
 
 Every message of a failed restore says that the live database was not touched: a restore
-only ever writes the scratch database.
+only ever writes the scratch database (the tail before it only reads the live log,
+``COPY_ONLY``).
 """
 
 from __future__ import annotations
@@ -19,10 +21,16 @@ from collections.abc import Sequence
 
 from backupflow.engines.mssql.connection import ServerFailed, SqlSession
 from backupflow.engines.mssql.restoring import SwapStep
-from backupflow.errors import BackupflowError, ChainGapError, EngineError, IntegrityError
+from backupflow.errors import (
+    BackupflowError,
+    ChainGapError,
+    EngineError,
+    IntegrityError,
+    RestoreTargetError,
+)
 from backupflow.models import Manifest
 
-__all__ = ["is_consistency_error", "restore_failed", "run_swap"]
+__all__ = ["is_consistency_error", "refuse_replace", "restore_failed", "run_swap", "tail_failed"]
 
 #: Summaries and repair hints among the DBCC numbers (severity 10): not findings themselves.
 _DBCC_INFO = {8954, 8958, 8989, 8990}
@@ -76,6 +84,30 @@ def restore_failed(
     return EngineError(f"SQL Server could not restore {what} ({shown}); {_UNTOUCHED}.")
 
 
+def refuse_replace(target: str, state: str, *, replace: bool) -> None:
+    """Refuse to replace an existing ``target`` without ``--replace``, or one not ONLINE."""
+    if not replace:
+        raise RestoreTargetError(
+            f"database {target} already exists; pass --replace to restore over it (it is "
+            "kept aside, offline, after a tail-log backup) or choose another name with --into."
+        )
+    if state != "ONLINE":
+        raise RestoreTargetError(
+            f"database {target} is {state}, not ONLINE, so it cannot be kept aside; drop or "
+            "rename it by hand, or restore under another name with --into."
+        )
+
+
+def tail_failed(exc: ServerFailed, target: str) -> EngineError:
+    """The error for a tail-log backup that failed: it runs before anything is built."""
+    return EngineError(
+        f"could not take the tail-log backup of {target} ({exc.shown()}), so nothing was "
+        f"restored and {_UNTOUCHED}; fix that, or set "
+        "BACKUPFLOW_DATABASE__TAIL_LOG_BEFORE_REPLACE=false to replace without a tail (the "
+        "replaced database is still kept aside, offline)."
+    )
+
+
 def _undo(session: SqlSession, done: Sequence[SwapStep]) -> tuple[str, ServerFailed] | None:
     """Undo ``done`` in reverse; the statement that failed (and why), None if all ran."""
     for step in reversed(done):
@@ -94,17 +126,11 @@ def run_swap(session: SqlSession, steps: Sequence[SwapStep]) -> None:
         try:
             session.run(step.statement)
         except ServerFailed as exc:
-            hint = (
-                "; set BACKUPFLOW_DATABASE__TAIL_LOG_BEFORE_REPLACE=false to replace without a "
-                "tail (the replaced database is still kept aside)"
-                if step.statement.startswith("BACKUP LOG")
-                else ""
-            )
             stuck = _undo(session, done)
             if stuck is None:
                 raise EngineError(
                     f"could not {step.does} ({exc.shown()}), so the restored copy was not put "
-                    f"in place and everything before that step was undone{hint}."
+                    f"in place and everything before that step was undone."
                 ) from None
             statement, undo_exc = stuck
             left = [s for d in reversed(done) for s in d.undo]

@@ -1,16 +1,18 @@
 """The folders a SQL Server restore uses on the server: the backup folder (as the server
 sees it) and the data and log folders restored files are moved to (configured, else the
 server's defaults, asked once).  Every folder is checked by
-:func:`backupflow.engines.mssql.paths.check_server_folder`."""
+:func:`backupflow.engines.mssql.paths.check_server_folder`.  The backup folder as the worker
+sees it (``worker_backup_dir``) must hold the chain's copies during a restore."""
 
 from __future__ import annotations
 
-from pathlib import PurePath
+from pathlib import Path, PurePath
 
 from backupflow.config import DatabaseSettings
 from backupflow.engines.mssql import paths, tsql
 from backupflow.engines.mssql.connection import SqlSession
-from backupflow.errors import ConfigError, EngineError
+from backupflow.errors import ConfigError, EngineError, RestoreTargetError
+from backupflow.fsutil import free_bytes, readable_size
 
 __all__ = ["ServerFolders"]
 
@@ -34,6 +36,7 @@ class ServerFolders:
 
     def __init__(self, settings: DatabaseSettings, session: SqlSession) -> None:
         self.session = session
+        self.worker_backup_dir: Path = settings.worker_backup_dir
         self._backup_dir = _folder(
             settings.server_backup_dir,
             "server_backup_dir (BACKUPFLOW_DATABASE__SERVER_BACKUP_DIR)",
@@ -49,6 +52,21 @@ class ServerFolders:
         """``file_name`` in the backup folder, as the server sees it."""
         assert self._backup_dir is not None
         return paths.server_file(self._backup_dir, file_name)
+
+    def check_backup_space(self, needed: int) -> None:
+        """Refuse a restore whose copies (``needed`` bytes) do not fit in the backup folder."""
+        try:
+            folder, free = free_bytes(self.worker_backup_dir)
+        except OSError as exc:
+            raise RestoreTargetError(
+                f"cannot read the free space of {self.worker_backup_dir} "
+                f"({exc.strerror}); check worker_backup_dir."
+            ) from exc
+        if needed > free:
+            raise RestoreTargetError(
+                f"the restore copies {readable_size(needed)} of backups to {folder}, which has "
+                f"only {readable_size(free)} free; free some space there."
+            )
 
     def move_folders(self) -> tuple[PurePath, PurePath]:
         """Where files of a database restored under a new name go: the configured folders,

@@ -1,18 +1,24 @@
-"""The statements of a SQL Server restore: build and check under a scratch name, then swap.
+"""The statements of a SQL Server restore: tail first, build and check under a scratch
+name, then swap.
 
 Pure functions, so a dry run prints exactly what a real run executes.
 
+0. The tail (``--replace`` over a database in the FULL or BULK_LOGGED model, with
+   ``tail_log_before_replace``): before anything is built, the live database's log tail is
+   backed up ``COPY_ONLY`` to :func:`tail_name` (see
+   :func:`~backupflow.engines.mssql.tsql.tail_log_statement`).  It reads the log and
+   changes neither the database's state nor its log chain, so the live database stays as
+   it was even when the check below fails.
 1. ``restore_statements``: the chain is restored under a scratch database name (never the
    live one) ``WITH MOVE`` to files named for the scratch, logs stop at the requested time,
    the scratch is recovered and ``DBCC CHECKDB`` runs on it.  Nothing live is touched.
 2. ``swap_steps``: only after that check, the target is put in place.  An existing target
-   (``--replace``) is set ``SINGLE_USER`` (other sessions rolled back), its log tail is
-   backed up ``COPY_ONLY`` (see :func:`~backupflow.engines.mssql.tsql.tail_log_statement`),
-   it is renamed ``<name>_before_restore_<stamp>`` while still online (the order
-   Microsoft's "Rename a database" page gives: single-user, then ``MODIFY NAME``), and only
-   then taken ``OFFLINE`` (a log backup is not possible once it is offline).  Last, the
-   scratch is renamed to the target name.  Each step carries the statements that undo it,
-   run in reverse order when a later step fails.
+   (``--replace``) is set ``SINGLE_USER`` (other sessions rolled back), renamed
+   ``<name>_before_restore_<stamp>`` while still online (the order Microsoft's "Rename a
+   database" page gives: single-user, then ``MODIFY NAME``), and then taken ``OFFLINE``:
+   it is kept aside with every transaction committed after the tail.  Last, the scratch is
+   renamed to the target name.  Each step carries the statements that undo it, run in
+   reverse order when a later step fails.
 """
 
 from __future__ import annotations
@@ -99,31 +105,21 @@ class SwapStep:
 
     statement: str
     undo: tuple[str, ...] = ()
-    #: What the statement does, for an error message ("take the tail-log backup").
+    #: What the statement does, for an error message ("take ... offline").
     does: str = ""
 
 
-def swap_steps(scratch: str, target: str, *, aside: str | None, tail: str | None) -> list[SwapStep]:
+def swap_steps(scratch: str, target: str, *, aside: str | None) -> list[SwapStep]:
     """Put the checked ``scratch`` in place as ``target``; an existing target (``aside`` is
-    its new name) is kept offline, its log tail first backed up to ``tail`` (a server path)
-    when one is given."""
+    its new name) is kept aside, offline."""
     steps = []
     if aside is not None:
-        steps.append(
+        steps += [
             SwapStep(
                 tsql.set_option(target, "SINGLE_USER"),
                 (tsql.set_option(target, "MULTI_USER"),),
                 f"set {target} to single-user",
-            )
-        )
-        if tail is not None:
-            steps.append(
-                SwapStep(
-                    tsql.tail_log_statement(target, tail),
-                    does=f"take the tail-log backup of {target}",
-                )
-            )
-        steps += [
+            ),
             SwapStep(
                 tsql.rename_database(target, aside),
                 (tsql.rename_database(aside, target),),

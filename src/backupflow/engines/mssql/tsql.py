@@ -57,16 +57,18 @@ def backup_statement(
 
 
 def tail_log_statement(database: str, path: str) -> str:
-    """The tail of the log of a database about to be replaced, taken ``COPY_ONLY``.
+    """The tail of the log of a database about to be replaced, taken ``COPY_ONLY`` before
+    the restore is built.
 
-    Not ``NORECOVERY``: that would leave the database RESTORING, and it is kept aside as it
-    was.  Not a plain log backup: that would move the log archive point, and backupflow's
-    next log backup could no longer follow its own chain.  "A copy-only log backup preserves
-    the existing log archive point and, therefore, does not affect the sequencing of regular
-    log backups."  (https://learn.microsoft.com/en-us/sql/relational-databases/backup-restore/copy-only-backups-sql-server)
+    Not ``NORECOVERY``: that would leave the database RESTORING (unusable) for the whole
+    restore, and still so if the restored copy then fails its check; it stays online, and
+    is later kept aside as it was.  Not a plain log backup: that would move the log archive
+    point, and backupflow's next log backup could no longer follow its own chain.  "A
+    copy-only log backup preserves the existing log archive point and, therefore, does not
+    affect the sequencing of regular log backups."  (https://learn.microsoft.com/en-us/sql/relational-databases/backup-restore/copy-only-backups-sql-server)
     Not ``NO_TRUNCATE`` (COPY_ONLY plus CONTINUE_AFTER_ERROR, for a damaged database, "might
     have incomplete metadata"): the database is ONLINE here, and a tail that fails stops the
-    swap instead of producing a doubtful file
+    restore before anything is built instead of producing a doubtful file
     (https://learn.microsoft.com/en-us/sql/t-sql/statements/backup-transact-sql).
     """
     return (
