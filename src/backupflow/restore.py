@@ -182,6 +182,7 @@ def execute_restore(
     chunk_bytes: int,
     progress: Progress | None = None,
     report: Callable[[str], None] | None = None,
+    note: Callable[[str], None] | None = None,
 ) -> RestoreOutcome:
     """Rebuild the chain next to ``target``, verify it, then move it into place.
 
@@ -198,6 +199,9 @@ def execute_restore(
     if engine.capabilities.target == "path":
         make_dirs(target.parent)
     saved = engine.before_restore(target, replace=replace, stamp=stamp)
+    for line in saved:  # said now: a failure below must not hide where it is
+        if note is not None:
+            note(line)
     unusable: set[tuple[str, str]] = set()
     problems: list[str] = []
     while True:

@@ -167,6 +167,7 @@ def _restore(
         chunk_bytes=chunk_bytes,
         progress=progress,
         report=logger.error,
+        note=logger.info,
     )
     logger.info(
         "restored %s to %s in %.1f s (restore point %s), from %s",
@@ -176,8 +177,6 @@ def _restore(
         plan.restore_point.isoformat(),
         ", ".join(sorted(set(outcome.tiers_used.values()))),
     )
-    for line in outcome.saved:
-        logger.info(line)
     for aside in outcome.kept_aside:
         logger.warning("the replaced copy was kept aside as %s", aside)
     return outcome
