@@ -64,8 +64,7 @@ from backupflow.models import Category, Manifest, StoredObject, utc
 from backupflow.pipeline import open_verified, verify_stored
 from backupflow.retention import RetentionPolicy, plan_retention
 from backupflow.storage import Tier
-from backupflow.storage.base import ObjectInfo, Storage
-from backupflow.storage.retry import RetryingStorage
+from backupflow.storage.base import ObjectInfo
 from backupflow.storage.s3 import S3Storage
 
 __all__ = [
@@ -235,12 +234,6 @@ def in_sample(backup_id: str, window: tuple[float, float], seed: str = "") -> bo
     if share <= 0:
         return False
     return (_position(seed, backup_id) - start) % 1.0 < share
-
-
-def _inner(storage: Storage) -> Storage:
-    while isinstance(storage, RetryingStorage):
-        storage = storage.inner
-    return storage
 
 
 @dataclass
@@ -453,7 +446,7 @@ class _Run:
         self.report.bytes_read += record.size
 
     def _uploads(self, tier: Tier, series: Series) -> None:
-        s3 = _inner(tier.storage)
+        s3 = tier.storage
         if not isinstance(s3, S3Storage):
             return
         prefix = s3.prefix + series_prefix(series.category, series.name)
