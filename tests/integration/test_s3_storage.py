@@ -168,7 +168,9 @@ def test_planning_a_restore_over_1000_backups_costs_a_handful_of_requests(aws_en
         storage = S3Storage(client, bucket)
         catalog = Catalog(storage, KEYRING)
         start = datetime(2026, 10, 1, tzinfo=UTC)
-        full = diff = previous = None
+        full: str | None = None
+        diff: str | None = None
+        previous: str | None = None
         for index in range(1000):
             at = start + timedelta(hours=index)
             kind = (

@@ -56,9 +56,14 @@ class ResumingReader:
         self.resumed = 0
 
     def read(self, size: int = -1) -> bytes:
+        if size < 0:  # everything left, block by block, so that a break loses nothing
+            out = bytearray()
+            while block := self.read(1 << 20):
+                out += block
+            return bytes(out)
         while True:
             try:
-                data = cast(bytes, self._body.read(size if size >= 0 else None))
+                data = cast(bytes, self._body.read(size))
             except STREAM_ERRORS as exc:
                 if self.position >= self._size:
                     return b""  # every byte arrived; the break came after the last one
