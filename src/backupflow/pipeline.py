@@ -138,8 +138,10 @@ def store_stream(
 
     An encrypted object is stored under ``key`` + ``.age``.  The stored size is checked
     against what was sent, and with ``verify`` the stored object is read back and its
-    SHA-256 recomputed before the record is returned.  Without a keyring nothing is
-    encrypted (tests, benchmarks, adopted format-1 objects).
+    SHA-256 recomputed before the record is returned, unless the storage's writes are
+    verified (S3 checked the SHA-256 of every part it received: reading the object back
+    would only double the transfer).  Without a keyring nothing is encrypted (tests,
+    benchmarks, adopted format-1 objects).
     """
     encrypt = keyring is not None and keyring.encrypt
     recipients = keyring.age_recipients() if keyring is not None and encrypt else []
@@ -183,7 +185,7 @@ def store_stream(
             f"{key} in {storage.name} holds {info.size} bytes after writing {stored_size}; "
             "the write was not complete."
         )
-    if verify:
+    if verify and not storage.verified_writes:
         verify_stored(storage, record, chunk_bytes=chunk_bytes)
     return record
 

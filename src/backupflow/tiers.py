@@ -144,7 +144,9 @@ def copy_object(
     object the (authenticated) manifest records (size and SHA-256, read in full; for shared
     content, the size) it is kept, else the copy stops with a
     :class:`ReplicationConflictError`.  Before writing to a write-once (Object Lock) tier the
-    source is verified first, so a damaged copy is never locked in place.
+    source is verified first, so a damaged copy is never locked in place.  The copy is read
+    back from the destination only when its writes are not verified (a folder): an S3 tier
+    checked the SHA-256 of every part it received, and a read-back would double the egress.
     """
     try:
         held = dest.stat(record.key).size

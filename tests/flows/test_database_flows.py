@@ -176,11 +176,6 @@ def test_the_flow_shows_the_core_runs_steps_as_named_task_runs(settings: Setting
     manifest = state.result()[0]
     flow_run_id = state.state_details.flow_run_id
     assert flow_run_id is not None
-    with get_client(sync_client=True) as client:
-        runs = client.read_task_runs(
-            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
-        )
-    names = {run.name for run in runs}
     expected = {
         f"decide-{BackupKind.FULL.value}-backup",
         f"dump-{manifest.id}",
@@ -191,5 +186,17 @@ def test_the_flow_shows_the_core_runs_steps_as_named_task_runs(settings: Setting
         f"write-manifest-{manifest.id}-dr",
         "prune-gantt-primary",
     }
+    # Task runs reach the API as events, a moment after the flow returns.
+    deadline = time.monotonic() + 30
+    while True:
+        with get_client(sync_client=True) as client:
+            runs = client.read_task_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
+            )
+        names = {run.name for run in runs}
+        done = all(run.state is not None and run.state.is_completed() for run in runs)
+        if (expected <= names and done) or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
     assert expected <= names, sorted(names)
     assert all(run.state is not None and run.state.is_completed() for run in runs)

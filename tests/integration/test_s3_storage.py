@@ -17,6 +17,7 @@ from botocore.stub import Stubber
 from moto import mock_aws
 
 from backupflow.catalog import Catalog
+from backupflow.config import Settings, TierSettings
 from backupflow.engines.sqlite import SqliteEngine
 from backupflow.errors import (
     IntegrityError,
@@ -26,7 +27,7 @@ from backupflow.errors import (
 )
 from backupflow.models import BackupKind, Category, Manifest
 from backupflow.restore import load_plan
-from backupflow.storage import RetryingStorage, S3Storage, Tier
+from backupflow.storage import S3Storage, Tier, make_s3_client
 from backupflow.storage.s3 import ObjectLock
 from tests.support.keys import KEYRING
 from tests.support.s3 import MotoServer, client_for, make_bucket
@@ -121,16 +122,23 @@ def test_permanent_errors_name_bucket_and_operation_and_are_not_retried(s3: Any)
             storage.stat("a/b")
 
 
-def test_an_unreachable_endpoint_is_transient_and_retried(aws_env: None) -> None:
+def test_an_unreachable_endpoint_is_retried_by_botocore_alone_then_transient(
+    aws_env: None, settings: Settings
+) -> None:
     with socket.socket() as sock:  # a port nobody listens on
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    client = client_for(REGION, f"http://127.0.0.1:{port}")
-    delays: list[float] = []
-    storage = RetryingStorage(S3Storage(client, "anything"), attempts=3, sleep=delays.append)
-    with pytest.raises(TransientStorageError, match="retrying may help"):
+    tier = TierSettings(url="s3://anything", region=REGION, endpoint_url=f"http://127.0.0.1:{port}")
+    client = make_s3_client(tier, settings.repository.model_copy(update={"request_attempts": 3}))
+    attempts: list[str] = []
+    client.meta.events.register("before-send.s3", lambda request, **_: attempts.append("x"))
+    storage = S3Storage(client, "anything")
+
+    with pytest.raises(TransientStorageError, match="retrying may help") as caught:
         storage.stat("a/b")
-    assert delays == [0.5, 1.0]
+
+    assert caught.value.retryable
+    assert len(attempts) == 3  # request_attempts in all: botocore's retries, nobody else's
 
 
 def _manifest(index: int, kind: BackupKind, at: datetime, parent: str | None) -> Manifest:
@@ -160,7 +168,9 @@ def test_planning_a_restore_over_1000_backups_costs_a_handful_of_requests(aws_en
         storage = S3Storage(client, bucket)
         catalog = Catalog(storage, KEYRING)
         start = datetime(2026, 10, 1, tzinfo=UTC)
-        full = diff = previous = None
+        full: str | None = None
+        diff: str | None = None
+        previous: str | None = None
         for index in range(1000):
             at = start + timedelta(hours=index)
             kind = (

@@ -1,42 +1,41 @@
 """One conformance suite for every storage tier (the contract in ``storage/base.py``).
 
-Then the parts only one kind of tier has: the temporary files of LocalStorage and the
-retries of RetryingStorage.
+Then the parts only one kind of tier has (the temporary files of LocalStorage), and the
+capabilities every wrapper must forward.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import random
 import uuid
-from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any
 
 import pytest
 from moto import mock_aws
 
-from backupflow.errors import (
-    InvalidKeyError,
-    ObjectNotFoundError,
-    StorageError,
-    TransientStorageError,
+from backupflow.errors import InvalidKeyError, ObjectNotFoundError
+from backupflow.storage import (
+    LocalStorage,
+    MemoryStorage,
+    S3Storage,
+    Storage,
+    StorageCapabilities,
+    StorageWrapper,
+    Tier,
 )
-from backupflow.storage import LocalStorage, MemoryStorage, RetryingStorage, S3Storage, Storage
-from backupflow.storage.base import ObjectInfo
+from backupflow.storage.s3 import ObjectLock
+from tests.support.keys import KEYRING
 from tests.support.s3 import client_for, make_bucket
 
 KEY = "database/gantt/2026-11-26/20261126T053301Z-full-3f9a1c.data.zst"
 
 
-def _no_sleep(seconds: float) -> None:
-    del seconds
-
-
-@pytest.fixture(params=["local", "memory", "retrying-local", "s3-mock", "s3-server"])
+@pytest.fixture(params=["local", "memory", "wrapped-local", "s3-mock", "s3-server"])
 def storage(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Storage]:
     """Every backend: folders, memory, and S3 through moto in-process and over HTTP."""
     root = tmp_path / "repo"
@@ -44,8 +43,8 @@ def storage(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Storage]
         yield LocalStorage(root)
     elif request.param == "memory":
         yield MemoryStorage()
-    elif request.param == "retrying-local":
-        yield RetryingStorage(LocalStorage(root), sleep=_no_sleep)
+    elif request.param == "wrapped-local":
+        yield StorageWrapper(LocalStorage(root))
     elif request.param == "s3-mock":
         request.getfixturevalue("aws_env")
         with mock_aws():
@@ -60,21 +59,16 @@ def storage(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Storage]
         yield S3Storage(client, bucket, part_bytes=5 << 20, max_concurrency=2)
 
 
-@pytest.fixture(params=["local", "retrying-local"])
+@pytest.fixture(params=["local", "wrapped-local"])
 def local(request: pytest.FixtureRequest, tmp_path: Path) -> Storage:
     inner = LocalStorage(tmp_path / "repo")
-    return inner if request.param == "local" else RetryingStorage(inner, sleep=_no_sleep)
+    return inner if request.param == "local" else StorageWrapper(inner)
 
 
 def root_of(storage: Storage) -> Path:
-    inner = storage.inner if isinstance(storage, RetryingStorage) else storage
+    inner = storage.inner if isinstance(storage, StorageWrapper) else storage
     assert isinstance(inner, LocalStorage)
     return inner.root
-
-
-def is_local(storage: Storage) -> bool:
-    inner = storage.inner if isinstance(storage, RetryingStorage) else storage
-    return isinstance(inner, LocalStorage)
 
 
 def read(storage: Storage, key: str, piece: int = 65_537) -> bytes:
@@ -399,160 +393,60 @@ def test_delete_removes_empty_parent_folders_only(local: Storage) -> None:
     assert root.is_dir()
 
 
-# ---------------------------------------------------------------------------------- retries
+# ----------------------------------------------------------------------------- capabilities
+
+CAPABILITIES = [f.name for f in dataclasses.fields(StorageCapabilities)]
 
 
-class FlakyStorage(MemoryStorage):
-    """A backend whose next ``failures[op]`` calls of ``op`` raise ``error`` once armed."""
-
-    def __init__(self, error: StorageError) -> None:
-        super().__init__(name="flaky")
-        self.error = error
-        self.failures: Counter[str] = Counter()
-        self.calls: Counter[str] = Counter()
-
-    def arm(self, **failures: int) -> FlakyStorage:
-        """Fail the next calls of each operation; count calls from now on."""
-        self.failures = Counter(failures)
-        self.calls = Counter()
-        return self
-
-    def _maybe_fail(self, op: str) -> None:
-        self.calls[op] += 1
-        if self.failures[op] > 0:
-            self.failures[op] -= 1
-            raise self.error
-
-    def put(self, key: str, chunks: Iterable[bytes]) -> ObjectInfo:
-        self._maybe_fail("put")
-        return super().put(key, chunks)
-
-    def stat(self, key: str) -> ObjectInfo:
-        self._maybe_fail("stat")
-        return super().stat(key)
-
-    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
-        self._maybe_fail("list")
-        return super().list(prefix)
-
-    def delete(self, key: str) -> None:
-        self._maybe_fail("delete")
-        super().delete(key)
-
-    def open(self, key: str) -> AbstractContextManager[BinaryIO]:
-        # like LocalStorage.open: the file is opened (and may fail) when the block is entered
-        @contextmanager
-        def opened() -> Iterator[BinaryIO]:
-            self._maybe_fail("open")
-            with MemoryStorage.open(self, key) as handle:
-                yield handle
-
-        return opened()
-
-
-def transient() -> TransientStorageError:
-    return TransientStorageError("could not read x: Resource temporarily unavailable.")
-
-
-def retrying(inner: Storage, sleeps: list[float], attempts: int = 4) -> RetryingStorage:
-    return RetryingStorage(inner, attempts=attempts, base_delay=0.5, sleep=sleeps.append)
-
-
-def test_transient_errors_are_retried_with_back_off() -> None:
-    inner = FlakyStorage(transient())
-    inner.put(KEY, [b"12345"])
-    inner.arm(stat=2)
-    sleeps: list[float] = []
-
-    info = retrying(inner, sleeps).stat(KEY)
-
-    assert info.size == 5
-    assert inner.calls["stat"] == 3
-    assert sleeps == [0.5, 1.0]
-
-
-def test_transient_errors_give_up_after_the_last_attempt() -> None:
-    inner = FlakyStorage(transient()).arm(stat=10)
-    sleeps: list[float] = []
-
-    with pytest.raises(TransientStorageError):
-        retrying(inner, sleeps, attempts=3).stat(KEY)
-
-    assert inner.calls["stat"] == 3
-    assert sleeps == [0.5, 1.0]
+def _s3(lock: ObjectLock | None = None) -> S3Storage:
+    return S3Storage(client_for("us-east-1"), "anything", object_lock=lock)
 
 
 @pytest.mark.parametrize(
-    "error",
+    ("make", "expected"),
     [
-        StorageError("could not write x: the backup disk is full."),
-        InvalidKeyError("storage key '../x' has an empty, '.' or '..' component."),
+        pytest.param(lambda tmp: LocalStorage(tmp), StorageCapabilities(), id="local"),
+        pytest.param(lambda tmp: MemoryStorage(), StorageCapabilities(), id="memory"),
+        pytest.param(lambda tmp: _s3(), StorageCapabilities(verified_writes=True), id="s3"),
+        pytest.param(
+            lambda tmp: _s3(ObjectLock("COMPLIANCE", 30)),
+            StorageCapabilities(verified_writes=True, write_once=True),
+            id="s3-object-lock",
+        ),
     ],
-    ids=["disk-full", "invalid-key"],
 )
-def test_non_retryable_errors_are_raised_at_once(error: StorageError) -> None:
-    inner = FlakyStorage(error).arm(stat=1)
-    sleeps: list[float] = []
+def test_a_wrapper_reports_every_capability_of_what_it_wraps(
+    aws_env: None, tmp_path: Path, make: Callable[[Path], Storage], expected: StorageCapabilities
+) -> None:
+    inner = make(tmp_path)
+    wrapped = StorageWrapper(StorageWrapper(inner))  # however deep
 
-    with pytest.raises(type(error)) as caught:
-        retrying(inner, sleeps).stat(KEY)
-
-    assert caught.value is error
-    assert inner.calls["stat"] == 1
-    assert sleeps == []
-
-
-def test_not_found_is_not_retried() -> None:
-    inner = FlakyStorage(transient())
-    sleeps: list[float] = []
-
-    with pytest.raises(ObjectNotFoundError):
-        retrying(inner, sleeps).stat(KEY)
-
-    assert inner.calls["stat"] == 1
-    assert sleeps == []
+    assert inner.capabilities == expected
+    assert wrapped.capabilities == expected
+    for name in CAPABILITIES:  # each one readable as an attribute, on the wrapper too
+        assert getattr(wrapped, name) is getattr(inner, name) is getattr(expected, name)
+    tier = Tier("dr", wrapped, KEYRING)
+    assert tier.write_once is expected.write_once
+    assert wrapped.name == inner.name
 
 
-@pytest.mark.parametrize("op", ["list", "delete"])
-def test_list_and_delete_are_retried(op: str) -> None:
-    inner = FlakyStorage(transient())
-    inner.put(KEY, [b"x"])
-    inner.arm(**{op: 2})
-    storage = retrying(inner, [])
+def test_a_wrapper_passes_every_operation_through(tmp_path: Path) -> None:
+    class Counting(StorageWrapper):
+        def __init__(self, inner: Storage) -> None:
+            super().__init__(inner)
+            self.opened = 0
 
-    if op == "list":
-        assert keys(storage) == [KEY]
-    else:
-        storage.delete(KEY)
-        assert keys(inner) == []
-    assert inner.calls[op] == 3
+        def open(self, key: str) -> Any:
+            self.opened += 1
+            return super().open(key)
 
+    inner = LocalStorage(tmp_path / "repo")
+    counting = Counting(inner)
+    counting.put(KEY, [b"abc"])
 
-def test_put_of_a_replayable_sequence_is_retried() -> None:
-    inner = FlakyStorage(transient()).arm(put=2)
-
-    retrying(inner, []).put(KEY, [b"ab", b"cd"])
-
-    assert inner.calls["put"] == 3
-    assert read(inner, KEY) == b"abcd"
-
-
-def test_put_of_a_one_shot_stream_is_not_retried() -> None:
-    inner = FlakyStorage(transient()).arm(put=1)
-    sleeps: list[float] = []
-
-    with pytest.raises(TransientStorageError):
-        retrying(inner, sleeps).put(KEY, (chunk for chunk in [b"ab", b"cd"]))
-
-    assert inner.calls["put"] == 1
-    assert sleeps == []
+    assert read(counting, KEY) == b"abc"
+    assert counting.opened == 1
+    assert keys(counting) == keys(inner) == [KEY]
+    assert counting.stat(KEY) == inner.stat(KEY)
+    counting.delete(KEY)
     assert keys(inner) == []
-
-
-def test_transient_error_when_opening_is_retried() -> None:
-    inner = FlakyStorage(transient())
-    inner.put(KEY, [b"payload"])
-    inner.arm(open=2)
-
-    assert read(retrying(inner, []), KEY) == b"payload"
-    assert inner.calls["open"] == 3

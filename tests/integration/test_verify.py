@@ -31,7 +31,6 @@ from backupflow.models import BackupKind, Category, Manifest, StoredObject, new_
 from backupflow.retention import RetentionPolicy
 from backupflow.storage import MemoryStorage, Tier, open_tiers
 from backupflow.storage.base import ObjectInfo, Storage, get_bytes, put_bytes
-from backupflow.storage.retry import RetryingStorage
 from backupflow.storage.s3 import S3Storage
 from backupflow.verify import verify
 from backupflow.verify.report import (
@@ -341,7 +340,7 @@ def test_an_unfinished_multipart_upload_on_s3_is_a_finding(
     make_bucket(client, "verify-uploads", "us-east-1")
     keyring = open_tiers(settings)[0].keyring
     storage = S3Storage(client, "verify-uploads", "backupflow", name="secondary:s3")
-    tier = Tier("secondary", RetryingStorage(storage, attempts=1), keyring)
+    tier = Tier("secondary", storage, keyring)
     stuck = "backupflow/database/gantt/2026-11-26/20261126T010203Z-full-abcdef.data.zst.age"
     client.create_multipart_upload(Bucket="verify-uploads", Key=stuck)
     client.create_multipart_upload(Bucket="verify-uploads", Key="other-app/big.bin")

@@ -1,14 +1,18 @@
-"""S3 through moto: an HTTP server on loopback (real sockets) and helpers to make buckets."""
+"""S3 through moto: an HTTP server on loopback (real sockets), a proxy in front of it that
+can break a connection midway, and helpers to make buckets."""
 
 from __future__ import annotations
 
+import contextlib
+import socket
+import threading
 from typing import Any
 
 import boto3
 from botocore.config import Config
 from moto.server import ThreadedMotoServer
 
-__all__ = ["MotoServer", "client_for", "make_bucket"]
+__all__ = ["CuttingProxy", "MotoServer", "client_for", "make_bucket"]
 
 
 class MotoServer:
@@ -32,6 +36,64 @@ class MotoServer:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+
+class CuttingProxy:
+    """A TCP proxy on 127.0.0.1 in front of ``port``.  Once :meth:`cut_after` is armed, the
+    connection that carries the next ``n`` bytes back to the client is dropped right there
+    (a real reset in the middle of a response), then the proxy passes everything again."""
+
+    def __init__(self, port: int) -> None:
+        self._target = port
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self._lock = threading.Lock()
+        self._budget: int | None = None
+        self.cuts = 0
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def cut_after(self, n: int) -> None:
+        with self._lock:
+            self._budget = n
+
+    def close(self) -> None:
+        self._listener.close()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(("127.0.0.1", self._target))
+            threading.Thread(target=self._pump, args=(client, server, False), daemon=True).start()
+            threading.Thread(target=self._pump, args=(server, client, True), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket, to_client: bool) -> None:
+        try:
+            while data := src.recv(64 << 10):
+                if to_client:
+                    with self._lock:
+                        budget = self._budget
+                        if budget is not None and len(data) >= budget:
+                            self._budget = None
+                            self.cuts += 1
+                            dst.sendall(data[:budget])
+                            raise ConnectionResetError("cut by the test proxy")
+                        if budget is not None:
+                            self._budget = budget - len(data)
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for sock in (src, dst):
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+                sock.close()
 
 
 def client_for(region: str, endpoint_url: str | None = None) -> Any:

@@ -21,9 +21,6 @@ ADAPTER = CORE / "prefect_adapter.py"
 MAX_LINES = 400
 #: Modules over the bound that their owners are splitting now (issue 14); each must still be
 #: over it: a module that has been split must leave this list.
-PENDING = {
-    "src/backupflow/storage/s3.py",
-}
 
 
 def modules(*roots: Path) -> list[Path]:
@@ -92,14 +89,8 @@ def test_no_module_is_over_the_bound_without_a_reason() -> None:
         for path in SIZED
         if line_count(path) > MAX_LINES
         and size_reason(path) is None
-        and str(path.relative_to(REPO)) not in PENDING
     ]
     assert over == []
-
-
-def test_a_pending_module_is_still_over_the_bound() -> None:
-    split = [name for name in sorted(PENDING) if line_count(REPO / name) <= MAX_LINES]
-    assert split == [], "these were split: drop them from PENDING"
 
 
 def test_importing_the_core_does_not_import_prefect(tmp_path: Path) -> None:

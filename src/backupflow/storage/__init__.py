@@ -1,4 +1,11 @@
-"""Storage tiers behind one small interface, and the one place they are composed."""
+"""Storage tiers behind one small interface, and the one place they are composed.
+
+Each backend has one retry layer, its own: an S3 tier relies on botocore's ``standard``
+retry mode (``repository.request_attempts`` attempts per request, see
+:func:`make_s3_client`) and resumes an interrupted download itself; a local disk is not
+retried (its errors do not pass with time, and Python already restarts calls interrupted
+by a signal, PEP 475).  Nothing here wraps a storage in a retry layer of its own.
+"""
 
 from __future__ import annotations
 
@@ -10,21 +17,29 @@ from backupflow.config import RepositorySettings, Settings, TierSettings
 from backupflow.errors import ConfigError
 from backupflow.keys import Keyring, load_keyring
 from backupflow.models import TIER_NAMES, SourceName, TierName
-from backupflow.storage.base import ObjectInfo, Storage, get_bytes, put_bytes, validate_key
+from backupflow.storage.base import (
+    ObjectInfo,
+    Storage,
+    StorageCapabilities,
+    get_bytes,
+    put_bytes,
+    validate_key,
+)
 from backupflow.storage.local import LocalStorage
 from backupflow.storage.memory import MemoryStorage
-from backupflow.storage.retry import RetryingStorage
 from backupflow.storage.s3 import ObjectLock, S3Storage
+from backupflow.storage.wrapper import StorageWrapper
 
 __all__ = [
     "TIER_NAMES",
     "LocalStorage",
     "MemoryStorage",
     "ObjectInfo",
-    "RetryingStorage",
     "S3Storage",
     "SourceName",
     "Storage",
+    "StorageCapabilities",
+    "StorageWrapper",
     "Tier",
     "TierName",
     "get_bytes",
@@ -50,8 +65,7 @@ class Tier:
     @property
     def write_once(self) -> bool:
         """True when objects cannot be deleted early (S3 Object Lock)."""
-        inner = self.storage.inner if isinstance(self.storage, RetryingStorage) else self.storage
-        return isinstance(inner, S3Storage) and inner.object_lock is not None
+        return self.storage.write_once
 
 
 def make_s3_client(tier: TierSettings, repository: RepositorySettings) -> Any:
@@ -59,12 +73,20 @@ def make_s3_client(tier: TierSettings, repository: RepositorySettings) -> Any:
 
     Credentials come from the prefect-aws ``AwsCredentials`` block the tier names, else from
     boto3's default chain; never from a flow parameter.
+
+    Retries are botocore's alone, in ``standard`` mode, ``request_attempts`` attempts in all
+    per request (``total_max_attempts``: ``max_attempts`` would count retries, one more).
+    ``standard`` retries throttling, 5xx and connection errors with jittered exponential
+    back-off under a retry quota, the same way in every AWS SDK.  ``adaptive`` adds a
+    client-side rate limiter that AWS still calls experimental; it pays off for many
+    processes hammering one prefix, not for a backup of a few large objects whose parts
+    share one client, and a throttled limiter would slow every part of the upload.
     """
     import boto3
     from botocore.config import Config
 
     config = Config(
-        retries={"max_attempts": repository.request_attempts, "mode": "standard"},
+        retries={"total_max_attempts": repository.request_attempts, "mode": "standard"},
         s3={"addressing_style": tier.addressing_style},
         connect_timeout=10,
         read_timeout=120,
@@ -88,7 +110,7 @@ def make_s3_client(tier: TierSettings, repository: RepositorySettings) -> Any:
 def open_tier(
     name: TierName, settings: Settings, *, client: Any = None, keyring: Keyring | None = None
 ) -> Tier:
-    """The storage for one tier, wrapped with retries, with the settings' keyring."""
+    """The storage for one tier, with the settings' keyring (no wrapper: see the module)."""
     if keyring is None:
         keyring = load_keyring(settings.crypto)
     tier: TierSettings = getattr(settings.repository, name)
@@ -110,14 +132,12 @@ def open_tier(
             kms_key_id=tier.kms_key_id,
             storage_class=tier.storage_class,
             object_lock=lock,
+            read_resumes=settings.repository.request_attempts,
         )
     else:
         root = Path(tier.url.removeprefix("file://"))
         storage = LocalStorage(root, name=f"{name}:{root}")
-    # boto3 already retries each S3 request (request_attempts); the wrapper retries whole
-    # operations once more, and a local folder a few times.
-    attempts = 2 if tier.is_s3 else 4
-    return Tier(name, RetryingStorage(storage, attempts=attempts), keyring)
+    return Tier(name, storage, keyring)
 
 
 def open_tiers(settings: Settings, names: tuple[TierName, ...] = TIER_NAMES) -> list[Tier]:

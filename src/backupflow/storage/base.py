@@ -17,6 +17,11 @@ Contract (every backend, checked by ``tests/integration/test_storage_conformance
 * :meth:`Storage.delete` removes an object; deleting a missing key is not an error.
 * Errors are :class:`~backupflow.errors.StorageError`; transient ones are
   :class:`~backupflow.errors.TransientStorageError` (``retryable``).
+
+What a backend guarantees beyond the contract is declared in one place,
+:attr:`Storage.capabilities` (a :class:`StorageCapabilities`); callers branch on a capability,
+never on a backend's class, and a wrapper (:class:`~backupflow.storage.wrapper.StorageWrapper`)
+reports the capabilities of the storage it wraps.
 """
 
 from __future__ import annotations
@@ -32,7 +37,15 @@ from typing import BinaryIO
 
 from backupflow.errors import InvalidKeyError
 
-__all__ = ["TMP_PREFIX", "ObjectInfo", "Storage", "get_bytes", "put_bytes", "validate_key"]
+__all__ = [
+    "TMP_PREFIX",
+    "ObjectInfo",
+    "Storage",
+    "StorageCapabilities",
+    "get_bytes",
+    "put_bytes",
+    "validate_key",
+]
 
 TMP_PREFIX = ".tmp-"
 _SAFE = re.compile(r"^[A-Za-z0-9._\-=+@]+$")
@@ -45,6 +58,20 @@ class ObjectInfo:
     key: str
     size: int
     modified: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class StorageCapabilities:
+    """What a backend guarantees beyond the contract (all off by default).
+
+    ``verified_writes``: a completed ``put`` proves the stored bytes equal the bytes sent
+    (S3 checked the SHA-256 sent with every part), so nobody need read the object back.
+    ``write_once``: objects cannot be deleted or replaced before their retention ends
+    (S3 Object Lock), so a damaged copy must never be written there.
+    """
+
+    verified_writes: bool = False
+    write_once: bool = False
 
 
 def validate_key(key: str) -> str:
@@ -77,9 +104,20 @@ class Storage(ABC):
     #: Short human name used in messages, e.g. ``primary:/var/backups``.
     name: str
 
-    #: True when ``put`` itself proves the stored bytes equal the bytes sent (S3 checks
-    #: per-part checksums), so the pipeline need not read the object back.
-    verified_writes: bool = False
+    @property
+    def capabilities(self) -> StorageCapabilities:
+        """What this backend guarantees beyond the contract; a wrapper reports its inner's."""
+        return StorageCapabilities()
+
+    @property
+    def verified_writes(self) -> bool:
+        """True when ``put`` itself proves the stored bytes (no read-back needed)."""
+        return self.capabilities.verified_writes
+
+    @property
+    def write_once(self) -> bool:
+        """True when objects cannot be deleted early (S3 Object Lock)."""
+        return self.capabilities.write_once
 
     @abstractmethod
     def put(self, key: str, chunks: Iterable[bytes]) -> ObjectInfo:

@@ -30,7 +30,9 @@ from backupflow.storage.base import (
 
 __all__ = ["LocalStorage"]
 
-_TRANSIENT = {errno.EAGAIN, errno.EINTR, errno.EBUSY, errno.ETIMEDOUT}
+#: Errors that may pass with time (reported as retryable, so a restore moves on to the next
+#: tier).  Not EINTR: Python restarts a call a signal interrupts (PEP 475).
+_TRANSIENT = {errno.EAGAIN, errno.EBUSY, errno.ETIMEDOUT}
 
 
 def _translate(exc: OSError, action: str, key: str) -> StorageError:

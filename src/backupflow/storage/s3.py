@@ -4,17 +4,21 @@
   upload with at most ``max_concurrency`` parts in flight, so memory stays bounded by about
   ``part_bytes * (max_concurrency + 3)`` whatever the object's size.  Small objects are one
   ``PutObject``.
-* Every part carries its SHA-256 (``ChecksumSHA256``), which S3 checks on receipt.  After
-  the upload the object's checksum reported by S3 is compared with the one computed here
-  (for a multipart object: the SHA-256 of the parts' SHA-256s), and its size with the bytes
-  sent, so the stored bytes are exactly the bytes our whole-object SHA-256 was computed on.
+* Every object and every part carries its SHA-256 (``ChecksumSHA256``), which S3 checks on
+  receipt (a mismatch is refused with ``BadDigest``).  After the upload the object's
+  checksum reported by S3 is compared with the one computed here (for a multipart object:
+  the SHA-256 of the parts' SHA-256s), and its size with the bytes sent, so the stored
+  bytes are exactly the bytes our whole-object SHA-256 was computed on: writes are
+  verified (``capabilities.verified_writes``) and nobody reads a copy back.  A store that
+  answers without the checksum (an S3-compatible one that ignores it) verified nothing:
+  from then on this storage reports unverified writes, and the pipeline reads back.
+* Reads resume after a connection breaks midway (:mod:`backupflow.storage.s3_download`);
+  every request is retried by botocore alone (see ``make_s3_client``).
 * Server-side encryption, storage class and Object Lock retention are applied to every
   object.  On a tier with Object Lock, ``delete`` removes object versions explicitly (it
   never hides a locked object behind a delete marker) and reports a locked object as
   :class:`~backupflow.errors.ObjectLockedError`.
-* botocore errors are translated: throttling, 5xx and connection failures are
-  :class:`~backupflow.errors.TransientStorageError`; access denied or a missing bucket fail
-  at once naming the bucket and the operation.
+* botocore errors are translated (:mod:`backupflow.storage.s3_errors`).
 """
 
 from __future__ import annotations
@@ -30,23 +34,18 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, BinaryIO, Literal, TypeVar, cast
 
-from botocore.exceptions import (
-    BotoCoreError,
-    ClientError,
-    ConnectionClosedError,
-    ConnectTimeoutError,
-    EndpointConnectionError,
-    ReadTimeoutError,
-)
+from botocore.exceptions import BotoCoreError, ClientError
 
-from backupflow.errors import (
-    IntegrityError,
-    ObjectLockedError,
-    ObjectNotFoundError,
-    StorageError,
-    TransientStorageError,
+from backupflow.errors import IntegrityError, ObjectLockedError
+from backupflow.storage.base import (
+    ObjectInfo,
+    Storage,
+    StorageCapabilities,
+    validate_key,
+    validate_prefix,
 )
-from backupflow.storage.base import ObjectInfo, Storage, validate_key, validate_prefix
+from backupflow.storage.s3_download import ResumingReader
+from backupflow.storage.s3_errors import translate_s3_error
 
 if TYPE_CHECKING:
     from mypy_boto3_s3.client import S3Client
@@ -55,60 +54,6 @@ if TYPE_CHECKING:
 __all__ = ["ObjectLock", "S3Storage", "translate_s3_error"]
 
 T = TypeVar("T")
-
-_TRANSIENT_CODES = {
-    "SlowDown",
-    "Throttling",
-    "ThrottlingException",
-    "RequestTimeout",
-    "RequestTimeTooSkewed",
-    "InternalError",
-    "ServiceUnavailable",
-    "503",
-    "500",
-    "502",
-    "504",
-}
-_NOT_FOUND_CODES = {"NoSuchKey", "404", "NotFound"}
-_NETWORK_ERRORS = (
-    EndpointConnectionError,
-    ConnectionClosedError,
-    ConnectTimeoutError,
-    ReadTimeoutError,
-)
-
-
-def translate_s3_error(
-    exc: Exception, *, bucket: str, operation: str, key: str = ""
-) -> StorageError:
-    """One clear StorageError for a botocore error; transient ones are retryable."""
-    where = f"s3://{bucket}/{key}" if key else f"s3://{bucket}"
-    if isinstance(exc, _NETWORK_ERRORS):
-        return TransientStorageError(f"{operation} on {where} failed: {exc}; retrying may help.")
-    if isinstance(exc, ClientError):
-        error = exc.response.get("Error", {})
-        code = str(error.get("Code", ""))
-        status = str(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", ""))
-        if code in _NOT_FOUND_CODES or (status == "404" and code not in ("NoSuchBucket",)):
-            return ObjectNotFoundError(f"{where} does not exist.")
-        if code == "NoSuchBucket":
-            return StorageError(
-                f"{operation} failed: the bucket {bucket} does not exist (or is in another "
-                "account); check the tier's URL."
-            )
-        if code in ("AccessDenied", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
-            return StorageError(
-                f"{operation} on {where} was denied ({code}); check the credentials and the "
-                "IAM permissions listed in the README for this tier."
-            )
-        if code in _TRANSIENT_CODES or status.startswith("5"):
-            return TransientStorageError(
-                f"{operation} on {where} failed ({code or status}); retrying may help."
-            )
-        return StorageError(f"{operation} on {where} failed: {code} {error.get('Message', '')}.")
-    if isinstance(exc, BotoCoreError):
-        return TransientStorageError(f"{operation} on {where} failed: {exc}.")
-    return StorageError(f"{operation} on {where} failed: {exc}.")
 
 
 @dataclass(frozen=True)
@@ -127,9 +72,8 @@ def _b64(digest: bytes) -> str:
 
 
 class S3Storage(Storage):
-    """Objects under ``prefix`` in ``bucket``."""
-
-    verified_writes = True
+    """Objects under ``prefix`` in ``bucket``; a broken download resumes ``read_resumes``
+    times at most."""
 
     def __init__(
         self,
@@ -144,6 +88,7 @@ class S3Storage(Storage):
         kms_key_id: str | None = None,
         storage_class: str = "STANDARD",
         object_lock: ObjectLock | None = None,
+        read_resumes: int = 3,
     ) -> None:
         if part_bytes < 5 << 20:
             raise ValueError("S3 parts must be at least 5 MiB")
@@ -154,11 +99,20 @@ class S3Storage(Storage):
         self.part_bytes = part_bytes
         self.max_concurrency = max(1, max_concurrency)
         self.object_lock = object_lock
+        self.read_resumes = max(0, read_resumes)
+        self._checksums_confirmed = True
         self._put_args: dict[str, Any] = {"StorageClass": storage_class}
         if sse != "none":
             self._put_args["ServerSideEncryption"] = sse
             if sse == "aws:kms" and kms_key_id:
                 self._put_args["SSEKMSKeyId"] = kms_key_id
+
+    @property
+    def capabilities(self) -> StorageCapabilities:
+        return StorageCapabilities(
+            verified_writes=self._checksums_confirmed,
+            write_once=self.object_lock is not None,
+        )
 
     # -- helpers -----------------------------------------------------------------------
 
@@ -188,7 +142,7 @@ class S3Storage(Storage):
         second = next(parts, None)
         if second is None:
             digest = hashlib.sha256(first).digest()
-            response = self._call(
+            self._call(
                 "PutObject",
                 full_key,
                 lambda: self.client.put_object(
@@ -201,9 +155,7 @@ class S3Storage(Storage):
                     **self._lock_args(),
                 ),
             )
-            self._check(full_key, len(first), _b64(digest))
-            del response
-            return self.stat(key)
+            return self._check(key, full_key, len(first), _b64(digest))[0]
         return self._multipart(key, full_key, first, second, parts)
 
     def _multipart(
@@ -277,7 +229,7 @@ class S3Storage(Storage):
                 )
             raise
         composite = _b64(hashlib.sha256(b"".join(digests)).digest())
-        version = self._check(full_key, total, composite)
+        info, version = self._check(key, full_key, total, composite)
         lock = self.object_lock
         if lock is not None:
             # Some S3-compatible stores ignore lock headers on multipart uploads: set it again.
@@ -292,10 +244,10 @@ class S3Storage(Storage):
                     Bucket=self.bucket, Key=full_key, VersionId=version, Retention=retention
                 ),
             )
-        return self.stat(key)
+        return info
 
-    def _check(self, full_key: str, size: int, checksum: str) -> str:
-        """Compare what S3 stored with what was sent; returns the version id."""
+    def _check(self, key: str, full_key: str, size: int, checksum: str) -> tuple[ObjectInfo, str]:
+        """Compare what S3 stored with what was sent; the object's info and version id."""
         head = self._call(
             "HeadObject",
             full_key,
@@ -309,7 +261,10 @@ class S3Storage(Storage):
                 f"s3://{self.bucket}/{full_key} does not hold the bytes that were uploaded "
                 f"({head['ContentLength']} of {size} bytes); the upload is not trusted."
             )
-        return str(head.get("VersionId") or "null")
+        if not stored:
+            self._checksums_confirmed = False  # the store ignored it: nothing was verified
+        info = ObjectInfo(key, int(head["ContentLength"]), head["LastModified"])
+        return info, str(head.get("VersionId") or "null")
 
     @contextlib.contextmanager
     def _opened(self, key: str) -> Iterator[BinaryIO]:
@@ -317,11 +272,13 @@ class S3Storage(Storage):
         response = self._call(
             "GetObject", full_key, lambda: self.client.get_object(Bucket=self.bucket, Key=full_key)
         )
-        body = response["Body"]
+        reader = ResumingReader(
+            self.client, self.bucket, full_key, response, resumes=self.read_resumes
+        )
         try:
-            yield cast(BinaryIO, _TranslatingReader(body, self, full_key))
+            yield cast(BinaryIO, reader)
         finally:
-            body.close()
+            reader.close()
 
     def open(self, key: str) -> contextlib.AbstractContextManager[BinaryIO]:
         return self._opened(key)
@@ -383,26 +340,6 @@ class S3Storage(Storage):
                 raise translate_s3_error(
                     exc, bucket=self.bucket, operation="DeleteObject", key=full_key
                 ) from exc
-
-
-class _TranslatingReader:
-    """A streaming body whose read errors become StorageErrors."""
-
-    def __init__(self, body: Any, storage: S3Storage, full_key: str) -> None:
-        self._body = body
-        self._storage = storage
-        self._key = full_key
-
-    def read(self, size: int = -1) -> bytes:
-        try:
-            return cast(bytes, self._body.read(size if size >= 0 else None))
-        except (ClientError, BotoCoreError) as exc:
-            raise translate_s3_error(
-                exc, bucket=self._storage.bucket, operation="GetObject", key=self._key
-            ) from exc
-
-    def readable(self) -> bool:
-        return True
 
 
 def _parts(chunks: Iterable[bytes], size: int) -> Iterator[bytes]:

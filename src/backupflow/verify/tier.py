@@ -23,8 +23,7 @@ from backupflow.errors import (
 from backupflow.models import Manifest, StoredObject, utc
 from backupflow.pipeline import open_verified, verify_stored
 from backupflow.storage import Tier
-from backupflow.storage.base import ObjectInfo, Storage
-from backupflow.storage.retry import RetryingStorage
+from backupflow.storage.base import ObjectInfo
 from backupflow.storage.s3 import S3Storage
 from backupflow.verify.report import (
     BROKEN_CHAIN,
@@ -61,12 +60,6 @@ _CONTENT_KEY = re.compile(
 SQLSERVER = "sqlserver"
 #: Manifests authenticated at once (each is one GET).
 READ_WORKERS = 8
-
-
-def _inner(storage: Storage) -> Storage:
-    while isinstance(storage, RetryingStorage):
-        storage = storage.inner
-    return storage
 
 
 @dataclass
@@ -281,7 +274,7 @@ class Run:
         self.report.bytes_read += record.size
 
     def _uploads(self, tier: Tier, series: Series) -> None:
-        s3 = _inner(tier.storage)
+        s3 = tier.storage
         if not isinstance(s3, S3Storage):
             return
         prefix = s3.prefix + series_prefix(series.category, series.name)

@@ -115,7 +115,7 @@ def odbc_connect(settings: DatabaseSettings, password: str) -> Connection:
     except ImportError as exc:
         raise ConfigError(
             "pyodbc cannot be loaded (it needs unixODBC and the Microsoft ODBC Driver 18 for "
-            "SQL Server on this worker; see the README's SQL Server section)."
+            "SQL Server on this worker; see docs/sqlserver.md)."
         ) from exc
     try:
         conn: Connection = pyodbc.connect(
