@@ -407,10 +407,14 @@ def _s3(lock: ObjectLock | None = None) -> S3Storage:
     [
         pytest.param(lambda tmp: LocalStorage(tmp), StorageCapabilities(), id="local"),
         pytest.param(lambda tmp: MemoryStorage(), StorageCapabilities(), id="memory"),
-        pytest.param(lambda tmp: _s3(), StorageCapabilities(verified_writes=True), id="s3"),
+        pytest.param(
+            lambda tmp: _s3(),
+            StorageCapabilities(verified_writes=True, leaves_unfinished=True),
+            id="s3",
+        ),
         pytest.param(
             lambda tmp: _s3(ObjectLock("COMPLIANCE", 30)),
-            StorageCapabilities(verified_writes=True, write_once=True),
+            StorageCapabilities(verified_writes=True, write_once=True, leaves_unfinished=True),
             id="s3-object-lock",
         ),
     ],

@@ -87,8 +87,7 @@ def test_no_module_is_over_the_bound_without_a_reason() -> None:
     over = [
         f"{path.relative_to(REPO)} has {line_count(path)} lines"
         for path in SIZED
-        if line_count(path) > MAX_LINES
-        and size_reason(path) is None
+        if line_count(path) > MAX_LINES and size_reason(path) is None
     ]
     assert over == []
 

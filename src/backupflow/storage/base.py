@@ -42,6 +42,7 @@ __all__ = [
     "ObjectInfo",
     "Storage",
     "StorageCapabilities",
+    "UnfinishedWrite",
     "get_bytes",
     "put_bytes",
     "validate_key",
@@ -60,6 +61,16 @@ class ObjectInfo:
     modified: datetime
 
 
+@dataclass(frozen=True)
+class UnfinishedWrite:
+    """A write that was started and never completed (an open S3 multipart upload)."""
+
+    key: str
+    started: datetime | None
+    #: Where it is, for a person (``s3://bucket/key``).
+    where: str
+
+
 @dataclass(frozen=True, slots=True)
 class StorageCapabilities:
     """What a backend guarantees beyond the contract (all off by default).
@@ -72,6 +83,9 @@ class StorageCapabilities:
 
     verified_writes: bool = False
     write_once: bool = False
+    #: Writes can be left unfinished and still cost storage (S3 multipart uploads):
+    #: ``unfinished_writes`` lists them, one request per 1,000.
+    leaves_unfinished: bool = False
 
 
 def validate_key(key: str) -> str:
@@ -119,6 +133,11 @@ class Storage(ABC):
         """True when objects cannot be deleted early (S3 Object Lock)."""
         return self.capabilities.write_once
 
+    @property
+    def leaves_unfinished(self) -> bool:
+        """True when writes can be left unfinished (S3 multipart uploads)."""
+        return self.capabilities.leaves_unfinished
+
     @abstractmethod
     def put(self, key: str, chunks: Iterable[bytes]) -> ObjectInfo:
         """Store the concatenated ``chunks`` under ``key``, atomically and durably."""
@@ -146,6 +165,13 @@ class Storage(ABC):
         lifecycle rule, memory is atomic) keep this default, which removes nothing.
         """
         del older_than
+        return []
+
+    def unfinished_writes(self, prefix: str = "") -> builtins.list[UnfinishedWrite]:
+        """Writes under ``prefix`` that were started and never completed, which a reader
+        cannot see but which still cost storage.  Backends whose writes cannot be left open
+        (a folder writes to a temporary name, memory is atomic) keep this default: none."""
+        validate_prefix(prefix)
         return []
 
     def __repr__(self) -> str:

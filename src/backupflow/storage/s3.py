@@ -41,6 +41,7 @@ from backupflow.storage.base import (
     ObjectInfo,
     Storage,
     StorageCapabilities,
+    UnfinishedWrite,
     validate_key,
     validate_prefix,
 )
@@ -112,6 +113,7 @@ class S3Storage(Storage):
         return StorageCapabilities(
             verified_writes=self._checksums_confirmed,
             write_once=self.object_lock is not None,
+            leaves_unfinished=True,
         )
 
     # -- helpers -----------------------------------------------------------------------
@@ -307,6 +309,29 @@ class S3Storage(Storage):
                 exc, bucket=self.bucket, operation="ListObjectsV2", key=self.prefix + prefix
             ) from exc
         yield from sorted(found, key=lambda info: info.key)
+
+    def unfinished_writes(self, prefix: str = "") -> builtins.list[UnfinishedWrite]:
+        """Multipart uploads under ``prefix`` that were never completed or aborted."""
+        validate_prefix(prefix)
+        paginator = self.client.get_paginator("list_multipart_uploads")
+        found: builtins.list[UnfinishedWrite] = []
+        try:
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix + prefix):
+                for upload in page.get("Uploads", []):
+                    key = str(upload.get("Key", "?"))
+                    started = upload.get("Initiated")
+                    found.append(
+                        UnfinishedWrite(
+                            key[len(self.prefix) :] if key.startswith(self.prefix) else key,
+                            started if isinstance(started, datetime) else None,
+                            f"s3://{self.bucket}/{key}",
+                        )
+                    )
+        except (ClientError, BotoCoreError) as exc:
+            raise translate_s3_error(
+                exc, bucket=self.bucket, operation="ListMultipartUploads", key=self.prefix + prefix
+            ) from exc
+        return found
 
     def delete(self, key: str) -> None:
         full_key = self._key(key)

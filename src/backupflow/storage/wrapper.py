@@ -15,7 +15,7 @@ from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import BinaryIO
 
-from backupflow.storage.base import ObjectInfo, Storage, StorageCapabilities
+from backupflow.storage.base import ObjectInfo, Storage, StorageCapabilities, UnfinishedWrite
 
 __all__ = ["StorageWrapper"]
 
@@ -48,3 +48,6 @@ class StorageWrapper(Storage):
 
     def cleanup_incomplete(self, older_than: datetime) -> builtins.list[str]:
         return self.inner.cleanup_incomplete(older_than)
+
+    def unfinished_writes(self, prefix: str = "") -> builtins.list[UnfinishedWrite]:
+        return self.inner.unfinished_writes(prefix)

@@ -9,7 +9,6 @@ import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
 
 from backupflow.catalog import Catalog, CatalogEntry, manifests_prefix, series_prefix
 from backupflow.errors import (
@@ -24,7 +23,6 @@ from backupflow.models import Manifest, StoredObject, utc
 from backupflow.pipeline import open_verified, verify_stored
 from backupflow.storage import Tier
 from backupflow.storage.base import ObjectInfo
-from backupflow.storage.s3 import S3Storage
 from backupflow.verify.report import (
     BROKEN_CHAIN,
     DAMAGED_OBJECT,
@@ -274,37 +272,28 @@ class Run:
         self.report.bytes_read += record.size
 
     def _uploads(self, tier: Tier, series: Series) -> None:
-        s3 = tier.storage
-        if not isinstance(s3, S3Storage):
+        if not tier.storage.leaves_unfinished:
             return
-        prefix = s3.prefix + series_prefix(series.category, series.name)
         try:
-            pages = s3.client.get_paginator("list_multipart_uploads").paginate(
-                Bucket=s3.bucket, Prefix=prefix
-            )
-            uploads: list[Any] = []
-            for page in pages:
-                self.report.requests += 1
-                uploads += page.get("Uploads", [])
-        except Exception as exc:  # botocore raises several kinds
+            self.report.requests += 1
+            unfinished = tier.storage.unfinished_writes(series_prefix(series.category, series.name))
+        except BackupflowError as exc:
             self.find(
                 tier.name,
                 series,
                 UNREACHABLE,
-                f"unfinished uploads of {tier.storage.name} could not be listed: "
-                f"{type(exc).__name__}",
+                f"unfinished uploads of {tier.storage.name} could not be listed: {exc}",
             )
             return
-        for upload in uploads:
-            initiated = upload.get("Initiated")
-            if isinstance(initiated, datetime) and utc(initiated) >= self.cutoff:
+        for write in unfinished:
+            if write.started is not None and utc(write.started) >= self.cutoff:
                 continue  # a backup may be writing it now
             self.find(
                 tier.name,
                 series,
                 UNFINISHED_UPLOAD,
-                f"s3://{s3.bucket}/{upload.get('Key', '?')} (upload started "
-                f"{initiated:%Y-%m-%d %H:%M} UTC) was never completed"
-                if isinstance(initiated, datetime)
-                else f"s3://{s3.bucket}/{upload.get('Key', '?')} was never completed",
+                f"{write.where} (upload started {write.started:%Y-%m-%d %H:%M} UTC) was "
+                "never completed"
+                if write.started is not None
+                else f"{write.where} was never completed",
             )
