@@ -1,8 +1,12 @@
-"""Flow: is every job's newest good backup, in every tier, as recent as its schedule says?"""
+"""Flow: is every job's newest good backup, in every tier, as recent as its schedule says,
+and is its chain whole there?  One row per job and tier (unreachable, incomplete chain,
+never, stale or ok), worst first."""
 
 from __future__ import annotations
 
+import contextlib
 from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
@@ -10,11 +14,18 @@ from prefect.artifacts import create_markdown_artifact
 from backupflow.config import Settings, current_settings
 from backupflow.errors import BackupflowError
 from backupflow.models import BackupKind, Category
-from backupflow.objectives import HealthRow, assess_health, schedule_interval
+from backupflow.objectives import (
+    HealthRow,
+    HealthState,
+    assess_health,
+    chain_breaks,
+    health_summary,
+    schedule_interval,
+)
 from backupflow.reporting import iso
 from backupflow.series import Series, all_series
-from backupflow.storage import open_tiers
-from backupflow.tiers import locate
+from backupflow.storage import Tier, open_tiers
+from backupflow.tiers import Holdings, TierState, locate
 from flows._notify import notify_on_failure
 
 __all__ = ["StaleBackupsError", "backup_health"]
@@ -42,71 +53,124 @@ def _jobs(settings: Settings) -> list[tuple[str, str, Series, BackupKind | None]
 
 
 class StaleBackupsError(BackupflowError):
-    """A job's newest backup is older than its schedule allows: RPO is at risk."""
+    """A job's backups in some tier are stale, missing, broken or unreadable: RPO is at risk."""
 
 
 def _hours(delta: timedelta | None) -> str:
-    return "-" if delta is None else f"{delta.total_seconds() / 3600:.1f} h"
+    return "—" if delta is None else f"{delta.total_seconds() / 3600:.1f} h"
+
+
+def _run_name() -> str:
+    """``backup-health-2026-11-26T18:15+09:00``: the start, in the settings' timezone."""
+    now = datetime.now(UTC)
+    # A run name never fails the run: the flow itself reports bad settings.
+    with contextlib.suppress(Exception):
+        now = now.astimezone(ZoneInfo(current_settings().timezone))
+    return f"backup-health-{now.isoformat(timespec='minutes')}"
+
+
+def _newest(holdings: Holdings, tier: Tier, kind: BackupKind | None) -> datetime | None:
+    """The newest restore point a job's backups give in one tier: a full or differential
+    also serves the kinds below it."""
+    held = [e for e in holdings.sorted_entries() if tier in holdings.holders[e.id]]
+    serves = {
+        None: None,
+        BackupKind.FULL: {BackupKind.FULL},
+        BackupKind.DIFF: {BackupKind.FULL, BackupKind.DIFF},
+        BackupKind.LOG: {BackupKind.FULL, BackupKind.DIFF, BackupKind.LOG},
+    }[kind]
+    points = [e.restore_point for e in held if serves is None or e.kind in serves]
+    return max(points) if points else None
+
+
+def _gap(holdings: Holdings, tier: Tier, kind: BackupKind | None) -> str | None:
+    """Why the chain of a job's backups is incomplete in one tier (None when it is whole):
+    a backup whose parent, by the ids the manifests' names record, the tier lacks."""
+    held = [e for e in holdings.sorted_entries() if tier in holdings.holders[e.id]]
+    breaks = [(e, p) for e, p in chain_breaks(held) if kind is None or e.kind is kind]
+    if not breaks:
+        return None
+    entry, parent = breaks[0]
+    elsewhere = [t.name for t in holdings.holders.get(parent, []) if t is not tier]
+    where = (
+        f"which only tier(s) {', '.join(elsewhere)} hold; replicate to repair it"
+        if elsewhere
+        else "which no tier holds: it was lost"
+    )
+    more = f" (and {len(breaks) - 1} more gap(s))" if len(breaks) > 1 else ""
+    return (
+        f"{entry.kind.value} {entry.id} of {iso(entry.restore_point)} lacks its parent "
+        f"{parent}, {where}{more}"
+    )
+
+
+def _table(rows: list[HealthRow], problems: list[str], now: datetime) -> str:
+    lines = [
+        f"# Backup health at {iso(now)}",
+        "",
+        "| state | job | tier | newest backup | age | allowed | detail |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    lines += [
+        f"| {r.state.value if r.state is HealthState.OK else f'**{r.state.value}**'} | {r.job} "
+        f"| {r.tier} | {iso(r.newest) if r.newest else '—'} | "
+        f"{'never' if r.state is HealthState.NEVER else _hours(r.age)} | {_hours(r.allowed)} "
+        f"| {r.detail.replace('|', '/') or '—'} |"
+        for r in rows
+    ]
+    lines += [f"\n* {p}" for p in problems]
+    return "\n".join(lines)
 
 
 @flow(
     name="backup-health",
+    flow_run_name=_run_name,
     persist_result=False,
     on_failure=[notify_on_failure("dr_lead")],
 )
 def backup_health() -> list[HealthRow]:
-    """Age of the newest good backup of every job in every tier, against its schedule."""
+    """Age and completeness of every job's backups in every tier, against its schedule."""
     settings = current_settings()
     now = datetime.now(UTC)
     tiers = open_tiers(settings)
     newest: dict[tuple[str, str], datetime | None] = {}
+    gaps: dict[tuple[str, str], str] = {}
+    states: dict[str, TierState] = {}
     problems: list[str] = []
     jobs = _jobs(settings)
     for job, _schedule, series, kind in jobs:
         holdings = locate(tiers, series.category.value, series.name)
-        problems += holdings.problems
-        for tier in holdings.listed:
-            points = [
-                e.restore_point
-                for e in holdings.sorted_entries()
-                if tier in holdings.holders[e.id] and (kind is None or e.kind is kind)
-            ]
-            # A full or differential also serves as the newest point for the kinds below it.
-            if kind is BackupKind.LOG or kind is BackupKind.DIFF:
-                points += [
-                    e.restore_point
-                    for e in holdings.sorted_entries()
-                    if tier in holdings.holders[e.id]
-                    and e.kind in (BackupKind.FULL, BackupKind.DIFF)
-                    and (kind is BackupKind.LOG or e.kind is BackupKind.FULL)
-                ]
-            newest[(job, tier.name)] = max(points) if points else None
+        for state in holdings.states.values():
+            if state.tier not in states or (states[state.tier].answered and not state.answered):
+                states[state.tier] = state  # a tier unreadable for any series is unreadable
+        unread = {s.describe() for s in holdings.unread}
+        problems += [p for p in holdings.problems if p not in unread and p not in problems]
+        for tier in tiers:
+            listed = tier in holdings.listed
+            newest[(job, tier.name)] = _newest(holdings, tier, kind) if listed else None
+            gap = _gap(holdings, tier, kind) if listed else None
+            if gap is not None:
+                gaps[(job, tier.name)] = gap
     intervals = {
         job: schedule_interval(getattr(settings.jobs, schedule).schedule, settings.timezone, now)
         for job, schedule, _series, _kind in jobs
     }
     rows = assess_health(
-        newest, intervals, now, timedelta(minutes=settings.drill.health_grace_minutes)
+        newest,
+        intervals,
+        now,
+        timedelta(minutes=settings.drill.health_grace_minutes),
+        tiers=states,
+        gaps=gaps,
     )
-    lines = [
-        f"# Backup health at {iso(now)}",
-        "",
-        "| job | tier | newest backup | age | allowed | state |",
-        "| --- | --- | --- | --- | --- | --- |",
-    ]
-    lines += [
-        f"| {r.job} | {r.tier} | {iso(r.newest) if r.newest else 'none'} | {_hours(r.age)} | "
-        f"{_hours(r.allowed)} | {'**STALE**' if r.stale else 'ok'} |"
-        for r in rows
-    ]
-    lines += [f"\n* {p}" for p in problems]
-    create_markdown_artifact(key="backup-health", markdown="\n".join(lines))
-    stale = [r for r in rows if r.stale]
-    if stale or problems:
-        raise StaleBackupsError(
-            f"{len(stale)} job/tier pair(s) are stale"
-            + (f" and {len(problems)} tier(s) unreadable" if problems else "")
-            + ": "
-            + ", ".join(f"{r.job} in {r.tier} ({_hours(r.age)} old)" for r in stale[:8])
-        )
+    create_markdown_artifact(key="backup-health", markdown=_table(rows, problems, now))
+    findings = health_summary(rows)
+    if findings or problems:
+        bad = sum(1 for r in rows if r.state is not HealthState.OK)
+        parts = [f"{bad} of {len(rows)} job/tier pair(s) need attention"]
+        if findings:
+            parts[0] += ": " + "; ".join(findings)
+        if problems:
+            parts.append(f"{len(problems)} manifest problem(s): " + "; ".join(problems[:5]))
+        raise StaleBackupsError(", and ".join(parts) + ".")
     return rows

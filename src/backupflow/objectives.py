@@ -1,16 +1,29 @@
-"""Recovery objectives: drill results (RTO, RPO) and backup health (staleness). Pure."""
+"""Recovery objectives: drill results (RTO, RPO) and backup health (one state per job and
+tier: unreachable, incomplete chain, never, stale or ok). Pure."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Protocol
 
 from cronsim import CronSim
 
-from backupflow.models import utc
+from backupflow.models import BackupKind, utc
+from backupflow.tiers import TierState
 
-__all__ = ["DrillResult", "HealthRow", "assess_health", "drill_result", "schedule_interval"]
+__all__ = [
+    "DrillResult",
+    "HealthRow",
+    "HealthState",
+    "assess_health",
+    "chain_breaks",
+    "drill_result",
+    "health_summary",
+    "schedule_interval",
+]
 
 
 @dataclass(frozen=True)
@@ -77,9 +90,24 @@ def schedule_interval(cron: str, timezone: str, around: datetime) -> timedelta:
     return longest
 
 
+class HealthState(StrEnum):
+    """How one job stands in one tier, worst first."""
+
+    UNREACHABLE = "unreachable"
+    DENIED = "denied"
+    INCOMPLETE_CHAIN = "incomplete chain"
+    NEVER = "never"
+    STALE = "stale"
+    OK = "ok"
+
+
+_RANK = {state: rank for rank, state in enumerate(HealthState)}
+
+
 @dataclass(frozen=True)
 class HealthRow:
-    """The newest good backup of one job in one tier, against its schedule."""
+    """The newest good backup of one job in one tier, against its schedule, and its state
+    (``detail`` says why when it is not ok)."""
 
     job: str
     tier: str
@@ -87,6 +115,34 @@ class HealthRow:
     age: timedelta | None
     allowed: timedelta
     stale: bool
+    state: HealthState = HealthState.OK
+    detail: str = ""
+
+
+class _Entry(Protocol):
+    """What a catalog entry's name tells: enough to find a chain's breaks."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def kind(self) -> BackupKind: ...
+    @property
+    def restore_point(self) -> datetime: ...
+    @property
+    def parent_id(self) -> str | None: ...
+
+
+def chain_breaks(entries: Iterable[_Entry]) -> list[tuple[_Entry, str]]:
+    """The backups of one tier whose parent (as their names record it) the tier lacks, each
+    with the missing parent's id, oldest first.  Only the first backup after a gap is named:
+    the ones built on it are lost with it."""
+    entries = list(entries)
+    held = {e.id for e in entries}
+    return [
+        (e, e.parent_id)
+        for e in sorted(entries, key=lambda e: (e.restore_point, e.id))
+        if e.parent_id is not None and e.parent_id not in held
+    ]
 
 
 def assess_health(
@@ -94,12 +150,57 @@ def assess_health(
     intervals: Mapping[str, timedelta],
     now: datetime,
     grace: timedelta,
+    *,
+    tiers: Mapping[str, TierState] | None = None,
+    gaps: Mapping[tuple[str, str], str] | None = None,
 ) -> list[HealthRow]:
-    """A job is stale in a tier when its newest backup is older than its interval plus grace
-    (or there is none)."""
+    """One row per (job, tier) of ``newest``, worst first.
+
+    A tier that could not be read (``tiers``) makes its rows unreachable (or denied), with the
+    cause; a job whose chain is broken in a tier (``gaps``, the reason) is an incomplete
+    chain; a job without any backup is never backed up; one whose newest backup is older than
+    its interval plus grace is stale."""
     rows = []
-    for (job, tier), moment in sorted(newest.items()):
+    for (job, tier), moment in newest.items():
         allowed = intervals[job] + grace
         age = utc(now) - utc(moment) if moment is not None else None
-        rows.append(HealthRow(job, tier, moment, age, allowed, stale=age is None or age > allowed))
-    return rows
+        stale = age is None or age > allowed
+        state, detail = HealthState.OK, ""
+        answer = (tiers or {}).get(tier)
+        if answer is not None and not answer.answered:
+            state, detail = HealthState(answer.state), answer.cause
+        elif (job, tier) in (gaps or {}):
+            state, detail = HealthState.INCOMPLETE_CHAIN, (gaps or {})[(job, tier)]
+        elif age is None:
+            state, detail = HealthState.NEVER, "never backed up"
+        elif stale:
+            state = HealthState.STALE
+            detail = f"newest is {_hours(age)} old, {_hours(allowed)} allowed"
+        rows.append(HealthRow(job, tier, moment, age, allowed, stale, state, detail))
+    return sorted(rows, key=lambda r: (_RANK[r.state], r.job, r.tier))
+
+
+def _hours(delta: timedelta) -> str:
+    return f"{delta.total_seconds() / 3600:.1f} h"
+
+
+def health_summary(rows: Iterable[HealthRow]) -> list[str]:
+    """One line per finding, worst first: one line per unreadable tier (however many jobs it
+    holds), then one per job and tier that is not ok.  Empty when every row is ok."""
+    rows = list(rows)
+    lines: list[str] = []
+    seen: set[str] = set()
+    for row in rows:
+        if row.state in (HealthState.UNREACHABLE, HealthState.DENIED):
+            if row.tier not in seen:
+                seen.add(row.tier)
+                jobs = sum(1 for r in rows if r.tier == row.tier)
+                lines.append(
+                    f"tier {row.tier} is {row.state.value} ({row.detail.rstrip('.')}), so "
+                    f"{jobs} job(s) could not be checked there"
+                )
+        elif row.state is HealthState.NEVER:
+            lines.append(f"{row.job} in {row.tier}: never backed up")
+        elif row.state is not HealthState.OK:
+            lines.append(f"{row.job} in {row.tier}: {row.state.value} ({row.detail})")
+    return lines

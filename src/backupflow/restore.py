@@ -29,7 +29,7 @@ from backupflow.models import Category, Manifest, compact, iso, utc
 from backupflow.pipeline import open_verified
 from backupflow.planning import RestorePlan
 from backupflow.storage import Tier
-from backupflow.tiers import Holdings, locate
+from backupflow.tiers import Holdings, TierState, locate
 
 __all__ = [
     "LoadedPlan",
@@ -44,11 +44,13 @@ Progress = Callable[[int], None]
 
 @dataclass(frozen=True)
 class LoadedPlan:
-    """A restore plan over full manifests, and the tiers holding each backup (in order)."""
+    """A restore plan over full manifests, the tiers holding each backup (in order), and
+    what each consulted tier answered (``tier_states``, by tier name)."""
 
     plan: RestorePlan[Manifest]
     sources: dict[str, list[Tier]]
     problems: tuple[str, ...] = ()
+    tier_states: dict[str, TierState] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -109,23 +111,44 @@ def load_plan(
     try:
         plan = engine.plan_restore(catalog, database, target_time, now)
     except NoBackupError as exc:
-        raise _with_problems(exc, catalog.problems) from None
+        raise _with_problems(exc, database, holdings, catalog.problems) from None
     return LoadedPlan(
         plan=plan,
         sources={m.id: list(holdings.holders[m.id]) for m in plan.manifests},
         problems=tuple(catalog.problems),
+        tier_states=dict(holdings.states),
     )
 
 
-def _with_problems(exc: NoBackupError, problems: Sequence[str]) -> NoBackupError:
-    """``exc``, saying what was skipped on the way (an unreachable tier, foreign manifests):
-    "no backups" alone would send the operator the wrong way."""
-    if not problems:
-        return exc
-    shown = "; ".join(problems[:3]) + (
-        f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
-    )
-    return type(exc)(f"{str(exc).rstrip('.')}, but some were skipped: {shown}.")
+def _with_problems(
+    exc: NoBackupError, database: str, holdings: Holdings, problems: Sequence[str]
+) -> NoBackupError:
+    """``exc``, saying which tiers could not be read and why, and what was skipped on the
+    way (foreign or unreadable manifests): "no backups" is only said when every consulted
+    tier answered and held none, since it would send the operator the wrong way."""
+    unread = holdings.unread
+    skipped = [p for p in problems if not any(p == s.describe() for s in unread)]
+    message = str(exc).rstrip(".")
+    if unread:
+        answered = [s.tier for s in holdings.states.values() if s.answered]
+        which = "; ".join(s.describe() for s in unread)
+        it, holds, them = ("it", "holds", "it") if len(unread) == 1 else ("they", "hold", "them")
+        if message.startswith("there are no backups of") and not answered:
+            message = f"the backups of {database} could not be looked for: {which}"
+        elif message.startswith("there are no backups of"):
+            message = (
+                f"no backups of {database} were found in tier(s) {', '.join(answered)}, but "
+                f"{which}, so it is not known whether {it} {holds} any"
+            )
+        else:
+            message += f", but {which}, so {it} may hold more"
+        message += f"; make {them} reachable, or restore from another tier, and try again"
+    if skipped:
+        shown = "; ".join(skipped[:3]) + (
+            f" (and {len(skipped) - 3} more)" if len(skipped) > 3 else ""
+        )
+        message += f", and some backups were skipped: {shown}"
+    return type(exc)(f"{message}.")
 
 
 def resolve_target(

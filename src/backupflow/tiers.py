@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from typing import Literal
 
 from backupflow.catalog import CONTENT_ROLE, Catalog, CatalogEntry
 from backupflow.errors import (
@@ -32,10 +33,12 @@ __all__ = [
     "Holdings",
     "ReplicationConflictError",
     "ReplicationReport",
+    "TierState",
     "copy_backup",
     "copy_object",
     "locate",
     "replicate",
+    "tier_state",
 ]
 
 
@@ -49,11 +52,57 @@ class ReplicationConflictError(TierError):
 Wanted = Callable[[Tier, CatalogEntry], bool]
 
 
+#: What a tier answered when its backups were listed.
+State = Literal["ok", "empty", "unreachable", "denied"]
+
+#: Error codes a storage answers with when the credentials may not do what was asked.
+_DENIED_CODES = frozenset(
+    {"AccessDenied", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch", "AllAccessDisabled"}
+)
+
+
+@dataclass(frozen=True)
+class TierState:
+    """One consulted tier's answer: ``ok`` (it holds backups of the series), ``empty`` (it
+    answered and holds none), ``unreachable`` or ``denied`` (it could not be read; ``cause``
+    says why, in the storage's words)."""
+
+    tier: str
+    state: State
+    cause: str = ""
+
+    @property
+    def answered(self) -> bool:
+        """Whether the tier could be read (``ok`` or ``empty``)."""
+        return self.state in ("ok", "empty")
+
+    def describe(self) -> str:
+        """One clause for a message: ``tier dr is unreachable (…cause…)``."""
+        if self.answered:
+            return f"tier {self.tier} is {self.state}"
+        return f"tier {self.tier} is {self.state} ({self.cause.rstrip('.')})"
+
+
+def tier_state(tier: str, exc: BaseException) -> TierState:
+    """The state of a tier whose listing failed with ``exc``: ``denied`` when the storage
+    refused the credentials (a permission error, an S3 access-denied code anywhere in the
+    chain of causes), else ``unreachable``; the cause is the error's own sentence."""
+    current: BaseException | None = exc
+    while current is not None:
+        response = getattr(current, "response", None)
+        code = str(response.get("Error", {}).get("Code", "")) if isinstance(response, dict) else ""
+        if isinstance(current, PermissionError) or code in _DENIED_CODES:
+            return TierState(tier, "denied", str(exc))
+        current = current.__cause__ or current.__context__
+    return TierState(tier, "unreachable", str(exc))
+
+
 @dataclass
 class Holdings:
     """Which tiers hold each backup of one series: only backups whose manifest in that tier
     is authenticated (one LIST per 1,000 manifests and one GET per manifest, per tier).
-    Foreign manifests are in ``problems`` (and ``foreign``, by tier)."""
+    Foreign manifests are in ``problems`` (and ``foreign``, by tier); every consulted tier's
+    answer is in ``states`` (by tier name, in the order consulted)."""
 
     listed: list[Tier] = field(default_factory=list)
     entries: dict[str, CatalogEntry] = field(default_factory=dict)
@@ -62,6 +111,12 @@ class Holdings:
     problems: list[str] = field(default_factory=list)
     manifests: dict[tuple[str, str], Manifest] = field(default_factory=dict)
     foreign: dict[str, list[str]] = field(default_factory=dict)
+    states: dict[str, TierState] = field(default_factory=dict)
+
+    @property
+    def unread(self) -> list[TierState]:
+        """The consulted tiers that could not be read (unreachable or denied)."""
+        return [s for s in self.states.values() if not s.answered]
 
     def sorted_entries(self) -> list[CatalogEntry]:
         """Every backup found on any tier, oldest restore point first."""
@@ -107,7 +162,9 @@ def locate(
         try:
             entries, strays = catalog.listing(Category(category), name)
         except BackupflowError as exc:
-            holdings.problems.append(f"tier {tier.name} could not be listed: {exc}")
+            state = tier_state(tier.name, exc)
+            holdings.states[tier.name] = state
+            holdings.problems.append(state.describe())
             continue
         holdings.problems += [
             f"{tier.storage.name}/{key} is not a manifest this backupflow can read; ignored"
@@ -119,6 +176,7 @@ def locate(
                 holdings.entries.setdefault(entry.id, entry)
                 holdings.holders.setdefault(entry.id, []).append(tier)
                 holdings.keys[(tier.name, entry.id)] = entry
+            holdings.states[tier.name] = TierState(tier.name, "ok" if entries else "empty")
             continue
         manifests, failed = catalog.load_many(entries)
         holdings.problems += failed
@@ -132,6 +190,7 @@ def locate(
             holdings.entries.setdefault(entry.id, entry)
             holdings.holders.setdefault(entry.id, []).append(tier)
             holdings.keys[(tier.name, entry.id)] = entry
+        holdings.states[tier.name] = TierState(tier.name, "ok" if trusted else "empty")
     return holdings
 
 
