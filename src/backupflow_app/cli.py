@@ -145,8 +145,11 @@ def catalog_cmd(
             problems.append(str(exc))
             continue
         rows.append({**manifest_row(manifest), "tiers": ", ".join(holdings.tier_names(entry.id))})
+    states = [
+        {"tier": s.tier, "state": s.state, "cause": s.cause} for s in holdings.states.values()
+    ]
     if as_json:
-        print(json.dumps({"backups": rows, "problems": problems}, indent=2))
+        print(json.dumps({"backups": rows, "tiers": states, "problems": problems}, indent=2))
     else:
         table = Table(title=f"Backups of {settings.database.name}")
         for column in rows[0] if rows else ("id", "tiers"):
@@ -154,6 +157,11 @@ def catalog_cmd(
         for row in rows:
             table.add_row(*(f"{v:,}" if isinstance(v, int) else str(v) for v in row.values()))
         console.print(table)
+        console.print(
+            "tiers: " + ", ".join(f"{s['tier']} {s['state']}" for s in states), highlight=False
+        )
+        if not rows and not holdings.unread:
+            console.print(f"no backups of {settings.database.name}: every tier answered empty.")
     for problem in problems:
         errors.print(f"[red]error:[/red] {problem}")
     if problems:
