@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 from pathlib import Path
 
 import pytest
 from prefect.artifacts import Artifact
+from prefect.client.orchestration import get_client
 
 from backupflow.config import DrillSettings, Settings, use_settings
 from backupflow.models import BackupKind
+from backupflow.objectives import HealthState
 from flows.backup_database import backup_database
 from flows.backup_health import StaleBackupsError, backup_health
 from flows.backup_review import backup_review
@@ -62,9 +65,52 @@ def test_health_fails_when_jobs_are_stale_and_the_review_reports(settings: Setti
     health = Artifact.get("backup-health")
     assert health is not None
     text = str(health.data)
-    assert "| database_full | primary |" in text and "| ok |" in text and "**STALE**" in text
+    assert "| ok | database_full | primary |" in text and "| **never** | config | primary |" in text
+    assert "(- old)" not in text
     assert "| database/full | 1 | 0 |" in markdown
     assert "database/gantt in dr:" in markdown
+
+
+def _change(path: Path, rows: int) -> None:
+    conn = sqlite3.connect(path)
+    with conn:
+        conn.executemany("INSERT INTO tasks (name) VALUES (?)", [(f"n{i}",) for i in range(rows)])
+    conn.close()
+
+
+def test_health_flags_a_lost_middle_backup_as_an_incomplete_chain(
+    settings: Settings, tmp_path: Path
+) -> None:
+    live = settings.database.sqlite_path
+    _seed(live)
+    with use_settings(settings):
+        backup_database(kind=BackupKind.FULL)
+        _change(live, 10)
+        middle = backup_database(kind=BackupKind.LOG)[0].id
+        _change(live, 10)
+        last = backup_database(kind=BackupKind.LOG)[0].id
+        for tier in ("backups", "secondary"):  # lost in two tiers; DR still holds it
+            [manifest] = (tmp_path / tier).rglob(f"*_{middle}_*")
+            manifest.unlink()
+        state = backup_health(return_state=True)
+    assert state.is_failed()
+    message = str(state.result(raise_on_failure=False))
+    assert (
+        f"database_log in primary: incomplete chain (log {last} of " in message
+        and f"lacks its parent {middle}, which only tier(s) dr hold" in message
+    ), message
+    assert "database_log in dr" not in message  # whole there
+    health = Artifact.get("backup-health")
+    assert health is not None
+    text = str(health.data)
+    incomplete = f"**{HealthState.INCOMPLETE_CHAIN.value}**"
+    assert f"| {incomplete} | database_log | primary |" in text
+    assert f"| {incomplete} | database_log | secondary |" in text
+    assert "| ok | database_log | dr |" in text
+    with get_client(sync_client=True) as client:
+        run = client.read_flow_run(state.state_details.flow_run_id)  # type: ignore[arg-type]
+    # Named for its start in the settings' timezone, never at random.
+    assert re.fullmatch(r"backup-health-\d{4}-\d\d-\d\dT\d\d:\d\d\+09:00", run.name), run.name
 
 
 ODD_TABLES = ['odd"name', "a]b", "it's", "[bracket]", "select", "x; DROP TABLE tasks; --", "é 表"]

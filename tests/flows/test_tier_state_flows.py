@@ -83,9 +83,8 @@ def test_health_shows_the_unreachable_tier_once_with_its_cause(
     _seed(settings.database.sqlite_path)
     with use_settings(settings):
         backup_database(kind=BackupKind.FULL)
-    with use_settings(dr_down):
-        with pytest.raises(StaleBackupsError) as raised:
-            backup_health()
+    with use_settings(dr_down), pytest.raises(StaleBackupsError) as raised:
+        backup_health()
     message = str(raised.value)
     assert message.count("tier dr is unreachable") == 1 and REFUSED in message
     assert "config in primary: never backed up" in message and "(- old)" not in message

@@ -115,9 +115,7 @@ def test_auto_names_the_tiers_that_could_not_be_read(dr_down: Settings, tmp_path
     assert "there are no backups" not in message
 
 
-def test_no_backups_only_when_every_tier_answered_empty(
-    settings: Settings, tmp_path: Path
-) -> None:
+def test_no_backups_only_when_every_tier_answered_empty(settings: Settings, tmp_path: Path) -> None:
     with pytest.raises(NoBackupError, match="there are no backups of gantt in this repository"):
         _restore(settings, None, tmp_path / "r.db")
 
