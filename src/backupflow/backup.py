@@ -7,6 +7,8 @@ written last -> log.
 
 from __future__ import annotations
 
+import os
+import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -20,7 +22,9 @@ from backupflow.errors import MissingKeyError, ObjectLockedError
 from backupflow.fsutil import (
     ensure_private_dir,
     fresh_private_dir,
+    hold_job_marker,
     privatize_files,
+    remove_dead_job_dirs,
     remove_private_dir,
 )
 from backupflow.keys import Keyring
@@ -36,6 +40,7 @@ __all__ = [
     "build_manifest",
     "check_backup_keys",
     "clean_interrupted",
+    "clean_staging",
     "decide_backup",
     "dump_database",
     "prepare_staging",
@@ -89,16 +94,49 @@ def readable_with(manifest: Manifest, keyring: Keyring) -> bool:
     return all(o.encryption is None or held & set(o.recipients) for o in manifest.objects)
 
 
+#: The locked marker of each staging folder this process is using (see prepare_staging).
+_HELD: dict[Path, int] = {}
+
+#: A backup id (``20261126T053301Z-full-3f9a1c``): the name of a job's staging folder.
+_JOB_NAME = re.compile(r"^\d{8}T\d{6}Z-[a-z]+-[0-9a-f]{6}$")
+
+
 def prepare_staging(job: BackupJob, settings: Settings) -> Path:
     """This job's staging folder, new and ``0700``, inside ``staging_dir`` (created ``0700``,
-    or used only when it is a real folder of ours that nobody else can write to)."""
+    or used only when it is a real folder of ours that nobody else can write to), marked as
+    a running job's by a locked marker that :func:`remove_staging` (or the process's end)
+    releases."""
     ensure_private_dir(settings.staging_dir)
-    return fresh_private_dir(job.staging(settings))
+    path = job.staging(settings)
+    _release(path)
+    fresh_private_dir(path)
+    _HELD[path] = hold_job_marker(path)
+    return path
+
+
+def _release(path: Path) -> None:
+    fd = _HELD.pop(path, None)
+    if fd is not None:
+        os.close(fd)
 
 
 def remove_staging(job: BackupJob, settings: Settings) -> None:
     """Remove this job's staging folder, if it is still the private folder we made."""
-    remove_private_dir(job.staging(settings))
+    path = job.staging(settings)
+    remove_private_dir(path)
+    _release(path)
+
+
+def clean_staging(settings: Settings, *, now: datetime) -> list[Path]:
+    """Remove the staging folders of backups that died (killed, crashed) more than the grace
+    period ago; a running job's folder (its marker is locked) is never touched, whatever its
+    age.  Returns the folders removed."""
+    cutoff = now - timedelta(minutes=settings.orphan_grace_minutes)
+    return remove_dead_job_dirs(
+        settings.staging_dir,
+        older_than=cutoff.timestamp(),
+        unmarked=lambda name: _JOB_NAME.fullmatch(name) is not None,
+    )
 
 
 def clean_interrupted(

@@ -1,10 +1,11 @@
 """The one backup run: every backup (a database, a file set) goes through :func:`run_backup`.
 
-Order: heal the tiers (copy what earlier runs left missing, clear left-overs of interrupted
-runs) -> decide (plan: kind, parent) -> dump into private staging -> store in the first
-tier that accepts it (compress, encrypt, hash, verified) -> copy to the other tiers
-(verified) -> a signed manifest per tier, each written last -> log -> retention, only after
-a backup that reached every tier.
+Order: remove staging folders of killed runs (never a running one's) -> heal the tiers
+(copy what earlier runs left missing, clear left-overs of interrupted runs) -> decide (plan:
+kind, parent) -> dump into private staging -> store in the first tier that accepts it
+(compress, encrypt, hash, verified) and holds the backup's parent -> copy to the other tiers
+that hold it (verified) -> a signed manifest per tier, each written last -> log ->
+retention, only after a backup that reached every tier.
 
 What a backup is *of* is a :class:`~backupflow.subjects.Subject`: a database (through its
 engine) or a file set (:mod:`backupflow.subjects`).  The flows, the CLI (through the flows)
@@ -166,6 +167,7 @@ def run_backup(
     try:
         backup.check_backup_keys(all_tiers[0].keyring if all_tiers else Keyring())
         subject.check(kind)
+        _clean_staging(settings, steps.logger)
         healing = heal_tiers(all_tiers, subject.category, subject.name, settings, steps)
         job = steps.run(
             DECIDE,
@@ -200,6 +202,12 @@ def run_backup(
     outcome.healing = healing
     outcome.failure = subject.failure(outcome.manifest)
     return _finish(subject, outcome, all_tiers, log, steps, on_stored)
+
+
+def _clean_staging(settings: Settings, logger: Logger) -> None:
+    """Remove staging folders that killed backups left (never a running one's)."""
+    for folder in backup.clean_staging(settings, now=datetime.now(UTC)):
+        logger.warning("removed the staging folder %s of a backup that did not finish", folder)
 
 
 def _finish(

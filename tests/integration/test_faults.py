@@ -11,17 +11,54 @@ here, and what the next run does about it.
 
 from __future__ import annotations
 
+import fcntl
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
-from backupflow.backup import clean_interrupted
-from backupflow.models import Category
-from backupflow.storage import S3Storage
+from backupflow.backup import (
+    BackupJob,
+    clean_interrupted,
+    clean_staging,
+    prepare_staging,
+    remove_staging,
+)
+from backupflow.backup_run import BackupOutcome, DatabaseSubject, run_backup
+from backupflow.config import Settings
+from backupflow.engines import open_engine
+from backupflow.fsutil import JOB_MARKER
+from backupflow.models import BackupKind, Category
+from backupflow.planning import BackupDecision
+from backupflow.steps import DirectSteps
+from backupflow.storage import S3Storage, Tier, open_tiers
 from tests.support.s3 import MotoServer, client_for, make_bucket
 
 REGION = "ap-northeast-2"
 MiB = 1 << 20
+
+
+def _db(path: Path, rows: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(path)
+    with conn:
+        conn.execute("CREATE TABLE IF NOT EXISTS t (id INTEGER PRIMARY KEY, v TEXT)")
+        conn.executemany("INSERT INTO t (v) VALUES (?)", [(f"row{i}",) for i in range(rows)])
+    conn.close()
+
+
+def take_backup_outcome(
+    settings: Settings, kind: BackupKind = BackupKind.FULL, tiers: list[Tier] | None = None
+) -> BackupOutcome:
+    """One backup through the core's one backup run."""
+    subject = DatabaseSubject(open_engine(settings), settings)
+    return run_backup(subject, tiers or open_tiers(settings), DirectSteps(), kind=kind)
 
 
 # -- multipart uploads of killed runs --------------------------------------------------------
@@ -100,3 +137,84 @@ def test_the_next_run_aborts_uploads_older_than_the_grace_period(
 
     assert removed == [STALE.removeprefix("backupflow/")]
     assert uploads.keys() == [FRESH]
+
+
+# -- staging folders of killed backups ---------------------------------------------------------
+
+
+def _job_folder(settings: Settings, name: str, *, age: timedelta, pid: int) -> Path:
+    """A staging folder as a backup killed ``age`` ago leaves it: its snapshot and its
+    marker, naming a process that is gone."""
+    folder = settings.staging_dir / name
+    folder.mkdir(mode=0o700, parents=True)
+    settings.staging_dir.chmod(0o700)
+    (folder / "snapshot.db").write_bytes(b"\0" * 4096)
+    marker = folder / JOB_MARKER
+    marker.write_text(json.dumps({"pid": pid, "started": time.time() - age.total_seconds()}))
+    marker.chmod(0o600)
+    then = time.time() - age.total_seconds()
+    for path in (folder / "snapshot.db", marker, folder):
+        os.utime(path, (then, then))
+    return folder
+
+
+def _dead_pid() -> int:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def test_a_killed_backups_staging_is_removed_by_the_next_run_a_live_or_young_one_kept(
+    settings: Settings,
+) -> None:
+    _db(settings.database.sqlite_path, 50)
+    dead = _job_folder(
+        settings, "20261126T020000Z-full-0a0a0a", age=timedelta(hours=3), pid=_dead_pid()
+    )
+    unmarked = _job_folder(settings, "20261126T020500Z-log-0b0b0b", age=timedelta(hours=3), pid=0)
+    (unmarked / JOB_MARKER).unlink()
+    os.utime(unmarked, (time.time() - 3 * 3600,) * 2)
+    young = _job_folder(
+        settings, "20261126T040000Z-log-0c0c0c", age=timedelta(minutes=5), pid=_dead_pid()
+    )
+    live = _job_folder(
+        settings, "20261126T010000Z-full-0d0d0d", age=timedelta(hours=5), pid=os.getpid()
+    )
+    not_a_job = _job_folder(settings, "restored-config-x", age=timedelta(days=2), pid=0)
+    (not_a_job / JOB_MARKER).unlink()
+    os.utime(not_a_job, (time.time() - 2 * 86400,) * 2)
+    elsewhere = settings.staging_dir.parent / "not-staging"
+    elsewhere.mkdir()
+    (elsewhere / "keep.txt").write_text("kept")
+    os.symlink(elsewhere, settings.staging_dir / "20261126T000000Z-full-0e0e0e")
+    held = os.open(live / JOB_MARKER, os.O_RDONLY)
+    fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)  # the live job holds its marker
+    try:
+        outcome = take_backup_outcome(settings)
+    finally:
+        os.close(held)
+
+    assert outcome.complete
+    assert not dead.exists() and not unmarked.exists()
+    assert young.exists() and (young / "snapshot.db").exists()
+    assert live.exists() and (live / "snapshot.db").exists()
+    assert not_a_job.exists()
+    assert (elsewhere / "keep.txt").read_text() == "kept"
+    assert sorted(p.name for p in settings.staging_dir.iterdir()) == sorted(
+        [young.name, live.name, not_a_job.name, "20261126T000000Z-full-0e0e0e"]
+    )
+
+
+def test_a_running_backup_marks_its_staging_so_another_run_leaves_it(settings: Settings) -> None:
+    job = BackupJob.start("gantt", BackupDecision(BackupKind.FULL), datetime.now(UTC))
+    folder = prepare_staging(job, settings)
+    old = time.time() - 86400
+    os.utime(folder / JOB_MARKER, (old, old))
+    try:
+        record = json.loads((folder / JOB_MARKER).read_text())
+        assert record["pid"] == os.getpid()
+        assert clean_staging(settings, now=datetime.now(UTC)) == []
+        assert folder.exists()
+    finally:
+        remove_staging(job, settings)
+    assert not folder.exists()

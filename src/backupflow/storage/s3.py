@@ -21,6 +21,10 @@
 * Multipart uploads of killed runs are aborted by the next run once they are older than the
   grace period (:meth:`S3Storage.cleanup_incomplete`), only under this storage's prefix.
 * botocore errors are translated (:mod:`backupflow.storage.s3_errors`).
+
+Size: a little over 400 lines, because this is the whole S3 interface of one backend
+(streamed multipart writes with their checksums, Object Lock deletes, listing and aborting
+unfinished uploads); resumable reads and error translation are modules of their own.
 """
 
 from __future__ import annotations
