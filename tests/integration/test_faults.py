@@ -12,7 +12,9 @@ here, and what the next run does about it.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
+import logging
 import os
 import sqlite3
 import subprocess
@@ -22,6 +24,8 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from backupflow.backup import (
     BackupJob,
@@ -38,6 +42,7 @@ from backupflow.models import BackupKind, Category
 from backupflow.planning import BackupDecision
 from backupflow.steps import DirectSteps
 from backupflow.storage import S3Storage, Tier, open_tiers
+from tests.support.chain import content_digest, restore
 from tests.support.s3 import MotoServer, client_for, make_bucket
 
 REGION = "ap-northeast-2"
@@ -218,3 +223,43 @@ def test_a_running_backup_marks_its_staging_so_another_run_leaves_it(settings: S
     finally:
         remove_staging(job, settings)
     assert not folder.exists()
+
+
+# -- a damaged copy of the parent ------------------------------------------------------------
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_a_damaged_parent_copy_is_read_from_the_next_tier_and_repaired(
+    settings: Settings, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    live = settings.database.sqlite_path
+    _db(live, 300)
+    take_backup_outcome(settings)
+    _db(live, 40)
+    parent = take_backup_outcome(settings, BackupKind.LOG).manifest
+    pages = parent.object("pages")
+    on_primary = settings.repository.primary.url
+    damaged = Path(on_primary) / pages.key
+    data = bytearray(damaged.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one flipped byte in the primary's copy of the page map
+    damaged.write_bytes(bytes(data))
+    assert _sha256(damaged) != pages.sha256
+    _db(live, 25)
+
+    with caplog.at_level(logging.WARNING):
+        child = take_backup_outcome(settings, BackupKind.LOG)
+
+    assert child.complete and child.manifest.parent_id == parent.id
+    assert _sha256(damaged) == pages.sha256  # the primary's copy is repaired
+    assert "could not be read from primary" in caplog.text
+    assert f"repaired the damaged copy of backup {parent.id} in primary from secondary" in (
+        caplog.text
+    )
+    _, outcome = restore(
+        settings, None, tmp_path / "restored.db", tiers=open_tiers(settings, ("primary",))
+    )
+    assert content_digest(tmp_path / "restored.db") == content_digest(live)
+    assert set(outcome.tiers_used.values()) == {"primary"}
