@@ -21,6 +21,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -35,13 +36,17 @@ from backupflow.backup import (
     remove_staging,
 )
 from backupflow.backup_run import BackupOutcome, DatabaseSubject, run_backup
+from backupflow.catalog import Catalog, CatalogEntry
 from backupflow.config import Settings
 from backupflow.engines import open_engine
+from backupflow.errors import StorageError, TierError
 from backupflow.fsutil import JOB_MARKER
 from backupflow.models import BackupKind, Category
 from backupflow.planning import BackupDecision
 from backupflow.steps import DirectSteps
 from backupflow.storage import S3Storage, Tier, open_tiers
+from backupflow.storage.base import ObjectInfo, Storage
+from backupflow.storage.wrapper import StorageWrapper
 from tests.support.chain import content_digest, restore
 from tests.support.s3 import MotoServer, client_for, make_bucket
 
@@ -263,3 +268,92 @@ def test_a_damaged_parent_copy_is_read_from_the_next_tier_and_repaired(
     )
     assert content_digest(tmp_path / "restored.db") == content_digest(live)
     assert set(outcome.tiers_used.values()) == {"primary"}
+
+
+# -- a tier that lacks the parent ------------------------------------------------------------
+
+
+class FullDisk(StorageWrapper):
+    """A tier whose disk is too full for the objects of ``refused`` (a big parent), while
+    small writes still fit."""
+
+    def __init__(self, inner: Storage, refused: str) -> None:
+        super().__init__(inner)
+        self.refused = refused
+
+    def put(self, key: str, chunks: Iterable[bytes]) -> ObjectInfo:
+        if self.refused in key:
+            raise StorageError(f"cannot write {key} in {self.name}: No space left on device.")
+        return super().put(key, chunks)
+
+
+def _remove_backup(storage: Storage, backup_id: str) -> None:
+    """Everything of one backup in a tier: its manifest and its objects."""
+    for info in list(storage.list("")):
+        name = info.key.rsplit("/", 1)[-1]
+        entry = CatalogEntry.parse(info.key)
+        if name.startswith(backup_id) or (entry is not None and entry.id == backup_id):
+            storage.delete(info.key)
+
+
+def _ids(tier: Tier) -> list[str]:
+    return [e.id for e in Catalog(tier.storage, tier.keyring).entries(Category.DATABASE, "gantt")]
+
+
+def test_a_log_is_not_stored_on_a_tier_that_lacks_its_parent_and_the_next_run_repairs_it(
+    settings: Settings, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    live = settings.database.sqlite_path
+    _db(live, 200)
+    full = take_backup_outcome(settings).manifest
+    _db(live, 30)
+    parent = take_backup_outcome(settings, BackupKind.LOG).manifest
+    primary, secondary, dr = open_tiers(settings)
+    _remove_backup(primary.storage, parent.id)  # the primary lost the parent ...
+    full_primary = Tier("primary", FullDisk(primary.storage, parent.id), primary.keyring)
+    _db(live, 20)
+
+    with caplog.at_level(logging.ERROR), pytest.raises(TierError) as caught:
+        take_backup_outcome(settings, BackupKind.LOG, [full_primary, secondary, dr])
+
+    message = str(caught.value)  # ... and is too full to get it back: the run says so
+    assert f"primary: lacks parent {parent.id}" in message
+    assert "nothing was pruned" in message
+    (child,) = set(_ids(secondary)) - {full.id, parent.id}
+    assert set(_ids(dr)) == set(_ids(secondary)) == {full.id, parent.id, child}
+    assert _ids(primary) == [full.id]  # never a log without its parent
+    assert f"that tier lacks its parent {parent.id}" in caplog.text
+
+    repaired = take_backup_outcome(settings, BackupKind.LOG)  # the disk has room again
+
+    assert repaired.complete
+    assert set(_ids(primary)) == {full.id, parent.id, child, repaired.manifest.id}
+    plan, _ = restore(
+        settings, None, tmp_path / "restored.db", tiers=open_tiers(settings, ("primary",))
+    )
+    assert content_digest(tmp_path / "restored.db") == content_digest(live)
+    assert plan.restore_point == repaired.manifest.restore_point
+
+
+# -- gap detection at backup time ------------------------------------------------------------
+
+
+def test_a_backup_run_names_a_backup_whose_parent_no_tier_holds(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    live = settings.database.sqlite_path
+    _db(live, 100)
+    take_backup_outcome(settings)
+    first, lost, orphaned = (
+        _db(live, 10) or take_backup_outcome(settings, BackupKind.LOG).manifest.id for _ in range(3)
+    )
+    for tier in open_tiers(settings):
+        _remove_backup(tier.storage, lost)
+
+    with caplog.at_level(logging.WARNING):
+        outcome = take_backup_outcome(settings, BackupKind.LOG)
+
+    assert f"backup {orphaned} of gantt builds on backup {lost}, which no tier holds" in (
+        caplog.text
+    )
+    assert outcome.manifest.parent_id == first  # the new log builds on what still restores
