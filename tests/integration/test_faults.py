@@ -37,7 +37,7 @@ from backupflow.backup import (
 )
 from backupflow.backup_run import BackupOutcome, DatabaseSubject, run_backup
 from backupflow.catalog import Catalog, CatalogEntry
-from backupflow.config import Settings
+from backupflow.config import Settings, TierSettings
 from backupflow.engines import open_engine
 from backupflow.errors import StorageError, TierError
 from backupflow.fsutil import JOB_MARKER
@@ -48,7 +48,7 @@ from backupflow.storage import S3Storage, Tier, open_tiers
 from backupflow.storage.base import ObjectInfo, Storage
 from backupflow.storage.wrapper import StorageWrapper
 from tests.support.chain import content_digest, restore
-from tests.support.s3 import MotoServer, client_for, make_bucket
+from tests.support.s3 import CuttingProxy, MotoServer, client_for, make_bucket
 
 REGION = "ap-northeast-2"
 MiB = 1 << 20
@@ -357,3 +357,54 @@ def test_a_backup_run_names_a_backup_whose_parent_no_tier_holds(
         caplog.text
     )
     assert outcome.manifest.parent_id == first  # the new log builds on what still restores
+
+
+# -- a dropped download ----------------------------------------------------------------------
+
+
+def test_a_single_tier_s3_restore_survives_a_dropped_connection(
+    settings: Settings, moto_server: MotoServer, tmp_path: Path
+) -> None:
+    proxy = CuttingProxy(moto_server.port)
+    try:
+        bucket = f"drop-{uuid.uuid4().hex[:12]}"
+        make_bucket(client_for(REGION, moto_server.url), bucket, REGION)
+        secondary = TierSettings(
+            url=f"s3://{bucket}/backupflow",
+            region=REGION,
+            endpoint_url=proxy.url,
+            addressing_style="path",
+        )
+        settings = settings.model_copy(
+            update={"repository": settings.repository.model_copy(update={"secondary": secondary})}
+        )
+        live = settings.database.sqlite_path
+        live.parent.mkdir(parents=True)
+        conn = sqlite3.connect(live)
+        with conn:  # about 3 MiB that no codec can shrink
+            conn.execute("CREATE TABLE blobs (id INTEGER PRIMARY KEY, b BLOB)")
+            rows = [(os.urandom(3000),) for _ in range(1000)]
+            conn.executemany("INSERT INTO blobs (b) VALUES (?)", rows)
+        conn.close()
+        take_backup_outcome(settings)
+        only_s3 = open_tiers(settings, ("secondary",))
+        ranges: list[str] = []
+        storage = only_s3[0].storage
+        assert isinstance(storage, S3Storage)
+        storage.client.meta.events.register(
+            "before-send.s3",
+            lambda request, **_: ranges.extend(
+                [str(request.headers["Range"])] if "Range" in request.headers else []
+            ),
+        )
+        proxy.cut_after(1 << 20)  # the connection drops 1 MiB into the answers
+
+        plan, outcome = restore(settings, None, tmp_path / "restored.db", tiers=only_s3)
+
+        assert proxy.cuts == 1
+        assert len(ranges) == 1  # the rest was asked for by range, once
+        assert set(outcome.tiers_used.values()) == {"secondary"}
+        assert content_digest(tmp_path / "restored.db") == content_digest(live)
+        assert plan.restore_point == plan.last.restore_point
+    finally:
+        proxy.close()
