@@ -7,6 +7,8 @@ written last -> log.
 
 from __future__ import annotations
 
+import os
+import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -16,27 +18,33 @@ from backupflow.catalog import Catalog, object_key
 from backupflow.codecs import Codec, NoneCodec
 from backupflow.config import Settings
 from backupflow.engines.base import BackupSource, Dump, Engine
-from backupflow.errors import MissingKeyError, ObjectLockedError
+from backupflow.errors import IntegrityError, MissingKeyError, ObjectLockedError, StorageError
 from backupflow.fsutil import (
     ensure_private_dir,
     fresh_private_dir,
+    hold_job_marker,
     privatize_files,
+    remove_dead_job_dirs,
     remove_private_dir,
 )
 from backupflow.keys import Keyring
 from backupflow.models import BackupKind, Category, Manifest, StoredObject, new_backup_id
 from backupflow.pipeline import open_verified, store_stream
-from backupflow.planning import BackupDecision, plan_backup
+from backupflow.planning import BackupDecision, lost_parents, plan_backup
+from backupflow.steps import Logger
 from backupflow.storage import Tier
 from backupflow.storage.base import ObjectInfo, Storage
 from backupflow.tiers import locate
 
 __all__ = [
     "BackupJob",
+    "Decided",
     "build_manifest",
     "check_backup_keys",
     "clean_interrupted",
+    "clean_staging",
     "decide_backup",
+    "decide_job",
     "dump_database",
     "prepare_staging",
     "readable_with",
@@ -58,6 +66,9 @@ class BackupJob:
     decision: BackupDecision[Manifest]
     parent_tier: Tier | None = None
     category: Category = Category.DATABASE
+    #: The other tiers holding the parent, tried in turn when ``parent_tier``'s copy is
+    #: damaged or missing.
+    other_parent_tiers: tuple[Tier, ...] = ()
 
     @classmethod
     def start(
@@ -67,9 +78,10 @@ class BackupJob:
         now: datetime,
         parent_tier: Tier | None = None,
         category: Category = Category.DATABASE,
+        other_parent_tiers: tuple[Tier, ...] = (),
     ) -> BackupJob:
         backup_id = new_backup_id(decision.kind, now)
-        return cls(backup_id, database, now, decision, parent_tier, category)
+        return cls(backup_id, database, now, decision, parent_tier, category, other_parent_tiers)
 
     def staging(self, settings: Settings) -> Path:
         return settings.staging_dir / self.backup_id
@@ -89,16 +101,49 @@ def readable_with(manifest: Manifest, keyring: Keyring) -> bool:
     return all(o.encryption is None or held & set(o.recipients) for o in manifest.objects)
 
 
+#: The locked marker of each staging folder this process is using (see prepare_staging).
+_HELD: dict[Path, int] = {}
+
+#: A backup id (``20261126T053301Z-full-3f9a1c``): the name of a job's staging folder.
+_JOB_NAME = re.compile(r"^\d{8}T\d{6}Z-[a-z]+-[0-9a-f]{6}$")
+
+
 def prepare_staging(job: BackupJob, settings: Settings) -> Path:
     """This job's staging folder, new and ``0700``, inside ``staging_dir`` (created ``0700``,
-    or used only when it is a real folder of ours that nobody else can write to)."""
+    or used only when it is a real folder of ours that nobody else can write to), marked as
+    a running job's by a locked marker that :func:`remove_staging` (or the process's end)
+    releases."""
     ensure_private_dir(settings.staging_dir)
-    return fresh_private_dir(job.staging(settings))
+    path = job.staging(settings)
+    _release(path)
+    fresh_private_dir(path)
+    _HELD[path] = hold_job_marker(path)
+    return path
+
+
+def _release(path: Path) -> None:
+    fd = _HELD.pop(path, None)
+    if fd is not None:
+        os.close(fd)
 
 
 def remove_staging(job: BackupJob, settings: Settings) -> None:
     """Remove this job's staging folder, if it is still the private folder we made."""
-    remove_private_dir(job.staging(settings))
+    path = job.staging(settings)
+    remove_private_dir(path)
+    _release(path)
+
+
+def clean_staging(settings: Settings, *, now: datetime) -> list[Path]:
+    """Remove the staging folders of backups that died (killed, crashed) more than the grace
+    period ago; a running job's folder (its marker is locked) is never touched, whatever its
+    age.  Returns the folders removed."""
+    cutoff = now - timedelta(minutes=settings.orphan_grace_minutes)
+    return remove_dead_job_dirs(
+        settings.staging_dir,
+        older_than=cutoff.timestamp(),
+        unmarked=lambda name: _JOB_NAME.fullmatch(name) is not None,
+    )
 
 
 def clean_interrupted(
@@ -127,25 +172,46 @@ def delete_unlocked(storage: Storage, infos: Iterable[ObjectInfo]) -> list[str]:
     return removed
 
 
-def decide_backup(
-    tiers: Sequence[Tier], requested: BackupKind, settings: Settings
-) -> tuple[BackupDecision[Manifest], Tier | None]:
-    """Plan the next backup from every tier's catalog; returns where its parent can be read."""
+@dataclass(frozen=True)
+class Decided:
+    """What the next backup is, every tier its parent can be read from (the first is the
+    one its manifest was read from), and the chain gaps the catalogs show."""
+
+    decision: BackupDecision[Manifest]
+    parent_tiers: tuple[Tier, ...] = ()
+    #: ``(backup id, id of its parent)`` for each backup whose parent no listed tier holds.
+    lost: tuple[tuple[str, str], ...] = ()
+    #: Tiers that could not be listed (a gap there may be no gap).
+    unlisted: tuple[str, ...] = ()
+
+
+def decide_job(tiers: Sequence[Tier], requested: BackupKind, settings: Settings) -> Decided:
+    """Plan the next backup from every tier's catalog (see :class:`Decided`)."""
     database = settings.database.name
     holdings = locate(tiers, Category.DATABASE.value, database)
+    entries = holdings.sorted_entries()
+    lost = tuple((entry.id, parent) for entry, parent in lost_parents(entries))
+    unlisted = tuple(t.name for t in tiers if t not in holdings.listed)
     plan = plan_backup(
-        holdings.sorted_entries(),
-        requested,
-        database=database,
-        missing_full=settings.database.missing_full,
+        entries, requested, database=database, missing_full=settings.database.missing_full
     )
     if plan.parent is None:
-        return BackupDecision(plan.kind, notes=plan.notes), None
+        return Decided(BackupDecision(plan.kind, notes=plan.notes), (), lost, unlisted)
     parent, parent_tier = holdings.load(plan.parent.id)
     base = parent if plan.base is None or plan.base.id == parent.id else None
     if base is None and plan.base is not None:
         base, _ = holdings.load(plan.base.id)
-    return BackupDecision(plan.kind, base=base, parent=parent, notes=plan.notes), parent_tier
+    others = tuple(t for t in holdings.holders.get(parent.id, []) if t is not parent_tier)
+    decision = BackupDecision(plan.kind, base=base, parent=parent, notes=plan.notes)
+    return Decided(decision, (parent_tier, *others), lost, unlisted)
+
+
+def decide_backup(
+    tiers: Sequence[Tier], requested: BackupKind, settings: Settings
+) -> tuple[BackupDecision[Manifest], Tier | None]:
+    """Plan the next backup from every tier's catalog; returns where its parent can be read."""
+    decided = decide_job(tiers, requested, settings)
+    return decided.decision, decided.parent_tiers[0] if decided.parent_tiers else None
 
 
 def source_of(
@@ -184,19 +250,57 @@ def parent_key_needed(job: BackupJob, exc: MissingKeyError) -> MissingKeyError:
     )
 
 
-def dump_database(engine: Engine, job: BackupJob, settings: Settings) -> Dump:
-    """Let the engine write the backup's files into this job's staging folder."""
+def dump_database(
+    engine: Engine,
+    job: BackupJob,
+    settings: Settings,
+    logger: Logger | None = None,
+    on_damaged: Callable[[Tier, Tier], None] | None = None,
+) -> Dump:
+    """Let the engine write the backup's files into this job's staging folder.
+
+    A diff or log reads its parent from ``job.parent_tier``; when that copy is damaged or
+    missing (:class:`IntegrityError`, :class:`StorageError`), the dump is taken again
+    reading the parent from the next tier that holds it; afterwards ``on_damaged(good,
+    damaged)`` is called for each tier whose copy failed (the backup run repairs it:
+    :func:`backupflow.maintenance.repair_copy`).
+    """
     parent = job.decision.parent
-    source = (
-        source_of(
-            job.parent_tier.storage,
-            parent,
-            chunk_bytes=settings.pipeline.chunk_bytes,
-            keyring=job.parent_tier.keyring,
+    holders = [t for t in (job.parent_tier, *job.other_parent_tiers) if t is not None]
+    if parent is None or not holders:
+        return _dump_once(engine, job, settings, None)
+    damaged: list[tuple[Tier, str]] = []
+    for tier in holders:
+        source = source_of(
+            tier.storage, parent, chunk_bytes=settings.pipeline.chunk_bytes, keyring=tier.keyring
         )
-        if parent is not None and job.parent_tier is not None
-        else None
+        try:
+            dump = _dump_once(engine, job, settings, source)
+        except (IntegrityError, StorageError) as exc:
+            damaged.append((tier, str(exc)))
+            if logger is not None:
+                logger.warning(
+                    "the parent backup %s could not be read from %s (%s); trying the next tier",
+                    parent.id,
+                    tier.name,
+                    exc,
+                )
+            continue
+        for bad, _ in damaged:
+            if on_damaged is not None:
+                on_damaged(tier, bad)
+        return dump
+    raise IntegrityError(
+        f"the {job.decision.kind.value} backup of {job.database} could not read its parent "
+        f"backup {parent.id} from any tier holding it ("
+        + "; ".join(f"{t.name}: {why}" for t, why in damaged)
+        + "); run a full backup instead."
     )
+
+
+def _dump_once(
+    engine: Engine, job: BackupJob, settings: Settings, source: BackupSource | None
+) -> Dump:
     staging = prepare_staging(job, settings)
     try:
         dump = engine.dump(job.decision.kind, source, staging)

@@ -1,10 +1,11 @@
 """The one backup run: every backup (a database, a file set) goes through :func:`run_backup`.
 
-Order: heal the tiers (copy what earlier runs left missing, clear left-overs of interrupted
-runs) -> decide (plan: kind, parent) -> dump into private staging -> store in the first
-tier that accepts it (compress, encrypt, hash, verified) -> copy to the other tiers
-(verified) -> a signed manifest per tier, each written last -> log -> retention, only after
-a backup that reached every tier.
+Order: remove staging folders of killed runs (never a running one's) -> heal the tiers
+(copy what earlier runs left missing, clear left-overs of interrupted runs) -> decide (plan:
+kind, parent) -> dump into private staging -> store in the first tier that accepts it
+(compress, encrypt, hash, verified) and holds the backup's parent -> copy to the other tiers
+that hold it (verified) -> a signed manifest per tier, each written last -> log ->
+retention, only after a backup that reached every tier.
 
 What a backup is *of* is a :class:`~backupflow.subjects.Subject`: a database (through its
 engine) or a file set (:mod:`backupflow.subjects`).  The flows, the CLI (through the flows)
@@ -83,7 +84,9 @@ def _store_on_tiers(
 ) -> BackupOutcome:
     """Store in the first tier that accepts the backup, copy to the others, manifest last.
 
-    A tier that fails is recorded and the others go on; no tier at all is an error.
+    A tier that fails is recorded and the others go on; no tier at all is an error.  A
+    diff or log is not stored in a tier that lacks its parent or base (recorded as "lacks
+    parent <id>"): the next run's heal copies the parent there, then this backup.
     """
     settings = subject.settings
     codec = codec_for(settings.pipeline)
@@ -93,6 +96,17 @@ def _store_on_tiers(
     missing: dict[str, str] = {}
     for tier in all_tiers:
         try:
+            lacking = _lacks_parent(tier, job)
+            if lacking is not None:
+                missing[tier.name] = f"lacks parent {lacking}"
+                steps.logger.error(
+                    "backup %s was not stored in %s: that tier lacks its parent %s, without "
+                    "which it restores nothing; the next run copies the parent and then it",
+                    job.backup_id,
+                    tier.name,
+                    lacking,
+                )
+                continue
             if holder is None or manifest is None:
                 objects = steps.run(
                     STORE,
@@ -128,6 +142,18 @@ def _store_on_tiers(
             + "; ".join(f"{name}: {why}" for name, why in missing.items())
         )
     return BackupOutcome(manifest, outcome_tiers, missing)
+
+
+def _lacks_parent(tier: Tier, job: BackupJob) -> str | None:
+    """The id of the parent (or base) of a diff or log that ``tier``'s catalog does not
+    list, or None: a backup stored without it could not be restored from that tier."""
+    decision = job.decision
+    needed = [m.id for m in (decision.parent, decision.base) if m is not None]
+    if not needed:
+        return None
+    entries, _ = Catalog(tier.storage, tier.keyring).listing(job.category, job.database)
+    held = {entry.id for entry in entries}
+    return next((backup_id for backup_id in needed if backup_id not in held), None)
 
 
 def _copy(manifest: Manifest, source: Tier, dest: Tier, settings: Settings, logger: Logger) -> None:
@@ -166,6 +192,7 @@ def run_backup(
     try:
         backup.check_backup_keys(all_tiers[0].keyring if all_tiers else Keyring())
         subject.check(kind)
+        _clean_staging(settings, steps.logger)
         healing = heal_tiers(all_tiers, subject.category, subject.name, settings, steps)
         job = steps.run(
             DECIDE,
@@ -200,6 +227,12 @@ def run_backup(
     outcome.healing = healing
     outcome.failure = subject.failure(outcome.manifest)
     return _finish(subject, outcome, all_tiers, log, steps, on_stored)
+
+
+def _clean_staging(settings: Settings, logger: Logger) -> None:
+    """Remove staging folders that killed backups left (never a running one's)."""
+    for folder in backup.clean_staging(settings, now=datetime.now(UTC)):
+        logger.warning("removed the staging folder %s of a backup that did not finish", folder)
 
 
 def _finish(

@@ -9,14 +9,19 @@ ours and nobody else can write to it.  Nothing here follows a link it did not ma
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import json
 import os
 import shutil
 import stat
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 from backupflow.errors import ConfigError
 
 __all__ = [
+    "JOB_MARKER",
     "PRIVATE_DIR",
     "PRIVATE_FILE",
     "create_private_file",
@@ -24,11 +29,17 @@ __all__ = [
     "free_bytes",
     "fresh_private_dir",
     "fsync_dir",
+    "hold_job_marker",
     "make_dirs",
     "privatize_files",
     "readable_size",
+    "remove_dead_job_dirs",
     "remove_private_dir",
 ]
+
+#: The file in a job's private folder that says whose it is; its ``flock`` is held for as
+#: long as the job runs.
+JOB_MARKER = ".job.lock"
 
 PRIVATE_FILE = 0o600
 PRIVATE_DIR = 0o700
@@ -150,6 +161,65 @@ def remove_private_dir(path: Path) -> None:
     it (it was never ours to remove).  Never follows a link."""
     if _problem(path.parent) is None and _problem(path) is None:
         shutil.rmtree(path, ignore_errors=True)
+
+
+def hold_job_marker(folder: Path) -> int:
+    """Mark the private ``folder`` as a running job's: a new ``0600`` marker holding this
+    process's id and start time, locked (``flock``) through the returned descriptor.  The
+    lock lives as long as the descriptor: closing it, or the process dying, releases it,
+    which is how :func:`remove_dead_job_dirs` tells a dead job's folder from a live one's."""
+    fd = create_private_file(folder / JOB_MARKER)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        record = {"pid": os.getpid(), "started": time.time()}
+        os.write(fd, json.dumps(record).encode())
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def remove_dead_job_dirs(
+    parent: Path, *, older_than: float, unmarked: Callable[[str], bool]
+) -> list[Path]:
+    """Remove the folders that dead jobs left in the private ``parent``; returns them.
+
+    Only direct children that are private folders of ours are judged, and no link is ever
+    followed.  A folder with a marker (:func:`hold_job_marker`) is removed when nobody holds
+    the marker's lock (its job is gone) and the marker is older than ``older_than`` (a time
+    stamp); the lock is held while it is removed, so two cleaners never race.  A folder
+    without a marker (left by a version that wrote none, or killed before its marker) is
+    removed only when ``unmarked(name)`` says it is a job folder and it is that old.
+    """
+    if _problem(parent) is not None:
+        return []
+    removed: list[Path] = []
+    with os.scandir(parent) as entries:
+        children = [Path(e.path) for e in entries if e.is_dir(follow_symlinks=False)]
+    for folder in sorted(children):
+        if _problem(folder) is not None:
+            continue
+        try:
+            fd = os.open(folder / JOB_MARKER, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except FileNotFoundError:
+            if unmarked(folder.name) and os.lstat(folder).st_mtime < older_than:
+                shutil.rmtree(folder, ignore_errors=True)
+                removed.append(folder)
+            continue
+        except OSError:
+            continue  # a link or something else where the marker should be: not ours
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode) or os.fstat(fd).st_mtime >= older_than:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # its job is running
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+        finally:
+            os.close(fd)
+    return removed
 
 
 def privatize_files(folder: Path) -> None:

@@ -1,5 +1,6 @@
 """Keeping the tiers in shape around a backup: heal (replicate what a tier lacks, clear
-left-overs of interrupted runs) and prune (retention).  The backup run calls these, and so
+left-overs of interrupted runs), repair a damaged copy a backup met while reading its
+parent, and prune (retention).  The backup run calls these, and so
 do the replicate and prune flows."""
 
 from __future__ import annotations
@@ -12,14 +13,15 @@ from backupflow import backup, retention, tiers
 from backupflow.backuplog import BackupLog
 from backupflow.catalog import CatalogEntry
 from backupflow.config import Settings
-from backupflow.errors import BackupflowError
+from backupflow.errors import BackupflowError, IntegrityError, ObjectNotFoundError
 from backupflow.filesets import is_content_addressed
 from backupflow.filesets.contents import remove_unreferenced_content
-from backupflow.models import Category
+from backupflow.models import Category, Manifest
+from backupflow.pipeline import verify_stored
 from backupflow.steps import CLEAN, REPLICATE, Logger, Steps
 from backupflow.storage import Tier
 
-__all__ = ["heal_tiers", "prune_series", "replicate_series"]
+__all__ = ["heal_tiers", "prune_series", "repair_copy", "repair_damaged", "replicate_series"]
 
 
 def replicate_series(
@@ -77,6 +79,56 @@ def _clean(
             ", ".join(removed),
         )
     return removed
+
+
+def repair_damaged(
+    manifest: Manifest, good: Tier, bad: Tier, *, settings: Settings, logger: Logger
+) -> None:
+    """Repair ``bad``'s copy of a backup from ``good`` (:func:`repair_copy`), logging what
+    was repaired, or why it could not be."""
+    try:
+        repaired = repair_copy(manifest, good, bad, chunk_bytes=settings.pipeline.chunk_bytes)
+    except BackupflowError as exc:
+        logger.error(
+            "the damaged copy of backup %s in %s could not be repaired from %s: %s",
+            manifest.id,
+            bad.name,
+            good.name,
+            exc,
+        )
+        return
+    if repaired:
+        logger.warning(
+            "repaired the damaged copy of backup %s in %s from %s: %s",
+            manifest.id,
+            bad.name,
+            good.name,
+            ", ".join(repaired),
+        )
+
+
+def repair_copy(manifest: Manifest, good: Tier, bad: Tier, *, chunk_bytes: int) -> list[str]:
+    """Replace every object of ``manifest`` that is missing in ``bad`` or fails its
+    SHA-256 there with the copy from ``good`` (verified on the way); returns their keys.
+
+    An object is deleted only after its checksum failed, and an intact one is never
+    touched; on a write-once tier the delete of a locked object fails with
+    :class:`ObjectLockedError`, and the damaged copy stays (the restore skips it).
+    """
+    repaired: list[str] = []
+    for record in manifest.objects:
+        try:
+            verify_stored(bad.storage, record, chunk_bytes=chunk_bytes)
+            continue
+        except IntegrityError:
+            bad.storage.delete(record.key)
+        except ObjectNotFoundError:
+            pass
+        tiers.copy_object(
+            good.storage, bad.storage, record, chunk_bytes=chunk_bytes, write_once=bad.write_once
+        )
+        repaired.append(record.key)
+    return repaired
 
 
 def prune_series(

@@ -19,6 +19,7 @@ __all__ = [
     "BackupDecision",
     "PlanStep",
     "RestorePlan",
+    "lost_parents",
     "plan_backup",
     "plan_restore",
 ]
@@ -219,18 +220,31 @@ def plan_restore(
             else ""
         )
         left_text = f"{left.id} ({iso(left.restore_point)})" if left else "the start"
+        point = (
+            f"the latest point before the gap is {iso(fallback.restore_point)}"
+            if fallback
+            else "no earlier point can be restored"
+        )
         raise ChainGapError(
-            f"the chain to {iso(best.restore_point)} is broken: {needer.kind.value} backup "
-            f"{needer.id} needs backup {missing}, which is missing; the gap lies between "
-            f"{left_text} and {needer.id} ({iso(needer.restore_point)}){hint}."
+            f"the chain to {iso(best.restore_point)} is broken: backup {missing} of the chain "
+            f"was lost (no tier read holds it; {needer.kind.value} backup {needer.id} needs "
+            f"it); the gap lies between {left_text} and {needer.id} "
+            f"({iso(needer.restore_point)}); {point}{hint}."
         )
     steps = tuple(PlanStep(m, _reason(m, found[i - 1] if i else None)) for i, m in enumerate(found))
     notes: list[str] = []
     if target is not None and best.restore_point < target:
         gap = target - best.restore_point
+        lost = _lost_after(best, series, by_id)
+        why = (
+            f"backup {lost} of the chain was lost (no tier read holds it); the latest point "
+            f"before the gap is {iso(best.restore_point)}"
+            if lost
+            else f"no backup of {database} was taken in between"
+        )
         notes.append(
             f"the restore point {iso(best.restore_point)} is {_human(gap)} earlier than the "
-            f"requested {iso(target)}: no backup of {database} was taken in between"
+            f"requested {iso(target)}: {why}"
         )
     return RestorePlan(
         database=database,
@@ -240,6 +254,28 @@ def plan_restore(
         now=now,
         notes=tuple(notes),
     )
+
+
+def _lost_after(best: B, series: Sequence[B], by_id: Mapping[str, B]) -> str | None:
+    """The id of a backup taken after ``best`` that no tier holds, when the next backup
+    names it as its parent (then a backup *was* taken in the gap, and lost)."""
+    later = [m for m in series if (m.restore_point, m.id) > (best.restore_point, best.id)]
+    if not later or later[0].kind is BackupKind.FULL:
+        return None
+    parent_id = later[0].parent_id
+    return parent_id if parent_id and parent_id not in by_id else None
+
+
+def lost_parents(backups: Sequence[B]) -> list[tuple[B, str]]:
+    """Every backup whose parent (named in its catalog entry) is among none of ``backups``:
+    ``(the backup, the missing parent's id)``, oldest first.  Given every tier's catalog,
+    each is a chain gap that a restore through it would hit."""
+    ids = {b.id for b in backups}
+    return [
+        (b, b.parent_id)
+        for b in sorted(backups, key=lambda m: (m.restore_point, m.id))
+        if b.kind is not BackupKind.FULL and b.parent_id and b.parent_id not in ids
+    ]
 
 
 def _latest_restorable(candidates: Sequence[B], by_id: Mapping[str, B]) -> B | None:

@@ -10,8 +10,9 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from functools import partial
 
-from backupflow import backup
+from backupflow import backup, maintenance
 from backupflow.backup import BackupJob
 from backupflow.codecs import Codec
 from backupflow.config import Settings
@@ -102,9 +103,23 @@ class DatabaseSubject(Subject):
         self.progress = progress
 
     def decide(self, tiers: Sequence[Tier], kind: BackupKind, logger: Logger) -> BackupJob:
-        decision, parent_tier = backup.decide_backup(tiers, kind, self.settings)
+        decided = backup.decide_job(tiers, kind, self.settings)
+        decision = decided.decision
         for note in decision.notes:
             logger.warning(note)
+        for backup_id, parent_id in decided.lost:
+            logger.warning(
+                "backup %s of %s builds on backup %s, which no tier%s holds: the chain has a "
+                "gap there, and a restore to a point from %s on cannot be made",
+                backup_id,
+                self.name,
+                parent_id,
+                f" that could be listed ({', '.join(decided.unlisted)} could not)"
+                if decided.unlisted
+                else "",
+                backup_id,
+            )
+        parent_tier, *others = decided.parent_tiers or (None,)
         if decision.parent is not None and parent_tier is not None:
             logger.info(
                 "%s backup builds on %s (read from %s)",
@@ -112,10 +127,26 @@ class DatabaseSubject(Subject):
                 decision.parent.id,
                 parent_tier.name,
             )
-        return BackupJob.start(self.name, decision, datetime.now(UTC), parent_tier)
+        return BackupJob.start(
+            self.name,
+            decision,
+            datetime.now(UTC),
+            parent_tier,
+            other_parent_tiers=tuple(t for t in others if t is not None),
+        )
 
     def dump(self, job: BackupJob, logger: Logger) -> Dump:
-        dump = backup.dump_database(self.engine, job, self.settings)
+        repair = (
+            partial(
+                maintenance.repair_damaged,
+                job.decision.parent,
+                settings=self.settings,
+                logger=logger,
+            )
+            if job.decision.parent is not None
+            else None
+        )
+        dump = backup.dump_database(self.engine, job, self.settings, logger, repair)
         logger.info(
             "%s dump of %s taken at %s: %s",
             dump.kind.value,

@@ -10,7 +10,7 @@ import pytest
 
 from backupflow.errors import ChainGapError, NoBackupError, TargetInFutureError
 from backupflow.models import BackupKind, Category, Manifest, StoredObject
-from backupflow.planning import plan_backup, plan_restore
+from backupflow.planning import lost_parents, plan_backup, plan_restore
 
 DB = "gantt"
 T0 = datetime(2026, 11, 26, 2, 0, tzinfo=UTC)
@@ -425,3 +425,45 @@ def test_diff_or_log_without_full_fails_when_asked_to(requested: BackupKind) -> 
     assert DB in message
     assert requested.value in message
     assert "MISSING_FULL" in message
+
+
+@pytest.mark.parametrize("target", [None, at(4.5)], ids=["latest", "after-the-lost-one"])
+def test_a_restore_into_a_gap_says_which_backup_was_lost(target: datetime | None) -> None:
+    history = with_gap()
+    l2, l3 = history.named["L2"], history.named["L3"]
+
+    with pytest.raises(ChainGapError) as caught:
+        plan_restore(history.stored, database=DB, target=target, now=NOW)
+
+    message = str(caught.value)
+    assert f"backup {l3.id} of the chain was lost (no tier read holds it" in message
+    assert f"the latest point before the gap is {stamp(l2.restore_point)}" in message
+
+
+def test_a_target_inside_the_gap_is_not_called_a_time_without_backups() -> None:
+    history = with_gap()
+    l2, l3 = history.named["L2"], history.named["L3"]
+
+    plan = plan_restore(history.stored, database=DB, target=at(3.5), now=NOW)
+
+    assert plan.restore_point == l2.restore_point
+    (note,) = plan.notes
+    assert f"backup {l3.id} of the chain was lost" in note
+    assert f"the latest point before the gap is {stamp(l2.restore_point)}" in note
+    assert "no backup" not in note
+
+
+def test_a_target_between_two_kept_backups_still_says_none_was_taken() -> None:
+    plan = plan_restore(chain().stored, database=DB, target=at(5.5), now=NOW)
+
+    (note,) = plan.notes
+    assert "no backup of gantt was taken in between" in note
+
+
+def test_lost_parents_names_each_backup_whose_parent_no_tier_holds() -> None:
+    history = with_gap()
+
+    assert [(b.id, parent) for b, parent in lost_parents(history.stored)] == [
+        (history.named["L4"].id, history.named["L3"].id)
+    ]
+    assert lost_parents(chain().stored) == []

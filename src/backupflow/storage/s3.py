@@ -18,7 +18,13 @@
   object.  On a tier with Object Lock, ``delete`` removes object versions explicitly (it
   never hides a locked object behind a delete marker) and reports a locked object as
   :class:`~backupflow.errors.ObjectLockedError`.
+* Multipart uploads of killed runs are aborted by the next run once they are older than the
+  grace period (:meth:`S3Storage.cleanup_incomplete`), only under this storage's prefix.
 * botocore errors are translated (:mod:`backupflow.storage.s3_errors`).
+
+Size: a little over 400 lines, because this is the whole S3 interface of one backend
+(streamed multipart writes with their checksums, Object Lock deletes, listing and aborting
+unfinished uploads); resumable reads and error translation are modules of their own.
 """
 
 from __future__ import annotations
@@ -310,21 +316,21 @@ class S3Storage(Storage):
             ) from exc
         yield from sorted(found, key=lambda info: info.key)
 
-    def unfinished_writes(self, prefix: str = "") -> builtins.list[UnfinishedWrite]:
-        """Multipart uploads under ``prefix`` that were never completed or aborted."""
+    def _uploads(self, prefix: str) -> builtins.list[tuple[str, str, datetime | None]]:
+        """Open multipart uploads under this storage's prefix + ``prefix``: (full key,
+        upload id, when it was started)."""
         validate_prefix(prefix)
         paginator = self.client.get_paginator("list_multipart_uploads")
-        found: builtins.list[UnfinishedWrite] = []
+        found: builtins.list[tuple[str, str, datetime | None]] = []
         try:
             for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix + prefix):
                 for upload in page.get("Uploads", []):
-                    key = str(upload.get("Key", "?"))
                     started = upload.get("Initiated")
                     found.append(
-                        UnfinishedWrite(
-                            key[len(self.prefix) :] if key.startswith(self.prefix) else key,
+                        (
+                            str(upload.get("Key", "?")),
+                            str(upload.get("UploadId", "")),
                             started if isinstance(started, datetime) else None,
-                            f"s3://{self.bucket}/{key}",
                         )
                     )
         except (ClientError, BotoCoreError) as exc:
@@ -332,6 +338,47 @@ class S3Storage(Storage):
                 exc, bucket=self.bucket, operation="ListMultipartUploads", key=self.prefix + prefix
             ) from exc
         return found
+
+    def unfinished_writes(self, prefix: str = "") -> builtins.list[UnfinishedWrite]:
+        """Multipart uploads under ``prefix`` that were never completed or aborted."""
+        return [
+            UnfinishedWrite(
+                key[len(self.prefix) :] if key.startswith(self.prefix) else key,
+                started,
+                f"s3://{self.bucket}/{key}",
+            )
+            for key, _, started in self._uploads(prefix)
+        ]
+
+    def cleanup_incomplete(self, older_than: datetime) -> builtins.list[str]:
+        """Abort the multipart uploads under this storage's prefix that were started before
+        ``older_than`` (left by killed runs: invisible, yet billed); returns their keys.
+
+        Only uploads whose start S3 reports are judged, and only under ``prefix``: another
+        tenant's uploads in the same bucket, and any upload younger than the grace period
+        (a backup still uploading), are left alone.  An upload that is already gone counts
+        as aborted.
+        """
+        aborted: builtins.list[str] = []
+        for key, upload_id, started in self._uploads(""):
+            if not key.startswith(self.prefix) or not upload_id:
+                continue
+            if started is None or started >= older_than:
+                continue
+            try:
+                self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
+            except ClientError as exc:
+                code = str(exc.response.get("Error", {}).get("Code", ""))
+                if code != "NoSuchUpload":
+                    raise translate_s3_error(
+                        exc, bucket=self.bucket, operation="AbortMultipartUpload", key=key
+                    ) from exc
+            except BotoCoreError as exc:
+                raise translate_s3_error(
+                    exc, bucket=self.bucket, operation="AbortMultipartUpload", key=key
+                ) from exc
+            aborted.append(key[len(self.prefix) :])
+        return aborted
 
     def delete(self, key: str) -> None:
         full_key = self._key(key)
