@@ -718,8 +718,9 @@ class Settings(BaseSettings):
         default=60,
         ge=0,
         le=7 * 24 * 60,
-        description="Data objects without a manifest older than this are left-overs of "
-        "interrupted backups and are removed.",
+        description="Left-overs of interrupted backups older than this are removed by the "
+        "next run: data objects without a manifest, unfinished S3 multipart uploads, and "
+        "staging folders of backups whose process is gone.",
     )
     repository: RepositorySettings = Field(
         default_factory=RepositorySettings,

@@ -192,7 +192,7 @@ def test_staging_folders_are_0700_and_the_snapshot_files_0600(settings: Settings
     assert _mode(settings.staging_dir) == 0o700
     assert _mode(staging) == 0o700
     names = {p.name: _mode(p) for p in staging.iterdir()}
-    assert names == {"snapshot.db": 0o600, "pages.bin": 0o600}
+    assert names == {"snapshot.db": 0o600, "pages.bin": 0o600, ".job.lock": 0o600}
     assert {f.path.name for f in dump.files} <= set(names)
     remove_staging(job, settings)
     assert not staging.exists()

@@ -161,8 +161,9 @@ class Storage(ABC):
     def cleanup_incomplete(self, older_than: datetime) -> builtins.list[str]:
         """Remove left-overs of interrupted writes older than ``older_than``.
 
-        Backends whose writes cannot leave debris (S3 aborts its multipart uploads through a
-        lifecycle rule, memory is atomic) keep this default, which removes nothing.
+        A folder removes its temporary files, S3 aborts its unfinished multipart uploads;
+        backends whose writes cannot leave debris (memory is atomic) keep this default, which
+        removes nothing.
         """
         del older_than
         return []
