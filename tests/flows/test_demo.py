@@ -84,3 +84,20 @@ def test_the_demo_prints_no_server_noise_and_no_error_line(
 )
 def test_durations_read_as_an_operator_says_them(delta: timedelta, said: str) -> None:
     assert duration(delta) == said
+
+
+def test_any_entry_into_the_app_turns_the_temporary_servers_analytics_off() -> None:
+    """Not only ``backupflow`` (cli.main): importing the app (the demo from Python, a notebook)
+    is enough, and an operator's own choice is kept."""
+    code = "import os, backupflow_app.demo; print(os.environ['PREFECT_SERVER_ANALYTICS_ENABLED'])"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_SERVER_ANALYTICS")}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), str(ROOT)])
+    said = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
+    assert said.stdout.strip() == "false"
+    env["PREFECT_SERVER_ANALYTICS_ENABLED"] = "true"
+    said = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
+    assert said.stdout.strip() == "true"
