@@ -2,7 +2,9 @@
 
 It needs no services, no root and no network: SQLite, a local folder as the primary tier,
 an in-process S3 endpoint of moto's on loopback for the secondary and DR buckets (local
-folders when moto is not installed), and Prefect's temporary local server.
+folders when moto is not installed), and Prefect's temporary local server.  Besides the
+backups and restores it runs a DR drill from the DR tier alone and the health check, and says
+what they measured as RTO and RPO against the objectives.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from backupflow.planning import RestorePlan
 from backupflow.reporting import iso, manifest_row, plan_rows
 from backupflow.storage import open_tiers
 from backupflow.tiers import locate
+from backupflow_app.demo_drill import expected_failure, run_drill, run_health
 from backupflow_app.demo_files import run_file_demo
 
 __all__ = ["create_sample_database", "database_digest", "demo_settings", "run_demo"]
@@ -334,6 +337,8 @@ def _run(workdir: Path, console: Console, endpoint: str | None) -> bool:
         ]
         for label, when, expected, into, source in cases:
             if label == "DR-only":
+                console.rule("[bold]DR drill: a rehearsal from the DR tier alone")
+                ok = run_drill(console) and ok
                 shutil.rmtree(settings.repository.primary.url)
                 console.print(
                     "[red]disaster:[/red] the primary backup folder is gone; restoring from the "
@@ -366,7 +371,8 @@ def _run(workdir: Path, console: Console, endpoint: str | None) -> bool:
         console.print(results)
 
         try:
-            restore_database(into=str(live))
+            with expected_failure():
+                restore_database(into=str(live))
             console.print("[red]a restore over the live database was not refused[/red]")
             ok = False
         except RestoreTargetError as exc:
@@ -375,6 +381,8 @@ def _run(workdir: Path, console: Console, endpoint: str | None) -> bool:
                 f"--replace): {exc}"
             )
         ok = run_file_demo(settings, workdir, console) and ok
+        console.rule("[bold]health check")
+        ok = run_health(settings, console) and ok
     console.print(f"backup log: {settings.backup_log}")
     console.rule("[bold green]demo passed" if ok else "[bold red]demo FAILED")
     return ok
