@@ -15,7 +15,7 @@ from backupflow.reporting import iso
 from backupflow.series import Series, all_series
 from backupflow.storage import open_tiers
 from backupflow.tiers import locate
-from flows._notify import notify_on_failure
+from flows._notify import notify_on_cancellation, notify_on_crashed, notify_on_failure
 
 __all__ = ["StaleBackupsError", "backup_health"]
 
@@ -53,6 +53,8 @@ def _hours(delta: timedelta | None) -> str:
     name="backup-health",
     persist_result=False,
     on_failure=[notify_on_failure("dr_lead")],
+    on_crashed=[notify_on_crashed("dr_lead")],
+    on_cancellation=[notify_on_cancellation("dr_lead")],
 )
 def backup_health() -> list[HealthRow]:
     """Age of the newest good backup of every job in every tier, against its schedule."""
