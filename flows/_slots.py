@@ -6,17 +6,23 @@ holds one slot of the limit the settings name (``concurrency_limit``, created by
 created is a one-sentence :class:`~backupflow.errors.ConfigError` that says to run the
 bootstrap (instead of Prefect's raw "Concurrency limits [...] must be created"), and a slot
 held by another run is logged before the wait, so a backup that waits says so.
+
+Without a Prefect API (a CLI call runs its flow on a temporary server, which has no limits)
+or without a configured limit, backups on this host take a lock file instead, and wait for
+it the same way: CLI backups are serialised with each other and with the host's workers.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from backupflow.config import Settings
 from backupflow.errors import ConfigError
+from backupflow.locks import backup_lock
 
 __all__ = ["missing_limit", "slot"]
 
@@ -51,13 +57,27 @@ def _read_limit(name: str) -> Any:
             raise missing_limit(name) from None
 
 
+def _api_configured() -> bool:
+    """Whether a Prefect API is configured (not the temporary server a CLI call starts,
+    which holds no limits)."""
+    from prefect.settings import PREFECT_API_URL
+
+    return bool(PREFECT_API_URL.value())
+
+
 @contextmanager
 def slot(settings: Settings, what: str = "database-backup") -> Iterator[None]:
-    """Hold one slot of ``settings.concurrency_limit`` (nothing when none is configured),
+    """Hold one slot of ``settings.concurrency_limit`` when a Prefect API is configured,
+    else the host's backup lock file (:func:`backupflow.locks.backup_lock`); either way,
     logging when another run holds it and this one waits."""
     name = settings.concurrency_limit
-    if not name:
-        yield
+    if not (name and _api_configured()):
+        with backup_lock(
+            settings.staging_dir,
+            run=os.environ.get("PREFECT__FLOW_RUN_ID"),
+            wait=lambda line: _logger().info(line),
+        ):
+            yield
         return
     from prefect.concurrency._asyncio import ConcurrencySlotAcquisitionError
     from prefect.concurrency.sync import concurrency
