@@ -17,7 +17,7 @@ import fcntl
 import hashlib
 import os
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from backupflow.errors import RestoreTargetError, StorageError
@@ -52,30 +52,51 @@ def exclusive(
     with ``busy`` formatted with ``holder`` (who holds it) and wait for the lock; without,
     raise :class:`LockHeldError` with that sentence."""
     make_dirs(path.parent)
-    flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    fd = _take(path, busy, wait)
     try:
-        fd = os.open(path, flags, 0o600)
-    except OSError as exc:
-        raise StorageError(f"cannot open the lock file {path} ({exc.strerror}).") from exc
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                raise StorageError(f"cannot lock {path} ({exc.strerror}).") from exc
-            held = os.pread(fd, 512, 0).decode("utf-8", "replace").strip() or "unknown"
-            if wait is None:
-                raise LockHeldError(busy.format(holder=held)) from None
-            wait(busy.format(holder=held))
-            fcntl.flock(fd, fcntl.LOCK_EX)
         os.ftruncate(fd, 0)
         os.pwrite(fd, _holder(run).encode(), 0)
-        try:
-            yield
-        finally:
-            os.ftruncate(fd, 0)
+        yield
     finally:
+        # Removed while still held, so the lock folder does not fill up; a taker that
+        # opened it meanwhile notices (the path is no longer its file) and opens it again.
+        with suppress(OSError):
+            os.unlink(path)
         os.close(fd)  # closing drops the lock
+
+
+def _take(path: Path, busy: str, wait: Callable[[str], None] | None) -> int:
+    """An open descriptor of ``path`` holding its lock (see :func:`exclusive`)."""
+    flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    told = False
+    while True:
+        try:
+            fd = os.open(path, flags, 0o600)
+        except OSError as exc:
+            raise StorageError(f"cannot open the lock file {path} ({exc.strerror}).") from exc
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as exc:
+                if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                    raise StorageError(f"cannot lock {path} ({exc.strerror}).") from exc
+                held = os.pread(fd, 512, 0).decode("utf-8", "replace").strip() or "unknown"
+                if wait is None:
+                    raise LockHeldError(busy.format(holder=held)) from None
+                if not told:
+                    wait(busy.format(holder=held))
+                    told = True
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                same = os.path.samestat(os.fstat(fd), os.stat(path, follow_symlinks=False))
+            except FileNotFoundError:
+                same = False
+        except BaseException:
+            os.close(fd)
+            raise
+        if same:
+            return fd
+        os.close(fd)  # the holder removed it as we waited: take the new one
 
 
 @contextmanager
