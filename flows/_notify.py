@@ -60,6 +60,31 @@ def _secrets(settings: Settings | None) -> list[str]:
         return []
 
 
+def _load_block(name: str) -> Any:
+    """The notification block ``name`` (its name, or ``type/name``)."""
+    from prefect.blocks.abstract import NotificationBlock
+    from prefect.blocks.core import Block
+    from prefect.client.orchestration import get_client
+
+    try:
+        return NotificationBlock.load(name)
+    except ValueError:  # a plain name is looked up among the blocks that can notify
+        if "/" in name:
+            raise
+    with get_client(sync_client=True) as client:
+        documents = client.read_block_documents()
+    for document in documents:
+        schema = document.block_schema
+        if (
+            document.name == name
+            and document.block_type is not None
+            and schema is not None
+            and "notify" in schema.capabilities
+        ):
+            return Block.load(f"{document.block_type.slug}/{name}")
+    raise ValueError(f"there is no notification block named {name!r}")
+
+
 def notify(role: Role, flow: Any, flow_run: Any, state: Any, what: str) -> bool:
     """Tell ``role`` that ``flow_run`` of ``flow`` ``what`` (failed, crashed, was cancelled);
     True when a notification was sent.  Never raises."""
@@ -77,9 +102,7 @@ def notify(role: Role, flow: Any, flow_run: Any, state: Any, what: str) -> bool:
             logger.warning(line)
             _artifact(flow, f"# Not notified\n\n{line}.")
             return False
-        from prefect.blocks.abstract import NotificationBlock
-
-        block: Any = NotificationBlock.load(contact.notification_block)
+        block = _load_block(contact.notification_block)
         block.notify(
             body=f"{flow.name} run {flow_run.name} {what}: {state.message}",
             subject=f"backupflow: {flow.name} {what} ({contact.name or shown})",
