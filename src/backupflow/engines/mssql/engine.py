@@ -111,8 +111,7 @@ class SqlServerEngine(Engine):
             raise RestoreTargetError(str(exc)) from None
         if name.casefold() in _SYSTEM_DATABASES:
             raise RestoreTargetError(
-                f"{name} is a system database; restore into a user database name with "
-                f"{flag('into')}."
+                f"{name} is a system database; restore into a user database with {flag('into')}."
             )
         return self.database if _same_name(name, self.database) else name
 
