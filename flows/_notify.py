@@ -11,6 +11,7 @@ or why nobody was.
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Any, Literal
 
 from backupflow.config import Settings, current_settings
@@ -47,8 +48,19 @@ def _artifact(flow: Any, markdown: str) -> None:
 
         key = "notification-" + "".join(c if c.isalnum() else "-" for c in str(flow.name).lower())
         create_markdown_artifact(markdown=markdown, key=key, description="Who was told")
+        _send_events()
     except Exception:  # the warning in the log is the record that matters
         logging.getLogger("backupflow.notify").warning("could not publish the notification")
+
+
+def _send_events(timeout: float = 5.0) -> None:
+    """Wait (a little) until the artifact's event has left: the hook runs as the run ends,
+    and a CLI that exits right after would print Prefect's "Still processing items"."""
+    from prefect.events.worker import EventsWorker
+
+    waiter = threading.Thread(target=EventsWorker.instance().wait_until_empty, daemon=True)
+    waiter.start()
+    waiter.join(timeout)
 
 
 def _secrets(settings: Settings | None) -> list[str]:
