@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import warnings
 from typing import Any, Literal
 
 from backupflow.config import Settings, current_settings
@@ -42,12 +43,22 @@ def _run_logger(flow: Any, flow_run: Any) -> logging.Logger | logging.LoggerAdap
         return logging.getLogger("backupflow.notify")
 
 
-def _artifact(flow: Any, markdown: str) -> None:
+def _artifact(flow: Any, flow_run: Any, markdown: str) -> None:
+    """The run's ``notification-<flow>`` artifact (attached to ``flow_run`` even when a
+    crash hook runs outside the run's context)."""
     try:
-        from prefect.artifacts import create_markdown_artifact
+        from prefect.artifacts import MarkdownArtifact
 
         key = "notification-" + "".join(c if c.isalnum() else "-" for c in str(flow.name).lower())
-        create_markdown_artifact(markdown=markdown, key=key, description="Who was told")
+        artifact = MarkdownArtifact(
+            key=key,
+            markdown=markdown,
+            description="Who was told",
+            flow_run_id=getattr(flow_run, "id", None),
+        )
+        with warnings.catch_warnings():  # "outside of a flow run": the id says which run
+            warnings.simplefilter("ignore", FutureWarning)
+            artifact.create()
         _send_events()
     except Exception:  # the warning in the log is the record that matters
         logging.getLogger("backupflow.notify").warning("could not publish the notification")
@@ -112,7 +123,7 @@ def notify(role: Role, flow: Any, flow_run: Any, state: Any, what: str) -> bool:
                 f"block (set owners.{role}.notification_block)"
             )
             logger.warning(line)
-            _artifact(flow, f"# Not notified\n\n{line}.")
+            _artifact(flow, flow_run, f"# Not notified\n\n{line}.")
             return False
         block = _load_block(contact.notification_block)
         block.notify(
@@ -123,12 +134,13 @@ def notify(role: Role, flow: Any, flow_run: Any, state: Any, what: str) -> bool:
         cause = mask(f"{type(exc).__name__}: {exc}", _secrets(settings))
         line = f"the {shown} could not be told that this run {what}: {cause}"
         logger.warning(line)
-        _artifact(flow, f"# Notification failed\n\n{line}")
+        _artifact(flow, flow_run, f"# Notification failed\n\n{line}")
         return False
     who = contact.name or contact.notification_block
     told = f"the {shown} ({who}) was told that this run {what}"
     logger.info(told)
-    _artifact(flow, f"# Notified\n\n{told} through the block `{contact.notification_block}`.")
+    block_name = contact.notification_block
+    _artifact(flow, flow_run, f"# Notified\n\n{told} through the block `{block_name}`.")
     return True
 
 

@@ -97,9 +97,11 @@ def _warnings(run_id: UUID) -> list[str]:
     return asyncio.run(read())
 
 
-def _note() -> str:
+def _note(run_id: UUID | None = None) -> str:
     artifact = Artifact.get("notification-restore-database")
     assert artifact is not None
+    if run_id is not None:
+        assert artifact.flow_run_id == run_id  # shown on the failed run's page
     return str(artifact.data)
 
 
@@ -109,7 +111,7 @@ def test_a_role_without_a_block_is_a_warning_in_the_run_and_its_artifact(
     run_id = _failed_restore(_owned(settings, None))
     expected = "nobody was told that this run failed: the recovery owner has no notification block"
     assert any(expected in line for line in _warnings(run_id))
-    assert expected in _note()
+    assert expected in _note(run_id)
 
 
 def test_a_block_that_fails_to_send_is_a_warning_with_the_cause_and_no_secret(
