@@ -7,6 +7,12 @@ Secret block, AWS credentials, the repository keys as Secret blocks), then run `
 never from its command line, and never go into a deployment's ``job_variables`` (Prefect
 would store them there in plain text): workers load the blocks by name at run time.
 
+It also creates (or brings up to date) one Prefect automation, ``backupflow-failed-runs``,
+that tells every owner with a notification block when any run of a backupflow flow ends
+Failed or Crashed, whatever made it fail: a run refused on its parameters, or one whose
+process died before its own hooks could run.  With no notification block configured it
+says so and creates nothing.
+
 Before anything, it checks that ``prefect.yaml`` schedules each backup job as the settings
 say (the settings are the source of truth, see ``backupflow.schedules``) and refuses to
 deploy when they differ: the scheduler would otherwise silently ignore the override.
@@ -19,6 +25,8 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
+from uuid import UUID
 
 import yaml
 from prefect.client.orchestration import get_client
@@ -34,6 +42,11 @@ from backupflow.schedules import disagreements
 ROOT = Path(__file__).resolve().parents[1]
 POOL = os.environ.get("BACKUPFLOW_WORK_POOL", "backupflow")
 LIMIT = "backupflow-database-backups"
+AUTOMATION = "backupflow-failed-runs"
+_BODY = (
+    "{{ flow.name }} run {{ flow_run.name }} ended {{ flow_run.state.name }}: "
+    "{{ flow_run.state.message }}"
+)
 
 
 def check_schedules(settings: Settings) -> None:
@@ -74,7 +87,94 @@ async def _prepare() -> list[str]:
             ).save(tier.credentials_block, overwrite=True)
             done.append(f"AwsCredentials block {tier.credentials_block} saved")
     done += await _key_blocks(settings)
+    done.append(await ensure_automation(settings))
     return done
+
+
+def flow_names() -> list[str]:
+    """The names of the flows prefect.yaml deploys (``flows/x.py:do_this`` is ``do-this``)."""
+    project = yaml.safe_load((ROOT / "prefect.yaml").read_text())
+    names = {
+        str(d["entrypoint"]).rsplit(":", 1)[1].replace("_", "-")
+        for d in project.get("deployments", [])
+    }
+    return sorted(names)
+
+
+async def _block_ids(client: Any, names: list[str]) -> tuple[list[UUID], list[str]]:
+    """The ids of the notification block documents ``names`` (a name or ``type/name``), and
+    the names not found."""
+    documents = await client.read_block_documents()
+    found: list[UUID] = []
+    missing: list[str] = []
+    for name in names:
+        slug, _, plain = name.rpartition("/")
+        ids = [
+            d.id
+            for d in documents
+            if d.name == plain and (not slug or (d.block_type and d.block_type.slug == slug))
+        ]
+        if ids:
+            found.append(ids[0])
+        else:
+            missing.append(name)
+    return found, missing
+
+
+async def ensure_automation(settings: Settings) -> str:
+    """Create or update the automation that notifies the owners' blocks of every Failed or
+    Crashed backupflow run; a sentence saying what was done (or why nothing was)."""
+    from prefect.automations import Automation
+    from prefect.events.actions import SendNotification
+    from prefect.events.schemas.automations import EventTrigger, Posture
+
+    owners = settings.owners
+    names = sorted(
+        {
+            contact.notification_block
+            for contact in (owners.backup_administrator, owners.recovery_owner, owners.dr_lead)
+            if contact.notification_block
+        }
+    )
+    if not names:
+        return (
+            f"automation {AUTOMATION} skipped: no owner has a notification block (set "
+            "BACKUPFLOW_OWNERS__<ROLE>__NOTIFICATION_BLOCK, then run the bootstrap again)"
+        )
+    async with get_client() as client:
+        ids, missing = await _block_ids(client, names)
+    if missing:
+        return (
+            f"automation {AUTOMATION} skipped: there is no notification block "
+            f"{', '.join(missing)}; create it (prefect block create) and run the bootstrap again"
+        )
+    wanted = Automation(
+        name=AUTOMATION,
+        description="Tell the backupflow owners about every Failed or Crashed run.",
+        trigger=EventTrigger(
+            expect={"prefect.flow-run.Failed", "prefect.flow-run.Crashed"},
+            match={"prefect.resource.id": "prefect.flow-run.*"},
+            match_related={"prefect.resource.role": "flow", "prefect.resource.name": flow_names()},
+            posture=Posture.Reactive,
+            threshold=1,
+        ),
+        actions=[
+            SendNotification(
+                block_document_id=block_id,
+                subject="backupflow: {{ flow.name }} {{ flow_run.state.name }}",
+                body=_BODY,
+            )
+            for block_id in ids
+        ],
+    )
+    try:
+        existing = await Automation.aread(name=AUTOMATION)
+    except ValueError:
+        await wanted.acreate()
+        return f"automation {AUTOMATION} created ({len(ids)} notification block(s))"
+    wanted.id = existing.id
+    await wanted.aupdate()
+    return f"automation {AUTOMATION} updated ({len(ids)} notification block(s))"
 
 
 async def _key_blocks(settings: Settings) -> list[str]:

@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-
 from prefect import flow
-from prefect.concurrency.sync import concurrency
 
 from backupflow.backup_run import run_database_backups
 from backupflow.config import current_settings
 from backupflow.engines import open_engine
 from backupflow.models import BackupKind, Manifest
 from backupflow.storage import open_tiers
-from flows._notify import notify_on_failure
+from flows._notify import notify_on_cancellation, notify_on_crashed, notify_on_failure
 from flows._publish import publish_backup
+from flows._slots import slot
 from tasks.steps import PrefectSteps
 
 __all__ = ["backup_database"]
@@ -25,6 +22,8 @@ __all__ = ["backup_database"]
     flow_run_name="backup-database-{kind}",
     persist_result=False,
     on_failure=[notify_on_failure("backup_administrator")],
+    on_crashed=[notify_on_crashed("backup_administrator")],
+    on_cancellation=[notify_on_cancellation("backup_administrator")],
 )
 def backup_database(kind: BackupKind = BackupKind.FULL) -> list[Manifest]:
     """Back up the configured database(s) to the primary, secondary and DR tiers.
@@ -38,23 +37,13 @@ def backup_database(kind: BackupKind = BackupKind.FULL) -> list[Manifest]:
     name rule is never used: it is skipped, and the run fails at the end saying how many.
     """
     settings = current_settings()
-
-    @contextmanager
-    def slot() -> Iterator[object]:
-        if not settings.concurrency_limit:
-            yield None
-            return
-        # strict: a limit that was never created is an error, not a silent overlap
-        with concurrency(settings.concurrency_limit, occupy=1, strict=True):
-            yield None
-
     outcomes = run_database_backups(
         settings,
         PrefectSteps(),
         kind=kind,
         open_engine=open_engine,
         open_tiers=open_tiers,
-        slot=slot,
+        slot=lambda: slot(settings),
         on_stored=publish_backup,
     )
     return [outcome.manifest for outcome in outcomes]

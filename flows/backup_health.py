@@ -26,7 +26,7 @@ from backupflow.reporting import iso
 from backupflow.series import Series, all_series
 from backupflow.storage import Tier, open_tiers
 from backupflow.tiers import Holdings, TierState, locate
-from flows._notify import notify_on_failure
+from flows._notify import notify_on_cancellation, notify_on_crashed, notify_on_failure
 
 __all__ = ["StaleBackupsError", "backup_health"]
 
@@ -127,6 +127,8 @@ def _table(rows: list[HealthRow], problems: list[str], now: datetime) -> str:
     flow_run_name=_run_name,
     persist_result=False,
     on_failure=[notify_on_failure("dr_lead")],
+    on_crashed=[notify_on_crashed("dr_lead")],
+    on_cancellation=[notify_on_cancellation("dr_lead")],
 )
 def backup_health() -> list[HealthRow]:
     """Age and completeness of every job's backups in every tier, against its schedule."""

@@ -27,7 +27,7 @@ from backupflow.reporting import artifact_key, iso
 from backupflow.restore_run import finish_restore, plan_restore, prepare_restore
 from backupflow.series import databases, for_database
 from backupflow.storage import tiers_for
-from flows._notify import notify_on_failure
+from flows._notify import notify_on_cancellation, notify_on_crashed, notify_on_failure
 from tasks.backuplog import log_event
 from tasks.steps import PrefectSteps
 
@@ -62,6 +62,8 @@ def _minutes(seconds: float) -> float:
     flow_run_name="dr-drill-{source}",
     persist_result=False,
     on_failure=[notify_on_failure("dr_lead")],
+    on_crashed=[notify_on_crashed("dr_lead")],
+    on_cancellation=[notify_on_cancellation("dr_lead")],
 )
 def dr_drill(
     source: Source = "dr",

@@ -25,7 +25,7 @@ from backupflow.failover import (
 from backupflow.reporting import artifact_key, iso
 from backupflow.restore_run import plan_restore
 from backupflow.storage import open_tier
-from flows._notify import notify_on_failure
+from flows._notify import notify_on_cancellation, notify_on_crashed, notify_on_failure
 from flows.restore_system import restore_system
 from tasks.steps import PrefectSteps
 
@@ -77,6 +77,8 @@ def _preflight(settings: Settings, replace: bool) -> str:
     name="failover",
     persist_result=False,
     on_failure=[notify_on_failure("dr_lead")],
+    on_crashed=[notify_on_crashed("dr_lead")],
+    on_cancellation=[notify_on_cancellation("dr_lead")],
 )
 def failover(replace: bool = False, dry_run: bool = False) -> FailoverReport:
     """Run on the standby: pre-flight, restore everything from the DR tier, switch the DNS

@@ -20,7 +20,7 @@ from backupflow.reporting import artifact_key, plan_rows
 from backupflow.restore_run import RestoreReport, run_restore
 from backupflow.series import for_database
 from backupflow.storage import SourceName, tiers_for
-from flows._notify import notify_on_failure
+from flows._notify import notify_on_cancellation, notify_on_crashed, notify_on_failure
 from tasks.steps import PrefectSteps
 
 __all__ = ["RestoreReport", "restore_database"]
@@ -31,6 +31,8 @@ __all__ = ["RestoreReport", "restore_database"]
     flow_run_name="restore-database",
     persist_result=False,
     on_failure=[notify_on_failure("recovery_owner")],
+    on_crashed=[notify_on_crashed("recovery_owner")],
+    on_cancellation=[notify_on_cancellation("recovery_owner")],
 )
 def restore_database(
     target_time: datetime | None = None,

@@ -18,7 +18,7 @@ from backupflow.models import TierName
 from backupflow.parameters import check_target_time
 from backupflow.reporting import artifact_key, iso
 from backupflow.series import databases, for_database
-from flows._notify import notify_on_failure
+from flows._notify import notify_on_cancellation, notify_on_crashed, notify_on_failure
 from flows.restore_database import restore_database
 from flows.restore_files import restore_files
 
@@ -56,6 +56,8 @@ class SystemRestore:
     name="restore-system",
     persist_result=False,
     on_failure=[notify_on_failure("recovery_owner")],
+    on_crashed=[notify_on_crashed("recovery_owner")],
+    on_cancellation=[notify_on_cancellation("recovery_owner")],
 )
 def restore_system(
     source: Source = "dr",

@@ -20,7 +20,7 @@ from backupflow.verify import (
     sample_window,
     verify,
 )
-from flows._notify import notify_on_failure
+from flows._notify import notify_on_cancellation, notify_on_crashed, notify_on_failure
 
 __all__ = ["verify_backups"]
 
@@ -29,6 +29,8 @@ __all__ = ["verify_backups"]
     name="verify-backups",
     persist_result=False,
     on_failure=[notify_on_failure("backup_administrator")],
+    on_crashed=[notify_on_crashed("backup_administrator")],
+    on_cancellation=[notify_on_cancellation("backup_administrator")],
 )
 def verify_backups(read_data_percent: float | None = None) -> VerifyReport:
     """Check every backup in every tier; read ``read_data_percent`` of them in full (default

@@ -6,27 +6,73 @@ under an allowed root (or, for an engine whose databases live on a server, be a 
 name), a database name follows the one name rule, and a target time must be a real moment
 between 2000 and now.  Each refusal is a :class:`~backupflow.errors.ParameterError` whose one
 sentence names the parameter as the deployment user typed it.
+
+Messages deeper in the core (an engine refusing an existing target, a file set refusing a
+folder that is not empty) name an option too, and must name it as the caller gave it: a
+CLI flag (``--replace``) from the command line, a flow parameter (``replace=true``) from a
+deployment run.  :data:`vocabulary` says which; the CLI sets it to ``"cli"`` around the
+flows it runs (:func:`use_vocabulary`), and :func:`flag` spells an option in it.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING, Literal
 from zoneinfo import ZoneInfo
 
 from backupflow.config import Settings
-from backupflow.engines.base import Engine
 from backupflow.errors import ConfigError, ParameterError
 from backupflow.names import check_database_name
 from backupflow.targets import check_restore_target
 
+if TYPE_CHECKING:
+    from backupflow.engines.base import Engine
+
 __all__ = [
     "EARLIEST_YEAR",
+    "Vocabulary",
     "check_database_parameter",
     "check_database_target",
     "check_target_time",
+    "flag",
+    "use_vocabulary",
+    "vocabulary",
 ]
+
+Vocabulary = Literal["cli", "flow"]
+#: Whose words a message uses for an option: the CLI's flags or the flows' parameters.
+vocabulary: ContextVar[Vocabulary] = ContextVar("backupflow_vocabulary", default="flow")
+
+_SPELLINGS: dict[str, tuple[str, str]] = {
+    # option: (CLI flag, flow parameter)
+    "replace": ("--replace", "replace=true"),
+    "into": ("--into", "the into parameter"),
+    "latest": ("--latest", "target_time=None"),
+    "in_place": ("--in-place", "in_place=true"),
+}
+
+
+def flag(option: str) -> str:
+    """``option`` (replace, into, latest, in_place) as the caller gives it: ``--replace``
+    from the CLI, ``replace=true`` from a flow run."""
+    cli, parameter = _SPELLINGS[option]
+    return cli if vocabulary.get() == "cli" else parameter
+
+
+@contextmanager
+def use_vocabulary(words: Vocabulary) -> Iterator[None]:
+    """Messages raised inside name options in ``words``."""
+    token = vocabulary.set(words)
+    try:
+        yield
+    finally:
+        vocabulary.reset(token)
+
 
 #: No backup of this system predates it; an earlier target time is a typo.
 EARLIEST_YEAR = 2000

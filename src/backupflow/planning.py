@@ -13,6 +13,7 @@ from typing import Generic, Literal, Protocol, TypeVar
 
 from backupflow.errors import ChainGapError, NoBackupError, TargetInFutureError
 from backupflow.models import BackupKind, Manifest, iso, utc
+from backupflow.parameters import flag
 
 __all__ = [
     "Backup",
@@ -191,7 +192,7 @@ def plan_restore(
         if target > now:
             raise TargetInFutureError(
                 f"the target {iso(target)} is later than now ({iso(now)}); "
-                "give a time in the past or --latest."
+                f"give a time in the past or {flag('latest')}."
             )
     if not series:
         raise NoBackupError(f"there are no backups of {database} in this repository.")

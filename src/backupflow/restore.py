@@ -8,6 +8,7 @@ fails its checksum is reported and the next tier is used.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -16,16 +17,20 @@ from pathlib import Path
 from typing import BinaryIO
 
 from backupflow.catalog import CatalogEntry
+from backupflow.config import current_settings
 from backupflow.engines.base import BackupSource, Engine
 from backupflow.errors import (
     BackupflowError,
     IntegrityError,
     NoBackupError,
+    RestoreTargetError,
     StorageError,
     TargetInFutureError,
 )
 from backupflow.fsutil import make_dirs
+from backupflow.locks import target_lock
 from backupflow.models import Category, Manifest, compact, iso, utc
+from backupflow.parameters import flag
 from backupflow.pipeline import open_verified
 from backupflow.planning import RestorePlan
 from backupflow.storage import Tier
@@ -103,7 +108,7 @@ def load_plan(
     if target_time is not None and utc(target_time) > utc(now):
         raise TargetInFutureError(
             f"the target {iso(target_time)} is later than now ({iso(now)}); give a time "
-            "in the past or --latest."
+            f"in the past or {flag('latest')}."
         )
     every = engine.capabilities.chain == "positions"
     holdings = locate(tiers, category.value, database, authenticate=every)
@@ -152,16 +157,38 @@ def _with_problems(
 
 
 def resolve_target(
-    engine: Engine, plan: RestorePlan[Manifest], into: Path | None, replace: bool
+    engine: Engine,
+    plan: RestorePlan[Manifest],
+    into: Path | None,
+    replace: bool,
+    *,
+    dry_run: bool = False,
+    note: Callable[[str], None] | None = None,
 ) -> Path:
-    """The path the restore writes; refuses an existing path unless ``replace``."""
+    """The path the restore writes; refuses an existing path unless ``replace``.
+
+    A dry run only shows the plan, so it does not refuse a target for existing: it checks
+    the target as a replacing restore would (``note`` is told that a real run needs
+    ``replace``), and still refuses a target no restore could write (a link, a folder).
+    """
     if into is not None:
         target = into
     elif replace:
         target = engine.live_target()
     else:
         target = engine.default_target(plan.restore_point)
-    engine.check_target(target, replace)
+    if not dry_run or replace:
+        engine.check_target(target, replace)
+        return target
+    try:
+        engine.check_target(target, False)
+    except RestoreTargetError:
+        engine.check_target(target, True)  # what is left: anything but existing
+        if note is not None:
+            note(
+                f"{target} exists: a real run would refuse it without {flag('replace')} "
+                "(with it, the current copy is kept aside)"
+            )
     return target
 
 
@@ -206,13 +233,17 @@ def execute_restore(
     progress: Progress | None = None,
     report: Callable[[str], None] | None = None,
     note: Callable[[str], None] | None = None,
+    lock_dir: Path | None = None,
 ) -> RestoreOutcome:
     """Rebuild the chain next to ``target``, verify it, then move it into place.
 
     When a tier's copy fails, the restore starts again with that copy excluded, until it
     succeeds or no tier is left for some backup of the chain.  Before anything is written,
     the recorded sizes are checked against the free space where the restore is built, and
-    missing folders on the way to ``target`` are created ``0700``.
+    missing folders on the way to ``target`` are created ``0700``.  The build and the
+    install hold the target's lock (:func:`~backupflow.locks.target_lock`, under
+    ``lock_dir``, by default the settings' staging folder): a second restore into the same
+    target is refused while this one writes.
     """
     plan = loaded.plan
     started = datetime.now(UTC)
@@ -221,41 +252,48 @@ def execute_restore(
     engine.check_space(plan.manifests, scratch)
     if engine.capabilities.target == "path":
         make_dirs(target.parent)
-    saved = engine.before_restore(target, replace=replace, stamp=stamp)
-    for line in saved:  # said now: a failure below must not hide where it is
-        if note is not None:
-            note(line)
-    unusable: set[tuple[str, str]] = set()
-    problems: list[str] = []
-    while True:
-        chosen: dict[str, Tier] = {}
-        for manifest in plan.manifests:
-            usable = [
-                t for t in loaded.sources[manifest.id] if (manifest.id, t.name) not in unusable
-            ]
-            if not usable:
-                raise IntegrityError(
-                    f"no tier holds a usable copy of backup {manifest.id}: {'; '.join(problems)}"
-                )
-            chosen[manifest.id] = usable[0]
-        chain = [_source(m, chosen[m.id], chunk_bytes, progress) for m in plan.manifests]
-        try:
-            # Check, then install: the engine builds and checks the copy in scratch, and
-            # only a copy that passed is put in place.
-            restored = engine.restore(chain, scratch, until=plan.requested)
-            installed = engine.install(restored, target, replace=replace, stamp=stamp)
-            break
-        except _UnusableCopy as exc:
-            unusable.add((exc.backup_id, exc.tier))
-            problems.append(str(exc))
-            if report is not None:
-                report(f"{exc}; trying the next tier")
-        finally:
+    # One writer per target: two restores, drills or failovers never build over each other.
+    with target_lock(
+        lock_dir or current_settings().staging_dir,
+        target,
+        run=os.environ.get("PREFECT__FLOW_RUN_ID"),
+    ):
+        saved = engine.before_restore(target, replace=replace, stamp=stamp)
+        for line in saved:  # said now: a failure below must not hide where it is
+            if note is not None:
+                note(line)
+        unusable: set[tuple[str, str]] = set()
+        problems: list[str] = []
+        while True:
+            chosen: dict[str, Tier] = {}
+            for manifest in plan.manifests:
+                usable = [
+                    t for t in loaded.sources[manifest.id] if (manifest.id, t.name) not in unusable
+                ]
+                if not usable:
+                    shown = "; ".join(problems)
+                    raise IntegrityError(
+                        f"no tier holds a usable copy of backup {manifest.id}: {shown}"
+                    )
+                chosen[manifest.id] = usable[0]
+            chain = [_source(m, chosen[m.id], chunk_bytes, progress) for m in plan.manifests]
             try:
-                engine.discard(scratch)
-            except BackupflowError as exc:  # never hide why the restore itself failed
+                # Check, then install: the engine builds and checks the copy in scratch, and
+                # only a copy that passed is put in place.
+                restored = engine.restore(chain, scratch, until=plan.requested)
+                installed = engine.install(restored, target, replace=replace, stamp=stamp)
+                break
+            except _UnusableCopy as exc:
+                unusable.add((exc.backup_id, exc.tier))
+                problems.append(str(exc))
                 if report is not None:
-                    report(f"could not remove the scratch {scratch}: {exc}")
+                    report(f"{exc}; trying the next tier")
+            finally:
+                try:
+                    engine.discard(scratch)
+                except BackupflowError as exc:  # never hide why the restore itself failed
+                    if report is not None:
+                        report(f"could not remove the scratch {scratch}: {exc}")
     return RestoreOutcome(
         plan=plan,
         target=installed.target,

@@ -139,13 +139,16 @@ def prepare_restore(
     replace: bool,
     category: Category = Category.DATABASE,
     now: datetime | None = None,
+    dry_run: bool = False,
 ) -> PreparedRestore:
     """Steps 1 and 2: plan, and the checked target (``into``, else the live database with
-    ``replace``, else a new default target)."""
+    ``replace``, else a new default target; a dry run does not refuse it for existing)."""
     loaded = plan_restore(
         engine, tiers, database, steps, target_time=target_time, category=category, now=now
     )
-    target = _resolve_target(engine, loaded.plan, into, replace)
+    target = _resolve_target(
+        engine, loaded.plan, into, replace, dry_run=dry_run, note=steps.logger.warning
+    )
     steps.logger.info(
         "plan: %d backup(s) to restore point %s into %s",
         len(loaded.plan.steps),
@@ -256,6 +259,7 @@ def run_restore(
         replace=replace,
         category=category,
         now=started,
+        dry_run=dry_run,
     )
     if dry_run:
         script = engine.restore_script(

@@ -34,6 +34,7 @@ from typer._click.exceptions import NoArgsIsHelpError, UsageError
 
 from backupflow.errors import BackupflowError, ParameterError
 from backupflow.models import BackupKind, Category
+from backupflow.parameters import use_vocabulary
 from backupflow.reporting import manifest_row
 from backupflow.storage import TIER_NAMES, TierName, open_tiers
 from backupflow.tiers import locate
@@ -236,7 +237,8 @@ def run(args: Sequence[str] | None = None) -> int:
     every error is one line on standard error (codes in the module docstring)."""
     argv = list(sys.argv[1:] if args is None else args)
     try:
-        code = app(args=argv, prog_name="backupflow", standalone_mode=False)
+        with use_vocabulary("cli"):  # messages name --replace, not replace=true
+            code = app(args=argv, prog_name="backupflow", standalone_mode=False)
     except BackupflowError as exc:
         if debug():
             raise

@@ -16,6 +16,7 @@ from rich.progress import DownloadColumn, Progress, TransferSpeedColumn
 
 from backupflow.config import CONFIG_ENV_VAR, Settings, load_settings, use_settings
 from backupflow.errors import BackupflowError, ConfigError, ParameterError
+from backupflow.parameters import use_vocabulary
 from backupflow.progress import report_progress
 from backupflow_app.cli_options import check_config_file, check_places, parse_target_time
 
@@ -96,11 +97,16 @@ def quiet_prefect_tracebacks(level: int | None = None) -> None:
 
 @contextmanager
 def flow_context(settings: Settings, *, show_progress: bool) -> Iterator[None]:
-    """Run flows with ``settings``, Prefect's tracebacks quiet, and a transfer bar when
-    ``show_progress`` and standard output is a terminal."""
+    """Run flows with ``settings``, Prefect's tracebacks quiet, messages naming the CLI's
+    flags (``--replace``, not ``replace=true``), and a transfer bar when ``show_progress``
+    and standard output is a terminal.
+
+    Backups run here are serialised as a deployment's are (``flows/_slots.py``): by the
+    global concurrency limit when a Prefect API is configured, else by the host's lock file.
+    """
     if not debug():
         quiet_prefect_tracebacks()
-    with use_settings(settings):
+    with use_settings(settings), use_vocabulary("cli"):
         if not (show_progress and console.is_terminal):
             yield
             return

@@ -395,7 +395,7 @@ def test_a_taken_aside_name_is_refused_before_the_tail(tmp_path: Path, server: F
 
 
 def test_restore_over_an_existing_database_needs_the_flag(tmp_path: Path, server: FakeOdbc) -> None:
-    with pytest.raises(RestoreTargetError, match="--replace"):
+    with pytest.raises(RestoreTargetError, match="replace=true"):
         _engine(tmp_path, server).check_target(Path("GanttDB"), replace=False)
 
 

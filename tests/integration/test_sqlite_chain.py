@@ -187,7 +187,7 @@ def test_replace_keeps_the_live_database_aside(settings: Settings, tmp_path: Pat
         conn.execute("DELETE FROM workload")  # the accident
     conn.close()
     after_accident = live.read_bytes()
-    with pytest.raises(RestoreTargetError, match="--replace"):
+    with pytest.raises(RestoreTargetError, match="replace=true"):
         restore(settings, None, live)
     assert live.read_bytes() == after_accident
     _plan, outcome = restore(settings, None, live, replace=True)

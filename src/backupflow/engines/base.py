@@ -21,6 +21,7 @@ from backupflow.catalog import CatalogEntry
 from backupflow.errors import CatalogError, ConfigError, RestoreTargetError
 from backupflow.fsutil import free_bytes, readable_size
 from backupflow.models import BackupKind, Manifest
+from backupflow.parameters import flag
 from backupflow.planning import RestorePlan, plan_restore
 
 __all__ = [
@@ -251,12 +252,13 @@ class Engine(ABC):
         except OSError as exc:
             raise RestoreTargetError(
                 f"cannot read the free space of {scratch.parent} ({exc.strerror}); restore "
-                "into a folder that exists with --into."
+                f"into a folder that exists with {flag('into')}."
             ) from exc
         if needed > free:
             raise RestoreTargetError(
                 f"the restore needs {readable_size(needed)} but {folder} has only "
-                f"{readable_size(free)} free; free some space or restore elsewhere with --into."
+                f"{readable_size(free)} free; free some space or restore elsewhere with "
+                f"{flag('into')}."
             )
 
     def check_target(self, target: Path, replace: bool) -> None:
@@ -264,14 +266,15 @@ class Engine(ABC):
         a target that is a link."""
         if target.is_symlink():
             raise RestoreTargetError(
-                f"{target} is a link; restore to the file it points to, or elsewhere with --into."
+                f"{target} is a link; restore to the file it points to, or elsewhere with "
+                f"{flag('into')}."
             )
         if target.is_dir():
             raise RestoreTargetError(f"{target} is a folder; give the path of a database file.")
         if target.exists() and not replace:
             raise RestoreTargetError(
-                f"{target} already exists; pass --replace to replace it (the current file is "
-                "kept aside) or choose another path with --into."
+                f"{target} already exists; pass {flag('replace')} to replace it (the current "
+                f"file is kept aside) or choose another path with {flag('into')}."
             )
 
     @abstractmethod

@@ -55,6 +55,7 @@ from backupflow.fsutil import (
     readable_size,
 )
 from backupflow.models import BackupKind, Manifest, compact
+from backupflow.parameters import flag
 
 __all__ = ["SqliteEngine"]
 
@@ -167,7 +168,7 @@ def _take_over(scratch: Path, target: Path, replaced: os.stat_result | None) -> 
                 raise RestoreTargetError(
                     f"{target} belongs to user id {replaced.st_uid} and group id "
                     f"{replaced.st_gid}, which this user cannot give the restored file; run the "
-                    "restore as that user, or restore elsewhere with --into."
+                    f"restore as that user, or restore elsewhere with {flag('into')}."
                 ) from exc
         os.fchmod(fd, stat.S_IMODE(replaced.st_mode) & 0o777)
     finally:
@@ -442,12 +443,13 @@ class SqliteEngine(Engine):
         kept: list[Path] = []
         if target.is_symlink():
             raise RestoreTargetError(
-                f"{target} is a link; restore to the file it points to, or elsewhere with --into."
+                f"{target} is a link; restore to the file it points to, or elsewhere with "
+                f"{flag('into')}."
             )
         if target.exists() and not replace:
             raise RestoreTargetError(
-                f"{target} already exists; pass --replace to replace it (the current file "
-                "is kept aside) or choose another path with --into."
+                f"{target} already exists; pass {flag('replace')} to replace it (the current file "
+                f"is kept aside) or choose another path with {flag('into')}."
             )
         replaced = os.lstat(target) if target.exists() else None
         _take_over(scratch, target, replaced)

@@ -46,6 +46,7 @@ from backupflow.filesets.undo import DIR_FLAGS, dir_modes, install_in_place, ope
 from backupflow.filesets.unpack import extract_tar, fetch_contents
 from backupflow.fsutil import ensure_private_dir
 from backupflow.models import BackupKind
+from backupflow.parameters import flag
 from backupflow.safepaths import DiskView, TreeBuilder, check_tree, open_dir_at
 
 __all__ = [
@@ -167,7 +168,7 @@ def _check_free_space(fd: int, members: Sequence[Member], where: Path) -> None:
     if needed > free:
         raise RestoreTargetError(
             f"the restore needs {needed:,} bytes but {where} has {free:,} free; free some space "
-            "or restore elsewhere with --into."
+            f"or restore elsewhere with {flag('into')}."
         )
 
 
@@ -252,8 +253,9 @@ class FileSetEngine(Engine):
             raise RestoreTargetError(f"{target} is a file; give a folder to restore into.")
         if any(entry.name != scratch for entry in target.iterdir()):
             raise RestoreTargetError(
-                f"{target} is not empty; restore into an empty or new folder with --into, or "
-                "use --in-place to replace the live files (they are kept aside)."
+                f"{target} is not empty; restore into an empty or new folder with "
+                f"{flag('into')}, or use {flag('in_place')} to replace the live files (they are "
+                "kept aside)."
             )
         if st.st_uid != os.getuid() or st.st_mode & 0o022:
             raise RestoreTargetError(

@@ -56,6 +56,7 @@ from backupflow.errors import (
 )
 from backupflow.models import BackupKind, Manifest
 from backupflow.names import check_database_name
+from backupflow.parameters import flag
 from backupflow.planning import RestorePlan
 
 __all__ = ["SqlServerEngine"]
@@ -110,7 +111,7 @@ class SqlServerEngine(Engine):
             raise RestoreTargetError(str(exc)) from None
         if name.casefold() in _SYSTEM_DATABASES:
             raise RestoreTargetError(
-                f"{name} is a system database; restore into a user database name with --into."
+                f"{name} is a system database; restore into a user database with {flag('into')}."
             )
         return self.database if _same_name(name, self.database) else name
 

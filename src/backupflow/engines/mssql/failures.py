@@ -29,6 +29,7 @@ from backupflow.errors import (
     RestoreTargetError,
 )
 from backupflow.models import Manifest
+from backupflow.parameters import flag
 
 __all__ = ["is_consistency_error", "refuse_replace", "restore_failed", "run_swap", "tail_failed"]
 
@@ -88,13 +89,14 @@ def refuse_replace(target: str, state: str, *, replace: bool) -> None:
     """Refuse to replace an existing ``target`` without ``--replace``, or one not ONLINE."""
     if not replace:
         raise RestoreTargetError(
-            f"database {target} already exists; pass --replace to restore over it (it is "
-            "kept aside, offline, after a tail-log backup) or choose another name with --into."
+            f"database {target} already exists; pass {flag('replace')} to restore over it (it "
+            "is kept aside, offline, after a tail-log backup) or choose another name with "
+            f"{flag('into')}."
         )
     if state != "ONLINE":
         raise RestoreTargetError(
             f"database {target} is {state}, not ONLINE, so it cannot be kept aside; drop or "
-            "rename it by hand, or restore under another name with --into."
+            f"rename it by hand, or restore under another name with {flag('into')}."
         )
 
 
