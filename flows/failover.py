@@ -26,6 +26,7 @@ from backupflow.reporting import artifact_key, iso
 from backupflow.restore_run import plan_restore
 from backupflow.storage import open_tier
 from flows._notify import notify_on_failure
+from flows._publish import run_name
 from flows.restore_system import restore_system
 from tasks.steps import PrefectSteps
 
@@ -75,12 +76,20 @@ def _preflight(settings: Settings, replace: bool) -> str:
 
 @flow(
     name="failover",
+    flow_run_name=run_name("failover", at_start=True),
     persist_result=False,
     on_failure=[notify_on_failure("dr_lead")],
 )
 def failover(replace: bool = False, dry_run: bool = False) -> FailoverReport:
     """Run on the standby: pre-flight, restore everything from the DR tier, switch the DNS
-    record to the standby (waiting for INSYNC), then probe the application."""
+    record to the standby (waiting for INSYNC), then probe the application.
+
+    Args:
+        replace: Restore over this host's live database and files (they are kept aside).
+            Needed when the standby already has a database.
+        dry_run: Run the pre-flight and show the restore plan and the DNS change; change
+            nothing.
+    """
     settings = current_settings()
     logger = get_run_logger()
     report = FailoverReport()

@@ -20,6 +20,7 @@ from backupflow.retention import PruneReport, RetentionPlan
 from backupflow.series import all_series
 from backupflow.steps import PRUNE
 from backupflow.storage import open_tiers
+from flows._publish import run_name
 from tasks.steps import PrefectSteps
 
 __all__ = ["TierPrune", "prune_backups"]
@@ -37,10 +38,20 @@ class TierPrune:
     report: PruneReport | None
 
 
-@flow(name="prune-backups", persist_result=False)
+@flow(
+    name="prune-backups",
+    flow_run_name=run_name("prune-backups", "tiers", at_start=True),
+    persist_result=False,
+)
 def prune_backups(tiers: list[TierChoice] | None = None, dry_run: bool = False) -> list[TierPrune]:
     """Apply retention (docs/operations.md) to every series (each database and file set)
-    in the named tiers, default all of them."""
+    in the named tiers, default all of them.
+
+    Args:
+        tiers: The tiers to prune (primary, secondary, dr). Empty: all of them.
+        dry_run: Only list what retention would delete, with the reason for each backup;
+            delete nothing.
+    """
     settings = current_settings()
     if settings.concurrency_limit and not dry_run:
         # Never prune (and clean up left-overs) while a database backup is writing its data.
