@@ -22,11 +22,11 @@ from backupflow.failover import (
     route53_client,
     switch_dns,
 )
-from backupflow.reporting import artifact_key, iso
+from backupflow.reporting import artifact_key, iso, local_and_utc
 from backupflow.restore_run import plan_restore
 from backupflow.storage import open_tier
 from flows._notify import notify_on_failure
-from flows._publish import run_name
+from flows._publish import run_name, run_timezone
 from flows.restore_system import restore_system
 from tasks.steps import PrefectSteps
 
@@ -43,10 +43,10 @@ class FailoverReport:
 def _record(report: FailoverReport, step: str, clock: float, detail: str, ok: bool = True) -> None:
     report.steps.append(
         {
-            "time": iso(datetime.now(UTC)),
-            "step": step,
-            "seconds": round(time.monotonic() - clock, 2),
             "result": "ok" if ok else "FAILED",
+            "step": step,
+            "time": local_and_utc(datetime.now(UTC), run_timezone()),
+            "seconds": round(time.monotonic() - clock, 2),
             "detail": detail,
         }
     )
