@@ -3,6 +3,7 @@ clock starts (for RTO, docs/objectives.md) and run names that say what the run d
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -52,7 +53,10 @@ def run_started(fallback: datetime) -> datetime:
     if run is None:
         return fallback
     for value in (run.expected_start_time, run.created, run.start_time):
-        moment = _as_datetime(value)
+        try:
+            moment = _as_datetime(value)
+        except (OverflowError, ValueError):
+            continue
         if moment is not None and moment.tzinfo is not None:
             return min(moment, fallback)
     return fallback
@@ -68,14 +72,19 @@ def run_timezone() -> str:
 
 
 def _target(value: Any, timezone: str) -> str:
-    moment = _as_datetime(value)
-    if moment is None:
+    if value is None or value == "":
         return "latest"
-    if moment.tzinfo is None:
-        from zoneinfo import ZoneInfo
+    try:
+        moment = _as_datetime(value)
+        if moment is not None:
+            if moment.tzinfo is None:
+                from zoneinfo import ZoneInfo
 
-        moment = moment.replace(tzinfo=ZoneInfo(timezone))
-    return "to-" + name_time(moment, timezone)
+                moment = moment.replace(tzinfo=ZoneInfo(timezone))
+            return "to-" + name_time(moment, timezone)
+    except (OverflowError, ValueError):
+        pass  # the flow refuses it with its own message; the name shows what was given
+    return "to-" + re.sub(r"[^0-9A-Za-z:+.-]+", "_", str(value))[:40]
 
 
 def run_name(

@@ -266,13 +266,17 @@ def _record_failure(
         "chain": EMPTY,
     }
     try:
-        _publish(settings, row, [])
+        # A refused parameter touched nothing: it is on record in Prefect, not in the log.
+        _publish(settings, row, [], log=not isinstance(exc, ParameterError))
     except Exception as publish_error:  # the drill's own failure is what the run reports
         get_run_logger().warning("the failed drill could not be recorded: %s", publish_error)
 
 
-def _publish(settings: Settings, row: dict[str, Any], details: list[str]) -> None:
-    """Append ``row`` to the drill history, rewrite the summary, and log the event."""
+def _publish(
+    settings: Settings, row: dict[str, Any], details: list[str], *, log: bool = True
+) -> None:
+    """Append ``row`` to the drill history, rewrite the summary, and (with ``log``) write
+    the event to the backup log."""
     database = settings.database.name
     key = artifact_key("dr-drill", database)
     previous = cast(Artifact | None, Artifact.get(key))
@@ -297,9 +301,9 @@ def _publish(settings: Settings, row: dict[str, Any], details: list[str]) -> Non
         markdown="\n".join(lines) + "\n",
         description=f"Latest DR drill of {database}",
     )
-    status = {PASSED: "pass", MISSED: "FAIL", FAILED: "failed"}[row["result"]]
-    log = BackupLog(settings.backup_log)
-    log_event(log, "dr-drill", status, database=database, **row)
+    if log:
+        status = {PASSED: "pass", MISSED: "FAIL", FAILED: "failed"}[row["result"]]
+        log_event(BackupLog(settings.backup_log), "dr-drill", status, database=database, **row)
 
 
 def _figure(value: object) -> str:

@@ -135,6 +135,9 @@ CASES: list[tuple[Flow[Any, Any], dict[str, Any], str]] = [
     (adopt_backups, {"category": "config"}, rf"adopt-backups-config-{SEOUL_MINUTE}"),
     (adopt_backups, {}, rf"adopt-backups-database-{SEOUL_MINUTE}"),
     (backup_review, {"days": 92}, rf"backup-review-{SEOUL_MINUTE}"),
+    # a time the flow will refuse still gives a name (the flow says what is wrong)
+    (restore_database, {"target_time": "0001-01-01T00:00:00+09:00"}, r"restore-database-to-.+"),
+    (dr_drill, {"target_time": "not a time"}, r"dr-drill-dr-to-not_a_time"),
 ]
 
 
