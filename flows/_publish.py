@@ -1,13 +1,20 @@
-"""Artifacts the flows publish from the core runs' outcomes (stable keys, history in the UI)."""
+"""What the Prefect UI shows of a run: artifacts with stable keys, the moment the run's
+clock starts (for RTO, docs/objectives.md) and run names that say what the run does."""
 
 from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
 
 from prefect.artifacts import create_table_artifact
 
 from backupflow.backup_run import BackupOutcome
-from backupflow.reporting import artifact_key
+from backupflow.config import current_settings
+from backupflow.reporting import artifact_key, name_time
 
-__all__ = ["publish_backup"]
+__all__ = ["publish_backup", "run_name", "run_started", "run_timezone"]
 
 
 def publish_backup(outcome: BackupOutcome) -> None:
@@ -20,3 +27,97 @@ def publish_backup(outcome: BackupOutcome) -> None:
         description=f"Latest {manifest.kind.value} backup of {manifest.category.value} "
         f"{manifest.database}",
     )
+
+
+def _as_datetime(value: Any) -> datetime | None:
+    if isinstance(value, datetime):
+        moment = value
+    elif isinstance(value, str) and value:
+        try:
+            moment = datetime.fromisoformat(value)
+        except ValueError:
+            return None
+    else:
+        return None
+    # Prefect's own DateTime types are datetimes; rebuild a plain one.
+    return datetime.fromtimestamp(moment.timestamp(), UTC) if moment.tzinfo else moment
+
+
+def run_started(fallback: datetime) -> datetime:
+    """When the run's clock starts for RTO: its scheduled start (a deployment's schedule),
+    else when it was created, never later than ``fallback`` (the flow's own start)."""
+    from prefect.context import FlowRunContext
+
+    context = FlowRunContext.get()
+    run = context.flow_run if context is not None else None
+    if run is None:
+        return fallback
+    for value in (run.expected_start_time, run.created, run.start_time):
+        try:
+            moment = _as_datetime(value)
+        except (OverflowError, ValueError):
+            continue
+        if moment is not None and moment.tzinfo is not None:
+            return min(moment, fallback)
+    return fallback
+
+
+def run_timezone() -> str:
+    """The configured timezone, or UTC when the settings cannot be read (a run name must
+    never fail a run)."""
+    try:
+        return current_settings().timezone
+    except Exception:
+        return "UTC"
+
+
+def _target(value: Any, timezone: str) -> str:
+    if value is None or value == "":
+        return "latest"
+    try:
+        moment = _as_datetime(value)
+        if moment is not None:
+            if moment.tzinfo is None:
+                from zoneinfo import ZoneInfo
+
+                moment = moment.replace(tzinfo=ZoneInfo(timezone))
+            return "to-" + name_time(moment, timezone)
+    except (OverflowError, ValueError):
+        pass  # the flow refuses it with its own message; the name shows what was given
+    return "to-" + re.sub(r"[^0-9A-Za-z:+.-]+", "_", str(value))[:40]
+
+
+def run_name(
+    verb: str, *words: str, target: bool = False, at_start: bool = False
+) -> Callable[[], str]:
+    """A ``flow_run_name`` callable: ``verb``, then the values of the parameters named in
+    ``words`` (``"source=dr"`` gives a default; empty values are left out), then the target
+    (``to-2026-11-26T18:08+09:00`` or ``latest``) or the run's start in the configured
+    timezone, then ``dry-run`` when the run only plans."""
+
+    def name() -> str:
+        from prefect.runtime import flow_run
+
+        try:
+            parameters: dict[str, Any] = dict(flow_run.parameters or {})
+        except Exception:
+            parameters = {}
+        timezone = run_timezone()
+        parts = [verb]
+        for word in words:
+            key, _, default = word.partition("=")
+            value = parameters.get(key)
+            value = default if value is None else getattr(value, "value", value)  # enums
+            if isinstance(value, list | tuple):
+                value = "-".join(str(v) for v in value)
+            if value not in (None, "", False):
+                parts.append(str(value))
+        if target:
+            parts.append(_target(parameters.get("target_time"), timezone))
+        if at_start:
+            parts.append(name_time(datetime.now(UTC), timezone))
+        if parameters.get("dry_run"):
+            parts.append("dry-run")
+        return "-".join(parts)
+
+    return name

@@ -12,16 +12,27 @@ from backupflow.keys import load_keyring
 from backupflow.models import Category, Manifest
 from backupflow.reporting import iso
 from backupflow.storage import open_tiers
+from flows._publish import run_name
 from tasks.backuplog import log_event
 
 __all__ = ["adopt_backups"]
 
 
-@flow(name="adopt-backups", persist_result=False)
+@flow(
+    name="adopt-backups",
+    flow_run_name=run_name("adopt-backups", "category=database", "name", at_start=True),
+    persist_result=False,
+)
 def adopt_backups(category: str = "database", name: str | None = None) -> list[AdoptReport]:
     """Verify every object of every unsigned backup of one series (a full read, SHA-256),
     then sign its manifest once; each adopted backup is logged.  ``name`` defaults to the
-    configured database, or the file set of that category."""
+    configured database, or the file set of that category.
+
+    Args:
+        category: The series' category: database, or a file set (config, uploads, logs).
+        name: The series' name. Empty: the configured database, or the file set of that
+            category.
+    """
     settings = current_settings()
     logger = get_run_logger()
     try:

@@ -35,6 +35,10 @@ def backup_database(kind: BackupKind = BackupKind.FULL) -> list[Manifest]:
     With several databases (``database.databases``), each is backed up in turn and the run
     fails at the end if any of them failed.  With ``["*"]``, a database whose name breaks the
     name rule is never used: it is skipped, and the run fails at the end saying how many.
+
+    Args:
+        kind: full (the whole database), diff (the changes since the last full backup) or
+            log (the changes since the last backup of any kind).
     """
     settings = current_settings()
     outcomes = run_database_backups(

@@ -32,6 +32,9 @@ def backup_files(file_set: FileSetName = "config") -> Manifest:
     distinct file content once and lists which content every path had.  Files that change
     or vanish while read are reported; an unreadable file fails the run after the rest is
     stored.
+
+    Args:
+        file_set: Which file set to back up: config, uploads or logs.
     """
     settings = current_settings()
     subject = FileSetSubject(file_set, settings, current_progress())

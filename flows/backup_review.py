@@ -12,10 +12,11 @@ from prefect.artifacts import Artifact, create_markdown_artifact
 
 from backupflow.backuplog import BackupLog
 from backupflow.config import current_settings
-from backupflow.reporting import artifact_key, iso
+from backupflow.reporting import EMPTY, artifact_key, iso
 from backupflow.series import all_series, databases
 from backupflow.storage import open_tiers
 from backupflow.tiers import locate
+from flows._publish import run_name
 
 __all__ = ["backup_review", "review_figures"]
 
@@ -48,9 +49,17 @@ def review_figures(records: list[dict[str, Any]], since: datetime) -> dict[str, 
     }
 
 
-@flow(name="backup-review", persist_result=False)
+@flow(
+    name="backup-review",
+    flow_run_name=run_name("backup-review", at_start=True),
+    persist_result=False,
+)
 def backup_review(days: int = 92) -> str:
-    """Backups and failures per job, sizes, durations, drill history, restore points per tier."""
+    """Backups and failures per job, sizes, durations, drill history, restore points per tier.
+
+    Args:
+        days: How many days back the review looks (92: one quarter).
+    """
     settings = current_settings()
     now = datetime.now(UTC)
     figures = review_figures(BackupLog(settings.backup_log).read(), now - timedelta(days=days))
@@ -67,11 +76,7 @@ def backup_review(days: int = 92) -> str:
     for name in names:
         drills = cast(Artifact | None, Artifact.get(artifact_key("dr-drill", name)))
         history = json.loads(str(drills.data)) if drills is not None and drills.data else []
-        lines += [
-            f"* {name}: {d['time']} from {d['tier']}: RTO {d['rto_minutes']}, "
-            f"RPO {d['rpo_minutes']} ({d['result']})"
-            for d in history
-        ] or [f"* {name}: no drill on record"]
+        lines += [_drill_line(name, d) for d in history] or [f"* {name}: no drill on record"]
     lines += ["", "## Restore points per tier", ""]
     tiers = open_tiers(settings)
     for one in all_series(settings):
@@ -86,3 +91,14 @@ def backup_review(days: int = 92) -> str:
     markdown = "\n".join(lines)
     create_markdown_artifact(key="backup-review", markdown=markdown)
     return markdown
+
+
+def _drill_line(name: str, drill: dict[str, Any]) -> str:
+    """One drill of the history (rows written before the failed drills were recorded say
+    ``time`` and ``pass``/``FAIL``)."""
+    line = (
+        f"* {name}: {drill.get('started', drill.get('time', EMPTY))} from {drill['tier']}: "
+        f"{drill['result']}, RTO {drill['rto_minutes']}, RPO {drill['rpo_minutes']}"
+    )
+    reason = drill.get("reason", EMPTY)
+    return line if reason == EMPTY else f"{line} ({reason})"

@@ -22,10 +22,11 @@ from backupflow.failover import (
     route53_client,
     switch_dns,
 )
-from backupflow.reporting import artifact_key, iso
+from backupflow.reporting import artifact_key, iso, local_and_utc
 from backupflow.restore_run import plan_restore
 from backupflow.storage import open_tier
 from flows._notify import notify_on_cancellation, notify_on_crashed, notify_on_failure
+from flows._publish import run_name, run_timezone
 from flows.restore_system import restore_system
 from tasks.steps import PrefectSteps
 
@@ -42,10 +43,10 @@ class FailoverReport:
 def _record(report: FailoverReport, step: str, clock: float, detail: str, ok: bool = True) -> None:
     report.steps.append(
         {
-            "time": iso(datetime.now(UTC)),
-            "step": step,
-            "seconds": round(time.monotonic() - clock, 2),
             "result": "ok" if ok else "FAILED",
+            "step": step,
+            "time": local_and_utc(datetime.now(UTC), run_timezone()),
+            "seconds": round(time.monotonic() - clock, 2),
             "detail": detail,
         }
     )
@@ -75,6 +76,7 @@ def _preflight(settings: Settings, replace: bool) -> str:
 
 @flow(
     name="failover",
+    flow_run_name=run_name("failover", at_start=True),
     persist_result=False,
     on_failure=[notify_on_failure("dr_lead")],
     on_crashed=[notify_on_crashed("dr_lead")],
@@ -82,7 +84,14 @@ def _preflight(settings: Settings, replace: bool) -> str:
 )
 def failover(replace: bool = False, dry_run: bool = False) -> FailoverReport:
     """Run on the standby: pre-flight, restore everything from the DR tier, switch the DNS
-    record to the standby (waiting for INSYNC), then probe the application."""
+    record to the standby (waiting for INSYNC), then probe the application.
+
+    Args:
+        replace: Restore over this host's live database and files (they are kept aside).
+            Needed when the standby already has a database.
+        dry_run: Run the pre-flight and show the restore plan and the DNS change; change
+            nothing.
+    """
     settings = current_settings()
     logger = get_run_logger()
     report = FailoverReport()

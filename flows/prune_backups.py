@@ -7,7 +7,6 @@ from functools import partial
 
 from prefect import flow
 from prefect.artifacts import create_table_artifact
-from prefect.concurrency.sync import concurrency
 
 from backupflow.backuplog import BackupLog
 from backupflow.catalog import CatalogEntry
@@ -20,6 +19,8 @@ from backupflow.retention import PruneReport, RetentionPlan
 from backupflow.series import all_series
 from backupflow.steps import PRUNE
 from backupflow.storage import open_tiers
+from flows._publish import run_name
+from flows._slots import slot
 from tasks.steps import PrefectSteps
 
 __all__ = ["TierPrune", "prune_backups"]
@@ -37,14 +38,24 @@ class TierPrune:
     report: PruneReport | None
 
 
-@flow(name="prune-backups", persist_result=False)
+@flow(
+    name="prune-backups",
+    flow_run_name=run_name("prune-backups", "tiers", at_start=True),
+    persist_result=False,
+)
 def prune_backups(tiers: list[TierChoice] | None = None, dry_run: bool = False) -> list[TierPrune]:
     """Apply retention (docs/operations.md) to every series (each database and file set)
-    in the named tiers, default all of them."""
+    in the named tiers, default all of them.
+
+    Args:
+        tiers: The tiers to prune (primary, secondary, dr). Empty: all of them.
+        dry_run: Only list what retention would delete, with the reason for each backup;
+            delete nothing.
+    """
     settings = current_settings()
-    if settings.concurrency_limit and not dry_run:
+    if not dry_run:
         # Never prune (and clean up left-overs) while a database backup is writing its data.
-        with concurrency(settings.concurrency_limit, occupy=1, strict=True):
+        with slot(settings, "database-backup"):
             return _prune(tiers, dry_run)
     return _prune(tiers, dry_run)
 

@@ -13,12 +13,17 @@ from backupflow.series import all_series
 from backupflow.steps import REPLICATE
 from backupflow.storage import open_tiers
 from backupflow.tiers import ReplicationReport
+from flows._publish import run_name
 from tasks.steps import PrefectSteps
 
 __all__ = ["replicate_backups"]
 
 
-@flow(name="replicate-backups", persist_result=False)
+@flow(
+    name="replicate-backups",
+    flow_run_name=run_name("replicate-backups", at_start=True),
+    persist_result=False,
+)
 def replicate_backups() -> ReplicationReport:
     """Copy whatever any tier lacks from a tier that has it, verifying every checksum, for
     every series (each database and file set)."""

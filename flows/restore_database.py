@@ -16,11 +16,12 @@ from backupflow.parameters import (
     check_target_time,
 )
 from backupflow.progress import current_progress
-from backupflow.reporting import artifact_key, plan_rows
+from backupflow.reporting import artifact_key
 from backupflow.restore_run import RestoreReport, run_restore
 from backupflow.series import for_database
 from backupflow.storage import SourceName, tiers_for
 from flows._notify import notify_on_cancellation, notify_on_crashed, notify_on_failure
+from flows._publish import run_name, run_started
 from tasks.steps import PrefectSteps
 
 __all__ = ["RestoreReport", "restore_database"]
@@ -28,7 +29,7 @@ __all__ = ["RestoreReport", "restore_database"]
 
 @flow(
     name="restore-database",
-    flow_run_name="restore-database",
+    flow_run_name=run_name("restore-database", "database", target=True),
     persist_result=False,
     on_failure=[notify_on_failure("recovery_owner")],
     on_crashed=[notify_on_crashed("recovery_owner")],
@@ -44,21 +45,32 @@ def restore_database(
 ) -> RestoreReport:
     """Restore the configured database from the backups.
 
-    ``target_time`` (ISO-8601; without an offset it is read in the settings' timezone)
-    picks the newest restore point at or before it; leave it empty for the latest state.
-    ``source`` is the tier to read (``auto``: primary, then secondary, then DR, falling back
-    to the next tier when a copy is missing or damaged).  The restore writes a new file
-    unless ``into`` names one; an existing file, or the live database, is only replaced
-    with ``replace`` and is then kept aside.  ``into`` is an absolute path under the allowed
-    restore folders (a database name for SQL Server), ``database`` a database name.
+    The restore is built and checked in scratch before it is installed.  The artifact
+    ``restore-<database>`` leads with the result, RTO and RPO (docs/objectives.md).
+
+    Args:
+        target_time: Restore to the newest point at or before this time (ISO-8601; without
+            an offset it is read in the settings' timezone). Leave it empty for the latest
+            state.
+        into: Where to restore: an absolute path under the allowed restore folders (a
+            database name for SQL Server). Empty: a new file next to the live database.
+        replace: Allow replacing an existing target, or the live database when into is
+            empty; the replaced copy is kept aside.
+        dry_run: Only show the plan (which backups, from which tier, into where); change
+            nothing.
+        source: The tier to read: auto (primary, then secondary, then dr, falling back to
+            the next tier when a copy is missing or damaged), primary, secondary or dr.
+        database: Which database to restore, when the settings name several. Empty: the
+            configured database.
     """
-    started = datetime.now(UTC)
+    flow_start = datetime.now(UTC)
+    started = run_started(flow_start)
     settings = current_settings()
     # Parameters come from whoever starts the run: checked before anything is read.
     checked = check_database_parameter(database)
     if checked is not None:
         settings = for_database(settings, checked)
-    target_time = check_target_time(target_time, settings.timezone, started)
+    target_time = check_target_time(target_time, settings.timezone, flow_start)
     engine = open_engine(settings)
     chosen = None if into is None else check_database_target(into, engine, settings, "into")
     name = settings.database.name
@@ -79,8 +91,8 @@ def restore_database(
     if report.outcome is not None:
         create_table_artifact(
             key=artifact_key("restore", name),
-            table=[report.summary(started)],
-            description=f"Latest restore of {name}: "
-            + "; ".join(f"{r['kind']} {r['id']}" for r in plan_rows(report.plan)),
+            table=[report.summary(started, settings.timezone)],
+            description=f"Latest restore of {name} (RTO and RPO as docs/objectives.md "
+            "defines them)",
         )
     return report

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
@@ -20,12 +22,21 @@ from backupflow.models import Manifest
 from backupflow.parameters import check_target_time
 from backupflow.planning import RestorePlan
 from backupflow.progress import current_progress
-from backupflow.reporting import artifact_key, iso
+from backupflow.reporting import (
+    EMPTY,
+    artifact_key,
+    iso,
+    local_and_utc,
+    recovery_point,
+    recovery_time,
+    short_chain,
+)
 from backupflow.restore import RestoreOutcome
 from backupflow.restore_run import finish_restore, prepare_restore
 from backupflow.storage import SourceName, Tier, tiers_for
 from backupflow.targets import check_restore_target
 from flows._notify import notify_on_cancellation, notify_on_crashed, notify_on_failure
+from flows._publish import run_name, run_started
 from tasks.backuplog import log_event
 from tasks.steps import PrefectSteps
 
@@ -46,7 +57,7 @@ class FilesRestoreReport:
 
 @flow(
     name="restore-files",
-    flow_run_name="restore-files-{file_set}",
+    flow_run_name=run_name("restore-files", "file_set=config", target=True),
     persist_result=False,
     on_failure=[notify_on_failure("recovery_owner")],
     on_crashed=[notify_on_crashed("recovery_owner")],
@@ -66,15 +77,33 @@ def restore_files(
     Files are staged and verified first.  ``in_place`` puts them over the live files, which
     are first kept aside (undo with ``backupflow restore files --undo``), then runs the
     configured post-restore command; otherwise they go into ``into`` (an empty or new
-    folder) or a new folder under the staging directory.
+    folder) or a new folder under the staging directory.  The artifact ``restore-<set>``
+    leads with the result, RTO and RPO (docs/objectives.md).
+
+    Args:
+        file_set: Which file set to restore: config, uploads or logs.
+        target_time: Restore the newest backup at or before this time (ISO-8601; without an
+            offset it is read in the settings' timezone). Leave it empty for the latest
+            state.
+        into: An empty or new folder (absolute, under the allowed restore folders) to
+            restore into. Empty: a new folder under the staging directory.
+        in_place: Put the files over the live ones (kept aside first), then run the
+            post-restore command. Not together with into.
+        dry_run: Only list what would be created or replaced; change nothing.
+        source: The tier to read: auto (primary, then secondary, then dr, falling back to
+            the next tier when a copy is missing or damaged), primary, secondary or dr.
+        run_post_restore_hook: Run the configured post-restore command after an in_place
+            restore.
     """
+    flow_start = datetime.now(UTC)
+    started = run_started(flow_start)
     settings = current_settings()
     logger = get_run_logger()
     if in_place and into is not None:
         raise ParameterError("give into or in_place, not both.")
     if into is not None:
         check_restore_target(Path(into), settings, "into")
-    target_time = check_target_time(target_time, settings.timezone, datetime.now(UTC))
+    target_time = check_target_time(target_time, settings.timezone, flow_start)
     log = BackupLog(settings.backup_log)
     if not dry_run:
         log.check_writable()
@@ -115,7 +144,11 @@ def restore_files(
         return FilesRestoreReport(plan, target, changes, loaded.problems, None)
     try:
         outcome = finish_restore(
-            prepared, steps, chunk_bytes=settings.pipeline.chunk_bytes, progress=current_progress()
+            prepared,
+            steps,
+            chunk_bytes=settings.pipeline.chunk_bytes,
+            progress=current_progress(),
+            started=started,
         ).outcome
         assert outcome is not None
     except BackupflowError as exc:
@@ -127,16 +160,31 @@ def restore_files(
         logger.info(
             "post-restore command %s exited %d: %s", hook.command, hook.returncode, hook.output
         )
-    summary = {
-        "set": file_set,
-        "restore_point": iso(plan.restore_point),
-        "target": str(target),
-        "created": counts["create"],
-        "replaced": counts["replace"],
-        "kept_aside": ", ".join(str(p) for p in outcome.kept_aside) or "-",
-        "tiers_used": ", ".join(sorted(set(outcome.tiers_used.values()))),
-        "hook": f"exit {hook.returncode}" if hook else "-",
-    }
+
+    def row(when: Callable[[datetime], str]) -> dict[str, Any]:
+        """Result, RTO, RPO, the requested target and the restore point first; chain last."""
+        assert outcome is not None
+        return {
+            "result": "restored and verified"
+            if hook is None or hook.ok
+            else "restored, post-restore command failed",
+            "rto_seconds": round(recovery_time(started, outcome.finished_at).total_seconds(), 2),
+            "rpo_seconds": round(
+                recovery_point(plan.restore_point, plan.requested, started).total_seconds(), 2
+            ),
+            "requested": when(plan.requested) if plan.requested else "latest",
+            "restore_point": when(plan.restore_point),
+            "set": file_set,
+            "target": str(target),
+            "created": counts["create"],
+            "replaced": counts["replace"],
+            "kept_aside": ", ".join(str(p) for p in outcome.kept_aside) or EMPTY,
+            "tiers_used": ", ".join(sorted(set(outcome.tiers_used.values()))) or EMPTY,
+            "hook": f"exit {hook.returncode}" if hook else EMPTY,
+            "chain": short_chain([m.id for m in plan.manifests]),
+        }
+
+    summary = row(iso)
     log_event(
         log,
         "restore-files",
@@ -146,7 +194,7 @@ def restore_files(
     )
     create_table_artifact(
         key=artifact_key("restore", file_set),
-        table=[summary],
+        table=[row(lambda moment: local_and_utc(moment, settings.timezone))],
         description=f"Latest {file_set} restore",
     )
     if hook is not None and not hook.ok:

@@ -16,9 +16,17 @@ from backupflow.errors import EngineError
 from backupflow.filesets.contents import run_configured_hook
 from backupflow.models import TierName
 from backupflow.parameters import check_target_time
-from backupflow.reporting import artifact_key, iso
+from backupflow.reporting import (
+    EMPTY,
+    artifact_key,
+    local_and_utc,
+    recovery_point,
+    recovery_time,
+    short_chain,
+)
 from backupflow.series import databases, for_database
 from flows._notify import notify_on_cancellation, notify_on_crashed, notify_on_failure
+from flows._publish import run_name, run_started
 from flows.restore_database import restore_database
 from flows.restore_files import restore_files
 
@@ -29,31 +37,43 @@ Source = TierName
 
 @dataclass
 class SystemRestore:
-    """Each step with its duration, the restore point reached, RTO and RPO so far."""
+    """Each step with its result, RTO so far, RPO, the requested target and the restore
+    point reached (docs/objectives.md), then its duration and detail.
+
+    ``started`` is the run's scheduled or created start; ``requested`` the target time
+    (None: the latest state); times are shown in ``timezone`` and in UTC."""
 
     started: datetime
     steps: list[dict[str, Any]] = field(default_factory=list)
     restore_point: datetime | None = None
+    requested: datetime | None = None
+    timezone: str = "UTC"
 
     def add(self, step: str, clock: float, detail: str, ok: bool = True) -> None:
-        now = datetime.now(UTC)
+        point = self.restore_point
         self.steps.append(
             {
+                "result": "ok" if ok else "FAILED",
+                "rto_so_far_s": round(
+                    recovery_time(self.started, datetime.now(UTC)).total_seconds(), 1
+                ),
+                "rpo_s": EMPTY
+                if point is None
+                else round(recovery_point(point, self.requested, self.started).total_seconds(), 1),
+                "target": local_and_utc(self.requested, self.timezone)
+                if self.requested
+                else "latest",
+                "restore_point": local_and_utc(point, self.timezone),
                 "step": step,
                 "seconds": round(time.monotonic() - clock, 2),
-                "result": "ok" if ok else "FAILED",
                 "detail": detail,
-                "restore_point": iso(self.restore_point) if self.restore_point else "-",
-                "rto_so_far_s": round((now - self.started).total_seconds(), 1),
-                "rpo_s": round((self.started - self.restore_point).total_seconds(), 1)
-                if self.restore_point
-                else "-",
             }
         )
 
 
 @flow(
     name="restore-system",
+    flow_run_name=run_name("restore-system", "source=dr", target=True),
     persist_result=False,
     on_failure=[notify_on_failure("recovery_owner")],
     on_crashed=[notify_on_crashed("recovery_owner")],
@@ -67,10 +87,24 @@ def restore_system(
 ) -> SystemRestore:
     """Restore the database (to the latest point or ``target_time``), the configuration and
     the uploads into this host's paths from ``source`` alone, check them, then run the
-    post-restore command (the PM2 reload).  A dry run lists the plan and changes nothing."""
-    report = SystemRestore(started=datetime.now(UTC))
+    post-restore command (the PM2 reload).  A dry run lists the plan and changes nothing.
+    The artifact ``restore-system-<database>`` shows each step with RTO so far and RPO
+    (docs/objectives.md).
+
+    Args:
+        source: The one tier to restore from: primary, secondary or dr.
+        target_time: Restore everything to the newest point at or before this time
+            (ISO-8601; without an offset it is read in the settings' timezone). Leave it
+            empty for the latest state.
+        replace: Restore over this host's live database and files (they are kept aside).
+            Needed when they exist.
+        dry_run: Only show the plan of every step; change nothing.
+    """
+    flow_start = datetime.now(UTC)
     settings = current_settings()
-    target_time = check_target_time(target_time, settings.timezone, report.started)
+    report = SystemRestore(started=run_started(flow_start), timezone=settings.timezone)
+    target_time = check_target_time(target_time, settings.timezone, flow_start)
+    report.requested = target_time
     logger = get_run_logger()
     names, _skipped = databases(settings)
     for name in names:
@@ -87,7 +121,7 @@ def restore_system(
         # The system is as recent as its oldest database.
         point = db.plan.restore_point
         report.restore_point = min(report.restore_point or point, point)
-        chain = " > ".join(m.id for m in db.plan.manifests)
+        chain = short_chain([m.id for m in db.plan.manifests])
         report.add(
             ("database" if len(names) == 1 else f"database {name}")
             + (" (plan)" if dry_run else ", integrity check passed"),

@@ -21,12 +21,14 @@ from backupflow.verify import (
     verify,
 )
 from flows._notify import notify_on_cancellation, notify_on_crashed, notify_on_failure
+from flows._publish import run_name
 
 __all__ = ["verify_backups"]
 
 
 @flow(
     name="verify-backups",
+    flow_run_name=run_name("verify-backups", at_start=True),
     persist_result=False,
     on_failure=[notify_on_failure("backup_administrator")],
     on_crashed=[notify_on_crashed("backup_administrator")],
@@ -34,7 +36,13 @@ __all__ = ["verify_backups"]
 )
 def verify_backups(read_data_percent: float | None = None) -> VerifyReport:
     """Check every backup in every tier; read ``read_data_percent`` of them in full (default
-    25%, rotating weekly so that four weekly runs read everything).  Fails on any finding."""
+    25%, rotating weekly so that four weekly runs read everything).  Fails on any finding.
+
+    Args:
+        read_data_percent: Percentage of the backups to read in full and check against
+            their SHA-256 (0 to 100). Empty: 25, rotating weekly so that four runs read
+            everything.
+    """
     settings = current_settings()
     percent = DEFAULT_READ_DATA_PERCENT if read_data_percent is None else read_data_percent
     now = datetime.now(UTC)

@@ -12,6 +12,7 @@ from typing import Protocol
 from cronsim import CronSim
 
 from backupflow.models import BackupKind, utc
+from backupflow.reporting import recovery_point, recovery_time
 from backupflow.tiers import TierState
 
 __all__ = [
@@ -33,8 +34,8 @@ class DrillResult:
     started: datetime
     verified: datetime
     restore_point: datetime
-    rto: timedelta  # disaster (drill start) -> restored and verified
-    rpo: timedelta  # newest recoverable point -> disaster
+    rto: timedelta  # the run's start -> restored and verified (docs/objectives.md)
+    rpo: timedelta  # requested time (or the run's start, for latest) -> restore point
     rto_objective: timedelta
     rpo_objective: timedelta
 
@@ -56,18 +57,20 @@ def drill_result(
     verified: datetime,
     restore_point: datetime,
     *,
+    requested: datetime | None = None,
     rto_hours: float,
     rpo_hours: float,
 ) -> DrillResult:
-    """The drill's start is the moment of disaster: RTO runs to the verified restore, RPO back
-    to the newest point the tier could restore."""
+    """The drill's run start is the moment of disaster (docs/objectives.md): RTO runs from it
+    to the verified restore; RPO is the requested time minus the restore point reached, or,
+    for the latest state, the run's start minus it."""
     started, verified, restore_point = utc(started), utc(verified), utc(restore_point)
     return DrillResult(
         started=started,
         verified=verified,
         restore_point=restore_point,
-        rto=verified - started,
-        rpo=max(started - restore_point, timedelta(0)),
+        rto=recovery_time(started, verified),
+        rpo=recovery_point(restore_point, requested, started),
         rto_objective=timedelta(hours=rto_hours),
         rpo_objective=timedelta(hours=rpo_hours),
     )

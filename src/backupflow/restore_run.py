@@ -27,7 +27,14 @@ from backupflow.errors import BackupflowError
 from backupflow.models import Category, Manifest
 from backupflow.planning import RestorePlan
 from backupflow.progress import Progress
-from backupflow.reporting import iso
+from backupflow.reporting import (
+    EMPTY,
+    iso,
+    local_and_utc,
+    recovery_point,
+    recovery_time,
+    short_chain,
+)
 from backupflow.restore import LoadedPlan, RestoreOutcome, execute_restore, load_plan
 from backupflow.restore import resolve_target as _resolve_target
 from backupflow.steps import LOG, PLAN, RESTORE, Logger, Steps
@@ -70,25 +77,39 @@ class RestoreReport:
     tiers: tuple[str, ...] = ()
     script: tuple[str, ...] = ()
 
-    def summary(self, started: datetime) -> dict[str, Any]:
-        """One row for the backup log and the artifact (``started``: when the run began)."""
+    def summary(self, started: datetime, timezone: str | None = None) -> dict[str, Any]:
+        """One row for the backup log and the artifact: result, RTO, RPO, the requested
+        target and the restore point first, the chain last (first … last).
+
+        ``started`` is the run's scheduled or created start; RTO and RPO follow
+        docs/objectives.md (for a time target the RPO is the target minus the restore point,
+        not the time since).  With ``timezone`` the times are shown there and in UTC."""
         plan, outcome = self.plan, self.outcome
+
+        def when(moment: datetime) -> str:
+            return iso(moment) if timezone is None else local_and_utc(moment, timezone)
+
+        rpo = recovery_point(plan.restore_point, plan.requested, started)
         row: dict[str, Any] = {
+            "result": "planned" if outcome is None else "restored and verified",
+            "rto_seconds": EMPTY
+            if outcome is None
+            else round(recovery_time(started, outcome.finished_at).total_seconds(), 2),
+            "rpo_seconds": round(rpo.total_seconds(), 2),
+            "requested": when(plan.requested) if plan.requested else "latest",
+            "restore_point": when(plan.restore_point),
             "database": plan.database,
-            "requested": iso(plan.requested) if plan.requested else "latest",
-            "restore_point": iso(plan.restore_point),
-            "backups_applied": len(plan.steps),
             "target": str(self.target),
+            "backups_applied": len(plan.steps),
         }
         if outcome is not None:
             row |= {
-                "tiers_used": ", ".join(sorted(set(outcome.tiers_used.values()))),
+                "tiers_used": ", ".join(sorted(set(outcome.tiers_used.values()))) or EMPTY,
                 "seconds": round(outcome.seconds, 2),
-                "rto_seconds": round((outcome.finished_at - started).total_seconds(), 2),
-                "rpo_seconds": round(max((started - plan.restore_point).total_seconds(), 0), 2),
-                "kept_aside": ", ".join(str(p) for p in outcome.kept_aside) or "-",
-                "problems": "; ".join(outcome.problems) or "-",
+                "kept_aside": ", ".join(str(p) for p in outcome.kept_aside) or EMPTY,
+                "problems": "; ".join(outcome.problems) or EMPTY,
             }
+        row["chain"] = short_chain([m.id for m in plan.manifests])
         return row
 
 

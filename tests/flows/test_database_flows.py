@@ -12,6 +12,10 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from prefect.artifacts import Artifact
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowFilter, FlowFilterName
+from prefect.client.schemas.objects import FlowRun
+from prefect.client.schemas.sorting import FlowRunSort
 
 from backupflow.backuplog import BackupLog
 from backupflow.catalog import Catalog
@@ -200,3 +204,50 @@ def test_the_flow_shows_the_core_runs_steps_as_named_task_runs(settings: Setting
         time.sleep(0.5)
     assert expected <= names, sorted(names)
     assert all(run.state is not None and run.state.is_completed() for run in runs)
+
+
+def _latest_run(flow_name: str) -> FlowRun:
+    """The newest run of ``flow_name`` as the Prefect API returns it."""
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(
+            flow_filter=FlowFilter(name=FlowFilterName(any_=[flow_name])),
+            sort=FlowRunSort.START_TIME_DESC,
+            limit=1,
+        )
+    assert runs, f"no {flow_name} run in the Prefect API"
+    return runs[0]
+
+
+def test_a_restore_to_a_past_time_reports_rto_and_rpo_as_defined(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """RPO of a past-time restore is the target minus the restore point (it was measured
+    from now), RTO runs from the run's created start; the artifact leads with them."""
+    live = settings.database.sqlite_path
+    _seed(live, rows=50)
+    seoul = ZoneInfo("Asia/Seoul")
+    with use_settings(settings):
+        full = backup_database(kind=BackupKind.FULL)[0]
+        target = (full.restore_point + timedelta(seconds=1, milliseconds=500)).astimezone(seoul)
+        time.sleep(3)  # "now" is well past the target: the old RPO was 3 s or more
+        report = restore_database(target_time=target, into=str(live.parent / "past.db"))
+    assert report.outcome is not None and report.plan.restore_point == full.restore_point
+    run = _latest_run("restore-database")
+    assert run.name == f"restore-database-to-{target:%Y-%m-%dT%H:%M}+09:00"
+    artifact = Artifact.get("restore-gantt")
+    assert artifact is not None
+    [row] = json.loads(str(artifact.data))
+    assert list(row)[:5] == ["result", "rto_seconds", "rpo_seconds", "requested", "restore_point"]
+    assert list(row)[-1] == "chain" and row["chain"] == f"{full.id} (1 backup)"
+    assert row["result"] == "restored and verified"
+    assert row["rpo_seconds"] == 1.5
+    assert run.expected_start_time is not None
+    rto = report.outcome.finished_at - run.expected_start_time
+    assert row["rto_seconds"] == round(rto.total_seconds(), 2)
+    in_utc = target.astimezone(UTC)
+    utc_part = f"{in_utc:%H:%M:%S}" if in_utc.date() == target.date() else f"{in_utc:%F %T}"
+    assert row["requested"] == f"{target:%Y-%m-%d %H:%M:%S}+09:00 ({utc_part} UTC)"
+    assert row["restore_point"].startswith(
+        f"{full.restore_point.astimezone(seoul):%Y-%m-%d %H:%M:%S}+09:00"
+    )
+    assert row["kept_aside"] == "—" and "-" not in (row["problems"], row["kept_aside"])

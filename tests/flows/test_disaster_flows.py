@@ -4,6 +4,8 @@ switch against moto's Route 53."""
 from __future__ import annotations
 
 import http.server
+import json
+import re
 import shutil
 import sqlite3
 import sys
@@ -15,6 +17,11 @@ from typing import Any
 import boto3
 import pytest
 from moto import mock_aws
+from prefect.artifacts import Artifact
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowFilter, FlowFilterName
+from prefect.client.schemas.objects import FlowRun
+from prefect.client.schemas.sorting import FlowRunSort
 
 from backupflow.config import FailoverSettings, Settings, use_settings
 from backupflow.errors import ConfigError
@@ -107,7 +114,33 @@ def test_whole_system_restore_from_the_dr_tier_alone(
         )
     assert (tmp_path / "hook-b.txt").read_text() == "reloaded"
     assert [s["result"] for s in report.steps] == ["ok"] * 4
-    assert report.steps[0]["restore_point"] != "-"
+    # what the UI shows first: result, RTO so far, RPO, target, restore point (docs/objectives.md)
+    artifact = Artifact.get(f"restore-system-{standby.database.name}")
+    assert artifact is not None
+    rows = json.loads(str(artifact.data))
+    assert [list(row)[:5] for row in rows] == [
+        ["result", "rto_so_far_s", "rpo_s", "target", "restore_point"]
+    ] * 4
+    assert rows[0]["target"] == "latest" and "+09:00 (" in rows[0]["restore_point"]
+    assert report.restore_point is not None
+    # RPO for the latest state: the run's start minus the restore point
+    rpo = (report.started - report.restore_point).total_seconds()
+    assert rows[0]["rpo_s"] == round(rpo, 1) and rpo > 0
+    assert [r["rto_so_far_s"] for r in rows] == sorted(r["rto_so_far_s"] for r in rows)
+    assert [run.name for run in _runs("restore-system", 2)] == [
+        "restore-system-dr-latest",
+        "restore-system-dr-latest-dry-run",
+    ]
+
+
+def _runs(flow_name: str, limit: int) -> list[FlowRun]:
+    """The newest runs of ``flow_name`` as the Prefect API returns them, newest first."""
+    with get_client(sync_client=True) as client:
+        return client.read_flow_runs(
+            flow_filter=FlowFilter(name=FlowFilterName(any_=[flow_name])),
+            sort=FlowRunSort.START_TIME_DESC,
+            limit=limit,
+        )
 
 
 @pytest.fixture
@@ -193,6 +226,10 @@ def test_failover_switches_dns_only_after_a_verified_restore(
         assert any(f"{PRIMARY_IP} -> {STANDBY_IP}" in s["detail"] for s in dry.steps)
         report = failover()
     assert _record(client, zone) == [STANDBY_IP]
+    names = [run.name for run in _runs("failover", 2)]
+    assert re.fullmatch(r"failover-\d{4}-\d\d-\d\dT\d\d:\d\d\+09:00", names[0])
+    assert re.fullmatch(r"failover-\d{4}-\d\d-\d\dT\d\d:\d\d\+09:00-dry-run", names[1])
+    assert list(report.steps[0])[:2] == ["result", "step"]
     assert [s["step"] for s in report.steps] == [
         "pre-flight",
         "whole-system restore",

@@ -393,3 +393,15 @@ def test_a_job_deployment_missing_from_prefect_yaml_is_reported() -> None:
     assert disagreements(load_settings(), project) == [
         "prefect.yaml has no deployment 'uploads' for the job uploads."
     ]
+
+
+def test_every_scheduled_deployment_says_its_time_zone_in_its_description() -> None:
+    """The UI shows a cron without its zone; the description says it ("02:00 KST")."""
+    document = yaml.safe_load((Path(__file__).parents[2] / "prefect.yaml").read_text())
+    scheduled = [d for d in document["deployments"] if d.get("schedules")]
+    assert scheduled
+    for deployment in scheduled:
+        zones = {s["timezone"] for s in deployment["schedules"]}
+        assert zones == {"Asia/Seoul"}, deployment["name"]
+        assert "KST" in deployment["description"], deployment["name"]
+        assert "Asia/Seoul" in deployment["description"], deployment["name"]
