@@ -9,6 +9,7 @@ import stat
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -109,14 +110,25 @@ _BACKUP = """
     from pathlib import Path
     from backupflow.config import load_settings
     from flows._slots import slot
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.basicConfig(level=logging.INFO, format="%(message)s", filename=sys.argv[4])
     settings = load_settings(staging_dir=Path(sys.argv[1]), concurrency_limit=sys.argv[2] or None)
+    release = Path(sys.argv[3])
     with slot(settings):
         start = time.time()
         print("held", flush=True)
-        time.sleep(1.5)
+        while not release.exists():  # hold the slot until the test lets go
+            time.sleep(0.02)
         print(f"{start} {time.time()}", flush=True)
 """
+
+
+def _wait_for_text(path: Path, text: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists() and text in path.read_text():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"{path.name} never said {text!r}")
 
 
 @pytest.mark.parametrize("limit", ["", "backupflow-database-backups"], ids=["no-limit", "no-api"])
@@ -127,13 +139,20 @@ def test_backups_on_one_host_wait_for_each_other_on_the_lock_file(
     limit cannot be held): the second waits, says so, and starts after the first ends."""
     monkeypatch.delenv("PREFECT_API_URL", raising=False)
     staging = tmp_path / "staging"
-    first = _child(_BACKUP, str(staging), limit)
+    released = tmp_path / "release-first"
+    logs = (tmp_path / "first.log", tmp_path / "second.log")
+    first = _child(_BACKUP, str(staging), limit, str(released), str(logs[0]))
     _wait_for(first, "held")
-    second = _child(_BACKUP, str(staging), limit)
+    second = _child(_BACKUP, str(staging), limit, str(tmp_path / "release-second"), str(logs[1]))
+    # The second says it waits while the first still holds the slot; only then let go.
+    _wait_for_text(logs[1], "waiting for the database-backup slot held by another run")
+    released.touch()
     out_first, _ = first.communicate(timeout=60)
+    _wait_for(second, "held")
+    (tmp_path / "release-second").touch()
     out_second, err_second = second.communicate(timeout=60)
     assert first.returncode == 0 and second.returncode == 0, err_second
     (_start1, end1) = map(float, out_first.split()[-2:])
     (start2, _end2) = map(float, out_second.split()[-2:])
     assert start2 >= end1 - 0.05, "the second backup ran while the first held the slot"
-    assert "waiting for the database-backup slot held by another run (process" in err_second
+    assert "held by another run (process" in logs[1].read_text()

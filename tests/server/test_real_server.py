@@ -172,7 +172,7 @@ def test_deploy_and_run_through_a_worker(env: dict[str, str], server: str) -> No
         drill = _run([*PREFECT, "deployment", "run", "dr-drill/dr-drill", "--watch"], env)
         assert drill.returncode == 0, drill.stdout + drill.stderr
         rows = asyncio.run(_artifact_rows(server, "dr-drill-gantt"))
-        assert rows[-1]["tier"] == "dr" and rows[-1]["result"] == "pass"
+        assert rows[-1]["tier"] == "dr" and rows[-1]["result"] == "passed"
         assert rows[-1]["rto_minutes"] < 240 and rows[-1]["rpo_minutes"] < 60
 
         bad = _run(
