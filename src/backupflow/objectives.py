@@ -7,11 +7,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Protocol
 
 from cronsim import CronSim
 
-from backupflow.models import BackupKind, utc
+from backupflow.models import utc
+from backupflow.planning import B
 from backupflow.reporting import recovery_point, recovery_time
 from backupflow.tiers import TierState
 
@@ -122,20 +122,7 @@ class HealthRow:
     detail: str = ""
 
 
-class _Entry(Protocol):
-    """What a catalog entry's name tells: enough to find a chain's breaks."""
-
-    @property
-    def id(self) -> str: ...
-    @property
-    def kind(self) -> BackupKind: ...
-    @property
-    def restore_point(self) -> datetime: ...
-    @property
-    def parent_id(self) -> str | None: ...
-
-
-def chain_breaks(entries: Iterable[_Entry]) -> list[tuple[_Entry, str]]:
+def chain_breaks(entries: Iterable[B]) -> list[tuple[B, str]]:
     """The backups of one tier whose parent (as their names record it) the tier lacks, each
     with the missing parent's id, oldest first.  Only the first backup after a gap is named:
     the ones built on it are lost with it."""

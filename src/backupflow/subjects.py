@@ -21,7 +21,6 @@ from backupflow.errors import ConfigError
 from backupflow.filesets import FILE_SETS, contents, is_content_addressed
 from backupflow.filesets.engine import FileSetEngine
 from backupflow.fsutil import privatize_files
-from backupflow.keys import Keyring
 from backupflow.models import BackupKind, Category, Manifest, StoredObject
 from backupflow.planning import BackupDecision
 from backupflow.progress import Progress
@@ -193,19 +192,17 @@ class FileSetSubject(Subject):
         return BackupJob.start(self.name, decision, datetime.now(UTC), category=self.category)
 
     def _reference(self) -> BackupSource | None:
-        if self.previous is None or not backup.readable_with(*self._previous_keys()):
+        if self.previous is None:
             return None
         manifest, tier = self.previous
+        if not backup.readable_with(manifest, tier.keyring):
+            return None
         return backup.source_of(
             tier.storage,
             manifest,
             chunk_bytes=self.settings.pipeline.chunk_bytes,
             keyring=tier.keyring,
         )
-
-    def _previous_keys(self) -> tuple[Manifest, Keyring]:
-        assert self.previous is not None
-        return self.previous[0], self.previous[1].keyring
 
     def dump(self, job: BackupJob, logger: Logger) -> Dump:
         staging = backup.prepare_staging(job, self.settings)
