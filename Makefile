@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: bootstrap tools bench demo serve test test-mssql lint typecheck clean
+.PHONY: bootstrap tools pg-tools bench demo serve test test-mssql lint typecheck clean
 
 bootstrap: $(STAMP) tools
 
@@ -14,12 +14,26 @@ bootstrap: $(STAMP) tools
 # under CI (CI=true).
 APT_INSTALL := apt-get install -y --no-install-recommends
 BREAK_GLASS_TOOLS := age zstd jq openssl xxd sqlite3
-tools:
+tools: pg-tools
 	@command -v age >/dev/null || ($(APT_INSTALL) age || sudo $(APT_INSTALL) age) || \
 	  echo "warning: could not install Debian's age; the break-glass test cannot run"
 	@missing=; for t in $(BREAK_GLASS_TOOLS); do command -v $$t >/dev/null || missing="$$missing $$t"; done; \
 	  test -z "$$missing" || $(APT_INSTALL) $$missing || sudo $(APT_INSTALL) $$missing || \
 	  echo "warning: could not install$$missing; the break-glass test cannot run"
+
+# The live PostgreSQL tests (tests/live/test_postgres_*.py) start throwaway clusters, which
+# PostgreSQL refuses to run as root: they run as the "postgres" OS user, created here when
+# missing (a system user without a login shell). The server's programs come from Debian's
+# postgresql package when no PostgreSQL 15+ is installed.
+pg-tools:
+	@id postgres >/dev/null 2>&1 || { \
+	  group=--user-group; getent group postgres >/dev/null && group="-g postgres"; \
+	  add="useradd --system $$group --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin postgres"; \
+	  $$add 2>/dev/null || sudo $$add 2>/dev/null || \
+	  echo "warning: could not create the postgres OS user; the PostgreSQL tests cannot run"; }
+	@ls /usr/lib/postgresql/*/bin/pg_basebackup >/dev/null 2>&1 || \
+	  ($(APT_INSTALL) postgresql || sudo $(APT_INSTALL) postgresql) || \
+	  echo "warning: could not install PostgreSQL; the PostgreSQL tests cannot run"
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)

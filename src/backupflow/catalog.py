@@ -6,6 +6,8 @@ needs (restore point, id and kind, parent)::
 
     database/<db>/2026-11-26/<backup-id>.data.zst.age
     database/<db>/manifests/<restore-point>_<backup-id>_<parent-id|none>.manifest.json
+    database/<db>/wal/<wal-file-name>.zst.age        (PostgreSQL: written by wal-push)
+    database/<db>/wal/<wal-file-name>.rec            (its signed archive record)
 
 A tier is untrusted storage.  A manifest is stored as a signed envelope
 (:mod:`backupflow.envelope`); only one a trusted key signed, stored under the key its
@@ -16,7 +18,12 @@ tier and key, and never restored, copied, or the reason anything is overwritten 
 So planning a restore costs one LIST request per 1,000 backups of that database, plus one
 GET per backup of the chosen chain (:meth:`Catalog.entries`, :meth:`Catalog.load`).  A data
 object without a manifest is not a backup: it is the left-over of an interrupted run,
-removed after a grace period.
+removed after a grace period.  Archived WAL is not: ``backupflow wal-push`` writes it before
+any backup lists it, so it is never an orphan (only retention, through the log backup that
+lists it, deletes it).
+
+Size: about 430 lines: the key layout, the names' grammar and the catalog's reads and writes
+are one rule set (what is ours, what is foreign), kept in one place.
 """
 
 from __future__ import annotations
@@ -42,6 +49,9 @@ from backupflow.storage.base import ObjectInfo, Storage, get_bytes, put_bytes
 __all__ = [
     "CONTENT_ROLE",
     "MANIFEST_SUFFIX",
+    "WAL_RECORD_ROLE",
+    "WAL_RECORD_SUFFIX",
+    "WAL_ROLE",
     "Catalog",
     "CatalogEntry",
     "CatalogScan",
@@ -52,17 +62,41 @@ __all__ = [
     "owned_keys",
     "read_unsigned",
     "series_prefix",
+    "wal_key",
+    "wal_prefix",
+    "wal_record_key",
 ]
 
 MANIFEST_SUFFIX = ".manifest.json"
 
 
 CONTENT_ROLE = "content:"
+#: Roles of a PostgreSQL log backup's archived WAL files: ``wal:<name>`` (the file, through
+#: the pipeline) and ``walrec:<name>`` (its signed archive record, stored as is).  Both live
+#: in the series' ``wal/`` folder, where ``backupflow wal-push`` wrote them.
+WAL_ROLE = "wal:"
+WAL_RECORD_ROLE = "walrec:"
+WAL_RECORD_SUFFIX = ".rec"
 
 
 def content_prefix(category: Category, name: str) -> str:
     """The folder of a content-addressed set's shared content."""
     return f"{category.value}/{name}/content/"
+
+
+def wal_prefix(category: Category, name: str) -> str:
+    """The folder of a PostgreSQL series' archived WAL files and their records."""
+    return f"{category.value}/{name}/wal/"
+
+
+def wal_key(category: Category, name: str, wal_name: str, extension: str) -> str:
+    """Where one archived WAL file is stored (``extension``: codec and encryption)."""
+    return f"{wal_prefix(category, name)}{wal_name}{extension}"
+
+
+def wal_record_key(category: Category, name: str, wal_name: str) -> str:
+    """Where the signed record of one archived WAL file is stored."""
+    return f"{wal_prefix(category, name)}{wal_name}{WAL_RECORD_SUFFIX}"
 
 
 def series_prefix(category: Category, name: str) -> str:
@@ -116,6 +150,21 @@ def expected_key(manifest: Manifest, obj: StoredObject) -> str:
     from backupflow.filesets import content_key
 
     extension = get_codec(obj.codec).extension + (".age" if obj.encryption else "")
+    if obj.role.startswith((WAL_RECORD_ROLE, WAL_ROLE)):
+        from backupflow.engines.postgres.walnames import parse_wal_name
+
+        try:
+            parse_wal_name(obj.role.partition(":")[2])
+        except ValueError:
+            return f"(no key: {obj.role[:60]!r} names no WAL file)"
+    if obj.role.startswith(WAL_RECORD_ROLE):
+        return wal_record_key(
+            manifest.category, manifest.database, obj.role.removeprefix(WAL_RECORD_ROLE)
+        )
+    if obj.role.startswith(WAL_ROLE):
+        return wal_key(
+            manifest.category, manifest.database, obj.role.removeprefix(WAL_ROLE), extension
+        )
     if obj.role.startswith(CONTENT_ROLE):
         sha = obj.role.removeprefix(CONTENT_ROLE)
         return content_key(manifest.category, manifest.database, sha, extension)

@@ -292,9 +292,10 @@ class RepositorySettings(BaseModel):
 class DatabaseSettings(BaseModel):
     """The database that is backed up (the seed's DB_* keys)."""
 
-    engine: Literal["sqlite", "sqlserver"] = Field(
+    engine: Literal["sqlite", "sqlserver", "postgres"] = Field(
         default="sqlite",
-        description="Database engine: sqlite (embedded, the demo's) or sqlserver (the seed's).",
+        description="Database engine: sqlite (embedded, the demo's), sqlserver (the seed's) "
+        "or postgres (a PostgreSQL 15+ cluster: base backups and archived WAL).",
     )
     name: str = Field(
         default="gantt_workload",
@@ -320,7 +321,12 @@ class DatabaseSettings(BaseModel):
         default=Path("/var/lib/workload-optimization/gantt_workload.db"),
         description="SQLite engine: the live database file.",
     )
-    port: int = Field(default=1433, ge=1, le=65535, description="SQL Server: TCP port.")
+    port: int = Field(
+        default=1433,
+        ge=1,
+        le=65535,
+        description="Server TCP port (SQL Server: 1433; PostgreSQL: 5432 unless set).",
+    )
     odbc_driver: str = Field(
         default="ODBC Driver 18 for SQL Server",
         description="SQL Server: the ODBC driver (or FreeTDS's).",
@@ -371,6 +377,44 @@ class DatabaseSettings(BaseModel):
         "not in the SIMPLE recovery model); the database itself stays as it is, and is kept "
         "aside offline when the restored copy is put in place.",
     )
+    pg_bin_dir: Path | None = Field(
+        default=None,
+        description="PostgreSQL: folder of the server's programs (pg_basebackup, pg_ctl, "
+        "pg_verifybackup, pg_amcheck); default: the one `pg_config --bindir` names, else "
+        "/usr/lib/postgresql/<newest>/bin.",
+    )
+    pg_data_dir: Path = Field(
+        default=Path("/var/lib/postgresql/15/main"),
+        description="PostgreSQL: the live cluster's data folder (what --replace replaces).",
+    )
+    pg_os_user: str | None = Field(
+        default=None,
+        max_length=32,
+        pattern=r"^[a-z_][a-z0-9_-]{0,31}$",
+        description="PostgreSQL: the OS user that owns the cluster; when the worker runs as "
+        "root, the server's programs run as this user (default: postgres).",
+    )
+    pg_superuser: str = Field(
+        default="postgres",
+        max_length=63,
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,62}$",
+        description="PostgreSQL: the superuser a restored copy is checked as (pg_amcheck, "
+        "over the copy's private socket; never a network login).",
+    )
+    archive_wait_seconds: int = Field(
+        default=120,
+        ge=1,
+        le=3600,
+        description="PostgreSQL: how long the log job waits for the server to archive the "
+        "segment it just switched (archive_command = backupflow wal-push).",
+    )
+    recovery_wait_seconds: int = Field(
+        default=4 * 3600,
+        ge=10,
+        le=7 * 86400,
+        description="PostgreSQL: how long a restore waits for the copy to replay WAL to its "
+        "target before it gives up (the copy is discarded; nothing live is touched).",
+    )
     missing_full: Literal["promote", "fail"] = Field(
         default="promote",
         description="When a differential or log backup finds no full backup: take a full "
@@ -380,6 +424,19 @@ class DatabaseSettings(BaseModel):
     @field_validator("worker_backup_dir")
     @classmethod
     def _absolute_worker_dir(cls, value: Path) -> Path:
+        if not value.is_absolute():
+            raise ValueError(f"{value} must be an absolute path")
+        return value
+
+    @model_validator(mode="after")
+    def _postgres_port(self) -> DatabaseSettings:
+        if self.engine == "postgres" and "port" not in self.model_fields_set:
+            self.port = 5432
+        return self
+
+    @field_validator("pg_data_dir")
+    @classmethod
+    def _absolute_data_dir(cls, value: Path) -> Path:
         if not value.is_absolute():
             raise ValueError(f"{value} must be an absolute path")
         return value

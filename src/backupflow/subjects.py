@@ -17,7 +17,7 @@ from backupflow.backup import BackupJob
 from backupflow.codecs import Codec
 from backupflow.config import Settings
 from backupflow.engines.base import BackupSource, Dump, Engine
-from backupflow.errors import ConfigError
+from backupflow.errors import ConfigError, StorageError
 from backupflow.filesets import FILE_SETS, contents, is_content_addressed
 from backupflow.filesets.engine import FileSetEngine
 from backupflow.fsutil import privatize_files
@@ -60,8 +60,24 @@ class Subject(ABC):
     def store(
         self, tier: Tier, job: BackupJob, dump: Dump, codec: Codec, logger: Logger
     ) -> tuple[StoredObject, ...]:
-        """Store the dump in the first tier (compressed, encrypted, hashed, verified)."""
-        objects = backup.store_dump(
+        """Store the dump in the first tier (compressed, encrypted, hashed, verified).
+
+        Objects the dump found already stored (archived WAL) are listed as they are, but
+        only from the tier that holds them."""
+        if dump.stored and tier.name != dump.stored_in:
+            raise StorageError(
+                f"the {len(dump.stored)} archived file(s) of this backup are in the "
+                f"{dump.stored_in} tier, not in {tier.name}; the backup is recorded there "
+                "first and copied here afterwards."
+            )
+        for obj in dump.stored:
+            info = tier.storage.stat(obj.key)
+            if info.size != obj.size:
+                raise StorageError(
+                    f"{obj.key} in {tier.name} is {info.size} bytes, not the {obj.size} its "
+                    "archive record says; it is not listed."
+                )
+        objects = dump.stored + backup.store_dump(
             tier.storage, job, dump, codec, self.settings, self.progress, keyring=tier.keyring
         )
         for obj in objects:

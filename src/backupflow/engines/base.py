@@ -20,7 +20,7 @@ from typing import Any, BinaryIO, Literal, Protocol
 from backupflow.catalog import CatalogEntry
 from backupflow.errors import CatalogError, ConfigError, RestoreTargetError
 from backupflow.fsutil import free_bytes, readable_size
-from backupflow.models import BackupKind, Manifest
+from backupflow.models import BackupKind, Manifest, StoredObject
 from backupflow.parameters import flag
 from backupflow.planning import RestorePlan, plan_restore
 
@@ -115,6 +115,11 @@ class Dump:
     restore_point: datetime
     files: tuple[DumpFile, ...]
     position: dict[str, Any] = field(default_factory=dict)
+    #: Objects already stored, verified, in the tier named ``stored_in`` before this backup
+    #: ran (PostgreSQL's archived WAL, written there by ``backupflow wal-push``).  The
+    #: backup lists them; the run copies them to the other tiers like its own files.
+    stored: tuple[StoredObject, ...] = ()
+    stored_in: str | None = None
 
 
 @dataclass(frozen=True)
