@@ -6,8 +6,8 @@ needs (restore point, id and kind, parent)::
 
     database/<db>/2026-11-26/<backup-id>.data.zst.age
     database/<db>/manifests/<restore-point>_<backup-id>_<parent-id|none>.manifest.json
-    database/<db>/wal/<wal-file-name>.zst.age        (PostgreSQL: written by wal-push)
-    database/<db>/wal/<wal-file-name>.rec            (its signed archive record)
+    database/<db>/wal/<system-id>/<wal-file-name>.zst.age   (PostgreSQL: by wal-push)
+    database/<db>/wal/<system-id>/<wal-file-name>.rec       (its signed archive record)
 
 A tier is untrusted storage.  A manifest is stored as a signed envelope
 (:mod:`backupflow.envelope`); only one a trusted key signed, stored under the key its
@@ -71,8 +71,9 @@ MANIFEST_SUFFIX = ".manifest.json"
 
 
 CONTENT_ROLE = "content:"
-#: Roles of a PostgreSQL log backup's archived WAL files: ``wal:<name>`` (the file, through
-#: the pipeline) and ``walrec:<name>`` (its signed archive record, stored as is).  Both live
+#: Roles of a PostgreSQL log backup's archived WAL files: ``wal:<sysid>/<name>`` (the file,
+#: through the pipeline) and ``walrec:<sysid>/<name>`` (its signed archive record, stored as
+#: is); ``<sysid>`` is the cluster's system identifier.  Both live
 #: in the series' ``wal/`` folder, where ``backupflow wal-push`` wrote them.
 WAL_ROLE = "wal:"
 WAL_RECORD_ROLE = "walrec:"
@@ -89,14 +90,15 @@ def wal_prefix(category: Category, name: str) -> str:
     return f"{category.value}/{name}/wal/"
 
 
-def wal_key(category: Category, name: str, wal_name: str, extension: str) -> str:
-    """Where one archived WAL file is stored (``extension``: codec and encryption)."""
-    return f"{wal_prefix(category, name)}{wal_name}{extension}"
+def wal_key(category: Category, name: str, wal_path: str, extension: str) -> str:
+    """Where one archived WAL file is stored; ``wal_path`` is ``<sysid>/<file name>``
+    (checked by the caller), ``extension`` its codec's and encryption's."""
+    return f"{wal_prefix(category, name)}{wal_path}{extension}"
 
 
-def wal_record_key(category: Category, name: str, wal_name: str) -> str:
+def wal_record_key(category: Category, name: str, wal_path: str) -> str:
     """Where the signed record of one archived WAL file is stored."""
-    return f"{wal_prefix(category, name)}{wal_name}{WAL_RECORD_SUFFIX}"
+    return f"{wal_prefix(category, name)}{wal_path}{WAL_RECORD_SUFFIX}"
 
 
 def series_prefix(category: Category, name: str) -> str:
@@ -151,10 +153,10 @@ def expected_key(manifest: Manifest, obj: StoredObject) -> str:
 
     extension = get_codec(obj.codec).extension + (".age" if obj.encryption else "")
     if obj.role.startswith((WAL_RECORD_ROLE, WAL_ROLE)):
-        from backupflow.engines.postgres.walnames import parse_wal_name
+        from backupflow.engines.postgres.walnames import parse_wal_path
 
         try:
-            parse_wal_name(obj.role.partition(":")[2])
+            parse_wal_path(obj.role.partition(":")[2])
         except ValueError:
             return f"(no key: {obj.role[:60]!r} names no WAL file)"
     if obj.role.startswith(WAL_RECORD_ROLE):

@@ -21,8 +21,10 @@ __all__ = [
     "history_name",
     "parse_lsn",
     "parse_wal_name",
+    "parse_wal_path",
     "segment_name",
     "segment_of",
+    "wal_path",
 ]
 
 DEFAULT_SEGMENT_BYTES = 16 * 1024 * 1024
@@ -69,6 +71,23 @@ def parse_wal_name(name: str, segment_bytes: int = DEFAULT_SEGMENT_BYTES) -> Wal
     segno = int(match["hi"], 16) * per + low
     kind: WalKind = "partial" if match["partial"] else "backup" if match["offset"] else "segment"
     return WalName(segno, timeline, kind, name)
+
+
+def wal_path(system_identifier: int, name: str) -> str:
+    """Where a WAL file sits in a series' ``wal/`` folder: under its cluster's system
+    identifier, so a new cluster (initdb) never meets the names of an old one."""
+    return f"{system_identifier}/{name}"
+
+
+def parse_wal_path(path: str) -> tuple[int, WalName]:
+    """``<system identifier>/<WAL file name>``, checked; :class:`ValueError` otherwise."""
+    sysid, slash, name = path.partition("/")
+    if not slash or not sysid.isascii() or not sysid.isdigit() or len(sysid) > 20:
+        raise ValueError(f"{path[:60]!r} is not <system identifier>/<WAL file name>")
+    value = int(sysid)
+    if value <= 0 or value >= 1 << 64 or str(value) != sysid:
+        raise ValueError(f"{sysid!r} is not a cluster's system identifier")
+    return value, parse_wal_name(name)
 
 
 def segment_name(timeline: int, segno: int, segment_bytes: int = DEFAULT_SEGMENT_BYTES) -> str:
