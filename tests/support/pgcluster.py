@@ -17,6 +17,8 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
+import sysconfig
 import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -32,6 +34,7 @@ __all__ = [
     "Cluster",
     "as_cluster_user",
     "free_port",
+    "launcher",
     "pg_bin_dir",
     "pg_missing",
     "pg_workdir",
@@ -86,6 +89,46 @@ def pg_workdir(prefix: str = "bf-pg-") -> Path:
     _chown(path)
     path.chmod(0o700)
     return path
+
+
+def _runnable_by_others(path: Path) -> bool:
+    """Whether every folder above ``path`` can be entered, and ``path`` run, by any user."""
+    path = path.resolve()
+    for part in [path, *path.parents]:
+        mode = part.stat().st_mode
+        needed = 0o001 if part != path else 0o005
+        if mode & needed != needed:
+            return False
+    return True
+
+
+def cluster_python() -> str:
+    """A Python the postgres OS user can run, of this interpreter's version (its compiled
+    packages are shared): this one, or the system's."""
+    if _runnable_by_others(Path(sys.executable)):
+        return sys.executable
+    system = Path(f"/usr/bin/python{sys.version_info.major}.{sys.version_info.minor}")
+    if system.exists():
+        return str(system)
+    raise AssertionError(
+        f"no Python {sys.version_info.major}.{sys.version_info.minor} the postgres user can run"
+    )
+
+
+def launcher(folder: Path) -> Path:
+    """A ``backupflow`` command the cluster's own processes (archive_command,
+    restore_command) can run: this interpreter's packages and this checkout's code (the
+    ``PYTHONPATH`` the tests run with is passed on through the server's environment)."""
+    script = folder / "backupflow"
+    site_dir = sysconfig.get_paths()["purelib"]
+    code = (
+        f"import site, sys; site.addsitedir({site_dir!r}); "
+        "from backupflow_app.cli import main; sys.argv[0] = 'backupflow'; main()"
+    )
+    script.write_text(f'#!/bin/sh\nexec {cluster_python()} -c "{code}" "$@"\n')
+    script.chmod(0o755)
+    _chown(script)
+    return script
 
 
 def free_port() -> int:
