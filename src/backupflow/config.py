@@ -401,6 +401,14 @@ class DatabaseSettings(BaseModel):
         description="PostgreSQL: the superuser a restored copy is checked as (pg_amcheck, "
         "over the copy's private socket; never a network login).",
     )
+    pg_backupflow_command: str = Field(
+        default="backupflow",
+        max_length=512,
+        pattern=r"^[^\n\r%'\"]+$",
+        description="PostgreSQL: the backupflow command as the cluster's own processes run it "
+        "(a restore's restore_command is `<this> wal-fetch ...`; archive_command should be "
+        "`<this> wal-push %p`); it must be runnable by the cluster's OS user.",
+    )
     archive_wait_seconds: int = Field(
         default=120,
         ge=1,
