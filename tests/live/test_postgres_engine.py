@@ -108,10 +108,11 @@ def _record_checks(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_a_restore_over_the_live_folder_without_replace_is_refused(
     pg: LivePg, settings: Any
 ) -> None:
+    manifest = take_backup(settings, BackupKind.FULL)
     before = live_rows(pg)
+    with pytest.raises(RestoreTargetError, match=r"already exists; pass .*replace"):
+        restore(settings, manifest.restore_point, pg.cluster.data)
     engine = open_engine(settings)
-    with pytest.raises(RestoreTargetError, match=r"already exists.*--replace"):
-        engine.check_target(pg.cluster.data, False)
     link = pg.root / "link-to-live"
     link.symlink_to(pg.cluster.data)
     with pytest.raises(RestoreTargetError, match="is a link"):
