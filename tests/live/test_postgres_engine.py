@@ -136,7 +136,7 @@ def test_a_corrupted_page_in_the_copy_fails_the_check_and_the_live_cluster_serve
         with heap.open("r+b") as handle:  # inside page 0's tuples: its checksum no longer fits
             handle.seek(4000)
             handle.write(b"\xde\xad\xbe\xef" * 64)
-        copy.start({})
+        copy.start(copy.extra or {})  # the restore's own options: never the live archive
         for _ in range(200):
             try:
                 with copy.connect("postgres"):
@@ -180,6 +180,13 @@ def test_a_target_between_two_log_backups_holds_exactly_the_rows_committed_by_th
     with start_restored(target) as copy, copy.connect() as conn:
         assert rows(conn) == expected
         assert conn.execute("SELECT pg_is_in_recovery()").fetchone() == (False,)
+
+    from backupflow.engines.postgres.archive import archived
+    from backupflow.storage import open_tiers
+
+    sysid = int(full.position["system_identifier"])
+    pushed = archived(open_tiers(settings)[0], settings.database.name, sysid)
+    assert pushed and all(n.timeline == 1 for n in pushed)  # a copy never pushes its timeline
 
     latest = pg.new_folder("latest") / "data"
     restore(settings, None, latest)

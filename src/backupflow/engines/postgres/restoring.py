@@ -12,9 +12,12 @@ What each restore sets (on the copy's command line, never in its configuration):
   log's end LSN>``;
 * a base backup alone, for a given time: ``recovery_target = immediate`` (consistency);
 * the latest point (no target): no ``recovery_target_*``; the fetch plan is ``loose``, so
-  every segment recorded in the tiers is replayed, and recovery ends where the archive does.
+  every segment recorded in the tiers is replayed, and recovery ends where the archive does;
+  ``recovery_target_timeline`` is the timeline of the chain's last backup (a history file
+  another restored copy pushed must not lead recovery onto its fork).
 
-Always ``recovery_target_action = promote`` and ``recovery_target_timeline = latest``, a
+Always ``recovery_target_action = promote`` and (but for the latest point)
+``recovery_target_timeline = latest``, a
 ``recovery.signal`` file, ``archive_mode = on`` with an empty ``archive_command`` (the copy
 never pushes, but keeps its new timeline's files ready for when it is installed), and
 ``restore_command = <pg_backupflow_command> wal-fetch --plan <plan> %f %p``.
@@ -32,7 +35,7 @@ from pathlib import Path
 
 import psycopg
 
-from backupflow.engines.postgres.layout import position_lsn, position_str
+from backupflow.engines.postgres.layout import position_int, position_lsn, position_str
 from backupflow.engines.postgres.server import Copy, last_error_line
 from backupflow.engines.postgres.walnames import format_lsn, parse_wal_path
 from backupflow.errors import ChainGapError, EngineError, IntegrityError
@@ -57,7 +60,14 @@ def recovery_for(chain: Sequence[Manifest], until: datetime | None) -> Recovery:
     """The recovery target for ``chain`` (base first, then logs) and the requested time."""
     logs = [m for m in chain if m.kind is BackupKind.LOG]
     if until is None:
-        return Recovery({}, True, "recovery to the end of the archived WAL (latest)")
+        # Loose: any recorded name is served, so only the chain's own timeline is followed
+        # (a history file pushed by some other restored copy must not lead recovery away).
+        timeline = str(position_int(chain[-1], "timeline"))
+        return Recovery(
+            {"recovery_target_timeline": timeline},
+            True,
+            f"recovery to the end of the archived WAL of timeline {timeline} (latest)",
+        )
     if not logs:
         return Recovery({"recovery_target": "immediate"}, False, "recovery to the base backup")
     last = logs[-1]

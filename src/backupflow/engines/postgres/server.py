@@ -242,6 +242,9 @@ class Copy:
     scratch: Path
     port: int = 0
     process: subprocess.Popen[bytes] | None = None
+    #: The options of the last start, reused by :meth:`restart` (never the live config's
+    #: archive_command: a copy started without them would push its timeline to the archive).
+    extra: dict[str, str] | None = None
 
     @property
     def data(self) -> Path:
@@ -296,6 +299,7 @@ class Copy:
 
     def start(self, extra: Mapping[str, str]) -> None:
         """Start the server of the copy (it may begin with a long recovery)."""
+        self.extra = dict(extra)
         self.log_file.touch(mode=0o600)
         self.programs.chown(self.log_file)
         args = ["-D", str(self.data), *self.options(extra)]
@@ -334,6 +338,11 @@ class Copy:
         except OSError:
             return ""
         return "\n".join(text.splitlines()[-lines:])
+
+    def restart(self) -> None:
+        """Stop, then start again with the same options."""
+        self.stop()
+        self.start(self.extra or {})
 
     def stop(self) -> None:
         stop_postmaster(self.data)
