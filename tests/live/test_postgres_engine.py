@@ -182,6 +182,7 @@ def test_a_target_between_two_log_backups_holds_exactly_the_rows_committed_by_th
         assert conn.execute("SELECT pg_is_in_recovery()").fetchone() == (False,)
 
     from backupflow.engines.postgres.archive import archived
+
     from backupflow.storage import open_tiers
 
     sysid = int(full.position["system_identifier"])
