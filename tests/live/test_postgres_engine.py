@@ -214,3 +214,16 @@ def test_replace_over_a_running_cluster_keeps_the_old_folder_and_serves_the_rest
     assert new_pid is not None and new_pid != old_pid  # running again, from the new folder
     assert live_rows(pg) == expected  # same port and socket: the live cluster's config
     assert not any(r[0] >= 6000 for r in live_rows(pg))
+
+    if not HAS_ARCHIVE:
+        return
+    # The restored cluster runs on a new timeline: the next log backup follows it.
+    insert(pg, 7000, 15, "timeline2")
+    log = take_backup(settings, BackupKind.LOG)
+    assert log.position["timeline"] == 2 and "00000002.history" in log.position["files"]
+    after = live_rows(pg)
+    latest = pg.new_folder("tl2") / "data"
+    plan, _outcome = restore(settings, None, latest)
+    assert [m.id for m in plan.manifests] == [manifest.id, log.id]
+    with start_restored(latest) as copy, copy.connect() as conn:
+        assert rows(conn) == after

@@ -17,7 +17,6 @@ renamed in (``--replace``).
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import time
 from collections.abc import Callable, Sequence
@@ -36,12 +35,11 @@ from backupflow.engines.base import (
     Installed,
     Restored,
 )
-from backupflow.engines.postgres import layout, restoring
+from backupflow.engines.postgres import installing, layout, restoring
 from backupflow.engines.postgres.server import (
     Copy,
     Programs,
     live_session,
-    postmaster_pid,
     stop_postmaster,
 )
 from backupflow.engines.postgres.walnames import (
@@ -52,9 +50,8 @@ from backupflow.engines.postgres.walnames import (
     segment_name,
     segment_of,
 )
-from backupflow.errors import EngineError, IntegrityError, RestoreTargetError
+from backupflow.errors import EngineError, IntegrityError
 from backupflow.models import BackupKind, Manifest, compact
-from backupflow.parameters import flag
 from backupflow.planning import RestorePlan
 
 if TYPE_CHECKING:
@@ -207,17 +204,7 @@ class PostgresEngine(Engine):
         last = parse_wal_name(str(named[0]), segment_bytes)
         tier = self._first_tier()
         names = self._wait_archived(archive, tier, sysid, last, segment_bytes)
-        chosen = [
-            n
-            for n in names
-            if (n.kind == "history" and from_timeline < n.timeline <= last.timeline)
-            or (
-                n.kind != "history"
-                and n.segno <= last.segno
-                and n.timeline <= last.timeline
-                and (n.segno > after or n.timeline > from_timeline)
-            )
-        ]
+        chosen = layout.wal_since(names, after, from_timeline, last)
         segments = [n for n in chosen if n.kind == "segment"]
         stored = archive.archived_objects(tier, self.database, sysid, [n.name for n in chosen])
         return Dump(
@@ -369,33 +356,9 @@ class PostgresEngine(Engine):
         return ("pg_amcheck --all (amcheck installed where missing)",)
 
     def install(self, restored: Restored, target: Path, *, replace: bool, stamp: str) -> Installed:
-        """Rename the checked copy in as ``target``; an existing one (stopped first if it
-        runs) is renamed to ``<target>.before-restore-<stamp>`` and kept; a cluster that ran
-        is started again, now from the restored folder."""
-        copy = restored.scratch / "data"
-        if postmaster_pid(copy) is not None:
-            raise EngineError("the restored copy is still running; restore again.")
-        for leftover in ("postmaster.opts", "backup_manifest"):
-            (copy / leftover).unlink(missing_ok=True)
+        """Rename the checked copy in as ``target`` (see :mod:`.installing`)."""
         self.check_target(target, replace)
-        aside: Path | None = None
-        was_running = False
-        if target.exists():
-            aside = target.with_name(f"{target.name}.before-restore-{stamp}")
-            if aside.exists() or aside.is_symlink():
-                raise RestoreTargetError(f"{aside} already exists; restore again a second later.")
-            was_running = stop_postmaster(target)
-            os.rename(target, aside)
-        os.rename(copy, target)
-        if was_running:
-            log = target / "backupflow-restart.log"
-            self.programs.run(
-                "pg_ctl",
-                ["-D", str(target), "-l", str(log), "-w", "-t", "300", "start"],
-                as_owner=True,
-                what=f"starting the restored cluster in {target} (the old one is kept in {aside})",
-            )
-        return Installed(target=target, kept_aside=(aside,) if aside else ())
+        return installing.install(self.programs, restored.scratch / "data", target, stamp=stamp)
 
     def discard(self, scratch: Path) -> None:
         """Stop a copy still running in ``scratch`` (by its pid), then remove the folder."""
@@ -409,24 +372,7 @@ class PostgresEngine(Engine):
         super().drop(target)
 
     def check_target(self, target: Path, replace: bool) -> None:
-        """A data folder path: never a link or a file; an existing folder only with
-        ``replace``, and only if it is a PostgreSQL data folder."""
-        if target.is_symlink():
-            raise RestoreTargetError(
-                f"{target} is a link; restore to the folder it points to, or elsewhere with "
-                f"{flag('into')}."
-            )
-        if target.exists() and not target.is_dir():
-            raise RestoreTargetError(f"{target} is a file; give the path of a data folder.")
-        if target.exists() and not replace:
-            raise RestoreTargetError(
-                f"{target} already exists; pass {flag('replace')} to replace it (the current "
-                f"cluster is stopped and kept aside) or choose another path with {flag('into')}."
-            )
-        if target.exists() and not (target / "PG_VERSION").exists():
-            raise RestoreTargetError(
-                f"{target} is not a PostgreSQL data folder (no PG_VERSION); refusing to replace it."
-            )
+        installing.check_target(target, replace)
 
     def scratch_path(self, target: Path) -> Path:
         """Beside the target, a random name; :meth:`restore` creates it ``0700``."""

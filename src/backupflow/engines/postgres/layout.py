@@ -14,11 +14,11 @@ from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO
 
-from backupflow.engines.postgres.walnames import parse_lsn, parse_wal_name
+from backupflow.engines.postgres.walnames import WalName, parse_lsn, parse_wal_name
 from backupflow.errors import CatalogError, IntegrityError
 from backupflow.models import Manifest
 
-__all__ = ["extract_base", "position_int", "position_lsn", "position_str", "wal_files"]
+__all__ = ["extract_base", "position_int", "position_lsn", "position_str", "wal_files", "wal_since"]
 
 _CHUNK = 1 << 20
 
@@ -112,3 +112,21 @@ def wal_files(manifest: Manifest) -> list[str]:
     except ValueError as exc:
         raise CatalogError(f"backup {manifest.id} lists a bad WAL name: {exc}.") from None
     return [str(n) for n in names]
+
+
+def wal_since(names: list[WalName], after: int, timeline: int, last: WalName) -> list[WalName]:
+    """The archived names a log backup lists, in replay order: segments (and ``.partial`` /
+    ``.backup`` files) after segment ``after`` of ``timeline`` through ``last``; on a later
+    timeline (a restore promoted a copy), every one up to ``last`` from its fork; and the
+    history files of the timelines after ``timeline`` up to ``last``'s."""
+    return [
+        n
+        for n in sorted(names)
+        if (n.kind == "history" and timeline < n.timeline <= last.timeline)
+        or (
+            n.kind != "history"
+            and n.segno <= last.segno
+            and n.timeline <= last.timeline
+            and (n.segno > after or n.timeline > timeline)
+        )
+    ]
