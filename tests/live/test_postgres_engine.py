@@ -195,6 +195,32 @@ def test_a_target_between_two_log_backups_holds_exactly_the_rows_committed_by_th
         assert {r[0] for r in rows(conn)} >= {r[0] for r in live_rows(pg) if r[0] < 3300}
 
 
+@pytest.mark.skipif(not HAS_ARCHIVE, reason="needs the WAL archive (wal-push, wal-fetch)")
+def test_a_damaged_archived_segment_stops_the_restore_before_postgresql_reads_it(
+    pg: LivePg, settings: Any
+) -> None:
+    from backupflow.storage import open_tiers
+
+    full = take_backup(settings, BackupKind.FULL)
+    insert(pg, 4000, 40, "damaged")
+    log = take_backup(settings, BackupKind.LOG)
+    before = live_rows(pg)
+    sysid = full.position["system_identifier"]
+    name = log.position["files"][0]
+    (obj,) = [o for o in log.objects if o.role == f"wal:{sysid}/{name}"]
+    storage = open_tiers(settings)[0].storage
+    with storage.open(obj.key) as handle:
+        data = bytearray(handle.read())
+    data[len(data) // 2] ^= 0xFF  # same size: only its checksum can tell
+    storage.put(obj.key, [bytes(data)])
+
+    target = pg.new_folder("damaged") / "data"
+    with pytest.raises(IntegrityError, match=rf"{name} is damaged.*caught by its checksum"):
+        restore(settings, None, target)
+    assert not target.exists() and list(target.parent.iterdir()) == []
+    assert live_rows(pg) == before and pg.cluster.pid() is not None
+
+
 def test_replace_over_a_running_cluster_keeps_the_old_folder_and_serves_the_restored_rows(
     pg: LivePg, settings: Any
 ) -> None:
