@@ -206,7 +206,7 @@ def test_a_damaged_archived_segment_stops_the_restore_before_postgresql_reads_it
     log = take_backup(settings, BackupKind.LOG)
     before = live_rows(pg)
     sysid = full.position["system_identifier"]
-    name = log.position["files"][0]
+    name = log.position["last"]  # holds the rows: recovery must read it
     (obj,) = [o for o in log.objects if o.role == f"wal:{sysid}/{name}"]
     storage = open_tiers(settings)[0].storage
     with storage.open(obj.key) as handle:
