@@ -81,8 +81,8 @@ def test_a_log_lists_what_came_after_its_parent_and_a_new_timeline_from_its_fork
                     f"{seg[4]}.partial", segment_name(2, 5), segment_name(2, 6))  # fmt: skip
     last = parse_wal_name(segment_name(2, 6))
     chosen = [n.name for n in wal_since(archive, 4, 1, last)]
-    assert chosen == [
-        "00000002.history", f"{seg[4]}.partial", segment_name(2, 5), seg[5],
+    assert chosen == [  # replay order: by segment, then timeline
+        "00000002.history", f"{seg[4]}.partial", seg[4], segment_name(2, 5), seg[5],
         segment_name(2, 6),
     ]  # fmt: skip
     # on one timeline: only the segments after the parent's last, through the switched one
