@@ -22,12 +22,12 @@ from backupflow.engines import open_engine
 from backupflow.engines.base import Engine
 from backupflow.engines.postgres.engine import PostgresEngine
 from backupflow.engines.postgres.server import Copy
-from backupflow.errors import IntegrityError, RestoreTargetError
+from backupflow.errors import EngineError, IntegrityError, RestoreTargetError, SourceNotFoundError
 from backupflow.models import BackupKind
 from tests.conftest import need
 from tests.live.postgres_support import LivePg, live_pg, rows, start_restored
 from tests.support.chain import restore, take_backup
-from tests.support.pgcluster import launcher, pg_missing, pg_workdir
+from tests.support.pgcluster import free_port, launcher, pg_missing, pg_workdir
 from tests.support.s3 import MotoServer
 
 HAS_ARCHIVE = importlib.util.find_spec("backupflow.engines.postgres.archive") is not None
@@ -118,6 +118,27 @@ def test_a_restore_over_the_live_folder_without_replace_is_refused(
     with pytest.raises(RestoreTargetError, match="is a link"):
         engine.check_target(link, True)
     assert live_rows(pg) == before and pg.cluster.pid() is not None
+
+
+def test_an_unreachable_server_a_wrong_password_and_a_tablespace_are_one_sentence(
+    pg: LivePg, tmp_path: Path, settings: Any
+) -> None:
+    wrong = open_engine(pg.settings(tmp_path, password="not-the-password"))
+    with pytest.raises(EngineError, match="refused the login 'backupflow'") as refused:
+        wrong.check_source()
+    assert "not-the-password" not in str(refused.value) and "\n" not in str(refused.value)
+    closed = open_engine(pg.settings(tmp_path, port=free_port()))
+    with pytest.raises(SourceNotFoundError, match=r"cannot connect to PostgreSQL at 127\.0\.0\.1"):
+        closed.check_source()
+
+    location = pg.new_folder("tablespace")
+    pg.cluster.execute(f"CREATE TABLESPACE elsewhere LOCATION '{location}'")
+    try:
+        with pytest.raises(EngineError, match=r"tablespaces outside its data folder \(elsewhere\)"):
+            open_engine(settings).check_source()
+    finally:
+        pg.cluster.execute("DROP TABLESPACE elsewhere")
+    open_engine(settings).check_source()
 
 
 def test_a_corrupted_page_in_the_copy_fails_the_check_and_the_live_cluster_serves_on(

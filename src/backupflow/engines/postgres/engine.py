@@ -374,9 +374,14 @@ class PostgresEngine(Engine):
     def check_target(self, target: Path, replace: bool) -> None:
         installing.check_target(target, replace)
 
-    def scratch_path(self, target: Path) -> Path:
-        """Beside the target, a random name; :meth:`restore` creates it ``0700``."""
-        return super().scratch_path(target)
+    def space_needed(self, chain: Sequence[Manifest]) -> int:
+        """The base's raw size plus every WAL file's (what the copy holds at most)."""
+        return sum(
+            obj.raw_size
+            for manifest in chain
+            for obj in manifest.objects
+            if obj.role == "base" or obj.role.startswith("wal:")
+        )
 
     def default_target(self, restore_point: datetime) -> Path:
         live = self.settings.pg_data_dir
