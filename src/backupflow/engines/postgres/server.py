@@ -304,9 +304,15 @@ class Copy:
         self.programs.chown(self.log_file)
         args = ["-D", str(self.data), *self.options(extra)]
         argv = self.programs.argv("postgres", args, as_owner=True)
+        env = {k: v for k, v in os.environ.items() if k != "PGPASSWORD"}
         with open(self.log_file, "ab") as log:
             self.process = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                env=env,
+                start_new_session=True,
             )
 
     def pid(self) -> int | None:
