@@ -296,13 +296,14 @@ class PostgresEngine(Engine):
         report = scratch / restoring.REPORT_FILE
         report.touch(mode=0o600)
         self.programs.chown(report)
+        files = restoring.plan_files(manifests, sysid)
         archive.write_plan(
             plan_path,
             archive.FetchPlan(
                 database=self.database,
                 system_identifier=str(sysid),
                 tiers=list(self.tier_names),
-                files=restoring.plan_files(manifests, sysid),
+                files=files,
                 loose=recovery.loose,
                 report=str(report),
             ),
@@ -326,6 +327,7 @@ class PostgresEngine(Engine):
         try:
             wait = self.settings.recovery_wait_seconds
             restoring.wait(copy, self.settings.pg_superuser, wait, until)
+            restoring.check_report(copy, set(files))
             self._before_check(copy)
             checks = self._amcheck(copy)
         finally:

@@ -41,7 +41,15 @@ from backupflow.engines.postgres.walnames import format_lsn, parse_wal_path
 from backupflow.errors import ChainGapError, EngineError, IntegrityError
 from backupflow.models import BackupKind, Manifest, StoredObject
 
-__all__ = ["Recovery", "copy_failed", "plan_files", "recovery_for", "restore_command", "wait"]
+__all__ = [
+    "Recovery",
+    "check_report",
+    "copy_failed",
+    "plan_files",
+    "recovery_for",
+    "restore_command",
+    "wait",
+]
 
 PLAN_FILE = "fetch-plan.json"
 REPORT_FILE = "fetch-report.jsonl"
@@ -141,6 +149,14 @@ def copy_failed(copy: Copy, until: datetime | None) -> Exception:
             f"({item.get('error') or 'checksum mismatch'}); caught by its checksum before "
             "PostgreSQL read it, and recovery stopped."
         )
+    unavailable = [r for r in report if r.get("outcome") == "unavailable"]
+    if unavailable:
+        item = unavailable[-1]
+        return EngineError(
+            f"archived WAL file {item.get('name')} could not be read from any tier "
+            f"({item.get('error') or 'no tier answered'}); recovery stopped, nothing live was "
+            "touched; restore again when the tiers answer."
+        )
     log = copy.log_tail(200)
     if "recovery ended before configured recovery target was reached" in log:
         missing = [
@@ -155,6 +171,25 @@ def copy_failed(copy: Copy, until: datetime | None) -> Exception:
             f"{shown}; restore to an earlier time."
         )
     return EngineError(f"the restored copy stopped during recovery: {last_error_line(log)}")
+
+
+def check_report(copy: Copy, listed: set[str]) -> None:
+    """After promotion: a WAL file the chain lists that recovery asked for and did not get
+    means it stopped early (PostgreSQL takes a missing file for the end of the archive)."""
+    for item in read_report(copy.scratch / REPORT_FILE):
+        name = str(item.get("name", ""))
+        if name not in listed or item.get("outcome") == "fetched":
+            continue
+        if item.get("outcome") == "missing":
+            raise ChainGapError(
+                f"WAL file {name}, listed by a backup of the chain, is missing from every "
+                "tier, so recovery stopped before it; restore to an earlier time."
+            )
+        why = item.get("error") or item.get("outcome")
+        raise EngineError(
+            f"WAL file {name} could not be read from the tiers ({why}); recovery stopped "
+            "before it; check the tiers and restore again."
+        )
 
 
 def wait(copy: Copy, superuser: str, timeout: float, until: datetime | None) -> None:
