@@ -22,7 +22,13 @@ from backupflow.engines import open_engine
 from backupflow.engines.base import Engine
 from backupflow.engines.postgres.engine import PostgresEngine
 from backupflow.engines.postgres.server import Copy
-from backupflow.errors import EngineError, IntegrityError, RestoreTargetError, SourceNotFoundError
+from backupflow.errors import (
+    ChainGapError,
+    EngineError,
+    IntegrityError,
+    RestoreTargetError,
+    SourceNotFoundError,
+)
 from backupflow.models import BackupKind
 from tests.conftest import need
 from tests.live.postgres_support import LivePg, live_pg, rows, start_restored
@@ -240,6 +246,27 @@ def test_a_damaged_archived_segment_stops_the_restore_before_postgresql_reads_it
         restore(settings, None, target)
     assert not target.exists() and list(target.parent.iterdir()) == []
     assert live_rows(pg) == before and pg.cluster.pid() is not None
+
+
+@pytest.mark.skipif(not HAS_ARCHIVE, reason="needs the WAL archive (wal-push, wal-fetch)")
+def test_a_deleted_archived_segment_is_a_gap_named_in_the_error(pg: LivePg, settings: Any) -> None:
+    from backupflow.storage import open_tiers
+
+    full = take_backup(settings, BackupKind.FULL)
+    insert(pg, 4500, 40, "gap")
+    log = take_backup(settings, BackupKind.LOG)
+    sysid = full.position["system_identifier"]
+    name = log.position["last"]
+    storage = open_tiers(settings)[0].storage
+    for obj in log.objects:
+        if obj.role in (f"wal:{sysid}/{name}", f"walrec:{sysid}/{name}"):
+            storage.delete(obj.key)
+
+    for until in (None, log.restore_point):  # --latest, and a time only that segment reaches
+        target = pg.new_folder("gap") / "data"
+        with pytest.raises(ChainGapError, match=rf"{name}.* missing"):
+            restore(settings, until, target)
+        assert not target.exists() and list(target.parent.iterdir()) == []
 
 
 def test_replace_over_a_running_cluster_keeps_the_old_folder_and_serves_the_restored_rows(
