@@ -1,0 +1,164 @@
+"""``verify`` on a PostgreSQL series: archived WAL under ``wal/`` is ours (never foreign,
+never an orphan while no log backup lists it yet), and a hole in the WAL is a broken
+chain named by its segment."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime, timedelta
+
+from backupflow.catalog import Catalog, object_key, wal_key, wal_record_key
+from backupflow.engines.postgres.walnames import history_name, segment_name, wal_path
+from backupflow.keys import Keyring, generate_keys
+from backupflow.models import BackupKind, Category, Manifest, StoredObject, new_backup_id
+from backupflow.storage import MemoryStorage, Tier
+from backupflow.storage.base import Storage, put_bytes
+from backupflow.verify import verify
+from backupflow.verify.report import BROKEN_CHAIN, FOREIGN_OBJECT, ORPHAN, Series, VerifyReport
+
+SERIES = Series(Category.DATABASE, "main")
+SYSID = 7301234567890123456
+WHEN = datetime(2026, 11, 20, tzinfo=UTC)
+
+
+def _object(storage: Storage, role: str, key: str, body: bytes, codec: str) -> StoredObject:
+    put_bytes(storage, key, body)
+    digest = hashlib.sha256(body).hexdigest()
+    return StoredObject(
+        role=role,
+        key=key,
+        codec=codec,
+        size=len(body),
+        sha256=digest,
+        raw_size=len(body),
+        raw_sha256=digest,
+    )
+
+
+def _wal(storage: Storage, name: str) -> tuple[StoredObject, StoredObject]:
+    """One archived WAL file and its record, where wal-push puts them."""
+    path = wal_path(SYSID, name)
+    data = _object(
+        storage, f"wal:{path}", wal_key(Category.DATABASE, "main", path, ""), b"w" * 64, "none"
+    )
+    record = _object(
+        storage,
+        f"walrec:{path}",
+        wal_record_key(Category.DATABASE, "main", path),
+        b'{"format":"backupflow-wal-record"}',
+        "none",
+    )
+    return data, record
+
+
+def _backup(
+    storage: Storage,
+    keyring: Keyring,
+    kind: BackupKind,
+    hours: int,
+    position: dict[str, object],
+    objects: tuple[StoredObject, ...] = (),
+    parent: Manifest | None = None,
+) -> Manifest:
+    when = WHEN + timedelta(hours=hours)
+    backup_id = new_backup_id(kind, when)
+    if kind is BackupKind.FULL:
+        key = object_key(Category.DATABASE, "main", when, backup_id, ".base")
+        objects = (_object(storage, "base", key, b"base tar", "none"),)
+    manifest = Manifest(
+        id=backup_id,
+        category=Category.DATABASE,
+        kind=kind,
+        engine="postgres",
+        database="main",
+        started_at=when,
+        finished_at=when + timedelta(seconds=5),
+        restore_point=when,
+        position=position,
+        base_id=parent.base_id or parent.id if parent else None,
+        parent_id=parent.id if parent else None,
+        objects=objects,
+    )
+    Catalog(storage, keyring).write(manifest)
+    return manifest
+
+
+def _log(
+    storage: Storage, keyring: Keyring, hours: int, names: list[str], parent: Manifest
+) -> Manifest:
+    objects = tuple(o for name in names for o in _wal(storage, name))
+    segments = [n for n in names if len(n) == 24]
+    return _backup(
+        storage,
+        keyring,
+        BackupKind.LOG,
+        hours,
+        {
+            "system_identifier": str(SYSID),
+            "timeline": int(segments[-1][:8], 16),
+            "segment_bytes": 16 * 1024 * 1024,
+            "first": segments[0],
+            "last": segments[-1],
+            "files": names,
+            "end_lsn": "0/9000100",
+        },
+        objects,
+        parent,
+    )
+
+
+def _verify(tier: Tier) -> VerifyReport:
+    return verify([tier], [SERIES], now=WHEN + timedelta(days=2), read_data_percent=100)
+
+
+def test_archived_wal_is_ours_and_a_hole_in_it_is_a_broken_chain() -> None:
+    keyring = generate_keys().keyring()
+    storage = MemoryStorage("primary")
+    tier = Tier("primary", storage, keyring)
+    base = _backup(
+        storage,
+        keyring,
+        BackupKind.FULL,
+        0,
+        {
+            "system_identifier": str(SYSID),
+            "timeline": 1,
+            "start_lsn": "0/2000028",
+            "end_lsn": "0/2000138",
+            "start_segment": segment_name(1, 2),
+            "segment_bytes": 16 * 1024 * 1024,
+            "server_version": 150018,
+        },
+    )
+    log1 = _log(storage, keyring, 1, [segment_name(1, s) for s in range(2, 5)], base)
+    log2 = _log(
+        storage,
+        keyring,
+        2,
+        [segment_name(1, 5), history_name(2), segment_name(2, 5), segment_name(2, 6)],
+        log1,
+    )
+    # Archived since the last log backup: listed by no backup yet.
+    _wal(storage, segment_name(2, 7))
+    _wal(storage, "000000020000000000000007.partial")
+    report = _verify(tier)
+    assert report.ok, report.findings
+    assert report.summaries[0].objects == 1 + 2 * (3 + 4 + 2)
+
+    _log(storage, keyring, 3, [segment_name(2, s) for s in (8, 9)], log2)  # 7 is not listed
+    report = _verify(tier)
+    kinds = {f.kind for f in report.findings}
+    assert kinds == {BROKEN_CHAIN}, report.findings
+    (finding,) = report.findings
+    assert "gap at segment 000000020000000000000007" in finding.detail
+    assert base.id in finding.detail
+
+
+def test_a_file_under_wal_that_is_no_wal_name_is_foreign() -> None:
+    keyring = generate_keys().keyring()
+    storage = MemoryStorage("primary")
+    put_bytes(storage, "database/main/wal/123/not-a-wal-file.zst", b"x")
+    put_bytes(storage, "database/main/wal/123/000000010000000000000002.exe", b"x")
+    report = _verify(Tier("primary", storage, keyring))
+    assert [f.kind for f in report.findings] == [FOREIGN_OBJECT, FOREIGN_OBJECT]
+    assert ORPHAN not in {f.kind for f in report.findings}
