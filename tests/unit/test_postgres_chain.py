@@ -12,7 +12,7 @@ import pytest
 
 from backupflow.catalog import CatalogEntry
 from backupflow.engines.postgres.chain import check_series, plan_wal_chain
-from backupflow.engines.postgres.walnames import history_name, segment_name
+from backupflow.engines.postgres.walnames import format_lsn, history_name, segment_name
 from backupflow.errors import CatalogError, ChainGapError, NoBackupError, TargetInFutureError
 from backupflow.models import BackupKind, Category, Manifest
 
@@ -50,8 +50,8 @@ def base(minute: float, start: int, *, tl: int = 1, sysid: str = SYSID) -> Manif
         {
             "system_identifier": sysid,
             "timeline": tl,
-            "start_lsn": f"0/{start * 0x1000000 + 0x28:X}",
-            "end_lsn": f"0/{start * 0x1000000 + 0x138:X}",
+            "start_lsn": format_lsn(start * 0x1000000 + 0x28),
+            "end_lsn": format_lsn(start * 0x1000000 + 0x138),
             "start_segment": segment_name(tl, start),
             "segment_bytes": 16 * 1024 * 1024,
             "server_version": 150018,
@@ -80,7 +80,7 @@ def log(
             "first": segment_name(pairs[0][0], pairs[0][1]),
             "last": segment_name(last_tl, last),
             "files": names,
-            "end_lsn": f"0/{last * 0x1000000 + 0x100:X}",
+            "end_lsn": format_lsn(last * 0x1000000 + 0x100),
         },
     )
 
@@ -279,3 +279,42 @@ def test_check_series_finds_holes_and_orphan_clusters() -> None:
     assert any("000000010000000000000008" in p for p in problems)
     assert any(f"cluster {OTHER}, which has no base backup" in p for p in problems)
     assert len(problems) == 3
+
+
+def test_retention_keeps_every_point_of_the_log_window_restorable() -> None:
+    """Backups chained by parent ids as the runs record them (a log's parent is the newest
+    backup of the newest base's chain): what retention keeps still restores every time in
+    the log window, and the point just before it."""
+    from backupflow.retention import RetentionPolicy, plan_retention
+
+    made: list[Manifest] = []
+    segment = 2
+    parent: Manifest | None = None
+    for hour in range(0, 24 * 10):  # ten days: a base every 2 days, a log every hour
+        if hour % 48 == 0:
+            made.append(base(hour * 60, segment))
+            parent = made[-1]
+            continue
+        assert parent is not None
+        logged = log(hour * 60, range(segment, segment + 3))
+        made.append(logged.model_copy(update={"parent_id": parent.id}))
+        parent = made[-1]
+        segment += 3
+    now = at(24 * 10 * 60)
+    policy = RetentionPolicy(
+        {BackupKind.FULL: 4, BackupKind.DIFF: 7, BackupKind.LOG: 3}, min_fulls=1
+    )
+    plan = plan_retention(made, policy, now)
+    kept = plan.kept
+    assert len(kept) < len(made)  # something was pruned
+    window_start = now - timedelta(days=3)
+    anchor = max(m.restore_point for m in kept if m.restore_point <= window_start)
+    for minutes in range(0, 3 * 24 * 60, 17):
+        target = window_start + timedelta(minutes=minutes)
+        result = plan_wal_chain(Catalog(list(kept)), "main", target, now)
+        assert result.restore_point == target
+    assert plan_wal_chain(Catalog(list(kept)), "main", anchor, now).restore_point == anchor
+    # Without the parent-id rule the WAL of the window's first day would be gone.
+    young = [m for m in kept if m.restore_point >= window_start or m.kind is BackupKind.FULL]
+    with pytest.raises(ChainGapError):
+        plan_wal_chain(Catalog(young), "main", window_start + timedelta(minutes=30), now)
