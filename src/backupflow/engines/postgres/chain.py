@@ -18,10 +18,14 @@ Rules (design of issue 16, section 4):
 
 Every field read from a manifest's ``position`` is checked; a damaged one is a
 :class:`CatalogError` naming the backup.
+
+Size: about 440 lines: the restore chain, verify's series check and prune's loose-WAL rule
+read the same positions by the same rules, so they are kept in one place.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -32,6 +36,7 @@ from backupflow.engines.postgres.walnames import (
     history_name,
     parse_lsn,
     parse_wal_name,
+    parse_wal_path,
     segment_name,
 )
 from backupflow.errors import CatalogError, ChainGapError, NoBackupError, TargetInFutureError
@@ -42,7 +47,15 @@ from backupflow.planning import PlanStep, RestorePlan
 if TYPE_CHECKING:
     from backupflow.engines.base import ChainCatalog
 
-__all__ = ["Base", "LogRange", "check_series", "plan_wal_chain", "read_base", "read_log"]
+__all__ = [
+    "Base",
+    "LogRange",
+    "check_series",
+    "loose_wal",
+    "plan_wal_chain",
+    "read_base",
+    "read_log",
+]
 
 #: More WAL file names than one log backup may list (an hour of 16 MiB segments at
 #: 1 GB/s is about 220 000).
@@ -381,3 +394,47 @@ def _by_cluster(bases: Sequence[Base]) -> dict[int, list[Base]]:
     for base in bases:
         found.setdefault(base.system_identifier, []).append(base)
     return found
+
+
+#: ``<system identifier>/<WAL file name>`` then the pipeline's extensions or ``.rec``.
+_WAL_OBJECT = re.compile(
+    r"^(?P<path>[0-9]{1,20}/[0-9A-F]{8}(?:[0-9A-F]{16}(?:\.partial|\.[0-9A-F]{8}\.backup)?"
+    r"|\.history))(?P<ext>(?:\.zst|\.gz)?(?:\.age)?|\.rec)$"
+)
+
+
+def loose_wal(
+    archived: Sequence[tuple[str, datetime]],
+    prefix: str,
+    manifests: Sequence[Manifest],
+    cutoff: datetime,
+) -> list[str]:
+    """The keys of archived WAL (``(key, modified)`` under ``prefix``, the series' ``wal/``
+    folder) that no restore can use any more, records before their files.
+
+    A WAL file is loose when no backup lists it, it was written before ``cutoff`` (the
+    grace period: ``wal-push`` writes WAL before any log backup lists it) and it lies
+    before the start segment of the oldest base backup of its cluster that is kept.  The
+    WAL of a cluster with no base backup (a new cluster before its first full) and every
+    timeline history file are kept; so is anything with a name that is not a WAL file."""
+    listed = {obj.key for m in manifests for obj in m.objects}
+    start: dict[int, int] = {}
+    for manifest in manifests:
+        if manifest.kind is BackupKind.FULL:
+            base = read_base(manifest)
+            first = start.get(base.system_identifier, base.start_segment)
+            start[base.system_identifier] = min(first, base.start_segment)
+    records: list[str] = []
+    files: list[str] = []
+    for key, modified in archived:
+        match = _WAL_OBJECT.match(key.removeprefix(prefix)) if key.startswith(prefix) else None
+        if match is None or key in listed or utc(modified) >= utc(cutoff):
+            continue
+        try:
+            sysid, name = parse_wal_path(match["path"])
+        except ValueError:
+            continue
+        if name.kind == "history" or sysid not in start or name.segno >= start[sysid]:
+            continue
+        (records if match["ext"] == ".rec" else files).append(key)
+    return sorted(records) + sorted(files)

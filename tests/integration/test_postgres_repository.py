@@ -1,6 +1,6 @@
-"""``verify`` on a PostgreSQL series: archived WAL under ``wal/`` is ours (never foreign,
-never an orphan while no log backup lists it yet), and a hole in the WAL is a broken
-chain named by its segment."""
+"""A PostgreSQL series in a tier: archived WAL under ``wal/`` is ours (never foreign, never an
+orphan while no log backup lists it yet), a hole in it is a broken chain named by its
+segment, and prune removes only WAL no restore can use."""
 
 from __future__ import annotations
 
@@ -162,3 +162,43 @@ def test_a_file_under_wal_that_is_no_wal_name_is_foreign() -> None:
     report = _verify(Tier("primary", storage, keyring))
     assert [f.kind for f in report.findings] == [FOREIGN_OBJECT, FOREIGN_OBJECT]
     assert ORPHAN not in {f.kind for f in report.findings}
+
+
+def test_prune_removes_only_wal_no_restore_can_use() -> None:
+    from backupflow.maintenance import remove_loose_wal
+
+    keyring = generate_keys().keyring()
+    storage = MemoryStorage("primary")
+    tier = Tier("primary", storage, keyring)
+    position = {
+        "system_identifier": str(SYSID),
+        "timeline": 1,
+        "start_lsn": "0/6000028",
+        "end_lsn": "0/6000138",
+        "start_segment": segment_name(1, 6),
+        "segment_bytes": 16 * 1024 * 1024,
+        "server_version": 150018,
+    }
+    base = _backup(storage, keyring, BackupKind.FULL, 0, position)
+    log = _log(storage, keyring, 1, [segment_name(1, s) for s in (5, 6, 7)], base)
+    for name in (segment_name(1, 3), segment_name(1, 4), history_name(2), segment_name(1, 8)):
+        _wal(storage, name)  # 3, 4: before the base, listed by nothing: loose
+    other = wal_path(SYSID + 1, segment_name(1, 2))  # a new cluster before its first full
+    put_bytes(storage, wal_key(Category.DATABASE, "main", other, ""), b"x")
+
+    def keys() -> set[str]:
+        return {i.key.rsplit("/", 1)[-1] for i in storage.list("database/main/wal/")}
+
+    before = keys()
+    later = datetime.now(UTC) + timedelta(hours=2)
+    assert (
+        remove_loose_wal(tier, Category.DATABASE, "main", now=later, grace=timedelta(days=1)) == []
+    )
+    removed = remove_loose_wal(tier, Category.DATABASE, "main", now=later, grace=timedelta(hours=1))
+    gone = {f"{segment_name(1, s)}{ext}" for s in (3, 4) for ext in ("", ".rec")}
+    assert {k.rsplit("/", 1)[-1] for k in removed} == gone
+    assert removed[0].endswith(".rec") and removed[1].endswith(".rec")  # records first
+    assert keys() == before - gone
+    # Every backup still restores: what it lists is all there.
+    assert _verify(tier).ok
+    assert {o.key for o in log.objects} <= {i.key for i in storage.list("database/main/wal/")}
