@@ -45,6 +45,7 @@ def no_diff(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Settings:
 
     monkeypatch.setattr("flows.backup_database.open_engine", open_engine)
     monkeypatch.setattr("backupflow.engines.open_engine", open_engine)
+    monkeypatch.setattr("flows.backup_health.open_engine", open_engine)
     return settings
 
 
@@ -98,3 +99,16 @@ def test_sqlite_keeps_its_differentials(settings: Settings, tmp_path: Path) -> N
         diff = backup_database(kind=BackupKind.DIFF)
     assert [m.kind for m in diff] == [BackupKind.DIFF]
     assert _kinds(settings) == ["full", "diff"]
+
+
+def test_health_has_no_diff_row_for_an_engine_without_differentials(no_diff: Settings) -> None:
+    from flows.backup_health import backup_health
+
+    with use_settings(no_diff):
+        backup_database(kind=BackupKind.FULL)
+        backup_health(return_state=True)
+    artifact = Artifact.get("backup-health")
+    assert artifact is not None
+    table = str(artifact.data)
+    assert "| database_full |" in table and "| database_log |" in table
+    assert "database_diff" not in table
