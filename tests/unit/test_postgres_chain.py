@@ -318,3 +318,12 @@ def test_retention_keeps_every_point_of_the_log_window_restorable() -> None:
     young = [m for m in kept if m.restore_point >= window_start or m.kind is BackupKind.FULL]
     with pytest.raises(ChainGapError):
         plan_wal_chain(Catalog(young), "main", window_start + timedelta(minutes=30), now)
+
+
+def test_the_latest_restorable_point_is_never_before_the_base() -> None:
+    # A log taken before the base carries its first segments; the hole comes after it.
+    every = [log(50, range(2, 7)), base(70, 6), log(130, range(8, 9))]
+    with pytest.raises(ChainGapError) as caught:
+        plan(every, None)
+    assert "segment 000000010000000000000007" in str(caught.value)
+    assert "restored is 2026-11-26T01:10:00" in str(caught.value)

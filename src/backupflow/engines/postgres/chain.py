@@ -314,8 +314,8 @@ def select_wal_chain(
 
 def _gap(database: str, base: Base, chosen: Sequence[LogRange], walk: _Walk) -> None:
     assert walk.missing is not None
-    before = [g for g in chosen if g.last < walk.missing]
-    point = before[-1].manifest.restore_point if before else base.manifest.restore_point
+    before = [g.manifest.restore_point for g in chosen if g.last < walk.missing]
+    point = max([base.manifest.restore_point, *before])
     raise ChainGapError(
         f"the WAL of {database} has a gap at segment {walk.missing_name} ({walk.why}); the "
         f"latest point that can be restored is {iso(point)} (--at {iso(point)})."
