@@ -84,6 +84,28 @@ def push_timing(tier: Tier, data: Path, count: int, first: int = 1) -> list[floa
     return timings
 
 
+def command_push_timing(env: dict[str, str], data: Path, count: int, first: int = 1) -> list[float]:
+    """Seconds per ``backupflow wal-push`` process of ``count`` fresh 16 MiB segments, run
+    the way PostgreSQL runs it (cwd = the data folder, ``%p`` relative): the archive latency
+    a server sees, interpreter start-up included.  For ``make bench``."""
+    timings = []
+    for segno in range(first, first + count):
+        path = make_segment(data, segno)
+        started = time.perf_counter()
+        result = subprocess.run(
+            [*CLI, "wal-push", str(path.relative_to(data))],
+            env=env,
+            cwd=data,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        timings.append(time.perf_counter() - started)
+        assert result.returncode == 0, result.stderr
+        path.unlink()
+    return timings
+
+
 @pytest.fixture
 def data(tmp_path: Path) -> Path:
     return make_data_dir(tmp_path)
@@ -391,11 +413,21 @@ def test_a_plan_serves_only_its_files_unless_loose(
     assert run("wal-fetch", "--plan", str(loose), extra.name, dest).returncode == 0
     assert (data / dest).read_bytes() == extra.read_bytes()
     lines = [json.loads(line) for line in report.read_text().splitlines()]
-    assert [(line["name"], line["outcome"], line["tier"]) for line in lines] == [
-        (planned.name, "fetched", "primary"),
-        (extra.name, "missing", None),
-        (extra.name, "fetched", "primary"),
+    assert [(ln["name"], ln["outcome"], ln["tier"], ln["planned"]) for ln in lines] == [
+        (planned.name, "fetched", "primary", True),
+        (extra.name, "missing", None, False),
+        (extra.name, "fetched", "primary", False),
     ]
+
+    # a planned file that no tier holds: "missing" (1), marked planned (a gap, for the engine)
+    gone = segment_name(1, 22)
+    absent = objects[0].model_copy(
+        update={"role": f"wal:{SYSID}/{gone}", "key": objects[0].key.replace(planned.name, gone)}
+    )
+    gap = scratch / "gap.json"
+    write_plan(gap, plan.model_copy(update={"files": {gone: absent}}))
+    assert run("wal-fetch", "--plan", str(gap), gone, dest).returncode == 1
+    assert json.loads(report.read_text().splitlines()[-1])["planned"] is True
 
     # a planned file damaged on every tier: 126 and a "damaged" line for the engine
     on_disk = Path(settings.repository.primary.url) / objects[0].key
@@ -413,3 +445,29 @@ def test_push_latency_per_segment(settings: Settings, s3_settings: Settings, dat
         timings = sorted(push_timing(open_tiers(chosen)[0], data, 4, first=40))
         print(f"wal-push in process, {label}: median {timings[len(timings) // 2]:.3f}s")
         assert timings[len(timings) // 2] < 10
+
+
+def test_the_commands_import_no_prefect(settings: Settings, data: Path) -> None:
+    """wal-push runs once per segment: its start-up is archive latency, so the command line
+    dispatches it before anything imports Prefect (or boto3 for a local tier)."""
+    make_segment(data, 50)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-X",
+            "importtime",
+            "-m",
+            "backupflow_app",
+            "wal-push",
+            f"pg_wal/{segment_name(1, 50)}",
+        ],
+        env=_env(settings),
+        cwd=data,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    imported = {line.split("|")[-1].strip() for line in result.stderr.splitlines()}
+    assert "backupflow.engines.postgres.archive" in imported
+    assert not {"prefect", "boto3", "flows", "tasks"} & imported

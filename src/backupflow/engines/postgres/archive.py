@@ -151,6 +151,9 @@ class FetchOutcome:
     outcome: Literal["fetched", "missing", "damaged", "unavailable"]
     tier: str | None = None
     error: str | None = None
+    #: Whether an authenticated manifest lists the file (a planned file that is missing
+    #: everywhere is a gap, even where PostgreSQL would just end recovery there).
+    planned: bool = False
 
 
 def check_wal_name(name: str) -> WalName:
@@ -455,6 +458,7 @@ def fetch_wal(
     check_wal_name(name)
     if planned is None and not lookup:
         return FetchOutcome(name, "missing", error="not in the restore's plan")
+    listed = planned is not None
     damaged: list[str] = []
     failed: list[str] = []
     for tier in tiers:
@@ -466,7 +470,7 @@ def fetch_wal(
                     continue
                 obj = record.object
             _write_verified(tier, obj, dest)
-            return FetchOutcome(name, "fetched", tier.name)
+            return FetchOutcome(name, "fetched", tier.name, planned=listed)
         except ObjectNotFoundError:
             continue
         except (IntegrityError, ForeignManifestError) as exc:
@@ -474,10 +478,10 @@ def fetch_wal(
         except BackupflowError as exc:
             failed.append(f"{tier.name}: {exc}")
     if damaged:
-        return FetchOutcome(name, "damaged", error=damaged[0])
+        return FetchOutcome(name, "damaged", error=damaged[0], planned=listed)
     if failed:
-        return FetchOutcome(name, "unavailable", error=failed[0])
-    return FetchOutcome(name, "missing")
+        return FetchOutcome(name, "unavailable", error=failed[0], planned=listed)
+    return FetchOutcome(name, "missing", planned=listed)
 
 
 # -- plan -------------------------------------------------------------------------------
@@ -522,6 +526,7 @@ def append_report(path: Path, outcome: FetchOutcome) -> None:
             "outcome": outcome.outcome,
             "tier": outcome.tier,
             "error": outcome.error,
+            "planned": outcome.planned,
             "at": datetime.now(UTC).isoformat(),
         }
     )
