@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import struct
 import subprocess
 import sys
@@ -36,7 +37,7 @@ from backupflow.engines.postgres.archive import (
 )
 from backupflow.engines.postgres.walnames import segment_name
 from backupflow.envelope import seal
-from backupflow.errors import ForeignManifestError, IntegrityError, ParameterError
+from backupflow.errors import ForeignManifestError, IntegrityError, ParameterError, StorageError
 from backupflow.keys import generate_keys
 from backupflow.storage import Tier, open_tiers
 from tests.support.keys import key_env
@@ -201,6 +202,32 @@ def test_a_segment_of_another_cluster_or_a_short_one_is_not_archived(
     with pytest.raises(IntegrityError, match="not a whole segment"):
         _push(primary, data, short)
     assert archived(primary, DB, SYSID) == []
+
+
+def test_a_tier_that_does_not_answer_is_not_taken_for_missing(
+    settings: Settings, s3_settings: Settings, data: Path, tmp_path: Path
+) -> None:
+    """Exit 1 would make PostgreSQL end recovery early at the wrong point: an unreachable
+    tier that might hold the file is "unavailable" (126), unless another tier serves it."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        dead = probe.getsockname()[1]
+    primary = s3_settings.repository.primary.model_copy(
+        update={"endpoint_url": f"http://127.0.0.1:{dead}"}
+    )
+    repository = s3_settings.repository.model_copy(update={"primary": primary})
+    down = open_tiers(s3_settings.model_copy(update={"repository": repository}))[0]
+    secondary = open_tiers(settings)[1]
+    segment = make_segment(data, 14)
+    push_wal(secondary, DB, segment.relative_to(data), data_dir=data, codec=get_codec("zstd"))
+    dest = tmp_path / "RECOVERYXLOG"
+    alone = fetch_wal([down], DB, SYSID, segment.name, dest)
+    assert alone.outcome == "unavailable" and "connect" in (alone.error or "").lower()
+    served = fetch_wal([down, secondary], DB, SYSID, segment.name, dest)
+    assert (served.outcome, served.tier) == ("fetched", "secondary")
+    assert dest.read_bytes() == segment.read_bytes()
+    with pytest.raises(StorageError):  # and a push there fails: PostgreSQL keeps the file
+        push_wal(down, DB, segment.relative_to(data), data_dir=data, codec=get_codec("zstd"))
 
 
 def _copy_to(source: Tier, target: Tier, name: str) -> None:

@@ -21,7 +21,7 @@ renames it into place only once every byte matched.  Outcomes: ``fetched``; ``mi
 archived: PostgreSQL probes names, this is normal); ``damaged`` or ``unavailable`` (held
 but unreadable, or a tier did not answer), which must abort recovery rather than end it early.
 
-Size: about 470 lines: the record, the push, the fetch and the plan are one protocol between
+Size: about 550 lines: the record, the push, the fetch and the plan are one protocol between
 the server's two commands and the engine, kept in one place.
 """
 
@@ -278,7 +278,13 @@ def _check_segment(handle: BinaryIO, size: int, name: WalName, sysid: int, path:
             f"{path} belongs to the cluster {page_sysid}, not to this one ({sysid}); it was not "
             "archived (check --data-dir)."
         )
-    segno = parse_wal_name(name.name, seg_size).segno
+    try:
+        segno = parse_wal_name(name.name, seg_size).segno
+    except ValueError:
+        raise IntegrityError(
+            f"{path} has a page header that names no WAL segment size ({seg_size}); it was "
+            "not archived."
+        ) from None
     if size != seg_size or pageaddr != segno * seg_size:
         raise IntegrityError(
             f"{path} is not a whole segment {name.name} ({size} bytes, header says {seg_size}); "
