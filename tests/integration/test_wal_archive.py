@@ -382,6 +382,11 @@ def test_the_commands_exit_codes_and_messages(
     assert refused.returncode == 1
     assert f"refuses {segment.name}" in _one_error_line(refused)
     assert run("wal-push", "pg_wal/../x").returncode == 2
+    assert run("wal-push", "--database", "../up", f"pg_wal/{segment.name}").returncode == 3
+    unsigned = run(
+        "wal-push", f"pg_wal/{segment.name}", extra={"BACKUPFLOW_CRYPTO__SIGNING_KEY": ""}
+    )
+    assert unsigned.returncode == 3 and "SIGNING_KEY" in _one_error_line(unsigned)
     gone = run("wal-push", f"pg_wal/{segment_name(1, 13)}")
     assert gone.returncode == 1 and "cannot be read" in _one_error_line(gone)
     bad_config = run(

@@ -58,6 +58,7 @@ from backupflow.errors import (
 from backupflow.fsutil import create_private_file, fsync_dir
 from backupflow.keys import Keyring
 from backupflow.models import Category, StoredObject, TierName
+from backupflow.names import DATABASE_NAME_PATTERN, check_database_name
 from backupflow.pipeline import HashingReader, open_verified, store_stream
 from backupflow.storage import Tier, put_bytes
 
@@ -119,7 +120,7 @@ class FetchPlan(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     format: Literal["backupflow-wal-fetch-plan"] = "backupflow-wal-fetch-plan"
-    database: str = Field(min_length=1, max_length=128)
+    database: str = Field(pattern=DATABASE_NAME_PATTERN)
     system_identifier: str = Field(pattern=r"^[1-9][0-9]{0,19}$")
     tiers: tuple[TierName, ...] = Field(min_length=1, max_length=3)
     files: dict[str, StoredObject] = Field(default_factory=dict, max_length=_MAX_PLAN_FILES)
@@ -314,6 +315,8 @@ def push_wal(
     """Archive the WAL file at ``path`` (relative to ``data_dir``, as ``%p`` is) into
     ``tier``.  Raises on anything short of a durable, verified copy and its record."""
     name = check_wal_name(path.name)
+    check_database_name(database, "--database or BACKUPFLOW_DATABASE__NAME")
+    tier.keyring.require_signer()  # before 16 MiB travel: the record must be signed
     sysid = system_identifier_of(data_dir)
     source = path if path.is_absolute() else data_dir / path
     handle, size = _open_source(source)
@@ -462,6 +465,7 @@ def fetch_wal(
     damaged everywhere is ``damaged``; a tier that failed and none that had it is
     ``unavailable`` (nobody can say the file is not archived)."""
     check_wal_name(name)
+    check_database_name(database, "--database or BACKUPFLOW_DATABASE__NAME")
     if planned is None and not lookup:
         return FetchOutcome(name, "missing", error="not in the restore's plan")
     listed = planned is not None
