@@ -5,6 +5,7 @@ segments and retries, and once the tier is back every segment arrives: none is l
 from __future__ import annotations
 
 import os
+import pwd
 import shutil
 import time
 import uuid
@@ -156,7 +157,74 @@ def test_every_segment_arrives_even_across_an_outage(
             assert outcome.outcome == "fetched", outcome
             assert dest.read_bytes() == (cluster.data / "pg_wal" / name).read_bytes()
             dest.unlink()
+
+        # PostgreSQL itself replays from the archive through wal-fetch (restore_command)
+        _replay_from_archive(cluster, workdir, command)
     finally:
         if s3._server is None:
             s3.start()
         cluster.destroy()
+
+
+def _replay_from_archive(cluster: Cluster, workdir: Path, command: Path) -> None:
+    """A base backup without WAL (``-X none``), recovered by PostgreSQL with
+    ``restore_command = '<backupflow> wal-fetch %f %p'`` to the end of the archive: it holds
+    every row of the last archived segment, so every file wal-fetch served was whole."""
+    root = workdir / "copy"
+    root.mkdir(mode=0o700)
+    entry = pwd.getpwnam("postgres")
+    if os.geteuid() == 0:
+        os.chown(root, entry.pw_uid, entry.pw_gid)
+    copy = Cluster(root, free_port(), dict(cluster.env))
+    cluster._run(
+        [
+            str(cluster.bin / "pg_basebackup"),
+            "-D",
+            str(copy.data),
+            "-Fp",
+            "-X",
+            "none",
+            "--checkpoint=fast",
+            "-h",
+            str(cluster.socket_dir),
+            "-p",
+            str(cluster.port),
+            "-U",
+            "postgres",
+            "--no-sync",
+        ]
+    )
+    cluster.execute("INSERT INTO t (payload) SELECT 'after base' FROM generate_series(1, 7)")
+    expected = cluster.execute("SELECT count(*) FROM t")
+    last = str(cluster.execute("SELECT pg_walfile_name(pg_switch_wal())"))
+    _wait(
+        "the last segment",
+        lambda: cluster.execute("SELECT last_archived_wal FROM pg_stat_archiver") == last,
+        timeout=60,
+    )
+    with (copy.data / "postgresql.auto.conf").open("a") as handle:
+        handle.write(
+            f"port = {copy.port}\n"
+            f"unix_socket_directories = '{copy.socket_dir}'\n"
+            "archive_mode = off\n"
+            f"restore_command = '{command} wal-fetch %f %p'\n"
+            "recovery_target_action = promote\n"
+        )
+    copy.socket_dir.mkdir(mode=0o700)
+    (copy.data / "recovery.signal").write_text("")
+    for path in (copy.socket_dir, copy.data / "recovery.signal"):
+        if os.geteuid() == 0:
+            os.chown(path, entry.pw_uid, entry.pw_gid)
+    try:
+        copy.start()
+        _wait(
+            "the end of recovery",
+            lambda: copy.execute("SELECT pg_is_in_recovery()") is False,
+            timeout=120,
+        )
+        assert copy.execute("SELECT count(*) FROM t") == expected
+        log = copy.log_tail(400)
+        assert f'restored log file "{last}" from archive' in log, log
+        assert "Traceback" not in log and "error: " not in log, log
+    finally:
+        copy.destroy()
