@@ -35,6 +35,18 @@ WAL_COMMANDS = ("wal-push", "wal-fetch")
 FETCH_ABORT = 126
 
 
+_ABOUT = {
+    "wal-push": "Archive one finished WAL file into the first enabled tier (PostgreSQL's "
+    "archive_command: 'backupflow wal-push %p'). Exit 0 once it is stored durably and "
+    "recorded (or already was, with the same content); non-zero otherwise, and PostgreSQL "
+    "keeps the file and retries.",
+    "wal-fetch": "Write one archived WAL file, verified and decrypted, to DEST (a restore's "
+    "restore_command: 'backupflow wal-fetch --plan FILE %f %p'). Exit 0 written, 1 not "
+    "archived, 126 anything else (damaged, no tier answered, bad settings): PostgreSQL then "
+    "aborts recovery instead of ending it early.",
+}
+
+
 class _Usage(Exception):
     pass
 
@@ -45,7 +57,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _parser(command: str) -> argparse.ArgumentParser:
-    parser = _Parser(prog=f"backupflow {command}")
+    parser = _Parser(prog=f"backupflow {command}", description=_ABOUT[command])
     parser.add_argument("--database", help="The series name (default: BACKUPFLOW_DATABASE__NAME).")
     parser.add_argument(
         "--data-dir",
