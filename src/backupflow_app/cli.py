@@ -52,6 +52,7 @@ from backupflow_app.cli_keys import key_app
 from backupflow_app.cli_options import one_line
 from backupflow_app.cli_repository import adopt_cmd, prune_cmd, replicate_cmd, verify_cmd
 from backupflow_app.cli_restore import dr_app, restore_app
+from backupflow_app.cli_wal import WAL_COMMANDS, run_wal
 
 __all__ = ["EXIT_CODES", "app", "main", "run"]
 
@@ -242,6 +243,8 @@ def run(args: Sequence[str] | None = None) -> int:
     """Run the command line on ``args`` (default: ``sys.argv[1:]``) and return its exit code;
     every error is one line on standard error (codes in the module docstring)."""
     argv = list(sys.argv[1:] if args is None else args)
+    if argv[:1] and argv[0] in WAL_COMMANDS:  # PostgreSQL's archive and restore commands
+        return run_wal(argv)
     try:
         with use_vocabulary("cli"):  # messages name --replace, not replace=true
             code = app(args=argv, prog_name="backupflow", standalone_mode=False)
