@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import hashlib
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from backupflow.catalog import Catalog, object_key, wal_key, wal_record_key
+from backupflow.config import Settings
 from backupflow.engines.postgres.walnames import history_name, segment_name, wal_path
 from backupflow.keys import Keyring, generate_keys
 from backupflow.models import BackupKind, Category, Manifest, StoredObject, new_backup_id
-from backupflow.storage import MemoryStorage, Tier
+from backupflow.storage import MemoryStorage, Tier, open_tiers
 from backupflow.storage.base import Storage, put_bytes
 from backupflow.verify import verify
 from backupflow.verify.report import BROKEN_CHAIN, FOREIGN_OBJECT, ORPHAN, Series, VerifyReport
@@ -202,3 +204,86 @@ def test_prune_removes_only_wal_no_restore_can_use() -> None:
     # Every backup still restores: what it lists is all there.
     assert _verify(tier).ok
     assert {o.key for o in log.objects} <= {i.key for i in storage.list("database/main/wal/")}
+
+
+def test_wal_pushed_by_wal_push_is_verified_through_its_log_and_pruned_when_loose(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """Real wal-push keys (zstd, age, signed records) in a local tier: verify reads them
+    through the log backup that lists them and finds nothing wrong with the loose ones;
+    prune removes only the loose ones before the base."""
+    from backupflow.codecs import get_codec
+    from backupflow.engines.postgres.archive import archived_objects, push_wal
+    from backupflow.maintenance import remove_loose_wal
+    from tests.integration.test_wal_archive import SYSID as PUSHED
+    from tests.integration.test_wal_archive import make_data_dir, make_segment
+
+    (tier,) = open_tiers(settings, ("primary",))
+    data = make_data_dir(tmp_path)
+    for segno in (1, 2, 3, 4):
+        segment = make_segment(data, segno)
+        push_wal(tier, "gantt", segment.relative_to(data), data_dir=data, codec=get_codec("zstd"))
+    position = {
+        "system_identifier": str(PUSHED),
+        "timeline": 1,
+        "start_lsn": "0/3000028",
+        "end_lsn": "0/3000138",
+        "start_segment": segment_name(1, 3),
+        "segment_bytes": 16 * 1024 * 1024,
+        "server_version": 150018,
+    }
+    when = datetime.now(UTC) - timedelta(minutes=5)
+    base_id = new_backup_id(BackupKind.FULL, when)
+    key = object_key(Category.DATABASE, "gantt", when, base_id, ".base")
+    base = Manifest(
+        id=base_id,
+        category=Category.DATABASE,
+        kind=BackupKind.FULL,
+        engine="postgres",
+        database="gantt",
+        started_at=when,
+        finished_at=when,
+        restore_point=when,
+        position=position,
+        objects=(_object(tier.storage, "base", key, b"base tar", "none"),),
+    )
+    Catalog(tier.storage, tier.keyring).write(base)
+    names = [segment_name(1, 3)]
+    log_id = new_backup_id(BackupKind.LOG, when + timedelta(minutes=1))
+    log = Manifest(
+        id=log_id,
+        category=Category.DATABASE,
+        kind=BackupKind.LOG,
+        engine="postgres",
+        database="gantt",
+        started_at=when + timedelta(minutes=1),
+        finished_at=when + timedelta(minutes=1),
+        restore_point=when + timedelta(minutes=1),
+        position={
+            "system_identifier": str(PUSHED),
+            "timeline": 1,
+            "segment_bytes": 16 * 1024 * 1024,
+            "first": names[0],
+            "last": names[-1],
+            "files": names,
+            "end_lsn": "0/3000100",
+        },
+        base_id=base_id,
+        parent_id=base_id,
+        objects=archived_objects(tier, "gantt", PUSHED, names),
+    )
+    Catalog(tier.storage, tier.keyring).write(log)
+    later = datetime.now(UTC) + timedelta(hours=2)
+    gantt = Series(Category.DATABASE, "gantt")
+    report = verify([tier], [gantt], now=later, read_data_percent=100, grace=timedelta(hours=1))
+    assert report.ok, report.findings
+    assert report.summaries[0].sampled >= 3  # the base, and the log's WAL file and record
+
+    removed = remove_loose_wal(
+        tier, Category.DATABASE, "gantt", now=later, grace=timedelta(hours=1)
+    )
+    assert sorted(k.rsplit("/", 1)[-1] for k in removed) == sorted(
+        f"{segment_name(1, s)}{ext}" for s in (1, 2) for ext in (".rec", ".zst.age")
+    )
+    left = {i.key.rsplit("/", 1)[-1] for i in tier.storage.list("database/gantt/wal/")}
+    assert left == {f"{segment_name(1, s)}{ext}" for s in (3, 4) for ext in (".rec", ".zst.age")}
