@@ -52,6 +52,7 @@ from backupflow_app.cli_keys import key_app
 from backupflow_app.cli_options import one_line
 from backupflow_app.cli_repository import adopt_cmd, prune_cmd, replicate_cmd, verify_cmd
 from backupflow_app.cli_restore import dr_app, restore_app
+from backupflow_app.cli_wal import WAL_COMMANDS, run_wal
 
 __all__ = ["EXIT_CODES", "app", "main", "run"]
 
@@ -93,6 +94,12 @@ def backup_database_cmd(
 
     with flow_context(settings, show_progress=True):
         manifests = backup_database(kind=kind)
+    if not manifests:  # a differential on an engine that has none (PostgreSQL)
+        from backupflow.backup_run import skip_reason
+        from backupflow.engines import open_engine
+
+        reason = skip_reason(open_engine(settings), kind) or "no backup was taken"
+        console.print(f"[yellow]{kind.value} backup skipped:[/yellow] {reason}.")
     for manifest in manifests:
         row = manifest_row(manifest)
         console.print(
@@ -236,6 +243,8 @@ def run(args: Sequence[str] | None = None) -> int:
     """Run the command line on ``args`` (default: ``sys.argv[1:]``) and return its exit code;
     every error is one line on standard error (codes in the module docstring)."""
     argv = list(sys.argv[1:] if args is None else args)
+    if argv[:1] and argv[0] in WAL_COMMANDS:  # PostgreSQL's archive and restore commands
+        return run_wal(argv)
     try:
         with use_vocabulary("cli"):  # messages name --replace, not replace=true
             code = app(args=argv, prog_name="backupflow", standalone_mode=False)

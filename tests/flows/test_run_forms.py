@@ -64,8 +64,6 @@ def test_the_flow_that_is_not_deployed_has_help_text_too() -> None:
     assert properties and all(spec.get("description") for spec in properties.values())
 
 
-
-
 @pytest.mark.parametrize(
     ("name", "entrypoint"),
     [

@@ -1,0 +1,230 @@
+"""A real PostgreSQL cluster archives its WAL through ``backupflow wal-push`` into an S3
+tier (moto's HTTP server); while the tier is down the pushes fail, PostgreSQL keeps the
+segments and retries, and once the tier is back every segment arrives: none is lost."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from backupflow.config import load_settings
+from backupflow.engines.postgres.archive import archived, fetch_wal, system_identifier_of
+from backupflow.engines.postgres.walnames import parse_wal_name
+from backupflow.storage import Tier, open_tier
+from tests.conftest import key_settings, need
+from tests.support.keys import TEST_KEYS, key_env
+from tests.support.pgcluster import Cluster, free_port, launcher, pg_missing, pg_workdir
+from tests.support.s3 import MotoServer, client_for, make_bucket
+
+DB = "pgarchive"
+REGION = "us-east-1"
+AWS = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_SESSION_TOKEN": "testing",
+    "AWS_DEFAULT_REGION": REGION,
+}
+
+
+@pytest.fixture(scope="module")
+def workdir() -> Iterator[Path]:
+    need(pg_missing() is None, f"live PostgreSQL: {pg_missing()}")
+    folder = pg_workdir()
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def s3() -> Iterator[MotoServer]:
+    """Our own moto server on a fixed port, so the test can stop it and start it again."""
+    server = MotoServer(port=free_port()).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def _tier(bucket: str, server: MotoServer, monkeypatch: pytest.MonkeyPatch) -> Tier:
+    for key, value in AWS.items():
+        monkeypatch.setenv(key, value)
+    settings = load_settings(
+        crypto=key_settings(TEST_KEYS),
+        repository={
+            "primary": {
+                "url": f"s3://{bucket}/repo",
+                "region": REGION,
+                "endpoint_url": server.url,
+                "addressing_style": "path",
+            },
+            "secondary": {"enabled": False},
+            "dr": {"enabled": False},
+        },
+        database={"name": DB},
+    )
+    return open_tier("primary", settings)
+
+
+def _wait(what: str, check: object, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():  # type: ignore[operator]
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_every_segment_arrives_even_across_an_outage(
+    workdir: Path, s3: MotoServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bucket = f"pgwal-{uuid.uuid4().hex[:10]}"
+    for key, value in AWS.items():
+        monkeypatch.setenv(key, value)
+    make_bucket(client_for(REGION, s3.url), bucket, REGION)
+    env = {
+        **AWS,
+        **key_env(),
+        "PYTHONPATH": os.environ.get("PYTHONPATH", ""),
+        "BACKUPFLOW_DATABASE__NAME": DB,
+        "BACKUPFLOW_REPOSITORY__PRIMARY__URL": f"s3://{bucket}/repo",
+        "BACKUPFLOW_REPOSITORY__PRIMARY__REGION": REGION,
+        "BACKUPFLOW_REPOSITORY__PRIMARY__ENDPOINT_URL": s3.url,
+        "BACKUPFLOW_REPOSITORY__PRIMARY__ADDRESSING_STYLE": "path",
+        "BACKUPFLOW_REPOSITORY__SECONDARY__ENABLED": "false",
+        "BACKUPFLOW_REPOSITORY__DR__ENABLED": "false",
+        "BACKUPFLOW_REPOSITORY__REQUEST_ATTEMPTS": "1",
+    }
+    command = launcher(workdir)
+    cluster = Cluster.create(
+        workdir / "cluster",
+        archive_command=f"{command} wal-push %p",
+        settings={"wal_keep_size": "'1GB'"},  # archived segments stay for comparison
+        env=env,
+    )
+    try:
+        cluster.start()
+        tier = _tier(bucket, s3, monkeypatch)
+        sysid = system_identifier_of(cluster.data)
+
+        def switch(rows: int) -> str:
+            cluster.execute("CREATE TABLE IF NOT EXISTS t (id serial, payload text)")
+            cluster.execute(
+                f"INSERT INTO t (payload) SELECT repeat('x', 200) FROM generate_series(1, {rows})"
+            )
+            return str(cluster.execute("SELECT pg_walfile_name(pg_switch_wal())"))
+
+        def archived_names() -> list[str]:
+            return [n.name for n in archived(tier, DB, sysid) if n.is_segment]
+
+        first = switch(100)
+        second = switch(100)
+        _wait("the first segments", lambda: second in archived_names())
+
+        # the tier goes away: pushes fail, PostgreSQL keeps the segments and counts failures
+        s3.stop()
+        during = [switch(50) for _ in range(2)]
+        _wait(
+            "a failed push",
+            lambda: (cluster.execute("SELECT failed_count FROM pg_stat_archiver") or 0) >= 1,
+        )
+        assert cluster.execute("SELECT last_archived_wal FROM pg_stat_archiver") == second
+        log = cluster.log_tail(200)
+        assert "archive command failed with exit code 1" in log, log
+        assert "Traceback" not in log, log
+        said = [line for line in log.splitlines() if line.startswith("error: ")]
+        assert said and all(bucket in line for line in said), log  # one sentence per failure
+
+        # back again: a new segment wakes the archiver, and everything kept arrives
+        s3.start()
+        last = switch(10)
+        _wait("every kept segment", lambda: last in archived_names(), timeout=120)
+        names = archived_names()
+        assert {first, second, *during, last} <= set(names)
+        numbers = [parse_wal_name(n).segno for n in names]
+        assert numbers == list(range(numbers[0], numbers[-1] + 1)), names  # no gap
+
+        for name in (second, during[0], last):
+            dest = workdir / "RECOVERYXLOG"
+            outcome = fetch_wal([tier], DB, sysid, name, dest)
+            assert outcome.outcome == "fetched", outcome
+            assert dest.read_bytes() == (cluster.data / "pg_wal" / name).read_bytes()
+            dest.unlink()
+
+        # PostgreSQL itself replays from the archive through wal-fetch (restore_command)
+        _replay_from_archive(cluster, workdir, command)
+    finally:
+        if s3._server is None:
+            s3.start()
+        cluster.destroy()
+
+
+def _replay_from_archive(cluster: Cluster, workdir: Path, command: Path) -> None:
+    """A base backup without WAL (``-X none``), recovered by PostgreSQL with
+    ``restore_command = '<backupflow> wal-fetch %f %p'`` to the end of the archive: it holds
+    every row of the last archived segment, so every file wal-fetch served was whole."""
+    root = workdir / "copy"
+    root.mkdir(mode=0o700)
+    entry = pwd.getpwnam("postgres")
+    if os.geteuid() == 0:
+        os.chown(root, entry.pw_uid, entry.pw_gid)
+    copy = Cluster(root, free_port(), dict(cluster.env))
+    cluster._run(
+        [
+            str(cluster.bin / "pg_basebackup"),
+            "-D",
+            str(copy.data),
+            "-Fp",
+            "-X",
+            "none",
+            "--checkpoint=fast",
+            "-h",
+            str(cluster.socket_dir),
+            "-p",
+            str(cluster.port),
+            "-U",
+            "postgres",
+            "--no-sync",
+        ]
+    )
+    cluster.execute("INSERT INTO t (payload) SELECT 'after base' FROM generate_series(1, 7)")
+    expected = cluster.execute("SELECT count(*) FROM t")
+    last = str(cluster.execute("SELECT pg_walfile_name(pg_switch_wal())"))
+    _wait(
+        "the last segment",
+        lambda: cluster.execute("SELECT last_archived_wal FROM pg_stat_archiver") == last,
+        timeout=60,
+    )
+    with (copy.data / "postgresql.auto.conf").open("a") as handle:
+        handle.write(
+            f"port = {copy.port}\n"
+            f"unix_socket_directories = '{copy.socket_dir}'\n"
+            "archive_mode = off\n"
+            f"restore_command = '{command} wal-fetch %f %p'\n"
+            "recovery_target_action = promote\n"
+        )
+    copy.socket_dir.mkdir(mode=0o700)
+    (copy.data / "recovery.signal").write_text("")
+    for path in (copy.socket_dir, copy.data / "recovery.signal"):
+        if os.geteuid() == 0:
+            os.chown(path, entry.pw_uid, entry.pw_gid)
+    try:
+        copy.start()
+        _wait(
+            "the end of recovery",
+            lambda: copy.execute("SELECT pg_is_in_recovery()") is False,
+            timeout=120,
+        )
+        assert copy.execute("SELECT count(*) FROM t") == expected
+        log = copy.log_tail(400)
+        assert f'restored log file "{last}" from archive' in log, log
+        assert "Traceback" not in log and "error: " not in log, log
+    finally:
+        copy.destroy()
