@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from backupflow.engines.postgres.installing import old_options
 from backupflow.engines.postgres.layout import extract_base, wal_since
 from backupflow.engines.postgres.restoring import recovery_for, restore_command
 from backupflow.engines.postgres.walnames import parse_wal_name, segment_name
@@ -121,3 +122,13 @@ def test_a_base_tar_lays_down_private_files(tmp_path: Path) -> None:
     assert written == 3 and target.read_bytes() == b"abc"
     assert target.stat().st_mode & 0o777 == 0o600
     assert (tmp_path / "d" / "global").stat().st_mode & 0o777 == 0o700
+
+
+def test_a_replaced_cluster_starts_again_with_the_options_it_ran_with(tmp_path: Path) -> None:
+    (tmp_path / "postmaster.opts").write_text(
+        '/usr/lib/postgresql/15/bin/postgres "-D" "/var/lib/postgresql/15/main" '
+        '"-c" "config_file=/etc/postgresql/15/main/postgresql.conf"\n'
+    )
+    options = old_options(tmp_path)
+    assert shlex.split(options) == ["-c", "config_file=/etc/postgresql/15/main/postgresql.conf"]
+    assert old_options(tmp_path / "absent") == ""

@@ -5,9 +5,12 @@ With ``--replace`` over a running cluster, in this order:
 1. the live postmaster is stopped (fast shutdown, by the pid in its own ``postmaster.pid``);
 2. its folder is renamed to ``<target>.before-restore-<stamp>`` (kept; never deleted);
 3. the checked copy (``<scratch>/data``, on the same filesystem) is renamed to ``<target>``;
-4. if the cluster was running, it is started again from the new folder
-   (``pg_ctl start -D <target>``, as the cluster's OS user; its own configuration, so the
-   same port, sockets and archive_command).
+4. if the cluster was running, it is started again from the new folder, as the cluster's
+   OS user: ``pg_ctl start -D <target> -l <target>/backupflow-restart.log``, with the
+   options the old postmaster ran with (its ``postmaster.opts``, e.g. Debian's
+   ``-c config_file=/etc/postgresql/15/main/postgresql.conf``), so the same configuration,
+   port, sockets and archive_command.  A cluster a service manager (systemd) ran is now
+   running outside it: restart it through the service when convenient.
 
 Disk space: the copy is a second full cluster beside the live one until the old folder
 is removed by hand.
@@ -16,6 +19,7 @@ is removed by hand.
 from __future__ import annotations
 
 import os
+import shlex
 from pathlib import Path
 
 from backupflow.engines.base import Installed
@@ -23,7 +27,7 @@ from backupflow.engines.postgres.server import Programs, postmaster_pid, stop_po
 from backupflow.errors import EngineError, RestoreTargetError
 from backupflow.parameters import flag
 
-__all__ = ["check_target", "install"]
+__all__ = ["check_target", "install", "old_options"]
 
 #: What a restored copy must not carry into place: the options it was started with
 #: (``pg_ctl restart`` would reuse them) and the manifest pg_verifybackup read.
@@ -51,6 +55,26 @@ def check_target(target: Path, replace: bool) -> None:
         )
 
 
+def old_options(folder: Path) -> str:
+    """The options (but ``-D``) the postmaster of ``folder`` was started with, shell-quoted
+    for ``pg_ctl -o``, from its ``postmaster.opts``; empty when there is none."""
+    try:
+        text = (folder / "postmaster.opts").read_text(errors="replace")[:8192]
+        argv = shlex.split(text)
+    except (OSError, ValueError):
+        return ""
+    kept: list[str] = []
+    skip = False
+    for part in argv[1:]:  # argv[0] is the postgres program
+        if skip:
+            skip = False
+        elif part == "-D":
+            skip = True
+        elif not part.startswith("-D"):
+            kept.append(part)
+    return " ".join(shlex.quote(part) for part in kept)
+
+
 def install(programs: Programs, copy: Path, target: Path, *, stamp: str) -> Installed:
     """Rename the checked, stopped ``copy`` in as ``target`` (checked by the caller)."""
     if postmaster_pid(copy) is not None:
@@ -66,11 +90,12 @@ def install(programs: Programs, copy: Path, target: Path, *, stamp: str) -> Inst
         was_running = stop_postmaster(target)
         os.rename(target, aside)
     os.rename(copy, target)
-    if was_running:
+    if was_running and aside is not None:
+        options = old_options(aside)
         programs.run(
             "pg_ctl",
             ["-D", str(target), "-l", str(target / "backupflow-restart.log"), "-w", "-t", "300",
-             "start"],
+             *(["-o", options] if options else []), "start"],
             as_owner=True,
             what=f"starting the restored cluster in {target} (the old one is kept in {aside})",
         )  # fmt: skip
