@@ -8,7 +8,6 @@ new folder under the module's work folder, removed with it.
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
 import time
 from collections.abc import Iterator
@@ -19,7 +18,7 @@ from typing import Any
 import pytest
 
 from backupflow.engines import open_engine
-from backupflow.engines.base import Engine
+from backupflow.engines.postgres.archive import archived
 from backupflow.engines.postgres.engine import PostgresEngine
 from backupflow.engines.postgres.server import Copy
 from backupflow.errors import (
@@ -30,14 +29,12 @@ from backupflow.errors import (
     SourceNotFoundError,
 )
 from backupflow.models import BackupKind
+from backupflow.storage import open_tiers
 from tests.conftest import need
 from tests.live.postgres_support import LivePg, live_pg, rows, start_restored
 from tests.support.chain import restore, take_backup
 from tests.support.pgcluster import free_port, launcher, pg_missing, pg_workdir
 from tests.support.s3 import MotoServer
-
-HAS_ARCHIVE = importlib.util.find_spec("backupflow.engines.postgres.archive") is not None
-HAS_CHAIN = importlib.util.find_spec("backupflow.engines.postgres.chain") is not None
 
 
 @pytest.fixture(scope="module")
@@ -59,8 +56,6 @@ def pg(_shared_moto_server: MotoServer) -> Iterator[LivePg]:
 def settings(pg: LivePg, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
     for key in pg.env:
         monkeypatch.setenv(key, pg.env[key])
-    if not HAS_CHAIN:  # until the WAL chain planner lands: a base and its logs by parents
-        monkeypatch.setattr(PostgresEngine, "plan_restore", Engine.plan_restore)
     return pg.settings(tmp_path)
 
 
@@ -180,7 +175,6 @@ def test_a_corrupted_page_in_the_copy_fails_the_check_and_the_live_cluster_serve
     assert live_rows(pg) == before and pg.cluster.pid() is not None
 
 
-@pytest.mark.skipif(not HAS_ARCHIVE, reason="needs the WAL archive (wal-push, wal-fetch)")
 def test_a_target_between_two_log_backups_holds_exactly_the_rows_committed_by_then(
     pg: LivePg, settings: Any
 ) -> None:
@@ -208,26 +202,14 @@ def test_a_target_between_two_log_backups_holds_exactly_the_rows_committed_by_th
         assert rows(conn) == expected
         assert conn.execute("SELECT pg_is_in_recovery()").fetchone() == (False,)
 
-    from backupflow.engines.postgres.archive import archived
-
-    from backupflow.storage import open_tiers
-
     sysid = int(full.position["system_identifier"])
     pushed = archived(open_tiers(settings)[0], settings.database.name, sysid)
     assert pushed and all(n.timeline == 1 for n in pushed)  # a copy never pushes its timeline
 
-    latest = pg.new_folder("latest") / "data"
-    restore(settings, None, latest)
-    with start_restored(latest) as copy, copy.connect() as conn:
-        assert {r[0] for r in rows(conn)} >= {r[0] for r in live_rows(pg) if r[0] < 3300}
 
-
-@pytest.mark.skipif(not HAS_ARCHIVE, reason="needs the WAL archive (wal-push, wal-fetch)")
 def test_a_damaged_archived_segment_stops_the_restore_before_postgresql_reads_it(
     pg: LivePg, settings: Any
 ) -> None:
-    from backupflow.storage import open_tiers
-
     full = take_backup(settings, BackupKind.FULL)
     insert(pg, 4000, 40, "damaged")
     log = take_backup(settings, BackupKind.LOG)
@@ -248,10 +230,7 @@ def test_a_damaged_archived_segment_stops_the_restore_before_postgresql_reads_it
     assert live_rows(pg) == before and pg.cluster.pid() is not None
 
 
-@pytest.mark.skipif(not HAS_ARCHIVE, reason="needs the WAL archive (wal-push, wal-fetch)")
 def test_a_deleted_archived_segment_is_a_gap_named_in_the_error(pg: LivePg, settings: Any) -> None:
-    from backupflow.storage import open_tiers
-
     full = take_backup(settings, BackupKind.FULL)
     insert(pg, 4500, 40, "gap")
     log = take_backup(settings, BackupKind.LOG)
@@ -289,8 +268,6 @@ def test_replace_over_a_running_cluster_keeps_the_old_folder_and_serves_the_rest
     assert live_rows(pg) == expected  # same port and socket: the live cluster's config
     assert not any(r[0] >= 6000 for r in live_rows(pg))
 
-    if not HAS_ARCHIVE:
-        return
     # The restored cluster runs on a new timeline: the next log backup follows it.
     insert(pg, 7000, 15, "timeline2")
     log = take_backup(settings, BackupKind.LOG)
