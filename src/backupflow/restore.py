@@ -71,6 +71,8 @@ class RestoreOutcome:
     problems: tuple[str, ...] = ()
     #: What the engine saved before the restore (a tail-log backup of a replaced database).
     saved: tuple[str, ...] = ()
+    #: The checks the restored copy passed before it was installed.
+    checks: tuple[str, ...] = ()
 
     @property
     def seconds(self) -> float:
@@ -282,6 +284,7 @@ def execute_restore(
                 # only a copy that passed is put in place.
                 restored = engine.restore(chain, scratch, until=plan.requested)
                 installed = engine.install(restored, target, replace=replace, stamp=stamp)
+                checks = restored.checks
                 break
             except _UnusableCopy as exc:
                 unusable.add((exc.backup_id, exc.tier))
@@ -303,4 +306,5 @@ def execute_restore(
         tiers_used={backup_id: tier.name for backup_id, tier in chosen.items()},
         problems=tuple(problems),
         saved=saved,
+        checks=checks,
     )

@@ -58,6 +58,7 @@ def open_engine(settings: Settings) -> Engine:
             lambda: database_password(settings),
             first_tier=first_tier,
             tier_names=names,
+            tiers=lambda: open_tiers(settings),
             chunk_bytes=settings.pipeline.chunk_bytes,
         )
     raise ConfigError(f"database engine {db.engine!r} is not available.")

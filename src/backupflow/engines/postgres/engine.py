@@ -36,12 +36,8 @@ from backupflow.engines.base import (
     Restored,
 )
 from backupflow.engines.postgres import installing, layout, restoring
-from backupflow.engines.postgres.server import (
-    Copy,
-    Programs,
-    live_session,
-    stop_postmaster,
-)
+from backupflow.engines.postgres.presence import check_presence
+from backupflow.engines.postgres.server import Copy, Programs, live_session, stop_postmaster
 from backupflow.engines.postgres.walnames import (
     WalName,
     format_lsn,
@@ -75,12 +71,14 @@ class PostgresEngine(Engine):
         *,
         first_tier: Callable[[], Tier],
         tier_names: Sequence[str],
+        tiers: Callable[[], Sequence[Tier]] | None = None,
         chunk_bytes: int = 1 << 20,
     ) -> None:
         self.settings = settings
         self.database = settings.name
         self._password = password
         self._first_tier = first_tier
+        self._tiers = tiers or (lambda: [first_tier()])
         self.tier_names = tuple(tier_names)
         self.chunk_bytes = chunk_bytes
         self.programs = Programs(settings)
@@ -277,6 +275,11 @@ class PostgresEngine(Engine):
         if not manifests or manifests[0].kind is not BackupKind.FULL:
             raise EngineError("a PostgreSQL restore starts from a base backup.")
         sysid = restoring.system_identifier(manifests)
+        files = restoring.plan_files(manifests, sysid)
+        check_presence(
+            manifests, files, self._tiers, database=self.database, sysid=sysid,
+            latest=until is None,
+        )  # fmt: skip
         scratch.mkdir(mode=0o700)
         self.programs.chown(scratch)
         copy = Copy(self.programs, scratch)
@@ -296,7 +299,6 @@ class PostgresEngine(Engine):
         report = scratch / restoring.REPORT_FILE
         report.touch(mode=0o600)
         self.programs.chown(report)
-        files = restoring.plan_files(manifests, sysid)
         archive.write_plan(
             plan_path,
             archive.FetchPlan(

@@ -1,0 +1,171 @@
+"""Point-in-time restore of a real PostgreSQL cluster, to many seconds.
+
+Rows are written one at a time with their commit times read back from the server; a base
+backup is taken, and writing goes on while several log backups run.  Then the cluster is
+restored to ten target times between commits (each copy must hold exactly the rows committed
+at or before its target), to the latest point (every row of the last archived segment, also
+the ones no log backup lists yet), and with an archived segment deleted (the gap error names
+it and the latest point that still restores, and a target before it still restores).
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from backupflow.errors import ChainGapError
+from backupflow.models import BackupKind, Manifest
+from backupflow.storage import open_tiers
+from tests.conftest import need
+from tests.live.postgres_support import LivePg, live_pg, rows, start_restored
+from tests.support.chain import restore, take_backup
+from tests.support.pgcluster import launcher, pg_missing, pg_workdir
+from tests.support.s3 import MotoServer
+
+
+@dataclass
+class History:
+    """What the module's cluster went through: each row's commit time, and the backups."""
+
+    pg: LivePg
+    committed: dict[int, datetime] = field(default_factory=dict)
+    full: Manifest | None = None
+    logs: list[Manifest] = field(default_factory=list)
+
+    def write(self, first: int, count: int) -> None:
+        """Insert rows one transaction each; remember when each one committed."""
+        with self.pg.cluster.connect() as conn:
+            for i in range(first, first + count):
+                conn.execute("INSERT INTO events (id, note) VALUES (%s, %s)", (i, f"row-{i}"))
+                (at,) = conn.execute("SELECT clock_timestamp()").fetchone() or (None,)
+                assert isinstance(at, datetime)
+                self.committed[i] = at
+                time.sleep(0.02)
+
+    def between(self, row: int) -> datetime:
+        """A time after row ``row`` committed and before the next row did."""
+        after = self.committed[row]
+        following = self.committed.get(row + 1)
+        if following is None:
+            return after + timedelta(milliseconds=5)
+        return after + (following - after) / 2
+
+
+@pytest.fixture(scope="module")
+def history(
+    _shared_moto_server: MotoServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[History, Any]]:
+    need(pg_missing() is None, f"live PostgreSQL: {pg_missing()}")
+    root = pg_workdir()
+    mp = pytest.MonkeyPatch()
+    try:
+        with live_pg(root, _shared_moto_server, launcher(root)) as live:
+            for key, value in live.env.items():
+                mp.setenv(key, value)
+            settings = live.settings(tmp_path_factory.mktemp("pitr"))
+            live.cluster.execute(
+                "CREATE TABLE events (id int PRIMARY KEY, note text NOT NULL, "
+                "at timestamptz NOT NULL DEFAULT clock_timestamp())"
+            )
+            story = History(live)
+            story.write(1, 5)
+            story.full = take_backup(settings, BackupKind.FULL)
+            for first in (6, 12, 18, 24):  # four log backups while writing goes on
+                story.write(first, 6)
+                story.logs.append(take_backup(settings, BackupKind.LOG))
+            story.write(30, 4)  # archived below, listed by no log backup yet
+            with live.cluster.connect() as conn:
+                (segment,) = conn.execute("SELECT pg_walfile_name(pg_switch_wal())").fetchone() or (
+                    None,
+                )
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                archived = live.cluster.execute("SELECT last_archived_wal FROM pg_stat_archiver")
+                if archived is not None and archived >= segment:
+                    break
+                time.sleep(0.2)
+            else:
+                raise AssertionError(f"{segment} was not archived: {live.cluster.log_tail()}")
+            yield story, settings
+    finally:
+        mp.undo()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def pitr(history: tuple[History, Any], monkeypatch: pytest.MonkeyPatch) -> tuple[History, Any]:
+    """The module's history, with its settings in this test's environment too (the restore
+    copy's wal-fetch reads them there; every test starts with no BACKUPFLOW_* variable)."""
+    for key, value in history[0].pg.env.items():
+        monkeypatch.setenv(key, value)
+    return history
+
+
+def restored_ids(data: Path) -> list[int]:
+    with start_restored(data) as copy, copy.connect() as conn:
+        assert conn.execute("SELECT pg_is_in_recovery()").fetchone() == (False,)
+        return [int(r[0]) for r in rows(conn)]
+
+
+# Rows after which the targets fall: before, at and after each log backup's switch.
+TARGET_ROWS = (6, 7, 8, 11, 12, 15, 17, 20, 23, 26, 29)
+
+
+def test_ten_targets_each_hold_exactly_the_rows_committed_by_then(
+    pitr: tuple[History, Any],
+) -> None:
+    story, settings = pitr
+    assert story.full is not None
+    restored: dict[int, list[int]] = {}
+    for row in TARGET_ROWS:
+        target = story.between(row)
+        data = story.pg.new_folder(f"at-{row}") / "data"
+        plan, outcome = restore(settings, target, data)
+        assert plan.manifests[0].id == story.full.id
+        assert any("pg_amcheck" in check for check in outcome.checks), outcome.checks
+        restored[row] = restored_ids(data)
+        shutil.rmtree(data.parent)
+    assert restored == {row: list(range(1, row + 1)) for row in TARGET_ROWS}
+
+
+def test_latest_holds_every_row_of_the_last_archived_segment(
+    pitr: tuple[History, Any],
+) -> None:
+    story, settings = pitr
+    data = story.pg.new_folder("latest") / "data"
+    restore(settings, None, data)
+    assert restored_ids(data) == list(range(1, 34))  # rows 30-33 are in no log backup yet
+
+
+def test_a_deleted_segment_is_a_gap_named_with_the_latest_point_that_restores(
+    pitr: tuple[History, Any],
+) -> None:
+    story, settings = pitr
+    third = story.logs[2]
+    sysid = third.position["system_identifier"]
+    missing = third.position["first"]
+    (obj,) = [o for o in third.objects if o.role == f"wal:{sysid}/{missing}"]
+    storage = open_tiers(settings)[0].storage
+    with storage.open(obj.key) as handle:
+        saved = handle.read()
+    storage.delete(obj.key)
+    try:
+        data = story.pg.new_folder("gap") / "data"
+        with pytest.raises(ChainGapError) as caught:
+            restore(settings, story.between(26), data)
+        message = str(caught.value)
+        assert missing in message and "latest" in message
+        assert not data.exists()
+        # A target before the hole still restores exactly.
+        before = story.pg.new_folder("before-gap") / "data"
+        restore(settings, story.between(11), before)
+        assert restored_ids(before) == list(range(1, 12))
+    finally:
+        storage.put(obj.key, [saved])
