@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from prefect import flow
+from prefect.artifacts import create_markdown_artifact
 
 from backupflow.backup_run import run_database_backups
 from backupflow.config import current_settings
 from backupflow.engines import open_engine
 from backupflow.models import BackupKind, Manifest
+from backupflow.reporting import artifact_key
 from backupflow.storage import open_tiers
 from flows._notify import notify_on_cancellation, notify_on_crashed, notify_on_failure
 from flows._publish import publish_backup
@@ -15,6 +19,17 @@ from flows._slots import slot
 from tasks.steps import PrefectSteps
 
 __all__ = ["backup_database"]
+
+
+def _publish_skipped(kind: BackupKind) -> Callable[[str, str], None]:
+    def publish(database: str, reason: str) -> None:
+        create_markdown_artifact(
+            key=artifact_key("backup", "database", database, kind.value),
+            markdown=f"**{kind.value} backup of {database}: skipped.** {reason}.",
+            description=f"Latest {kind.value} backup of database {database}",
+        )
+
+    return publish
 
 
 @flow(
@@ -49,5 +64,6 @@ def backup_database(kind: BackupKind = BackupKind.FULL) -> list[Manifest]:
         open_tiers=open_tiers,
         slot=lambda: slot(settings),
         on_stored=publish_backup,
+        on_skipped=_publish_skipped(kind),
     )
     return [outcome.manifest for outcome in outcomes]

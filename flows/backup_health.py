@@ -12,6 +12,7 @@ from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
 from backupflow.config import Settings, current_settings
+from backupflow.engines import open_engine
 from backupflow.errors import BackupflowError
 from backupflow.models import BackupKind, Category
 from backupflow.objectives import (
@@ -44,12 +45,25 @@ def _jobs(settings: Settings) -> list[tuple[str, str, Series, BackupKind | None]
     set."""
     every = all_series(settings)
     databases = [s for s in every if s.category is Category.DATABASE]
+    # An engine without differentials (PostgreSQL) takes none: its diff job has no row.
+    kinds = dict(DATABASE_JOBS)
+    if databases and not _differential(settings):
+        del kinds["database_diff"]
     jobs = [
         (job if len(databases) == 1 else f"{job} {one.name}", job, one, kind)
         for one in databases
-        for job, kind in DATABASE_JOBS.items()
+        for job, kind in kinds.items()
     ]
     return jobs + [(s.name, s.name, s, None) for s in every if s.category is not Category.DATABASE]
+
+
+def _differential(settings: Settings) -> bool:
+    """Whether the configured engine takes differential backups (when it cannot even be
+    opened, the diff job keeps its row: health never hides a job on a guess)."""
+    try:
+        return open_engine(settings).capabilities.differential
+    except BackupflowError:
+        return True
 
 
 class StaleBackupsError(BackupflowError):

@@ -46,7 +46,30 @@ __all__ = [
     "Subject",
     "run_backup",
     "run_database_backups",
+    "skip_reason",
 ]
+
+#: How an engine without differential backups is named when a diff run skips it (display
+#: text only: whether to skip is decided by ``Capabilities.differential``).
+_NO_DIFFERENTIAL = {
+    "postgres": (
+        "PostgreSQL has no differential backups; nothing was taken: the WAL archive and the "
+        "hourly log backups cover the time since the full"
+    ),
+}
+
+
+def skip_reason(engine: Engine, kind: BackupKind) -> str | None:
+    """Why a ``kind`` backup is not taken at all with ``engine`` (a differential on an engine
+    that has none: the deployments run it on every series, and it must end Completed), or
+    None when it is taken."""
+    if kind is not BackupKind.DIFF or engine.capabilities.differential:
+        return None
+    return _NO_DIFFERENTIAL.get(
+        engine.name,
+        f"the {engine.name} engine has no differential backups; nothing was taken: the log "
+        "backups cover the time since the full",
+    )
 
 
 @dataclass
@@ -301,9 +324,15 @@ def run_database_backups(
     open_tiers: Callable[[Settings], list[Tier]],
     slot: Callable[[], AbstractContextManager[object]] = nullcontext,
     on_stored: Callable[[BackupOutcome], None] | None = None,
+    on_skipped: Callable[[str, str], None] | None = None,
 ) -> list[BackupOutcome]:
     """Back up every database the settings name (:func:`backupflow.series.databases`), in
     turn, each inside ``slot`` (the flows pass the global concurrency limit).
+
+    A differential of a database whose engine has none (PostgreSQL) is skipped: nothing is
+    taken, the reason is logged as a warning, written to the backup log (event
+    ``backup-skipped``) and handed to ``on_skipped(database, reason)``, and the run goes on
+    (it ends Completed).
 
     With one database its error is raised as it is; with several, each is tried and the run
     fails at the end saying which failed.  Names the server lists for ``["*"]`` that break
@@ -323,7 +352,12 @@ def run_database_backups(
         one = series.for_database(settings, name)
         try:
             with slot():
-                subject = DatabaseSubject(open_engine(one), one, current_progress())
+                engine = open_engine(one)
+                reason = skip_reason(engine, kind)
+                if reason is not None:
+                    _skip(one, name, kind, reason, steps, on_skipped)
+                    continue
+                subject = DatabaseSubject(engine, one, current_progress())
                 done.append(
                     run_backup(subject, open_tiers(one), steps, kind=kind, on_stored=on_stored)
                 )
@@ -337,3 +371,30 @@ def run_database_backups(
             f"{failed} of {len(names) + skipped} database backups failed: " + "; ".join(failures)
         )
     return done
+
+
+def _skip(
+    settings: Settings,
+    name: str,
+    kind: BackupKind,
+    reason: str,
+    steps: Steps,
+    on_skipped: Callable[[str, str], None] | None,
+) -> None:
+    """Say why nothing was taken: the run's log, the backup log, the caller's hook."""
+    steps.logger.warning("%s backup of %s skipped: %s", kind.value, name, reason)
+    log = BackupLog(settings.backup_log)
+    steps.run(
+        LOG,
+        f"log-{kind.value}-backup-skipped",
+        lambda: log.append(
+            "backup-skipped",
+            status="skipped",
+            category=Category.DATABASE.value,
+            kind=kind.value,
+            database=name,
+            message=reason,
+        ),
+    )
+    if on_skipped is not None:
+        on_skipped(name, reason)

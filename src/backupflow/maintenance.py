@@ -11,9 +11,15 @@ from functools import partial
 
 from backupflow import backup, retention, tiers
 from backupflow.backuplog import BackupLog
-from backupflow.catalog import CatalogEntry
+from backupflow.catalog import Catalog, CatalogEntry, wal_prefix
 from backupflow.config import Settings
-from backupflow.errors import BackupflowError, IntegrityError, ObjectNotFoundError
+from backupflow.errors import (
+    BackupflowError,
+    CatalogError,
+    IntegrityError,
+    ObjectLockedError,
+    ObjectNotFoundError,
+)
 from backupflow.filesets import is_content_addressed
 from backupflow.filesets.contents import remove_unreferenced_content
 from backupflow.models import Category, Manifest
@@ -167,6 +173,7 @@ def prune_series(
         orphans += remove_unreferenced_content(
             tier.storage, category, name, now=now, grace=grace, keyring=tier.keyring
         )
+    orphans += remove_loose_wal(tier, category, name, now=now, grace=grace)
     if log is not None and (report.deleted or report.failed or orphans):
         log.append(
             "prune",
@@ -179,3 +186,33 @@ def prune_series(
             leftovers_removed=orphans,
         )
     return plan, report
+
+
+def remove_loose_wal(
+    tier: Tier, category: Category, name: str, *, now: datetime, grace: timedelta
+) -> list[str]:
+    """Delete archived WAL (PostgreSQL) that no restore can use any more: listed by no
+    backup, older than the grace period, before the oldest kept base backup's start
+    segment (:func:`backupflow.engines.postgres.chain.loose_wal`).  Nothing while any
+    manifest of the series is foreign or unreadable, or when a manifest's position is
+    damaged: WAL is never removed on a guess."""
+    archived = [(i.key, i.modified) for i in tier.storage.list(wal_prefix(category, name))]
+    if not archived:
+        return []
+    scan = Catalog(tier.storage, tier.keyring).scan(category, name)
+    if scan.problems:
+        return []
+    from backupflow.engines.postgres.chain import loose_wal
+
+    try:
+        doomed = loose_wal(archived, wal_prefix(category, name), scan.manifests, now - grace)
+    except CatalogError:
+        return []
+    removed = []
+    for key in doomed:  # records first: a file without its record is never served
+        try:
+            tier.storage.delete(key)
+        except ObjectLockedError:
+            continue
+        removed.append(key)
+    return removed

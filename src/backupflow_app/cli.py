@@ -94,6 +94,12 @@ def backup_database_cmd(
 
     with flow_context(settings, show_progress=True):
         manifests = backup_database(kind=kind)
+    if not manifests:  # a differential on an engine that has none (PostgreSQL)
+        from backupflow.backup_run import skip_reason
+        from backupflow.engines import open_engine
+
+        reason = skip_reason(open_engine(settings), kind) or "no backup was taken"
+        console.print(f"[yellow]{kind.value} backup skipped:[/yellow] {reason}.")
     for manifest in manifests:
         row = manifest_row(manifest)
         console.print(

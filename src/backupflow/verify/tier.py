@@ -54,8 +54,17 @@ _DATA_KEY = re.compile(
 _CONTENT_KEY = re.compile(
     r"^content/(?P<fan>[0-9a-f]{2})/(?P<sha>[0-9a-f]{64})(?:\.zst|\.gz)?(?:\.age)?$"
 )
+#: ``wal/<system identifier>/<WAL file name>`` then the pipeline's extensions (the file) or
+#: ``.rec`` (its signed archive record): PostgreSQL's archived WAL, written by wal-push.
+_WAL_KEY = re.compile(
+    r"^wal/[1-9][0-9]{0,19}/[0-9A-F]{8}(?:[0-9A-F]{16}(?:\.partial|\.[0-9A-F]{8}\.backup)?"
+    r"|\.history)(?:(?:\.zst|\.gz)?(?:\.age)?|\.rec)$"
+)
 #: The engine whose chains follow LSNs (``backupflow.engines.mssql``).
 SQLSERVER = "sqlserver"
+#: The engine whose chains are a base backup plus archived WAL
+#: (``backupflow.engines.postgres``).
+POSTGRES = "postgres"
 #: Manifests authenticated at once (each is one GET).
 READ_WORKERS = 8
 
@@ -108,6 +117,7 @@ class Run:
         listed = {info.key: info for info in infos}
         data: list[ObjectInfo] = []
         content: list[ObjectInfo] = []
+        wal = 0
         mprefix = manifests_prefix(series.category, series.name)
         named: list[CatalogEntry] = []
         for info in infos:
@@ -124,6 +134,10 @@ class Run:
                 data.append(info)
             elif (match := _CONTENT_KEY.match(relative)) and match["sha"][:2] == match["fan"]:
                 content.append(info)
+            elif _WAL_KEY.match(relative):
+                # Archived WAL: checked through the log backups that list it; WAL archived
+                # since the last log backup is listed by none yet, and is no orphan.
+                wal += 1
             else:
                 self.find(tier.name, series, FOREIGN_OBJECT, f"{storage.name}/{info.key}")
         catalog = Catalog(storage, tier.keyring)
@@ -153,7 +167,7 @@ class Run:
             else:
                 self.find(tier.name, series, UNREACHABLE, f"{storage.name}/{entry.key}: {result}")
         summary.backups = len(state.manifests)
-        summary.objects = len(data) + len(content)
+        summary.objects = len(data) + len(content) + wal
         claimed: set[str] = set()
         for manifest in state.manifests.values():
             for record in manifest.objects:
@@ -206,6 +220,14 @@ class Run:
                 select_chain(sorted(sqlserver, key=lambda m: m.restore_point), series.name, None)
             except BackupflowError as exc:
                 self.find(tier.name, series, BROKEN_CHAIN, str(exc).rstrip("."))
+        postgres = [m for m in state.manifests.values() if m.engine == POSTGRES]
+        if postgres:
+            # PostgreSQL's own rules: continuous WAL from each cluster's oldest base backup,
+            # new timelines only through their history files.
+            from backupflow.engines.postgres.chain import check_series
+
+            for problem in check_series(postgres):
+                self.find(tier.name, series, BROKEN_CHAIN, problem)
         for manifest in state.manifests.values():
             needed = {("parent", manifest.parent_id), ("base", manifest.base_id)}
             for what, backup_id in sorted(needed, key=str):

@@ -1,0 +1,289 @@
+"""A PostgreSQL series in a tier: archived WAL under ``wal/`` is ours (never foreign, never an
+orphan while no log backup lists it yet), a hole in it is a broken chain named by its
+segment, and prune removes only WAL no restore can use."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from backupflow.catalog import Catalog, object_key, wal_key, wal_record_key
+from backupflow.config import Settings
+from backupflow.engines.postgres.walnames import history_name, segment_name, wal_path
+from backupflow.keys import Keyring, generate_keys
+from backupflow.models import BackupKind, Category, Manifest, StoredObject, new_backup_id
+from backupflow.storage import MemoryStorage, Tier, open_tiers
+from backupflow.storage.base import Storage, put_bytes
+from backupflow.verify import verify
+from backupflow.verify.report import BROKEN_CHAIN, FOREIGN_OBJECT, ORPHAN, Series, VerifyReport
+
+SERIES = Series(Category.DATABASE, "main")
+SYSID = 7301234567890123456
+WHEN = datetime(2026, 11, 20, tzinfo=UTC)
+
+
+def _object(storage: Storage, role: str, key: str, body: bytes, codec: str) -> StoredObject:
+    put_bytes(storage, key, body)
+    digest = hashlib.sha256(body).hexdigest()
+    return StoredObject(
+        role=role,
+        key=key,
+        codec=codec,
+        size=len(body),
+        sha256=digest,
+        raw_size=len(body),
+        raw_sha256=digest,
+    )
+
+
+def _wal(storage: Storage, name: str) -> tuple[StoredObject, StoredObject]:
+    """One archived WAL file and its record, where wal-push puts them."""
+    path = wal_path(SYSID, name)
+    data = _object(
+        storage, f"wal:{path}", wal_key(Category.DATABASE, "main", path, ""), b"w" * 64, "none"
+    )
+    record = _object(
+        storage,
+        f"walrec:{path}",
+        wal_record_key(Category.DATABASE, "main", path),
+        b'{"format":"backupflow-wal-record"}',
+        "none",
+    )
+    return data, record
+
+
+def _backup(
+    storage: Storage,
+    keyring: Keyring,
+    kind: BackupKind,
+    hours: int,
+    position: dict[str, object],
+    objects: tuple[StoredObject, ...] = (),
+    parent: Manifest | None = None,
+) -> Manifest:
+    when = WHEN + timedelta(hours=hours)
+    backup_id = new_backup_id(kind, when)
+    if kind is BackupKind.FULL:
+        key = object_key(Category.DATABASE, "main", when, backup_id, ".base")
+        objects = (_object(storage, "base", key, b"base tar", "none"),)
+    manifest = Manifest(
+        id=backup_id,
+        category=Category.DATABASE,
+        kind=kind,
+        engine="postgres",
+        database="main",
+        started_at=when,
+        finished_at=when + timedelta(seconds=5),
+        restore_point=when,
+        position=position,
+        base_id=parent.base_id or parent.id if parent else None,
+        parent_id=parent.id if parent else None,
+        objects=objects,
+    )
+    Catalog(storage, keyring).write(manifest)
+    return manifest
+
+
+def _log(
+    storage: Storage, keyring: Keyring, hours: int, names: list[str], parent: Manifest
+) -> Manifest:
+    objects = tuple(o for name in names for o in _wal(storage, name))
+    segments = [n for n in names if len(n) == 24]
+    return _backup(
+        storage,
+        keyring,
+        BackupKind.LOG,
+        hours,
+        {
+            "system_identifier": str(SYSID),
+            "timeline": int(segments[-1][:8], 16),
+            "segment_bytes": 16 * 1024 * 1024,
+            "first": segments[0],
+            "last": segments[-1],
+            "files": names,
+            "end_lsn": "0/9000100",
+        },
+        objects,
+        parent,
+    )
+
+
+def _verify(tier: Tier) -> VerifyReport:
+    return verify([tier], [SERIES], now=WHEN + timedelta(days=2), read_data_percent=100)
+
+
+def test_archived_wal_is_ours_and_a_hole_in_it_is_a_broken_chain() -> None:
+    keyring = generate_keys().keyring()
+    storage = MemoryStorage("primary")
+    tier = Tier("primary", storage, keyring)
+    base = _backup(
+        storage,
+        keyring,
+        BackupKind.FULL,
+        0,
+        {
+            "system_identifier": str(SYSID),
+            "timeline": 1,
+            "start_lsn": "0/2000028",
+            "end_lsn": "0/2000138",
+            "start_segment": segment_name(1, 2),
+            "segment_bytes": 16 * 1024 * 1024,
+            "server_version": 150018,
+        },
+    )
+    log1 = _log(storage, keyring, 1, [segment_name(1, s) for s in range(2, 5)], base)
+    log2 = _log(
+        storage,
+        keyring,
+        2,
+        [segment_name(1, 5), history_name(2), segment_name(2, 5), segment_name(2, 6)],
+        log1,
+    )
+    # Archived since the last log backup: listed by no backup yet.
+    _wal(storage, segment_name(2, 7))
+    _wal(storage, "000000020000000000000007.partial")
+    report = _verify(tier)
+    assert report.ok, report.findings
+    assert report.summaries[0].objects == 1 + 2 * (3 + 4 + 2)
+
+    _log(storage, keyring, 3, [segment_name(2, s) for s in (8, 9)], log2)  # 7 is not listed
+    report = _verify(tier)
+    kinds = {f.kind for f in report.findings}
+    assert kinds == {BROKEN_CHAIN}, report.findings
+    (finding,) = report.findings
+    assert "gap at segment 000000020000000000000007" in finding.detail
+    assert base.id in finding.detail
+
+
+def test_a_file_under_wal_that_is_no_wal_name_is_foreign() -> None:
+    keyring = generate_keys().keyring()
+    storage = MemoryStorage("primary")
+    put_bytes(storage, "database/main/wal/123/not-a-wal-file.zst", b"x")
+    put_bytes(storage, "database/main/wal/123/000000010000000000000002.exe", b"x")
+    report = _verify(Tier("primary", storage, keyring))
+    assert [f.kind for f in report.findings] == [FOREIGN_OBJECT, FOREIGN_OBJECT]
+    assert ORPHAN not in {f.kind for f in report.findings}
+
+
+def test_prune_removes_only_wal_no_restore_can_use() -> None:
+    from backupflow.maintenance import remove_loose_wal
+
+    keyring = generate_keys().keyring()
+    storage = MemoryStorage("primary")
+    tier = Tier("primary", storage, keyring)
+    position = {
+        "system_identifier": str(SYSID),
+        "timeline": 1,
+        "start_lsn": "0/6000028",
+        "end_lsn": "0/6000138",
+        "start_segment": segment_name(1, 6),
+        "segment_bytes": 16 * 1024 * 1024,
+        "server_version": 150018,
+    }
+    base = _backup(storage, keyring, BackupKind.FULL, 0, position)
+    log = _log(storage, keyring, 1, [segment_name(1, s) for s in (5, 6, 7)], base)
+    for name in (segment_name(1, 3), segment_name(1, 4), history_name(2), segment_name(1, 8)):
+        _wal(storage, name)  # 3, 4: before the base, listed by nothing: loose
+    other = wal_path(SYSID + 1, segment_name(1, 2))  # a new cluster before its first full
+    put_bytes(storage, wal_key(Category.DATABASE, "main", other, ""), b"x")
+
+    def keys() -> set[str]:
+        return {i.key.rsplit("/", 1)[-1] for i in storage.list("database/main/wal/")}
+
+    before = keys()
+    later = datetime.now(UTC) + timedelta(hours=2)
+    assert (
+        remove_loose_wal(tier, Category.DATABASE, "main", now=later, grace=timedelta(days=1)) == []
+    )
+    removed = remove_loose_wal(tier, Category.DATABASE, "main", now=later, grace=timedelta(hours=1))
+    gone = {f"{segment_name(1, s)}{ext}" for s in (3, 4) for ext in ("", ".rec")}
+    assert {k.rsplit("/", 1)[-1] for k in removed} == gone
+    assert removed[0].endswith(".rec") and removed[1].endswith(".rec")  # records first
+    assert keys() == before - gone
+    # Every backup still restores: what it lists is all there.
+    assert _verify(tier).ok
+    assert {o.key for o in log.objects} <= {i.key for i in storage.list("database/main/wal/")}
+
+
+def test_wal_pushed_by_wal_push_is_verified_through_its_log_and_pruned_when_loose(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """Real wal-push keys (zstd, age, signed records) in a local tier: verify reads them
+    through the log backup that lists them and finds nothing wrong with the loose ones;
+    prune removes only the loose ones before the base."""
+    from backupflow.codecs import get_codec
+    from backupflow.engines.postgres.archive import archived_objects, push_wal
+    from backupflow.maintenance import remove_loose_wal
+    from tests.integration.test_wal_archive import SYSID as PUSHED
+    from tests.integration.test_wal_archive import make_data_dir, make_segment
+
+    (tier,) = open_tiers(settings, ("primary",))
+    data = make_data_dir(tmp_path)
+    for segno in (1, 2, 3, 4):
+        segment = make_segment(data, segno)
+        push_wal(tier, "gantt", segment.relative_to(data), data_dir=data, codec=get_codec("zstd"))
+    position = {
+        "system_identifier": str(PUSHED),
+        "timeline": 1,
+        "start_lsn": "0/3000028",
+        "end_lsn": "0/3000138",
+        "start_segment": segment_name(1, 3),
+        "segment_bytes": 16 * 1024 * 1024,
+        "server_version": 150018,
+    }
+    when = datetime.now(UTC) - timedelta(minutes=5)
+    base_id = new_backup_id(BackupKind.FULL, when)
+    key = object_key(Category.DATABASE, "gantt", when, base_id, ".base")
+    base = Manifest(
+        id=base_id,
+        category=Category.DATABASE,
+        kind=BackupKind.FULL,
+        engine="postgres",
+        database="gantt",
+        started_at=when,
+        finished_at=when,
+        restore_point=when,
+        position=position,
+        objects=(_object(tier.storage, "base", key, b"base tar", "none"),),
+    )
+    Catalog(tier.storage, tier.keyring).write(base)
+    names = [segment_name(1, 3)]
+    log_id = new_backup_id(BackupKind.LOG, when + timedelta(minutes=1))
+    log = Manifest(
+        id=log_id,
+        category=Category.DATABASE,
+        kind=BackupKind.LOG,
+        engine="postgres",
+        database="gantt",
+        started_at=when + timedelta(minutes=1),
+        finished_at=when + timedelta(minutes=1),
+        restore_point=when + timedelta(minutes=1),
+        position={
+            "system_identifier": str(PUSHED),
+            "timeline": 1,
+            "segment_bytes": 16 * 1024 * 1024,
+            "first": names[0],
+            "last": names[-1],
+            "files": names,
+            "end_lsn": "0/3000100",
+        },
+        base_id=base_id,
+        parent_id=base_id,
+        objects=archived_objects(tier, "gantt", PUSHED, names),
+    )
+    Catalog(tier.storage, tier.keyring).write(log)
+    later = datetime.now(UTC) + timedelta(hours=2)
+    gantt = Series(Category.DATABASE, "gantt")
+    report = verify([tier], [gantt], now=later, read_data_percent=100, grace=timedelta(hours=1))
+    assert report.ok, report.findings
+    assert report.summaries[0].sampled >= 3  # the base, and the log's WAL file and record
+
+    removed = remove_loose_wal(
+        tier, Category.DATABASE, "gantt", now=later, grace=timedelta(hours=1)
+    )
+    assert sorted(k.rsplit("/", 1)[-1] for k in removed) == sorted(
+        f"{segment_name(1, s)}{ext}" for s in (1, 2) for ext in (".rec", ".zst.age")
+    )
+    left = {i.key.rsplit("/", 1)[-1] for i in tier.storage.list("database/gantt/wal/")}
+    assert left == {f"{segment_name(1, s)}{ext}" for s in (3, 4) for ext in (".rec", ".zst.age")}
