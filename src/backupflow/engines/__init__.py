@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from backupflow.config import Settings
 from backupflow.engines.base import BackupSource, Capabilities, Dump, DumpFile, Engine, Installed
 from backupflow.engines.sqlite import SqliteEngine
 from backupflow.errors import ConfigError
+from backupflow.models import TIER_NAMES
+
+if TYPE_CHECKING:
+    from backupflow.storage import Tier
 
 __all__ = [
     "BackupSource",
@@ -33,6 +39,25 @@ def open_engine(settings: Settings) -> Engine:
             db,
             db.name,  # checked again by the engine: flows copy settings with a new name
             SqlSession(lambda: odbc_connect(db, database_password(settings))),
+            chunk_bytes=settings.pipeline.chunk_bytes,
+        )
+    if db.engine == "postgres":
+        from backupflow.engines.postgres.engine import PostgresEngine
+        from backupflow.storage import open_tiers
+
+        names = [n for n in TIER_NAMES if getattr(settings.repository, n).enabled]
+
+        def first_tier() -> Tier:
+            tiers = open_tiers(settings)
+            if not tiers:
+                raise ConfigError("no storage tier is enabled; enable the primary tier.")
+            return tiers[0]
+
+        return PostgresEngine(
+            db,
+            lambda: database_password(settings),
+            first_tier=first_tier,
+            tier_names=names,
             chunk_bytes=settings.pipeline.chunk_bytes,
         )
     raise ConfigError(f"database engine {db.engine!r} is not available.")

@@ -1,0 +1,212 @@
+"""How a restored copy recovers: its recovery settings, its fetch plan, waiting for it, and
+what a copy that stopped early means.
+
+What each restore sets (on the copy's command line, never in its configuration):
+
+* a target covered by a log of the chain (the last log's restore point is at or after it):
+  ``recovery_target_time = <target, UTC>`` (inclusive: rows committed at that second are
+  in).  A log backup commits a marker transaction *after* reading its restore point, so
+  every log's WAL holds a commit later than any target it covers and recovery stops there
+  instead of running out of WAL;
+* a target after the last log (the chain falls short): ``recovery_target_lsn = <the last
+  log's end LSN>``;
+* a base backup alone, for a given time: ``recovery_target = immediate`` (consistency);
+* the latest point (no target): no ``recovery_target_*``; the fetch plan is ``loose``, so
+  every segment recorded in the tiers is replayed, and recovery ends where the archive does;
+  ``recovery_target_timeline`` is the timeline of the chain's last backup (a history file
+  another restored copy pushed must not lead recovery onto its fork).
+
+Always ``recovery_target_action = promote`` and (but for the latest point)
+``recovery_target_timeline = latest``, a
+``recovery.signal`` file, ``archive_mode = on`` with an empty ``archive_command`` (the copy
+never pushes, but keeps its new timeline's files ready for when it is installed), and
+``restore_command = <pg_backupflow_command> wal-fetch --plan <plan> %f %p``.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import psycopg
+
+from backupflow.engines.postgres.layout import position_int, position_lsn, position_str
+from backupflow.engines.postgres.server import Copy, last_error_line
+from backupflow.engines.postgres.walnames import format_lsn, parse_wal_path
+from backupflow.errors import ChainGapError, EngineError, IntegrityError
+from backupflow.models import BackupKind, Manifest, StoredObject
+
+__all__ = [
+    "Recovery",
+    "check_report",
+    "copy_failed",
+    "plan_files",
+    "recovery_for",
+    "restore_command",
+    "wait",
+]
+
+PLAN_FILE = "fetch-plan.json"
+REPORT_FILE = "fetch-report.jsonl"
+
+
+@dataclass(frozen=True)
+class Recovery:
+    """What the copy is told, and how the report describes it."""
+
+    settings: dict[str, str]
+    loose: bool
+    describe: str
+
+
+def recovery_for(chain: Sequence[Manifest], until: datetime | None) -> Recovery:
+    """The recovery target for ``chain`` (base first, then logs) and the requested time."""
+    logs = [m for m in chain if m.kind is BackupKind.LOG]
+    if until is None:
+        # Loose: any recorded name is served, so only the chain's own timeline is followed
+        # (a history file pushed by some other restored copy must not lead recovery away).
+        timeline = str(position_int(chain[-1], "timeline"))
+        return Recovery(
+            {"recovery_target_timeline": timeline},
+            True,
+            f"recovery to the end of the archived WAL of timeline {timeline} (latest)",
+        )
+    if not logs:
+        return Recovery({"recovery_target": "immediate"}, False, "recovery to the base backup")
+    last = logs[-1]
+    if until <= last.restore_point:
+        moment = until.astimezone(UTC).isoformat(sep=" ")
+        return Recovery(
+            {"recovery_target_time": moment}, False, f"recovery to {moment} (recovery_target_time)"
+        )
+    lsn = format_lsn(position_lsn(last, "end_lsn"))
+    return Recovery(
+        {"recovery_target_lsn": lsn},
+        False,
+        f"recovery to the end of log backup {last.id} at {lsn} (recovery_target_lsn)",
+    )
+
+
+def plan_files(chain: Sequence[Manifest], sysid: int) -> dict[str, StoredObject]:
+    """Every archived WAL file the chain's logs list: name -> its stored object."""
+    files: dict[str, StoredObject] = {}
+    for manifest in chain:
+        for obj in manifest.objects:
+            if not obj.role.startswith("wal:"):
+                continue
+            try:
+                found, name = parse_wal_path(obj.role[4:])
+            except ValueError:
+                continue
+            if found == sysid:
+                files[name.name] = obj
+    return files
+
+
+def system_identifier(chain: Sequence[Manifest]) -> int:
+    text = position_str(chain[0], "system_identifier")
+    if not text.isdigit():
+        raise EngineError(f"backup {chain[0].id} records an unreadable system identifier.")
+    return int(text)
+
+
+def restore_command(command: str, plan: Path) -> str:
+    """``<command> wal-fetch --plan <plan> %f %p``, every part shell-quoted, ``%`` doubled."""
+    parts = [*shlex.split(command), "wal-fetch", "--plan", str(plan)]
+    quoted = " ".join(shlex.quote(p).replace("%", "%%") for p in parts)
+    return f"{quoted} %f %p"
+
+
+def read_report(path: Path) -> list[dict[str, object]]:
+    lines: list[dict[str, object]] = []
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return lines
+    for line in text.splitlines()[-10000:]:
+        try:
+            item = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(item, dict):
+            lines.append(item)
+    return lines
+
+
+def copy_failed(copy: Copy, until: datetime | None) -> Exception:
+    """Why the copy stopped before it was promoted, as the error a user reads."""
+    report = read_report(copy.scratch / REPORT_FILE)
+    damaged = [r for r in report if r.get("outcome") == "damaged"]
+    if damaged:
+        item = damaged[-1]
+        return IntegrityError(
+            f"archived WAL file {item.get('name')} is damaged on every tier that holds it "
+            f"({item.get('error') or 'checksum mismatch'}); caught by its checksum before "
+            "PostgreSQL read it, and recovery stopped."
+        )
+    unavailable = [r for r in report if r.get("outcome") == "unavailable"]
+    if unavailable:
+        item = unavailable[-1]
+        return EngineError(
+            f"archived WAL file {item.get('name')} could not be read from any tier "
+            f"({item.get('error') or 'no tier answered'}); recovery stopped, nothing live was "
+            "touched; restore again when the tiers answer."
+        )
+    log = copy.log_tail(200)
+    if "recovery ended before configured recovery target was reached" in log:
+        missing = [
+            str(r.get("name"))
+            for r in report
+            if r.get("outcome") == "missing" and not str(r.get("name", "")).endswith(".history")
+        ]
+        name = missing[-1] if missing else "a WAL segment"
+        shown = until.astimezone(UTC).isoformat() if until else "the target"
+        return ChainGapError(
+            f"WAL segment {name} is missing from the archive, so recovery ended before "
+            f"{shown}; restore to an earlier time."
+        )
+    return EngineError(f"the restored copy stopped during recovery: {last_error_line(log)}")
+
+
+def check_report(copy: Copy, listed: set[str]) -> None:
+    """After promotion: a WAL file the chain lists that recovery asked for and did not get
+    means it stopped early (PostgreSQL takes a missing file for the end of the archive)."""
+    for item in read_report(copy.scratch / REPORT_FILE):
+        name = str(item.get("name", ""))
+        if name not in listed or item.get("outcome") == "fetched":
+            continue
+        if item.get("outcome") == "missing":
+            raise ChainGapError(
+                f"WAL file {name}, listed by a backup of the chain, is missing from every "
+                "tier, so recovery stopped before it; restore to an earlier time."
+            )
+        why = item.get("error") or item.get("outcome")
+        raise EngineError(
+            f"WAL file {name} could not be read from the tiers ({why}); recovery stopped "
+            "before it; check the tiers and restore again."
+        )
+
+
+def wait(copy: Copy, superuser: str, timeout: float, until: datetime | None) -> None:
+    """Wait until the copy has left recovery (promoted); the error if it stops first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not copy.running():
+            raise copy_failed(copy, until)
+        try:
+            with copy.connect(superuser) as conn:
+                row = conn.execute("SELECT pg_is_in_recovery()").fetchone()
+            if row is not None and row[0] is False:
+                return
+        except psycopg.Error:
+            pass
+        time.sleep(0.2)
+    raise EngineError(
+        f"the restored copy did not finish recovery within {timeout:.0f} s; raise "
+        "BACKUPFLOW_DATABASE__RECOVERY_WAIT_SECONDS."
+    )
