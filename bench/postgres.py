@@ -306,6 +306,29 @@ def _timed(owner: Any, name: str, into: dict[str, float], key: str) -> Iterator[
         setattr(owner, name, original)
 
 
+@contextlib.contextmanager
+def _keep_failure(restoring: Any, into: Path) -> Iterator[None]:
+    """When the copy stops during recovery, keep its server log and the fetch report in
+    ``into`` (the scratch folder is removed with the failed restore)."""
+    original = restoring.copy_failed
+
+    def keeping(copy: Any, until: Any) -> Any:
+        with contextlib.suppress(OSError):
+            report = copy.scratch / restoring.REPORT_FILE
+            into.write_text(
+                f"{copy.log_tail(400)}\n--- fetch report ---\n"
+                f"{report.read_text() if report.exists() else '(none)'}"
+            )
+            print(f"postgres restore failed: the copy's log is in {into}", flush=True)
+        return original(copy, until)
+
+    restoring.copy_failed = keeping
+    try:
+        yield
+    finally:
+        restoring.copy_failed = original
+
+
 def _restore(settings: Any, hour: dict[str, Any], work: Path) -> dict[str, Any]:
     from backupflow.engines.postgres import engine as pg_engine
     from backupflow.engines.postgres import layout, restoring
@@ -320,6 +343,7 @@ def _restore(settings: Any, hour: dict[str, Any], work: Path) -> dict[str, Any]:
         stack.enter_context(_timed(restoring, "wait", split, "wal_replay_s"))
         stack.enter_context(_timed(pg_engine.PostgresEngine, "_amcheck", split, "amcheck_s"))
         stack.enter_context(_timed(pg_engine.PostgresEngine, "restore", split, "engine_s"))
+        stack.enter_context(_keep_failure(restoring, ROOT / "bench" / "out" / "pg-restore-failure.log"))
         plan, _outcome = restore(settings, target_time, into)
     total = time.perf_counter() - started
     wal = [o for m in plan.manifests for o in m.objects if o.role.startswith("wal:")]
