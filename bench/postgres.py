@@ -343,7 +343,8 @@ def _restore(settings: Any, hour: dict[str, Any], work: Path) -> dict[str, Any]:
         stack.enter_context(_timed(restoring, "wait", split, "wal_replay_s"))
         stack.enter_context(_timed(pg_engine.PostgresEngine, "_amcheck", split, "amcheck_s"))
         stack.enter_context(_timed(pg_engine.PostgresEngine, "restore", split, "engine_s"))
-        stack.enter_context(_keep_failure(restoring, ROOT / "bench" / "out" / "pg-restore-failure.log"))
+        failure_log = ROOT / "bench" / "out" / "pg-restore-failure.log"
+        stack.enter_context(_keep_failure(restoring, failure_log))
         plan, _outcome = restore(settings, target_time, into)
     total = time.perf_counter() - started
     wal = [o for m in plan.manifests for o in m.objects if o.role.startswith("wal:")]
