@@ -315,6 +315,7 @@ def _keep_failure(restoring: Any, into: Path) -> Iterator[None]:
     def keeping(copy: Any, until: Any) -> Any:
         with contextlib.suppress(OSError):
             report = copy.scratch / restoring.REPORT_FILE
+            into.parent.mkdir(parents=True, exist_ok=True)
             into.write_text(
                 f"{copy.log_tail(400)}\n--- fetch report ---\n"
                 f"{report.read_text() if report.exists() else '(none)'}"
