@@ -7,6 +7,10 @@ issue measures is "backup to local + 2 S3 tiers": one backupflow backup to three
 folder, then copies to two buckets on a loopback moto server, not read back because S3
 verified every part) against the seed's way on the same input (gzip -6 to a file, then
 ``aws s3 cp`` of it to each bucket); its ratio is printed last (the goal: at least 3x).
+
+The PostgreSQL rows (``bench/postgres.py``: base backup, wal-push latency, a restore over an
+hour of WAL) run last when PostgreSQL is installed; ``--postgres-only`` runs only them and
+adds them to the existing results.json under "postgres".
 """
 
 from __future__ import annotations
@@ -458,6 +462,24 @@ def main(only_three_tiers: int = 0) -> None:
     (OUT / "results.json").write_text(json.dumps(results, indent=2))
     shutil.rmtree(work, ignore_errors=True)
     print_table(results)
+    postgres_rows()
+
+
+def postgres_rows() -> None:
+    """The PostgreSQL rows (bench/postgres.py), added to results.json under "postgres"."""
+    import postgres
+
+    reason = postgres.missing()
+    if reason:
+        print(f"PostgreSQL rows skipped: {reason}")
+        return
+    found = OUT / "results.json"
+    results = json.loads(found.read_text()) if found.exists() else {}
+    results["postgres"] = postgres.run()
+    results["postgres"]["finished"] = datetime.now(UTC).isoformat(timespec="seconds")
+    OUT.mkdir(parents=True, exist_ok=True)
+    found.write_text(json.dumps(results, indent=2))
+    postgres.print_table(results["postgres"])
 
 
 def print_table(results: dict[str, Any]) -> None:
@@ -493,8 +515,15 @@ if __name__ == "__main__":
         metavar="N",
         help="run only the three-tier backup row, N times, and print the ratios",
     )
+    parser.add_argument(
+        "--postgres-only",
+        action="store_true",
+        help="run only the PostgreSQL rows (BENCH_PG_MB, BENCH_PG_WAL_MB set their sizes)",
+    )
     options = parser.parse_args()
     if options.scenario:
         print(json.dumps(scenario(options.scenario, json.loads(options.args))))
+    elif options.postgres_only:
+        postgres_rows()
     else:
         main(options.three_tiers)
