@@ -19,8 +19,11 @@ __all__ = ["allowed_roots", "check_restore_target"]
 def allowed_roots(settings: Settings) -> list[Path]:
     """Every folder a restore target may lie under (in the order they are reported)."""
     files = settings.files
+    database = settings.database
     roots = [
-        settings.database.sqlite_path.parent,
+        database.pg_data_dir.parent
+        if database.engine == "postgres"
+        else database.sqlite_path.parent,
         files.config.root,
         files.logs.root,
         files.uploads.root,

@@ -55,3 +55,16 @@ def test_a_sqlite_target_is_a_path_under_the_roots(settings: Settings) -> None:
     assert check_database_target(str(inside), engine, settings) == inside
     with pytest.raises(ParameterError, match="into must be an absolute path"):
         check_database_target("gantt_copy", engine, settings)
+
+
+def test_a_postgres_target_is_a_data_folder_beside_the_live_one(
+    settings: Settings, tmp_path: Path
+) -> None:
+    live = tmp_path / "postgresql" / "15" / "main"
+    database = settings.database.model_copy(update={"engine": "postgres", "pg_data_dir": live})
+    pg_settings = settings.model_copy(update={"database": database})
+    engine = open_engine(pg_settings)
+    beside = live.parent / "restored"
+    assert check_database_target(str(beside), engine, pg_settings) == beside
+    with pytest.raises(ParameterError, match="not under"):
+        check_database_target("/etc/postgresql-copy", engine, pg_settings)
