@@ -2,8 +2,9 @@
 
 Rows are written one at a time with their commit times read back from the server; a base
 backup is taken, and writing goes on while several log backups run.  Then the cluster is
-restored to ten target times between commits (each copy must hold exactly the rows committed
-at or before its target), to the latest point (every row of the last archived segment, also
+restored to twelve target times between commits, one of them between the last log of a
+base and the next base (each copy must hold exactly the rows committed at or before its
+target), to the latest point (every row of the last archived segment, also
 the ones no log backup lists yet), and with an archived segment deleted (the gap error names
 it and the latest point that still restores, and a target before it still restores).
 """
@@ -37,6 +38,7 @@ class History:
     pg: LivePg
     committed: dict[int, datetime] = field(default_factory=dict)
     full: Manifest | None = None
+    second_full: Manifest | None = None
     logs: list[Manifest] = field(default_factory=list)
 
     def write(self, first: int, count: int) -> None:
@@ -80,7 +82,13 @@ def history(
             for first in (6, 12, 18, 24):  # four log backups while writing goes on
                 story.write(first, 6)
                 story.logs.append(take_backup(settings, BackupKind.LOG))
-            story.write(30, 4)  # archived below, listed by no log backup yet
+            story.write(30, 4)
+            # A new base: the first log after it lists the WAL since the previous log, so
+            # every second between that log and the new base stays restorable.
+            story.second_full = take_backup(settings, BackupKind.FULL)
+            story.write(34, 4)
+            story.logs.append(take_backup(settings, BackupKind.LOG))
+            story.write(38, 3)  # archived below, listed by no log backup yet
             with live.cluster.connect() as conn:
                 (segment,) = conn.execute("SELECT pg_walfile_name(pg_switch_wal())").fetchone() or (
                     None,
@@ -115,7 +123,7 @@ def restored_ids(data: Path) -> list[int]:
 
 
 # Rows after which the targets fall: before, at and after each log backup's switch.
-TARGET_ROWS = (6, 7, 8, 11, 12, 15, 17, 20, 23, 26, 29)
+TARGET_ROWS = (6, 7, 8, 11, 12, 15, 17, 20, 23, 26, 29, 31)
 
 
 def test_ten_targets_each_hold_exactly_the_rows_committed_by_then(
@@ -133,6 +141,18 @@ def test_ten_targets_each_hold_exactly_the_rows_committed_by_then(
         restored[row] = restored_ids(data)
         shutil.rmtree(data.parent)
     assert restored == {row: list(range(1, row + 1)) for row in TARGET_ROWS}
+    assert story.second_full is not None and story.logs[3].restore_point < story.between(31)
+    assert story.between(31) < story.second_full.restore_point  # from the first base
+
+
+def test_the_first_log_after_a_new_base_lists_the_wal_since_the_previous_log(
+    pitr: tuple[History, Any],
+) -> None:
+    story, _settings = pitr
+    before, after = story.logs[3], story.logs[4]
+    assert after.parent_id == story.second_full.id if story.second_full else False
+    last = int(before.position["last"][8:], 16)
+    assert int(after.position["first"][8:], 16) == last + 1
 
 
 def test_latest_holds_every_row_of_the_last_archived_segment(
@@ -141,7 +161,7 @@ def test_latest_holds_every_row_of_the_last_archived_segment(
     story, settings = pitr
     data = story.pg.new_folder("latest") / "data"
     restore(settings, None, data)
-    assert restored_ids(data) == list(range(1, 34))  # rows 30-33 are in no log backup yet
+    assert restored_ids(data) == list(range(1, 41))  # rows 38-40 are in no log backup yet
 
 
 def test_a_deleted_segment_is_a_gap_named_with_the_latest_point_that_restores(

@@ -229,6 +229,10 @@ class PostgresEngine(Engine):
             last = parse_wal_name(layout.position_str(previous, "last"), segment_bytes)
             return last.segno, last.timeline
         start = parse_wal_name(layout.position_str(previous, "start_segment"), segment_bytes)
+        sysid = layout.position_str(previous, "system_identifier")
+        newest = layout.newest_log_last(self._first_tier(), self.database, sysid, segment_bytes)
+        if newest is not None and newest.timeline == start.timeline:
+            return min(newest.segno, start.segno - 1), start.timeline
         return start.segno - 1, start.timeline
 
     def _wait_archived(

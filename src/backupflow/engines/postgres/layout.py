@@ -14,11 +14,21 @@ from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO
 
+from backupflow.catalog import Catalog
 from backupflow.engines.postgres.walnames import WalName, parse_lsn, parse_wal_name
-from backupflow.errors import CatalogError, IntegrityError
-from backupflow.models import Manifest
+from backupflow.errors import BackupflowError, CatalogError, IntegrityError
+from backupflow.models import BackupKind, Category, Manifest
+from backupflow.storage import Tier
 
-__all__ = ["extract_base", "position_int", "position_lsn", "position_str", "wal_files", "wal_since"]
+__all__ = [
+    "extract_base",
+    "newest_log_last",
+    "position_int",
+    "position_lsn",
+    "position_str",
+    "wal_files",
+    "wal_since",
+]
 
 _CHUNK = 1 << 20
 
@@ -130,3 +140,25 @@ def wal_since(names: list[WalName], after: int, timeline: int, last: WalName) ->
             and (n.segno > after or n.timeline > timeline)
         )
     ]
+
+
+def newest_log_last(tier: Tier, database: str, sysid: str, segment_bytes: int) -> WalName | None:
+    """The last WAL segment the newest log backup of the series in ``tier`` lists, whatever
+    base it builds on; None when there is none, or it is of another cluster or unreadable.
+
+    The first log after a new base starts there, not at the base's start segment: the WAL
+    between the previous chain's last log and the new base is then listed too, so every
+    second between them stays restorable from the older base."""
+    catalog = Catalog(tier.storage, tier.keyring)
+    try:
+        entries, _ = catalog.listing(Category.DATABASE, database)
+        logs = [e for e in entries if e.kind is BackupKind.LOG]
+        if not logs:
+            return None
+        newest = max(logs, key=lambda e: (e.restore_point, e.id))
+        manifest = catalog.load(newest)
+        if position_str(manifest, "system_identifier") != sysid:
+            return None
+        return parse_wal_name(position_str(manifest, "last"), segment_bytes)
+    except (BackupflowError, ValueError):
+        return None
