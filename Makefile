@@ -44,8 +44,10 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/backupflow demo
 
-# The benchmark (not part of make test): ~1 GiB and 4 GiB inputs under bench/out/. The seed's
-# way needs the AWS CLI; it is installed into its own virtualenv when missing.
+# The benchmark (not part of make test): ~1 GiB and 4 GiB inputs under bench/out/, about 6
+# minutes; the PostgreSQL rows at the end (when PostgreSQL 15+ and the postgres OS user are
+# there) add about 6 more. The seed's way needs the AWS CLI; it is installed into its own
+# virtualenv when missing.
 bench: $(STAMP)
 	@command -v aws >/dev/null 2>&1 || test -x .venv-awscli/bin/aws || \
 	  ($(PYTHON) -m venv .venv-awscli && .venv-awscli/bin/pip install --quiet awscli)

@@ -13,8 +13,15 @@ code  meaning
       conflict, a bad ``--at`` time, a ``--into``/``--undo`` path that is not allowed
 3     configuration: a bad ``BACKUPFLOW_*`` variable or ``BACKUPFLOW_CONFIG`` file
 70    internal error (a bug): run again with ``BACKUPFLOW_DEBUG=1`` and report it
+126   ``wal-fetch`` only: anything but "written" or "not archived" (damaged, no tier
+      answered, bad settings or usage), so that PostgreSQL aborts recovery instead of
+      ending it early
 130   interrupted (Ctrl-C)
 ====  =====================================================================================
+
+``wal-push`` and ``wal-fetch`` (PostgreSQL's ``archive_command`` and ``restore_command``) are
+dispatched before Typer (:mod:`backupflow_app.cli_wal`, which has their whole exit-code
+table): ``backupflow --help`` names them only in its epilog.
 """
 
 from __future__ import annotations
@@ -68,7 +75,13 @@ EXIT_CODES = {
 app = typer.Typer(
     name="backupflow",
     help="Backups and restores of the Gantt workload API, run as Prefect flows.",
-    epilog="Exit codes: " + "; ".join(f"{code} {what}" for code, what in EXIT_CODES.items()) + ".",
+    epilog="Exit codes: "
+    + "; ".join(f"{code} {what}" for code, what in EXIT_CODES.items())
+    + ". PostgreSQL runs two more commands, not listed above: wal-push (archive_command "
+    "'backupflow wal-push %p'; exit 0 stored, 1 not stored, 2 usage, 3 configuration) and "
+    "wal-fetch (a restore's restore_command; exit 0 written, 1 not archived, 126 anything "
+    "else, so recovery aborts); see 'backupflow wal-push --help' and 'backupflow wal-fetch "
+    "--help'.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
