@@ -5,6 +5,7 @@ whole-system restore, each as an operator would run it under the Prefect harness
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from collections.abc import Iterator
@@ -16,6 +17,8 @@ from prefect.artifacts import Artifact
 
 from backupflow.config import Settings, use_settings
 from backupflow.models import BackupKind
+from backupflow.storage import open_tiers
+from backupflow.verify import VerificationFailedError
 from flows.backup_database import backup_database
 from flows.backup_files import backup_files
 from flows.backup_health import backup_health
@@ -92,6 +95,11 @@ def _postmasters_under(folder: Path) -> list[int]:
     return found
 
 
+def _drill_rows() -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = json.loads(_artifact(f"dr-drill-{DB}"))
+    return rows
+
+
 def _artifact(key: str) -> str:
     artifact = Artifact.get(key)
     assert artifact is not None, key
@@ -112,23 +120,57 @@ def test_backups_then_drill_health_verify_and_review(pg: LivePg, settings: Setti
         report = dr_drill(source="primary")
         assert report.result.passed and report.chain == (full.id, log.id)
         assert report.result.restore_point == log.restore_point
+        # the smoke query counted the checked copy's rows before it was dropped
+        assert report.smoke == {"postgres/public.events": len(live_rows(pg))}
         assert not report.target.exists()
         assert report.target.parent == pg.cluster.data.parent
         assert sorted(p.name for p in pg.cluster.data.parent.iterdir()) == before
         assert _postmasters_under(report.target) == []
         drill = _artifact(f"dr-drill-{DB}-summary")
         assert "passed" in drill and "**RTO**" in drill and "**RPO**" in drill
-        print(drill)
+        assert "postgres/public.events 130 rows" in drill
+        [row] = [r for r in _drill_rows() if r["chain"].startswith(full.id)]
+        assert row["result"] == "passed" and row["tier"] == "primary"
+        assert row["rto_minutes"] == round(report.result.rto.total_seconds() / 60, 2)
+        assert row["rpo_minutes"] == round(report.result.rpo.total_seconds() / 60, 2)
+        assert row["tables_checked"] == 1
+        print("drill figures:", row["rto_minutes"], row["rpo_minutes"])
 
         health = backup_health()
-        print(health)
+        assert {(r.job, r.state.value) for r in health} >= {
+            ("database_full", "ok"),
+            ("database_log", "ok"),
+        }
         text = _artifact("backup-health")
         assert "| ok | database_full | primary |" in text
         assert "| ok | database_log | primary |" in text
         assert "database_diff" not in text
 
         verified = verify_backups(read_data_percent=100)
-        print(verified)
+        assert verified.findings == []
+        [summary] = [s for s in verified.summaries if s.series == f"database/{DB}"]
+        # every object of both backups read in full: base, its manifest, each WAL file and
+        # its record (WAL archived after the log backup is listed but belongs to no backup)
+        assert summary.backups == 2
+        assert summary.sampled == 2 + 2 * len(log.position["files"]) <= summary.objects
+
+        # A WAL segment the log lists is lost: verify names it, then it is put back.
+        sysid = log.position["system_identifier"]
+        segment = log.position["last"]
+        (obj,) = [o for o in log.objects if o.role == f"wal:{sysid}/{segment}"]
+        storage = open_tiers(settings)[0].storage
+        with storage.open(obj.key) as handle:
+            saved = handle.read()
+        storage.delete(obj.key)
+        try:
+            with pytest.raises(VerificationFailedError):
+                verify_backups(read_data_percent=0)
+            [finding] = [f for f in json.loads(_artifact(f"verify-{DB}")) if f["kind"] != "summary"]
+            assert finding["kind"] == "missing-object"
+            lost = f"/wal/{sysid}/{segment}.zst.age of backup {log.id} is missing"
+            assert lost in finding["detail"]
+        finally:
+            storage.put(obj.key, [saved])
 
         markdown = backup_review()
         assert "| database/full | " in markdown and "| database/log | " in markdown
