@@ -80,18 +80,20 @@ def live_rows(pg: LivePg) -> list[tuple[Any, ...]]:
         return rows(conn)
 
 
-def _postmasters_under(folder: Path) -> list[int]:
-    """Pids of running servers whose data folder is under ``folder`` (from /proc)."""
-    found = []
+def _servers_under(folder: Path) -> set[str]:
+    """The data folders (``-D``) of the PostgreSQL servers running under ``folder``."""
+    found = set()
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
             continue
         try:
-            argv = (proc / "cmdline").read_bytes().split(b"\0")
+            argv = (proc / "cmdline").read_bytes().decode(errors="replace").split("\0")
         except OSError:
             continue
-        if argv and argv[0].endswith(b"postgres") and str(folder).encode() in b" ".join(argv):
-            found.append(int(proc.name))
+        if argv[0].endswith("postgres") and "-D" in argv[:-1]:
+            data = argv[argv.index("-D") + 1]
+            if data.startswith(str(folder)):
+                found.add(data)
     return found
 
 
@@ -125,7 +127,8 @@ def test_backups_then_drill_health_verify_and_review(pg: LivePg, settings: Setti
         assert not report.target.exists()
         assert report.target.parent == pg.cluster.data.parent
         assert sorted(p.name for p in pg.cluster.data.parent.iterdir()) == before
-        assert _postmasters_under(report.target) == []
+        # no copy server left running beside the live one
+        assert _servers_under(pg.root) == {str(pg.cluster.data)}
         drill = _artifact(f"dr-drill-{DB}-summary")
         assert "passed" in drill and "**RTO**" in drill and "**RPO**" in drill
         assert "postgres/public.events 130 rows" in drill
