@@ -48,6 +48,7 @@ __all__ = [
     "plan_files",
     "recovery_for",
     "restore_command",
+    "row_counts",
     "wait",
 ]
 
@@ -210,3 +211,42 @@ def wait(copy: Copy, superuser: str, timeout: float, until: datetime | None) -> 
         f"the restored copy did not finish recovery within {timeout:.0f} s; raise "
         "BACKUPFLOW_DATABASE__RECOVERY_WAIT_SECONDS."
     )
+
+
+#: The most tables a drill's smoke query counts (exact ``count(*)``: each one reads its table).
+SMOKE_TABLES = 200
+
+
+def row_counts(copy: Copy, superuser: str) -> dict[str, int]:
+    """Exact row counts of the user tables of every database of the running copy (keys
+    ``<database>/<schema>.<table>``, the first :data:`SMOKE_TABLES` in name order): the
+    drill's smoke query, read while the checked copy still runs."""
+    from psycopg import sql
+
+    counts: dict[str, int] = {}
+    with copy.connect(superuser) as conn:
+        names = [
+            str(row[0])
+            for row in conn.execute(
+                "SELECT datname FROM pg_database WHERE datallowconn AND NOT datistemplate "
+                "ORDER BY datname"
+            )
+        ]
+    for name in names:
+        with copy.connect(superuser, name) as conn:
+            tables = conn.execute(
+                "SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n "
+                "ON n.oid = c.relnamespace WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition "
+                "AND n.nspname NOT IN ('pg_catalog', 'information_schema') "
+                "AND n.nspname NOT LIKE 'pg\\_%%' ORDER BY 1, 2 LIMIT %s",
+                (SMOKE_TABLES - len(counts),),
+            ).fetchall()
+            for schema, table in tables:
+                query = sql.SQL("SELECT count(*) FROM {}.{}").format(
+                    sql.Identifier(schema), sql.Identifier(table)
+                )
+                row = conn.execute(query).fetchone()
+                counts[f"{name}/{schema}.{table}"] = int(row[0]) if row else 0
+        if len(counts) >= SMOKE_TABLES:
+            break
+    return counts
