@@ -27,6 +27,7 @@ import hashlib
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 import pyrage
 from cryptography.exceptions import InvalidSignature
@@ -257,6 +258,9 @@ class GeneratedKeys:
     recipient: str  # age1... (public)
     signing_key: str  # BACKUPFLOW-SIGNING-KEY-1... (secret)
     verify_key: str  # bfverify1... (public)
+    #: When they were made: the escrow copy's "# created:" line, the same wherever it is
+    #: written (a file, the terminal).
+    created: datetime = field(default_factory=lambda: datetime.now(UTC), compare=False)
 
     def keyring(self) -> Keyring:
         return Keyring(

@@ -270,7 +270,7 @@ def write_env_file(path: Path, values: dict[str, str]) -> bool:
 def escrow_text(keys: GeneratedKeys, *, now: datetime | None = None) -> str:
     """The escrow copy of ``keys``' secrets: an ``age-keygen``-style identity file (``age -d
     -i FILE`` reads it) whose comment lines also hold the signing key."""
-    created = (now or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    created = (now or keys.created).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     return (
         f"# created: {created}\n"
         f"# public key: {keys.recipient}\n"

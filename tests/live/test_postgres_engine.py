@@ -266,6 +266,7 @@ def test_replace_over_a_running_cluster_keeps_the_old_folder_and_serves_the_rest
     new_pid = pg.cluster.pid()
     assert new_pid is not None and new_pid != old_pid  # running again, from the new folder
     assert live_rows(pg) == expected  # same port and socket: the live cluster's config
+    assert "archive_mode = 'off'" not in (pg.cluster.data / "postgresql.auto.conf").read_text()
     assert not any(r[0] >= 6000 for r in live_rows(pg))
 
     # The restored cluster runs on a new timeline: the next log backup follows it.

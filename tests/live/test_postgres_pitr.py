@@ -162,6 +162,9 @@ def test_latest_holds_every_row_of_the_last_archived_segment(
     data = story.pg.new_folder("latest") / "data"
     restore(settings, None, data)
     assert restored_ids(data) == list(range(1, 41))  # rows 38-40 are in no log backup yet
+    # Not the live cluster's place: started by hand, it must not archive into the live
+    # cluster's repository.
+    assert "archive_mode = 'off'" in (data / "postgresql.auto.conf").read_text()
 
 
 def test_a_deleted_segment_is_a_gap_named_with_the_latest_point_that_restores(

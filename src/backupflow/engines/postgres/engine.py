@@ -374,8 +374,9 @@ class PostgresEngine(Engine):
     def install(self, restored: Restored, target: Path, *, replace: bool, stamp: str) -> Installed:
         """Rename the checked copy in as ``target`` (see :mod:`.installing`)."""
         self.check_target(target, replace)
+        live = target.resolve() == self.settings.pg_data_dir.resolve()
         installed = installing.install(
-            self.programs, restored.scratch / "data", target, stamp=stamp
+            self.programs, restored.scratch / "data", target, stamp=stamp, archive=live
         )
         if isinstance(restored.detail, dict):
             self._counts[target] = restored.detail

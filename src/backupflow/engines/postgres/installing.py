@@ -75,12 +75,28 @@ def old_options(folder: Path) -> str:
     return " ".join(shlex.quote(part) for part in kept)
 
 
-def install(programs: Programs, copy: Path, target: Path, *, stamp: str) -> Installed:
-    """Rename the checked, stopped ``copy`` in as ``target`` (checked by the caller)."""
+_NO_ARCHIVE = (
+    "\n# backupflow: restored beside the live cluster, not in its place, so it does not\n"
+    "# archive into the live cluster's repository (its own timeline would mix with the live\n"
+    "# one's); remove these lines to let it archive.\narchive_mode = 'off'\n"
+)
+
+
+def install(
+    programs: Programs, copy: Path, target: Path, *, stamp: str, archive: bool = True
+) -> Installed:
+    """Rename the checked, stopped ``copy`` in as ``target`` (checked by the caller).
+    Without ``archive`` (a copy that is not the live cluster: a drill's, one restored
+    elsewhere with --into), the copy's ``postgresql.auto.conf`` turns archiving off."""
     if postmaster_pid(copy) is not None:
         raise EngineError("the restored copy is still running; restore again.")
     for leftover in _LEFTOVERS:
         (copy / leftover).unlink(missing_ok=True)
+    if not archive:
+        auto = copy / "postgresql.auto.conf"
+        fd = os.open(auto, os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW)
+        with os.fdopen(fd, "a", encoding="utf-8") as handle:
+            handle.write(_NO_ARCHIVE)
     aside: Path | None = None
     was_running = False
     if target.exists():
