@@ -29,7 +29,7 @@ are one rule set (what is ours, what is foreign), kept in one place.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -375,15 +375,16 @@ class Catalog:
         put_bytes(self.storage, key, sealed)
         return key
 
-    def delete(self, manifest: Manifest) -> None:
+    def delete(self, manifest: Manifest, *, keep: Collection[str] = ()) -> None:
         """Remove a backup: its manifest first, then its data (the reverse of writing).
 
         Shared content (``content:*`` objects of a content-addressed set) is left for
-        :meth:`unreferenced_content`, since other backups may still use it.
+        :meth:`unreferenced_content`, since other backups may still use it; so is any key in
+        ``keep`` (objects another, kept backup also lists, e.g. archived WAL).
         """
         self.storage.delete(manifest_key(manifest))
         for obj in manifest.objects:
-            if not obj.role.startswith(CONTENT_ROLE):
+            if not obj.role.startswith(CONTENT_ROLE) and obj.key not in keep:
                 self.storage.delete(obj.key)
 
     def orphans(self, category: Category, name: str, *, older_than: datetime) -> list[ObjectInfo]:

@@ -18,7 +18,7 @@ looks whole but is not.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Generic
@@ -201,7 +201,9 @@ def prune_tier(
     plan = plan_retention([entry_of(m) for m in scan.manifests], policy, now)
     if dry_run:
         return plan, None
-    return plan, execute_prune(catalog, tier.name, plan)
+    deleted = {entry.id for entry in plan.deletions}
+    kept_keys = {o.key for m in scan.manifests if m.id not in deleted for o in m.objects}
+    return plan, execute_prune(catalog, tier.name, plan, keep=kept_keys)
 
 
 def entry_of(manifest: Manifest) -> CatalogEntry:
@@ -225,13 +227,20 @@ class PruneReport:
     failed: list[str] = field(default_factory=list)
 
 
-def execute_prune(catalog: Catalog, tier: str, plan: RetentionPlan[CatalogEntry]) -> PruneReport:
-    """Delete what the plan says, newest first; manifest before data for each backup."""
+def execute_prune(
+    catalog: Catalog,
+    tier: str,
+    plan: RetentionPlan[CatalogEntry],
+    *,
+    keep: Collection[str] = (),
+) -> PruneReport:
+    """Delete what the plan says, newest first; manifest before data for each backup.  An
+    object a kept backup also lists (``keep``) is never deleted with the one that goes."""
     report = PruneReport(tier)
     for entry in plan.deletions:
         try:
             manifest = catalog.load(entry)
-            catalog.delete(manifest)
+            catalog.delete(manifest, keep=keep)
         except ObjectLockedError:
             report.locked.append(entry.id)
         except BackupflowError as exc:

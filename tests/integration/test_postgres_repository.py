@@ -287,3 +287,44 @@ def test_wal_pushed_by_wal_push_is_verified_through_its_log_and_pruned_when_loos
     )
     left = {i.key.rsplit("/", 1)[-1] for i in tier.storage.list("database/gantt/wal/")}
     assert left == {f"{segment_name(1, s)}{ext}" for s in (3, 4) for ext in (".rec", ".zst.age")}
+
+
+def test_prune_never_deletes_wal_a_kept_log_also_lists() -> None:
+    """Two log backups listing the same WAL file (a run cut between listing and recording,
+    then run again): pruning the older keeps what the newer one needs."""
+    from backupflow.retention import RetentionPolicy, prune_tier
+
+    keyring = generate_keys().keyring()
+    storage = MemoryStorage("primary")
+    tier = Tier("primary", storage, keyring)
+    position = {
+        "system_identifier": str(SYSID),
+        "timeline": 1,
+        "start_lsn": "0/5000028",
+        "end_lsn": "0/5000138",
+        "start_segment": segment_name(1, 5),
+        "segment_bytes": 16 * 1024 * 1024,
+        "server_version": 150018,
+    }
+    old_base = _backup(storage, keyring, BackupKind.FULL, 0, position)
+    old_log = _log(storage, keyring, 1, [segment_name(1, s) for s in (5, 6, 7)], old_base)
+    new_base = _backup(storage, keyring, BackupKind.FULL, 24 * 3, position)
+    new_log = _log(storage, keyring, 24 * 5 + 1, [segment_name(1, s) for s in (7, 8)], new_base)
+    shared = {o.key for o in old_log.objects} & {o.key for o in new_log.objects}
+    assert shared  # segment 7 and its record
+
+    policy = RetentionPolicy(
+        {BackupKind.FULL: 2, BackupKind.DIFF: 1, BackupKind.LOG: 1}, min_fulls=1
+    )
+    plan, report = prune_tier(
+        tier,
+        Category.DATABASE,
+        "main",
+        policy,
+        now=WHEN + timedelta(days=5, hours=2),
+        dry_run=False,
+    )
+    assert report is not None and old_log.id in report.deleted, plan.decisions
+    present = {i.key for i in storage.list("database/main/")}
+    assert {o.key for o in new_log.objects} <= present  # the kept log still restores
+    assert not ({o.key for o in old_log.objects} - shared) & present  # the rest went
