@@ -442,6 +442,19 @@ class DatabaseSettings(BaseModel):
             self.port = 5432
         return self
 
+    @field_validator("pg_backupflow_command")
+    @classmethod
+    def _command_splits(cls, value: str) -> str:
+        import shlex
+
+        try:
+            parts = shlex.split(value)
+        except ValueError as exc:
+            raise ValueError(f"the command cannot be split into words ({exc})") from None
+        if not parts:
+            raise ValueError("the command is empty")
+        return value
+
     @field_validator("pg_data_dir")
     @classmethod
     def _absolute_data_dir(cls, value: Path) -> Path:

@@ -154,7 +154,8 @@ def run_wal(argv: Sequence[str]) -> int:
         args = _parser(command).parse_args(rest)
         return _fetch(args) if fetch else _push(args)
     except SystemExit as exc:  # --help
-        return int(exc.code or 0)
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        return FETCH_ABORT if fetch and code not in (0, 1) else code
     except _Usage as exc:
         _say(str(exc))
         return FETCH_ABORT if fetch else 2

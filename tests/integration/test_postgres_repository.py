@@ -8,9 +8,12 @@ import hashlib
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
+
 from backupflow.catalog import Catalog, object_key, wal_key, wal_record_key
 from backupflow.config import Settings
 from backupflow.engines.postgres.walnames import history_name, segment_name, wal_path
+from backupflow.errors import ChainGapError
 from backupflow.keys import Keyring, generate_keys
 from backupflow.models import BackupKind, Category, Manifest, StoredObject, new_backup_id
 from backupflow.storage import MemoryStorage, Tier, open_tiers
@@ -328,3 +331,34 @@ def test_prune_never_deletes_wal_a_kept_log_also_lists() -> None:
     present = {i.key for i in storage.list("database/main/")}
     assert {o.key for o in new_log.objects} <= present  # the kept log still restores
     assert not ({o.key for o in old_log.objects} - shared) & present  # the rest went
+
+
+def test_latest_from_a_base_alone_refuses_a_hole_in_the_archive_after_it() -> None:
+    """--latest from a base with no log yet replays whatever was archived after it: a hole
+    there would end recovery early without a word, so the restore refuses it first."""
+    from backupflow.engines.postgres.presence import check_presence
+
+    keyring = generate_keys().keyring()
+    storage = MemoryStorage("primary")
+    tier = Tier("primary", storage, keyring)
+    position = {
+        "system_identifier": str(SYSID),
+        "timeline": 1,
+        "start_lsn": "0/6000028",
+        "end_lsn": "0/6000138",
+        "start_segment": segment_name(1, 6),
+        "segment_bytes": 16 * 1024 * 1024,
+        "server_version": 150018,
+    }
+    base = _backup(storage, keyring, BackupKind.FULL, 0, position)
+    for segno in (6, 7, 9):  # 8 is gone
+        _wal(storage, segment_name(1, segno))
+
+    def check(latest: bool) -> None:
+        check_presence([base], {}, lambda: [tier], database="main", sysid=SYSID, latest=latest)
+
+    check(latest=False)  # a base alone to its own point needs no archived WAL
+    with pytest.raises(ChainGapError, match=segment_name(1, 8)):
+        check(latest=True)
+    _wal(storage, segment_name(1, 8))
+    check(latest=True)

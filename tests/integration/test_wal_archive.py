@@ -279,18 +279,19 @@ def test_a_forged_record_is_ignored(settings: Settings, data: Path, tmp_path: Pa
     assert fetch_wal([primary], DB, SYSID, segment.name, dest).outcome == "damaged"
     served = fetch_wal([primary, secondary], DB, SYSID, segment.name, dest)
     assert (served.outcome, served.tier) == ("fetched", "secondary")
-    # a push over a forged record writes ours again (and says so)
-    warnings: list[str] = []
-    push_wal(
-        primary,
-        DB,
-        segment.relative_to(data),
-        data_dir=data,
-        codec=get_codec("zstd"),
-        warn=warnings.append,
-    )
-    assert read_record(primary, DB, SYSID, segment.name) is not None
-    assert "signed by no trusted key" in warnings[0]
+    # a push over a record it cannot authenticate refuses: a kept log may pin that object
+    with primary.storage.open(key) as handle:
+        before = handle.read()
+    with pytest.raises(WalConflictError, match=r"cannot be authenticated.*nothing was overwritten"):
+        push_wal(
+            primary,
+            DB,
+            segment.relative_to(data),
+            data_dir=data,
+            codec=get_codec("zstd"),
+        )
+    with primary.storage.open(key) as handle:
+        assert handle.read() == before
 
 
 @pytest.mark.parametrize(
@@ -503,3 +504,39 @@ def test_the_commands_import_no_prefect(settings: Settings, data: Path) -> None:
     imported = {line.split("|")[-1].strip() for line in result.stderr.splitlines()}
     assert "backupflow.engines.postgres.archive" in imported
     assert not {"prefect", "boto3", "flows", "tasks"} & imported
+
+
+def test_history_files_are_always_served_and_a_second_partial_is_kept_aside(
+    settings: Settings, data: Path, tmp_path: Path
+) -> None:
+    """A restore choosing its new timeline asks for the history files above its own: they are
+    served even by a plan that does not list them (else it would reuse a timeline the archive
+    holds, and its wal-push would be refused for good).  Two restores that fork in the same
+    segment both push a .partial of it: the second is kept aside, not refused."""
+    primary = open_tiers(settings)[0]
+    history = data / "pg_wal" / "00000002.history"
+    history.write_bytes(b"1\t0/5000000\tbefore 2026-11-26 10:00:00+00\n")
+    _push(primary, data, history)
+    dest = tmp_path / "RECOVERYHISTORY"
+    served = fetch_wal([primary], DB, SYSID, history.name, dest, lookup=False)
+    assert served.outcome == "fetched" and dest.read_bytes() == history.read_bytes()
+
+    segment = make_segment(data, 5)
+    partial = segment.with_name(f"{segment.name}.partial")
+    segment.rename(partial)
+    _push(primary, data, partial)
+    first = read_record(primary, DB, SYSID, partial.name)
+    assert first is not None
+    other = make_segment(data, 5)  # the same segment, forked differently
+    other.rename(partial)
+    warnings: list[str] = []
+    push_wal(
+        primary,
+        DB,
+        partial.relative_to(data),
+        data_dir=data,
+        codec=get_codec("zstd"),
+        warn=warnings.append,
+    )
+    assert read_record(primary, DB, SYSID, partial.name) == first  # the first one stays
+    assert "already archived with other content" in warnings[0]

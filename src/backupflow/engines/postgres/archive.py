@@ -329,9 +329,26 @@ def push_wal(
         try:
             existing = read_record(tier, database, sysid, name.name)
         except ForeignManifestError as exc:
-            existing = None
+            # Never overwrite what a kept log backup may pin (a record signed by a key that
+            # was rotated out is still one); an operator looks first.
+            raise WalConflictError(
+                f"wal-push refuses {name.name}: {tier.storage.name} holds a record for it that "
+                f"cannot be authenticated ({exc}); nothing was overwritten: check the verify "
+                "keys (BACKUPFLOW_CRYPTO__VERIFY_KEYS) or remove that record by hand."
+            ) from None
+        # Recovery never reads a .partial file (the next timeline's first segment holds the
+        # same WAL), and two restores that fork in the same segment both push one.
+        if (
+            existing is not None
+            and name.kind == "partial"
+            and _raw_sha256(handle) != existing.object.raw_sha256
+        ):
             if warn is not None:
-                warn(f"{exc} It is replaced by this push.")
+                warn(
+                    f"{name.name} is already archived with other content (an earlier restore "
+                    "forked in the same segment); kept the first one."
+                )
+            return PushResult(name.name, existing.object.key, False, size)
         if existing is not None:
             if _raw_sha256(handle) != existing.object.raw_sha256:
                 raise WalConflictError(
@@ -466,7 +483,11 @@ def fetch_wal(
     ``unavailable`` (nobody can say the file is not archived)."""
     check_wal_name(name)
     check_database_name(database, "--database or BACKUPFLOW_DATABASE__NAME")
-    if planned is None and not lookup:
+    # A history file is always looked up: to choose its new timeline a restored copy asks
+    # for the history files above its own, and one that came back "not archived" would
+    # make it reuse a timeline the archive already holds (and its wal-push then refused).
+    history = name.endswith(".history")
+    if planned is None and not lookup and not history:
         return FetchOutcome(name, "missing", error="not in the restore's plan")
     listed = planned is not None
     damaged: list[str] = []

@@ -209,6 +209,7 @@ class PostgresEngine(Engine):
         tier = self._first_tier()
         names = self._wait_archived(archive, tier, sysid, last, segment_bytes)
         chosen = layout.wal_since(names, after, from_timeline, last)
+        self._check_continuous(previous, chosen, after, last, segment_bytes, tier.name)
         segments = [n for n in chosen if n.kind == "segment"]
         stored = archive.archived_objects(tier, self.database, sysid, [n.name for n in chosen])
         return Dump(
@@ -228,6 +229,33 @@ class PostgresEngine(Engine):
                 "start_time": previous.restore_point.astimezone(UTC).isoformat(),
             },
         )
+
+    @staticmethod
+    def _check_continuous(
+        previous: Manifest,
+        chosen: list[WalName],
+        after: int,
+        last: WalName,
+        segment_bytes: int,
+        tier: str,
+    ) -> None:
+        """A log backup is only recorded without a hole: from the segment after the previous
+        log (or from the base's start segment) through the switched one."""
+        if previous.kind is BackupKind.LOG:
+            floor = after + 1
+        else:
+            floor = parse_wal_name(
+                layout.position_str(previous, "start_segment"), segment_bytes
+            ).segno
+        have = {n.segno for n in chosen if n.kind in ("segment", "partial")}
+        hole = next((s for s in range(floor, last.segno + 1) if s not in have), None)
+        if hole is not None:
+            name = segment_name(last.timeline, hole, segment_bytes)
+            raise EngineError(
+                f"WAL segment {name} is not archived in the {tier} tier, so this log backup "
+                "would have a hole and is not recorded; check archive_command (backupflow "
+                "wal-push %p), pg_stat_archiver and that tier, then run the log job again."
+            )
 
     def _start_after(self, previous: Manifest, segment_bytes: int) -> tuple[int, int]:
         """(last segment number already covered, its timeline) from the previous backup."""
@@ -332,7 +360,14 @@ class PostgresEngine(Engine):
                 "archive_command": "",
                 "restore_command": command,
                 "recovery_target_action": "promote",
-                "recovery_target_timeline": "latest",
+                # PostgreSQL refuses a second recovery target set after the first, even to
+                # '': every reset comes first, the chosen target last.
+                **{
+                    k: v for k, v in restoring.RECOVERY_RESETS.items() if k not in recovery.settings
+                },
+                # The chain's own timeline in every mode: a history file another restored
+                # copy pushed must not lead recovery onto its fork.
+                "recovery_target_timeline": str(layout.position_int(manifests[-1], "timeline")),
                 **recovery.settings,
             }
         )

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from backupflow.catalog import wal_prefix
-from backupflow.errors import BackupflowError, ChainGapError
+from backupflow.errors import BackupflowError, CatalogError, ChainGapError
 from backupflow.models import Category, Manifest, StoredObject, iso
 from backupflow.storage import Tier
 
@@ -39,7 +39,16 @@ def _listed(tiers: Sequence[Tier], database: str, sysid: int) -> tuple[set[str],
 
 def _segment_bytes(chain: Sequence[Manifest]) -> int:
     value = chain[0].position.get("segment_bytes", DEFAULT_SEGMENT_BYTES)
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+    if isinstance(value, int) and not isinstance(value, bool):
+        try:
+            parse_wal_name("000000010000000000000000", value)
+            return value
+        except ValueError:
+            pass
+    raise CatalogError(
+        f"backup {chain[0].id} records no valid WAL segment size; it is damaged or was "
+        "altered, so restore from another tier."
+    )
 
 
 def check_presence(
@@ -111,9 +120,15 @@ def _check_after_chain(
     each other without a hole (a hole ends recovery early, silently)."""
     listed = sorted(parse_wal_name(n, segment_bytes) for n in files)
     segments = [n for n in listed if n.is_segment]
-    if not segments:
-        return
-    last = segments[-1]
+    if segments:
+        last = segments[-1]
+    else:  # a base alone: the archive must run on from the segment before its start
+        start = str(chain[0].position.get("start_segment", ""))
+        try:
+            first = parse_wal_name(start, segment_bytes)
+        except ValueError:
+            return
+        last = WalName(first.segno - 1, first.timeline, "segment", start)
     later: set[int] = set()
     for key in keys:
         name = key.rpartition("/")[2]

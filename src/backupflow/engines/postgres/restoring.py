@@ -65,6 +65,25 @@ class Recovery:
     describe: str
 
 
+#: Set on every copy before its own target: recovery settings the backed-up configuration
+#: may carry (left from a manual recovery, harmless on the live cluster without
+#: recovery.signal) would otherwise stop, delay or misdirect the copy, run commands, archive
+#: through a library, or overwrite the live cluster's pid file.
+RECOVERY_RESETS: dict[str, str] = {
+    "recovery_target": "",
+    "recovery_target_time": "",
+    "recovery_target_xid": "",
+    "recovery_target_name": "",
+    "recovery_target_lsn": "",
+    "recovery_target_inclusive": "on",
+    "recovery_min_apply_delay": "0",
+    "recovery_end_command": "",
+    "archive_cleanup_command": "",
+    "archive_library": "",
+    "external_pid_file": "",
+}
+
+
 def recovery_for(chain: Sequence[Manifest], until: datetime | None) -> Recovery:
     """The recovery target for ``chain`` (base first, then logs) and the requested time."""
     logs = [m for m in chain if m.kind is BackupKind.LOG]
@@ -124,9 +143,13 @@ def restore_command(command: str, plan: Path) -> str:
 
 
 def read_report(path: Path) -> list[dict[str, object]]:
+    """The fetch report's lines (its last 32 MiB, never through a link: the scratch folder
+    belongs to the cluster's OS user)."""
+    from backupflow.engines.postgres.server import read_bounded
+
     lines: list[dict[str, object]] = []
     try:
-        text = path.read_text(errors="replace")
+        text = read_bounded(path, 32 << 20, tail=True)
     except OSError:
         return lines
     for line in text.splitlines()[-10000:]:

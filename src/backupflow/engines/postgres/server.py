@@ -10,6 +10,9 @@
 * :class:`Copy` is a restored cluster started privately: a free loopback port, its socket
   in the scratch folder, an ``hba`` that trusts only that socket, options given on the
   command line (nothing written into its configuration), stopped by its own pid.
+
+Size: about 400 lines: the programs, the live session, the pid rules and the private copy
+are one process-handling layer with one set of rules for users, environments and signals.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import pwd
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import time
 from collections.abc import Mapping, Sequence
@@ -127,7 +131,7 @@ class Programs:
     ) -> str:
         """Run one program; its output (bounded), or :class:`EngineError` with its last
         error line.  ``password`` goes into ``PGPASSWORD`` only."""
-        env = {k: v for k, v in os.environ.items() if k != "PGPASSWORD"}
+        env = child_env()
         if password:
             env["PGPASSWORD"] = password
         try:
@@ -186,20 +190,44 @@ def live_session(settings: DatabaseSettings, password: str) -> psycopg.Connectio
         ) from None
 
 
+#: Variables no child of ours inherits: the database password in every spelling the settings
+#: accept (the copy and a restarted cluster are long-running servers whose superusers can
+#: read their environment).
+_SECRET_VARIABLES = frozenset(
+    {"PGPASSWORD", "PGPASSFILE", "BACKUPFLOW_DATABASE__PASSWORD", "DB_PASSWORD"}
+)
+
+
+def child_env() -> dict[str, str]:
+    """This process's environment without any database password."""
+    return {k: v for k, v in os.environ.items() if k.upper() not in _SECRET_VARIABLES}
+
+
 def free_port() -> int:
     with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
 
 
+_APPEND = os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
 def postmaster_pid(data: Path) -> int | None:
-    """The pid in ``data``'s ``postmaster.pid`` when that process is alive, else None."""
+    """The pid in ``data``'s ``postmaster.pid`` when that process is alive and is a server
+    of that folder (a ``postgres`` program owned by the folder's owner), else None: a stale
+    pid file whose number was reused, or a number planted there, is never signalled."""
     try:
-        with open(data / "postmaster.pid", encoding="ascii", errors="replace") as handle:
-            pid = int(handle.readline().strip())
+        fd = os.open(data / "postmaster.pid", os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        with os.fdopen(fd, "rb") as handle:
+            pid = int(handle.read(64).split(b"\n", 1)[0].strip())
         if pid <= 1:
             return None
         os.kill(pid, 0)
+        proc = Path(f"/proc/{pid}")
+        if proc.stat().st_uid != data.stat().st_uid:
+            return None
+        if not os.readlink(proc / "exe").rsplit("/", 1)[-1].startswith("postgres"):
+            return None
     except (OSError, ValueError):
         return None
     return pid
@@ -232,6 +260,27 @@ def _alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+def _write_private(path: Path, text: str) -> None:
+    """A new file (0600, never through a link, never over an existing one)."""
+    from backupflow.fsutil import create_private_file
+
+    with os.fdopen(create_private_file(path), "w", encoding="utf-8") as handle:
+        handle.write(text)
+
+
+def read_bounded(path: Path, limit: int, *, tail: bool = False) -> str:
+    """At most ``limit`` bytes of a regular file (its end with ``tail``), never through a
+    link: the scratch folder belongs to the cluster's OS user, who could plant one."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+    with os.fdopen(fd, "rb") as handle:
+        info = os.fstat(handle.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise OSError(f"{path} is not a regular file")
+        if tail:
+            handle.seek(max(0, info.st_size - limit))
+        return handle.read(limit).decode(errors="replace")
 
 
 @dataclass
@@ -267,11 +316,11 @@ class Copy:
         user; the config file when the data folder has none (Debian keeps it in /etc)."""
         self.socket_dir.mkdir(mode=0o700, exist_ok=True)
         self.programs.chown(self.socket_dir)
-        self.hba_file.write_text("local all all trust\n")
+        _write_private(self.hba_file, "local all all trust\n")
         self.programs.chown(self.hba_file)
         if not (self.data / "postgresql.conf").exists():
             empty = self.scratch / "postgresql.conf"
-            empty.write_text("# backupflow: the backed-up folder had no postgresql.conf\n")
+            _write_private(empty, "# backupflow: the backed-up folder had no postgresql.conf\n")
             self.programs.chown(empty)
 
     def options(self, extra: Mapping[str, str]) -> list[str]:
@@ -300,12 +349,13 @@ class Copy:
     def start(self, extra: Mapping[str, str]) -> None:
         """Start the server of the copy (it may begin with a long recovery)."""
         self.extra = dict(extra)
-        self.log_file.touch(mode=0o600)
-        self.programs.chown(self.log_file)
+        if not self.log_file.exists():
+            _write_private(self.log_file, "")
+            self.programs.chown(self.log_file)
         args = ["-D", str(self.data), *self.options(extra)]
         argv = self.programs.argv("postgres", args, as_owner=True)
-        env = {k: v for k, v in os.environ.items() if k != "PGPASSWORD"}
-        with open(self.log_file, "ab") as log:
+        env = child_env()
+        with os.fdopen(os.open(self.log_file, _APPEND), "ab") as log:
             self.process = subprocess.Popen(
                 argv,
                 stdin=subprocess.DEVNULL,
@@ -338,9 +388,7 @@ class Copy:
 
     def log_tail(self, lines: int = 40) -> str:
         try:
-            with open(self.log_file, "rb") as handle:
-                handle.seek(max(0, os.fstat(handle.fileno()).st_size - OUTPUT_LIMIT))
-                text = handle.read().decode(errors="replace")
+            text = read_bounded(self.log_file, OUTPUT_LIMIT, tail=True)
         except OSError:
             return ""
         return "\n".join(text.splitlines()[-lines:])
