@@ -429,9 +429,9 @@ class DatabaseSettings(BaseModel):
         "backup instead (promote) or fail.",
     )
 
-    @field_validator("worker_backup_dir")
+    @field_validator("worker_backup_dir", "pg_data_dir")
     @classmethod
-    def _absolute_worker_dir(cls, value: Path) -> Path:
+    def _absolute_dirs(cls, value: Path) -> Path:
         if not value.is_absolute():
             raise ValueError(f"{value} must be an absolute path")
         return value
@@ -453,13 +453,6 @@ class DatabaseSettings(BaseModel):
             raise ValueError(f"the command cannot be split into words ({exc})") from None
         if not parts:
             raise ValueError("the command is empty")
-        return value
-
-    @field_validator("pg_data_dir")
-    @classmethod
-    def _absolute_data_dir(cls, value: Path) -> Path:
-        if not value.is_absolute():
-            raise ValueError(f"{value} must be an absolute path")
         return value
 
     @field_validator("server_timezone")

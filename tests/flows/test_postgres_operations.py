@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,26 +25,15 @@ from flows.backup_review import backup_review
 from flows.dr_drill import dr_drill
 from flows.restore_system import restore_system
 from flows.verify_backups import verify_backups
-from tests.conftest import need
-from tests.live.postgres_support import DB, LivePg, live_pg, rows, start_restored
-from tests.support.pgcluster import launcher, pg_missing, pg_workdir
+from tests.live.postgres_support import DB, LivePg, events_cluster, rows, start_restored
 from tests.support.s3 import MotoServer
 from tests.support.trees import make_api_tree
 
 
 @pytest.fixture(scope="module")
 def pg(_shared_moto_server: MotoServer) -> Iterator[LivePg]:
-    need(pg_missing() is None, f"live PostgreSQL: {pg_missing()}")
-    root = pg_workdir()
-    try:
-        with live_pg(root, _shared_moto_server, launcher(root)) as live:
-            live.cluster.execute(
-                "CREATE TABLE events (id int PRIMARY KEY, note text NOT NULL, "
-                "at timestamptz NOT NULL DEFAULT clock_timestamp())"
-            )
-            yield live
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
+    with events_cluster(_shared_moto_server) as live:
+        yield live
 
 
 def _with_files(settings: Settings, api: Path, **database: Any) -> Settings:

@@ -26,6 +26,26 @@ SYSID = 7301234567890123456
 WHEN = datetime(2026, 11, 20, tzinfo=UTC)
 
 
+def _memory_tier() -> tuple[Storage, Keyring, Tier]:
+    """A primary tier in memory with fresh keys."""
+    keyring = generate_keys().keyring()
+    storage = MemoryStorage("primary")
+    return storage, keyring, Tier("primary", storage, keyring)
+
+
+def _base_position(start_segno: int, sysid: int = SYSID) -> dict[str, object]:
+    """What a base backup's manifest records, starting in segment ``start_segno``."""
+    return {
+        "system_identifier": str(sysid),
+        "timeline": 1,
+        "start_lsn": f"0/{start_segno:X}000028",
+        "end_lsn": f"0/{start_segno:X}000138",
+        "start_segment": segment_name(1, start_segno),
+        "segment_bytes": 16 * 1024 * 1024,
+        "server_version": 150018,
+    }
+
+
 def _object(storage: Storage, role: str, key: str, body: bytes, codec: str) -> StoredObject:
     put_bytes(storage, key, body)
     digest = hashlib.sha256(body).hexdigest()
@@ -117,23 +137,13 @@ def _verify(tier: Tier) -> VerifyReport:
 
 
 def test_archived_wal_is_ours_and_a_hole_in_it_is_a_broken_chain() -> None:
-    keyring = generate_keys().keyring()
-    storage = MemoryStorage("primary")
-    tier = Tier("primary", storage, keyring)
+    storage, keyring, tier = _memory_tier()
     base = _backup(
         storage,
         keyring,
         BackupKind.FULL,
         0,
-        {
-            "system_identifier": str(SYSID),
-            "timeline": 1,
-            "start_lsn": "0/2000028",
-            "end_lsn": "0/2000138",
-            "start_segment": segment_name(1, 2),
-            "segment_bytes": 16 * 1024 * 1024,
-            "server_version": 150018,
-        },
+        _base_position(2),
     )
     log1 = _log(storage, keyring, 1, [segment_name(1, s) for s in range(2, 5)], base)
     log2 = _log(
@@ -172,18 +182,8 @@ def test_a_file_under_wal_that_is_no_wal_name_is_foreign() -> None:
 def test_prune_removes_only_wal_no_restore_can_use() -> None:
     from backupflow.maintenance import remove_loose_wal
 
-    keyring = generate_keys().keyring()
-    storage = MemoryStorage("primary")
-    tier = Tier("primary", storage, keyring)
-    position = {
-        "system_identifier": str(SYSID),
-        "timeline": 1,
-        "start_lsn": "0/6000028",
-        "end_lsn": "0/6000138",
-        "start_segment": segment_name(1, 6),
-        "segment_bytes": 16 * 1024 * 1024,
-        "server_version": 150018,
-    }
+    storage, keyring, tier = _memory_tier()
+    position = _base_position(6)
     base = _backup(storage, keyring, BackupKind.FULL, 0, position)
     log = _log(storage, keyring, 1, [segment_name(1, s) for s in (5, 6, 7)], base)
     for name in (segment_name(1, 3), segment_name(1, 4), history_name(2), segment_name(1, 8)):
@@ -226,15 +226,7 @@ def test_wal_pushed_by_wal_push_is_verified_through_its_log_and_pruned_when_loos
     for segno in (1, 2, 3, 4):
         segment = make_segment(data, segno)
         push_wal(tier, "gantt", segment.relative_to(data), data_dir=data, codec=get_codec("zstd"))
-    position = {
-        "system_identifier": str(PUSHED),
-        "timeline": 1,
-        "start_lsn": "0/3000028",
-        "end_lsn": "0/3000138",
-        "start_segment": segment_name(1, 3),
-        "segment_bytes": 16 * 1024 * 1024,
-        "server_version": 150018,
-    }
+    position = _base_position(3, PUSHED)
     when = datetime.now(UTC) - timedelta(minutes=5)
     base_id = new_backup_id(BackupKind.FULL, when)
     key = object_key(Category.DATABASE, "gantt", when, base_id, ".base")
@@ -297,18 +289,8 @@ def test_prune_never_deletes_wal_a_kept_log_also_lists() -> None:
     then run again): pruning the older keeps what the newer one needs."""
     from backupflow.retention import RetentionPolicy, prune_tier
 
-    keyring = generate_keys().keyring()
-    storage = MemoryStorage("primary")
-    tier = Tier("primary", storage, keyring)
-    position = {
-        "system_identifier": str(SYSID),
-        "timeline": 1,
-        "start_lsn": "0/5000028",
-        "end_lsn": "0/5000138",
-        "start_segment": segment_name(1, 5),
-        "segment_bytes": 16 * 1024 * 1024,
-        "server_version": 150018,
-    }
+    storage, keyring, tier = _memory_tier()
+    position = _base_position(5)
     old_base = _backup(storage, keyring, BackupKind.FULL, 0, position)
     old_log = _log(storage, keyring, 1, [segment_name(1, s) for s in (5, 6, 7)], old_base)
     new_base = _backup(storage, keyring, BackupKind.FULL, 24 * 3, position)
@@ -338,18 +320,8 @@ def test_latest_from_a_base_alone_refuses_a_hole_in_the_archive_after_it() -> No
     there would end recovery early without a word, so the restore refuses it first."""
     from backupflow.engines.postgres.presence import check_presence
 
-    keyring = generate_keys().keyring()
-    storage = MemoryStorage("primary")
-    tier = Tier("primary", storage, keyring)
-    position = {
-        "system_identifier": str(SYSID),
-        "timeline": 1,
-        "start_lsn": "0/6000028",
-        "end_lsn": "0/6000138",
-        "start_segment": segment_name(1, 6),
-        "segment_bytes": 16 * 1024 * 1024,
-        "server_version": 150018,
-    }
+    storage, keyring, tier = _memory_tier()
+    position = _base_position(6)
     base = _backup(storage, keyring, BackupKind.FULL, 0, position)
     for segno in (6, 7, 9):  # 8 is gone
         _wal(storage, segment_name(1, segno))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shlex
+import shutil
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -31,7 +32,7 @@ from tests.support.pgcluster import (
 )
 from tests.support.s3 import MotoServer, client_for, make_bucket
 
-__all__ = ["LivePg", "Restored", "live_pg", "rows", "start_restored"]
+__all__ = ["LivePg", "Restored", "events_cluster", "live_pg", "rows", "start_restored"]
 
 DB = "pgmain"
 AWS = {
@@ -127,6 +128,27 @@ def live_pg(root: Path, moto: MotoServer, launcher: Path) -> Iterator[LivePg]:
         yield LivePg(root, cluster, env, launcher)
     finally:
         cluster.destroy()
+
+
+@contextlib.contextmanager
+def events_cluster(moto: MotoServer) -> Iterator[LivePg]:
+    """A module's archiving cluster with an ``events`` table (id, note, commit time), in a
+    private work folder removed afterwards; a skip locally, a failure under CI, when no
+    cluster can be made here."""
+    from tests.conftest import need
+    from tests.support.pgcluster import launcher, pg_missing, pg_workdir
+
+    need(pg_missing() is None, f"live PostgreSQL: {pg_missing()}")
+    root = pg_workdir()
+    try:
+        with live_pg(root, moto, launcher(root)) as live:
+            live.cluster.execute(
+                "CREATE TABLE events (id int PRIMARY KEY, note text NOT NULL, "
+                "at timestamptz NOT NULL DEFAULT clock_timestamp())"
+            )
+            yield live
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @dataclass

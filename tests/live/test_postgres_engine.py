@@ -8,7 +8,6 @@ new folder under the module's work folder, removed with it.
 
 from __future__ import annotations
 
-import shutil
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -30,26 +29,16 @@ from backupflow.errors import (
 )
 from backupflow.models import BackupKind
 from backupflow.storage import open_tiers
-from tests.conftest import need
-from tests.live.postgres_support import LivePg, live_pg, rows, start_restored
+from tests.live.postgres_support import LivePg, events_cluster, rows, start_restored
 from tests.support.chain import restore, take_backup
-from tests.support.pgcluster import free_port, launcher, pg_missing, pg_workdir
+from tests.support.pgcluster import free_port
 from tests.support.s3 import MotoServer
 
 
 @pytest.fixture(scope="module")
 def pg(_shared_moto_server: MotoServer) -> Iterator[LivePg]:
-    need(pg_missing() is None, f"live PostgreSQL: {pg_missing()}")
-    root = pg_workdir()
-    try:
-        with live_pg(root, _shared_moto_server, launcher(root)) as live:
-            live.cluster.execute(
-                "CREATE TABLE events (id int PRIMARY KEY, note text NOT NULL, "
-                "at timestamptz NOT NULL DEFAULT clock_timestamp())"
-            )
-            yield live
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
+    with events_cluster(_shared_moto_server) as live:
+        yield live
 
 
 @pytest.fixture

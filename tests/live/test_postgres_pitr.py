@@ -24,10 +24,8 @@ import pytest
 from backupflow.errors import ChainGapError
 from backupflow.models import BackupKind, Manifest
 from backupflow.storage import open_tiers
-from tests.conftest import need
-from tests.live.postgres_support import LivePg, live_pg, rows, start_restored
+from tests.live.postgres_support import LivePg, events_cluster, rows, start_restored
 from tests.support.chain import restore, take_backup
-from tests.support.pgcluster import launcher, pg_missing, pg_workdir
 from tests.support.s3 import MotoServer
 
 
@@ -64,18 +62,12 @@ class History:
 def history(
     _shared_moto_server: MotoServer, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[History, Any]]:
-    need(pg_missing() is None, f"live PostgreSQL: {pg_missing()}")
-    root = pg_workdir()
     mp = pytest.MonkeyPatch()
     try:
-        with live_pg(root, _shared_moto_server, launcher(root)) as live:
+        with events_cluster(_shared_moto_server) as live:
             for key, value in live.env.items():
                 mp.setenv(key, value)
             settings = live.settings(tmp_path_factory.mktemp("pitr"))
-            live.cluster.execute(
-                "CREATE TABLE events (id int PRIMARY KEY, note text NOT NULL, "
-                "at timestamptz NOT NULL DEFAULT clock_timestamp())"
-            )
             story = History(live)
             story.write(1, 5)
             story.full = take_backup(settings, BackupKind.FULL)
@@ -104,7 +96,6 @@ def history(
             yield story, settings
     finally:
         mp.undo()
-        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture

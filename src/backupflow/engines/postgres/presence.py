@@ -18,7 +18,7 @@ from backupflow.errors import BackupflowError, CatalogError, ChainGapError
 from backupflow.models import Category, Manifest, StoredObject, iso
 from backupflow.storage import Tier
 
-from .walnames import DEFAULT_SEGMENT_BYTES, WalName, parse_wal_name
+from .walnames import DEFAULT_SEGMENT_BYTES, WalName, parse_wal_name, segment_name
 
 __all__ = ["check_presence"]
 
@@ -145,8 +145,6 @@ def _check_after_chain(
     expected = set(range(last.segno + 1, max(later) + 1))
     holes = sorted(expected - later)
     if holes:
-        from .walnames import segment_name
-
         hole = segment_name(last.timeline, holes[0], segment_bytes)
         when = iso(chain[-1].restore_point)
         raise ChainGapError(
