@@ -344,7 +344,8 @@ def _restore(settings: Any, hour: dict[str, Any], work: Path) -> dict[str, Any]:
         stack.enter_context(_timed(restoring, "wait", split, "wal_replay_s"))
         stack.enter_context(_timed(pg_engine.PostgresEngine, "_amcheck", split, "amcheck_s"))
         stack.enter_context(_timed(pg_engine.PostgresEngine, "restore", split, "engine_s"))
-        failure_log = ROOT / "bench" / "out" / "pg-restore-failure.log"
+        out = Path(os.environ.get("BENCH_OUT") or ROOT / "bench" / "out")
+        failure_log = out / "pg-restore-failure.log"
         stack.enter_context(_keep_failure(restoring, failure_log))
         plan, _outcome = restore(settings, target_time, into)
     total = time.perf_counter() - started

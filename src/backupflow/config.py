@@ -727,8 +727,9 @@ class PipelineSettings(BaseModel):
     )
     verify_after_write: bool = Field(
         default=True,
-        description="Read every stored object back and check its SHA-256 before the manifest "
-        "is written.",
+        description="Read a stored object back and check its SHA-256 before the manifest is "
+        "written, on tiers whose writes prove nothing themselves (an S3-compatible store that "
+        "does not check checksums). Folders and S3 check their writes without a read-back.",
     )
 
 

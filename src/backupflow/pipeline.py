@@ -16,10 +16,11 @@ from contextlib import ExitStack, contextmanager
 from typing import Any, BinaryIO, cast
 
 from backupflow.codecs import CODEC_ERRORS, Codec, get_codec
-from backupflow.crypto import AGE_FORMAT, decrypting, encrypting
+from backupflow.crypto import AGE_FORMAT, decrypted_blocks, encrypting
 from backupflow.errors import IntegrityError
 from backupflow.keys import Keyring
 from backupflow.models import StoredObject
+from backupflow.readahead import reading_ahead
 from backupflow.storage.base import Storage
 
 __all__ = [
@@ -246,12 +247,20 @@ def open_verified(
     try:
         with ExitStack() as stack:
             handle = stack.enter_context(storage.open(record.key))
-            stored = HashingReader(
-                handle, progress, background, limit=record.size, overflow=_longer(storage, record)
+            # The stored bytes are read and hashed on a helper thread, a few chunks ahead:
+            # disk and network waits overlap decryption and decompression.
+            # An encrypted object is decrypted there too, a block at a time.
+            stored = HashingReader(handle, limit=record.size, overflow=_longer(storage, record))
+
+            def read_stored() -> bytes:
+                return stored.read(chunk_bytes)
+
+            compressed = stack.enter_context(
+                reading_ahead(
+                    decrypted_blocks(read_stored, identities) if identities else read_stored,
+                    progress=progress,
+                )
             )
-            compressed: BinaryIO = cast(BinaryIO, stored)
-            if identities:
-                compressed = stack.enter_context(decrypting(compressed, identities))
             try:
                 plain = HashingReader(
                     codec.reader(compressed),
@@ -265,7 +274,9 @@ def open_verified(
                 )
                 yield cast(BinaryIO, plain)
                 plain.drain(chunk_bytes)
-                stored.drain(chunk_bytes)
+                # whatever follows is read (and hashed, and authenticated) too
+                while compressed.read(chunk_bytes):
+                    pass
             except CODEC_ERRORS as exc:
                 raise IntegrityError(
                     f"{record.key} in {storage.name} cannot be decompressed ({exc}); "

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from moto import mock_aws
 
-from backupflow.errors import InvalidKeyError, ObjectNotFoundError
+from backupflow.errors import IntegrityError, InvalidKeyError, ObjectNotFoundError
 from backupflow.storage import (
     LocalStorage,
     MemoryStorage,
@@ -29,6 +29,7 @@ from backupflow.storage import (
     Tier,
 )
 from backupflow.storage.s3 import ObjectLock
+from tests.conftest import need
 from tests.support.keys import KEYRING
 from tests.support.s3 import client_for, make_bucket
 
@@ -339,6 +340,67 @@ def test_interrupted_put_leaves_no_temp_file_and_no_entry(local: Storage) -> Non
     assert not (root / KEY).exists()
 
 
+def test_a_put_fails_when_another_writer_replaced_the_file(
+    local: Storage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two writers of one key (two hosts on one NFS folder): the one whose file did not land
+    must not return success, or its manifest would name the other's bytes."""
+    import backupflow.storage.local as module
+
+    real_replace = os.replace
+
+    def replace_then_overwritten(src: Any, dst: Any) -> None:
+        real_replace(src, dst)
+        other = Path(str(dst) + ".other")
+        other.write_bytes(b"the other writer's bytes")
+        real_replace(other, dst)
+
+    monkeypatch.setattr(module.os, "replace", replace_then_overwritten)
+    with pytest.raises(IntegrityError, match="replaced by another writer"):
+        local.put(KEY, [b"ours"])
+
+
+def test_a_put_fails_when_the_file_did_not_keep_every_byte(
+    local: Storage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file system that accepted the writes but holds fewer bytes (a lost write)."""
+    import backupflow.storage.local as module
+
+    real_replace = os.replace
+
+    def replace_then_cut(src: Any, dst: Any) -> None:
+        real_replace(src, dst)
+        os.truncate(dst, 2)
+
+    monkeypatch.setattr(module.os, "replace", replace_then_cut)
+    with pytest.raises(IntegrityError, match="holds 2 bytes after writing 6"):
+        local.put(KEY, [b"abc", b"def"])
+
+
+def test_a_put_leaves_its_object_out_of_the_page_cache(local: Storage) -> None:
+    """So the next verify or restore reads the disk, and a backup does not push the
+    application's files out of the host's cache."""
+    mincore = getattr(__import__("ctypes").CDLL(None), "mincore", None)
+    need(mincore is not None, "mincore(2) to see what is in the page cache")
+    import ctypes
+    import mmap
+
+    data = os.urandom(4 << 20)
+    local.put(KEY, [data])
+    path = root_of(local) / KEY
+    # a private mapping that is never touched: mincore tells which file pages are cached
+    with open(path, "rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_COPY) as m:
+        pages = (len(data) + mmap.PAGESIZE - 1) // mmap.PAGESIZE
+        vector = (ctypes.c_ubyte * pages)()
+        start = (ctypes.c_char * len(data)).from_buffer(m)
+        try:
+            assert mincore(start, ctypes.c_size_t(len(data)), vector) == 0
+        finally:
+            del start
+        cached = sum(v & 1 for v in vector)
+    assert cached < pages // 4, f"{cached} of {pages} pages still cached"
+
+
 def make_temp(root: Path, relative: str, age: timedelta) -> Path:
     path = root / relative
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -405,7 +467,9 @@ def _s3(lock: ObjectLock | None = None) -> S3Storage:
 @pytest.mark.parametrize(
     ("make", "expected"),
     [
-        pytest.param(lambda tmp: LocalStorage(tmp), StorageCapabilities(), id="local"),
+        pytest.param(
+            lambda tmp: LocalStorage(tmp), StorageCapabilities(verified_writes=True), id="local"
+        ),
         pytest.param(lambda tmp: MemoryStorage(), StorageCapabilities(), id="memory"),
         pytest.param(
             lambda tmp: _s3(),

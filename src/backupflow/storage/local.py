@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from backupflow.errors import (
+    IntegrityError,
     InvalidKeyError,
     ObjectNotFoundError,
     StorageError,
@@ -24,6 +25,7 @@ from backupflow.storage.base import (
     TMP_PREFIX,
     ObjectInfo,
     Storage,
+    StorageCapabilities,
     validate_key,
     validate_prefix,
 )
@@ -45,6 +47,26 @@ def _translate(exc: OSError, action: str, key: str) -> StorageError:
     return StorageError(f"could not {action} {key}: {exc.strerror or exc}.")
 
 
+def _check_landed(path: Path, ours: os.stat_result, written: int, key: str, name: str) -> None:
+    """The file at ``path`` must be the one just written (same inode) and hold every byte
+    written: another writer of the same key, or a file system that lost the rename or part
+    of the data, fails the put instead of leaving a manifest that names the wrong bytes."""
+    try:
+        landed = path.lstat()
+    except FileNotFoundError:
+        landed = None
+    if landed is None or (landed.st_dev, landed.st_ino) != (ours.st_dev, ours.st_ino):
+        raise IntegrityError(
+            f"{key} in {name} was replaced by another writer while it was being written; "
+            "run the backup again."
+        )
+    if ours.st_size != written or landed.st_size != written:
+        raise IntegrityError(
+            f"{key} in {name} holds {landed.st_size} bytes after writing {written}; "
+            "the write was not complete."
+        )
+
+
 class LocalStorage(Storage):
     """Objects are files under ``root``; writes go to ``.tmp-*`` names, fsync, then rename.
 
@@ -60,18 +82,33 @@ class LocalStorage(Storage):
     def _path(self, key: str) -> Path:
         return self.root / validate_key(key)
 
+    @property
+    def capabilities(self) -> StorageCapabilities:
+        # A completed put proves what can be proved here: every byte was accepted by write()
+        # and fsync() (EIO and ENOSPC surface there), and the file now at the key is the very
+        # file written, of the size written (checked below).  Reading it back at once would
+        # only read the page cache, our own bytes, and prove nothing about the disk; the
+        # pages are dropped instead, so the scheduled verify and every restore read the disk.
+        return StorageCapabilities(verified_writes=True)
+
     def put(self, key: str, chunks: Iterable[bytes]) -> ObjectInfo:
         path = self._path(key)
         tmp = path.with_name(f"{TMP_PREFIX}{path.name}.{secrets.token_hex(4)}")
         try:
             make_dirs(path.parent, PRIVATE_DIR)
             with os.fdopen(create_private_file(tmp, PRIVATE_FILE), "wb") as handle:
+                written = 0
                 for chunk in chunks:
-                    handle.write(chunk)
+                    written += handle.write(chunk)
                 handle.flush()
                 os.fsync(handle.fileno())
-            os.replace(tmp, path)
-            fsync_dir(path.parent)
+                ours = os.fstat(handle.fileno())
+                # Written and durable: leave the host's page cache to the application.
+                if hasattr(os, "posix_fadvise"):  # not on every platform
+                    os.posix_fadvise(handle.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
+                os.replace(tmp, path)
+                fsync_dir(path.parent)
+                _check_landed(path, ours, written, key, self.name)
         except OSError as exc:
             with contextlib.suppress(OSError):
                 tmp.unlink()
