@@ -44,7 +44,7 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/backupflow demo
 
-# The benchmark: ~1 GiB and 4 GiB inputs under bench/out/, each local row interleaved three
+# The benchmark: ~1 GiB and 4 GiB inputs under bench/out/, each local row interleaved five
 # times with the standard-tool chain doing the same work (zstd | age | tee | sha256), about
 # 6 minutes; the PostgreSQL rows at the end (when PostgreSQL 15+ and the postgres OS user are
 # there) add about 6 more. It ends with the LIMIT line. make test runs every scenario on

@@ -6,7 +6,7 @@ moves that folder).
 Every scenario runs in its own process so that its peak RSS is its own.  ``BENCH_SIZE_MB``
 sets the input size (1024 by default; the memory row uses four times as much) and
 ``BENCH_REPEAT`` how often each local row and its standard-tool chain run, interleaved
-(A B, then B A, ...; 3 by default): ratios are taken between the medians.  The output ends
+(A B, then B A, ...; 5 by default): ratios are taken between the medians.  The output ends
 with one line for scripts::
 
     LIMIT local_backup=R local_restore=R local_backup_encrypted=R local_restore_encrypted=R
@@ -522,7 +522,7 @@ def main(only_three_tiers: int = 0, limit_only: bool = False) -> None:
     if missing:
         raise SystemExit(f"the benchmark needs {', '.join(missing)} (make bootstrap installs them)")
     size = int(os.environ.get("BENCH_SIZE_MB", "1024")) * MiB
-    bench = Bench(size, max(1, int(os.environ.get("BENCH_REPEAT", "3"))))
+    bench = Bench(size, max(1, int(os.environ.get("BENCH_REPEAT", "5"))))
     one = make_input(OUT / f"input-{size // MiB}m.bin", size)
     work = OUT / "work"
     shutil.rmtree(work, ignore_errors=True)

@@ -13,14 +13,14 @@ import queue
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
-from typing import Any, BinaryIO, cast
+from typing import Any, BinaryIO
 
 from backupflow.codecs import CODEC_ERRORS, Codec, get_codec
 from backupflow.crypto import AGE_FORMAT, decrypted_blocks, encrypting
 from backupflow.errors import IntegrityError
 from backupflow.keys import Keyring
 from backupflow.models import StoredObject
-from backupflow.readahead import reading_ahead
+from backupflow.readahead import blocks_ahead, reading_ahead
 from backupflow.storage.base import Storage
 
 __all__ = [
@@ -160,16 +160,25 @@ def store_stream(
         if tail:
             yield tail
 
-    def chunks() -> Iterator[bytes]:
+    def chunks(ready: Iterator[bytes]) -> Iterator[bytes]:
         nonlocal stored_size
-        for out in encrypting(compressed(), recipients) if encrypt else compressed():
+        for out in ready:
             stored_hash.update(out)
             stored_size += len(out)
             yield out
 
     if encrypt:
         key += ENCRYPTED_SUFFIX
-    info = storage.put(key, chunks())
+    with ExitStack() as stack:
+        if encrypt:
+            # the age thread pulls the compressed chunks: reading and compressing run there
+            ready = encrypting(compressed(), recipients)
+        else:
+            # reading and compressing run on a helper thread, a few chunks ahead of the
+            # stored-bytes hash and the writes here
+            produced = compressed()
+            ready = stack.enter_context(blocks_ahead(lambda: next(produced, b"")))
+        info = storage.put(key, chunks(ready))
     record = StoredObject(
         role=role,
         key=key,
@@ -272,9 +281,13 @@ def open_verified(
                         f"{record.raw_size} bytes; the stored copy is damaged."
                     ),
                 )
-                yield cast(BinaryIO, plain)
-                plain.drain(chunk_bytes)
-                # whatever follows is read (and hashed, and authenticated) too
+                # Decompression runs on a second helper thread, so that the caller's writes
+                # overlap it.
+                with reading_ahead(lambda: plain.read(chunk_bytes)) as decompressed:
+                    yield decompressed
+                    while decompressed.read(chunk_bytes):
+                        pass
+                # whatever follows the compressed stream is read (hashed, authenticated) too
                 while compressed.read(chunk_bytes):
                     pass
             except CODEC_ERRORS as exc:

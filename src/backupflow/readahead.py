@@ -1,11 +1,13 @@
-"""Reading a stored object ahead of its consumer, on a helper thread.
+"""Producing blocks ahead of their consumer, on a helper thread (stored objects read ahead,
+chunks compressed ahead).
 
 A restore reads the stored bytes, hashes them, decrypts and decompresses them, hashes the
-result and writes it.  Done on one thread, every read from a cold disk (or a socket) stalls
-the rest.  :func:`reading_ahead` moves the reads, and whatever the caller wants done to each
-block as it arrives (hashing), to a helper thread that stays at most ``blocks`` blocks ahead
-of the consumer: the file and socket reads and ``hashlib`` release the GIL, so they overlap
-decompression on another core, and memory stays at ``blocks`` x ``chunk_bytes``.
+result and writes it; a backup reads, hashes and compresses, then hashes and writes.  Done on
+one thread, every read from a cold disk (or a socket) and every write stalls the rest.
+:func:`blocks_ahead` runs the first stages on a helper thread that stays at most ``blocks``
+blocks ahead of the consumer (:func:`reading_ahead` gives them as a reader): file and socket
+I/O, ``hashlib``, zstd and the AEAD release the GIL, so the stages overlap on the cores, and
+memory stays at ``blocks`` x the block size.
 
 An error on the helper thread (a damaged or unreadable object) is raised in the consumer at
 the point where the bytes would have been; a consumer that stops early stops the helper.
@@ -20,7 +22,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, BinaryIO, cast
 
-__all__ = ["reading_ahead"]
+__all__ = ["blocks_ahead", "reading_ahead"]
 
 _DONE = object()
 _POLL_SECONDS = 0.1
@@ -31,29 +33,22 @@ class _Stopped(Exception):
 
 
 class _AheadReader(io.RawIOBase):
-    """The consumer's side: blocks from the queue, in order."""
+    """The consumer's side as a raw reader: the blocks, in order."""
 
-    def __init__(self, blocks: queue.Queue[Any], progress: Callable[[int], None] | None) -> None:
+    def __init__(self, blocks: Iterator[bytes], progress: Callable[[int], None] | None) -> None:
         self._blocks = blocks
         self._progress = progress
         self._rest = memoryview(b"")
-        self._done = False
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buffer: Any) -> int:
-        while not self._rest and not self._done:
-            item = self._blocks.get()
-            if item is _DONE:
-                self._done = True
-            elif isinstance(item, BaseException):
-                self._done = True
-                raise item
-            else:
-                self._rest = memoryview(item)
-                if self._progress is not None:
-                    self._progress(len(item))
+        if not self._rest:
+            block = next(self._blocks, b"")
+            self._rest = memoryview(block)
+            if self._progress is not None and block:
+                self._progress(len(block))
         size = min(len(buffer), len(self._rest))
         buffer[:size] = self._rest[:size]
         self._rest = self._rest[size:]  # a view: what is left is not copied
@@ -61,16 +56,9 @@ class _AheadReader(io.RawIOBase):
 
 
 @contextmanager
-def reading_ahead(
-    read_block: Callable[[], bytes],
-    *,
-    blocks: int = 8,
-    buffer_bytes: int = 1 << 16,
-    progress: Callable[[int], None] | None = None,
-) -> Iterator[BinaryIO]:
-    """A buffered reader of the blocks ``read_block`` returns (``b""`` at the end), called on
-    a helper thread up to ``blocks`` blocks ahead of the reader.  ``progress`` counts the
-    bytes as the consumer takes them."""
+def blocks_ahead(next_block: Callable[[], bytes], *, blocks: int = 8) -> Iterator[Iterator[bytes]]:
+    """The blocks ``next_block`` returns (``b""`` at the end), produced on a helper thread up
+    to ``blocks`` blocks ahead of the consumer."""
     ahead: queue.Queue[Any] = queue.Queue(maxsize=blocks)
     stopped = threading.Event()
 
@@ -86,7 +74,7 @@ def reading_ahead(
 
     def run() -> None:
         try:
-            while block := read_block():
+            while block := next_block():
                 hand_over(block)
             hand_over(_DONE)
         except _Stopped:
@@ -97,10 +85,34 @@ def reading_ahead(
             except _Stopped:
                 return
 
+    def consumed() -> Iterator[bytes]:
+        while True:
+            item = ahead.get()
+            if item is _DONE:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
     thread = threading.Thread(target=run, name="read-ahead", daemon=True)
     thread.start()
     try:
-        yield cast(BinaryIO, io.BufferedReader(_AheadReader(ahead, progress), buffer_bytes))
+        yield consumed()
     finally:
         stopped.set()
         thread.join()
+
+
+@contextmanager
+def reading_ahead(
+    next_block: Callable[[], bytes],
+    *,
+    blocks: int = 8,
+    buffer_bytes: int = 1 << 16,
+    progress: Callable[[int], None] | None = None,
+) -> Iterator[BinaryIO]:
+    """A buffered reader of the blocks ``next_block`` returns (``b""`` at the end), called on
+    a helper thread up to ``blocks`` blocks ahead of the reader.  ``progress`` counts the
+    bytes as the consumer takes them."""
+    with blocks_ahead(next_block, blocks=blocks) as produced:
+        yield cast(BinaryIO, io.BufferedReader(_AheadReader(produced, progress), buffer_bytes))
