@@ -617,7 +617,25 @@ def main(only_three_tiers: int = 0, limit_only: bool = False) -> None:
     (OUT / "results.json").write_text(json.dumps(results, indent=2))
     print_table(results)
     postgres_rows()
+    over = over_budget(results["planning"])
     print_limit(results["limit"])
+    if over:
+        raise SystemExit(1)  # requests are what S3 charges for, and do not depend on noise
+
+
+#: Requests allowed for planning over the bench's backups (10,000 by default).
+BUDGET = {"restore_plan_requests": 20, "retention_plan_requests": 15}
+
+
+def over_budget(planning: dict[str, Any]) -> list[str]:
+    """Print each request count against its budget; the ones over it."""
+    over = []
+    for key, budget in BUDGET.items():
+        verdict = "within" if planning[key] <= budget else "OVER"
+        print(f"{key}: {planning[key]} ({verdict} the budget of {budget})")
+        if planning[key] > budget:
+            over.append(key)
+    return over
 
 
 def print_limit(ratios: dict[str, float]) -> None:

@@ -20,6 +20,7 @@ from typing import Any, BinaryIO, cast
 import pyrage
 
 from backupflow.agefile import AgeDecryptor, identity_secret
+from backupflow.readahead import BlockReader
 
 __all__ = ["AGE_FORMAT", "decrypted_blocks", "decrypting", "encrypting"]
 
@@ -143,25 +144,6 @@ def decrypted_blocks(read: Callable[[], bytes], identities: Sequence[Any]) -> Ca
     return next_block
 
 
-class _BlockReader(io.RawIOBase):
-    """A raw reader over a function returning blocks (``b""`` at the end)."""
-
-    def __init__(self, next_block: Callable[[], bytes]) -> None:
-        self._next = next_block
-        self._rest = memoryview(b"")
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        if not self._rest:
-            self._rest = memoryview(self._next())
-        size = min(len(buffer), len(self._rest))
-        buffer[:size] = self._rest[:size]
-        self._rest = self._rest[size:]
-        return size
-
-
 @contextmanager
 def decrypting(
     stored: BinaryIO, identities: Sequence[Any], *, chunk_bytes: int = 1 << 20
@@ -169,4 +151,4 @@ def decrypting(
     """A reader of the plaintext of the age file ``stored`` (authenticated chunk by chunk:
     a tampered byte is an IntegrityError, never wrong data)."""
     blocks = decrypted_blocks(lambda: stored.read(chunk_bytes), identities)
-    yield cast(BinaryIO, io.BufferedReader(_BlockReader(blocks), 1 << 16))
+    yield cast(BinaryIO, io.BufferedReader(BlockReader(blocks), 1 << 16))

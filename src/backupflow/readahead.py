@@ -22,21 +22,25 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, BinaryIO, cast
 
-__all__ = ["blocks_ahead", "reading_ahead"]
+__all__ = ["BlockReader", "blocks_ahead", "reading_ahead"]
 
 _DONE = object()
 _POLL_SECONDS = 0.1
+_JOIN_SECONDS = 5.0
 
 
 class _Stopped(Exception):
     """The consumer left; the helper thread unwinds."""
 
 
-class _AheadReader(io.RawIOBase):
-    """The consumer's side as a raw reader: the blocks, in order."""
+class BlockReader(io.RawIOBase):
+    """A raw reader over a function that returns blocks (``b""`` at the end); ``progress``
+    counts the bytes of each block as it is taken."""
 
-    def __init__(self, blocks: Iterator[bytes], progress: Callable[[int], None] | None) -> None:
-        self._blocks = blocks
+    def __init__(
+        self, next_block: Callable[[], bytes], progress: Callable[[int], None] | None = None
+    ) -> None:
+        self._next = next_block
         self._progress = progress
         self._rest = memoryview(b"")
 
@@ -45,7 +49,7 @@ class _AheadReader(io.RawIOBase):
 
     def readinto(self, buffer: Any) -> int:
         if not self._rest:
-            block = next(self._blocks, b"")
+            block = self._next()
             self._rest = memoryview(block)
             if self._progress is not None and block:
                 self._progress(len(block))
@@ -100,7 +104,9 @@ def blocks_ahead(next_block: Callable[[], bytes], *, blocks: int = 8) -> Iterato
         yield consumed()
     finally:
         stopped.set()
-        thread.join()
+        # Bounded: a helper stuck in a read of a stalled source (a hung dump process) must
+        # not keep the caller from cleaning up, which is what ends that read.
+        thread.join(timeout=_JOIN_SECONDS)
 
 
 @contextmanager
@@ -115,4 +121,5 @@ def reading_ahead(
     a helper thread up to ``blocks`` blocks ahead of the reader.  ``progress`` counts the
     bytes as the consumer takes them."""
     with blocks_ahead(next_block, blocks=blocks) as produced:
-        yield cast(BinaryIO, io.BufferedReader(_AheadReader(produced, progress), buffer_bytes))
+        reader = BlockReader(lambda: next(produced, b""), progress)
+        yield cast(BinaryIO, io.BufferedReader(reader, buffer_bytes))
