@@ -155,6 +155,7 @@ def scenario(name: str, args: dict[str, Any]) -> dict[str, Any]:
     codec = ZstdCodec(3, -1)
     keyring = _bench_keyring() if args.get("encrypt") else None
     extra: dict[str, Any] = {}
+    cpu = os.times()
     start = time.perf_counter()
     if name in ("ours-local", "ours-3-tiers"):
         local = LocalStorage(Path(args["work"]) / "primary")
@@ -220,6 +221,8 @@ def scenario(name: str, args: dict[str, Any]) -> dict[str, Any]:
     else:
         raise SystemExit(f"unknown scenario {name}")
     seconds = time.perf_counter() - start
+    used = os.times()
+    extra["cpu_s"] = round(used.user - cpu.user + used.system - cpu.system, 2)
     return {"seconds": seconds, "rss_mib": _rss_mib(), **extra}
 
 
@@ -241,7 +244,8 @@ def run_seed(commands: list[str]) -> dict[str, Any]:
         "import resource, subprocess, sys, time\n"
         "t = time.perf_counter()\n"
         "for c in sys.argv[1:]: subprocess.run(['bash', '-c', c], check=True)\n"
-        "print(time.perf_counter() - t, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
+        "r = resource.getrusage(resource.RUSAGE_CHILDREN)\n"
+        "print(time.perf_counter() - t, r.ru_maxrss, r.ru_utime + r.ru_stime)\n"
     )
     done = subprocess.run(
         [sys.executable, "-c", wrapper, *commands],
@@ -250,8 +254,8 @@ def run_seed(commands: list[str]) -> dict[str, Any]:
         check=True,
         env={**os.environ, **CREDENTIALS},
     )
-    seconds, rss = done.stdout.split()
-    return {"seconds": float(seconds), "rss_mib": int(rss) / 1024}
+    seconds, rss, cpu = done.stdout.split()
+    return {"seconds": float(seconds), "rss_mib": int(rss) / 1024, "cpu_s": round(float(cpu), 2)}
 
 
 # -- planning over 10,000 backups ----------------------------------------------------------
@@ -388,6 +392,8 @@ class Bench:
             "ours_MBps": round(mib / ours["seconds"]),
             "ours_rss_MiB": round(ours["rss_mib"]),
         }
+        if "cpu_s" in ours:
+            entry["ours_cpu_s"] = ours["cpu_s"]
         if "samples" in ours:
             entry["ours_samples_s"] = ours["samples"]
         if reference:
@@ -398,6 +404,8 @@ class Bench:
                 ref_rss_MiB=round(reference["rss_mib"]),
                 ratio=round(reference["seconds"] / ours["seconds"], 2),
             )
+            if "cpu_s" in reference:
+                entry["ref_cpu_s"] = reference["cpu_s"]
             if "samples" in reference:
                 entry["ref_samples_s"] = reference["samples"]
         self.rows.append(entry)
@@ -409,6 +417,7 @@ def _medians(samples: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "seconds": _median([s["seconds"] for s in samples]),
         "rss_mib": max(s["rss_mib"] for s in samples),
+        "cpu_s": round(_median([s["cpu_s"] for s in samples]), 2),
         "samples": [round(s["seconds"], 3) for s in samples],
     }
 
