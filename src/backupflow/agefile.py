@@ -8,12 +8,17 @@ decrypting (measured in docs/benchmark.md).  Here a whole block of the stored ob
 decrypted in a few calls that release the GIL, on whatever thread reads the object.
 
 What is checked, as the format requires: the header's version line, stanza grammar and
-canonical base64, a bounded header size and stanza count; the X25519 stanza is unwrapped
-with each identity held (an all-zero shared secret is refused); the header MAC; then every
+canonical base64, a bounded header size (64 KiB) and stanza count (256; ours hold one
+stanza per recipient); a passphrase stanza only alone; each X25519 stanza is unwrapped with
+each identity held (a low-order share, which gives an all-zero secret, aborts); the header
+MAC; then every
 64 KiB payload chunk's Poly1305 tag with its counter nonce, the last chunk flagged as last
 (a file cut at a chunk boundary, with chunks dropped, reordered or appended, fails), and
-nothing after it.  Any failure is one :class:`IntegrityError` naming what did not hold.
-Interoperability with pyrage and the ``age`` command is tested both ways.
+nothing after it.  Any failure is one :class:`IntegrityError` naming what did not hold, and
+the stream stays failed.  Interoperability with pyrage and the ``age`` command is tested both
+ways.  Note what age does not promise: anyone holding a recipient (public) key can write a
+valid age file, so a *replaced* object decrypts; the manifest's signed SHA-256 of the stored
+bytes and of the plaintext (:func:`backupflow.pipeline.open_verified`) catches that.
 """
 
 from __future__ import annotations
@@ -70,7 +75,10 @@ def _bech32_polymod(values: list[int]) -> int:
 
 def identity_secret(text: str) -> bytes:
     """The 32-byte X25519 secret of an age identity (``AGE-SECRET-KEY-1...``, Bech32)."""
-    lowered = text.strip().lower()
+    stripped = text.strip()
+    if not stripped.isascii() or stripped not in (stripped.lower(), stripped.upper()):
+        raise ValueError("not an age X25519 identity (mixed case or not ASCII)")
+    lowered = stripped.lower()
     hrp, separator, data = lowered.rpartition("1")
     if not separator or hrp != _SECRET_HRP or len(data) < 6:
         raise ValueError("not an age X25519 identity")
@@ -119,7 +127,8 @@ class _Identity:
         try:
             shared = self.private.exchange(X25519PublicKey.from_public_bytes(share))
         except ValueError:
-            return None  # a low-order share: an all-zero secret is never used
+            # a low-order share gives an all-zero secret: the format says abort, not skip
+            raise _damaged("an X25519 stanza has a low-order share") from None
         key = _hkdf(shared, share + self.public, _X25519_INFO)
         try:
             return ChaCha20Poly1305(key).decrypt(bytes(12), body, None)
@@ -143,35 +152,51 @@ class AgeDecryptor:
         self._aead: ChaCha20Poly1305 | None = None
         self._counter = 0
         self._finished = False
+        self._failed: IntegrityError | None = None
+        self._scanned = 0  # how far the header's end has been looked for
 
     def update(self, data: bytes) -> bytes:
-        if self._finished:
-            raise ValueError("update after finish")
-        self._pending += data
-        if self._aead is None and not self._read_header():
-            return b""
-        out: list[bytes] = []
-        view = memoryview(self._pending)
-        start = 0
-        # A chunk is decrypted only once more bytes follow it: the last one is flagged.
-        while len(view) - start > _SEALED_CHUNK:
-            # bytes, not a view: older cryptography releases (a distribution's) accept no other
-            out.append(self._open(bytes(view[start : start + _SEALED_CHUNK]), last=False))
-            start += _SEALED_CHUNK
-        view.release()
-        del self._pending[:start]
-        return b"".join(out)
+        self._usable()
+        try:
+            self._pending += data
+            if self._aead is None and not self._read_header():
+                return b""
+            out: list[bytes] = []
+            start = 0
+            with memoryview(self._pending) as view:
+                # A chunk is opened only once more bytes follow it: the last one is flagged.
+                while len(view) - start > _SEALED_CHUNK:
+                    # bytes, not a view: older cryptography releases accept no other
+                    sealed = bytes(view[start : start + _SEALED_CHUNK])
+                    out.append(self._open(sealed, last=False))
+                    start += _SEALED_CHUNK
+            del self._pending[:start]
+            return b"".join(out)
+        except IntegrityError as exc:
+            self._failed = exc  # the stream is dead: every later call says so again
+            raise
 
     def finish(self) -> bytes:
         """The last chunk's plaintext; raises if the file ended early or carries extra."""
+        self._usable()
         self._finished = True
-        if self._aead is None:
-            raise _damaged("the file ends inside its header")
-        rest = bytes(self._pending)
-        self._pending.clear()
-        if len(rest) < _TAG or (len(rest) == _TAG and self._counter > 0):
-            raise _damaged("the file ends before its last chunk")
-        return self._open(rest, last=True)
+        try:
+            if self._aead is None:
+                raise _damaged("the file ends inside its header")
+            rest = bytes(self._pending)
+            self._pending.clear()
+            if len(rest) < _TAG or (len(rest) == _TAG and self._counter > 0):
+                raise _damaged("the file ends before its last chunk")
+            return self._open(rest, last=True)
+        except IntegrityError as exc:
+            self._failed = exc
+            raise
+
+    def _usable(self) -> None:
+        if self._failed is not None:
+            raise self._failed
+        if self._finished:
+            raise ValueError("the age stream was already finished")
 
     def _open(self, sealed: bytes, *, last: bool) -> bytes:
         assert self._aead is not None
@@ -186,10 +211,11 @@ class AgeDecryptor:
 
     def _read_header(self) -> bool:
         """Parse the header once it is all here; False while more bytes are needed."""
-        end = self._pending.find(b"\n---", 0, _MAX_HEADER_BYTES)
+        end = self._pending.find(b"\n---", max(0, self._scanned - 3), _MAX_HEADER_BYTES)
         if end < 0:
             if len(self._pending) > _MAX_HEADER_BYTES:
                 raise _damaged("the header is too long")
+            self._scanned = len(self._pending)  # the next search starts about here
             return False
         line_end = self._pending.find(b"\n", end + 4, end + 4 + 64)
         if line_end < 0:
@@ -242,6 +268,8 @@ class AgeDecryptor:
                 raise _damaged("the header has too many stanzas")
         if not stanzas:
             raise _damaged("the header has no recipient stanza")
+        if len(stanzas) > 1 and any(arguments[0] == b"scrypt" for arguments, _ in stanzas):
+            raise _damaged("a passphrase (scrypt) stanza is not alone in the header")
         for arguments, wrapped in stanzas:
             if arguments[0] != b"X25519":
                 continue

@@ -149,6 +149,7 @@ def decrypting(
     stored: BinaryIO, identities: Sequence[Any], *, chunk_bytes: int = 1 << 20
 ) -> Iterator[BinaryIO]:
     """A reader of the plaintext of the age file ``stored`` (authenticated chunk by chunk:
-    a tampered byte is an IntegrityError, never wrong data)."""
+    a tampered byte is an IntegrityError, never wrong data; a whole file replaced by another
+    encrypted to the same recipient is caught only by the manifest's SHA-256)."""
     blocks = decrypted_blocks(lambda: stored.read(chunk_bytes), identities)
     yield cast(BinaryIO, io.BufferedReader(BlockReader(blocks), 1 << 16))

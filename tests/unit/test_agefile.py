@@ -16,6 +16,7 @@ from pyrage import x25519
 from backupflow.agefile import AgeDecryptor, identity_secret
 from backupflow.errors import IntegrityError
 from tests.conftest import need
+from tests.support import agecraft
 
 IDENTITY = x25519.Identity.generate()
 SECRET = identity_secret(str(IDENTITY))
@@ -140,7 +141,16 @@ def test_identity_text_is_checked() -> None:
     text = str(IDENTITY)
     assert len(identity_secret(text.lower())) == 32
     bad_checksum = text[:-1] + ("Q" if text[-1] != "Q" else "P")
-    for bad in (bad_checksum, "AGE-SECRET-KEY-1", "age1" + text[16:], text + "Q"):
+    mixed_case = text[:20] + text[20:].lower()
+    not_ascii = text.replace("K", "\u212a")  # the Kelvin sign, which lower() makes a k
+    for bad in (
+        bad_checksum,
+        "AGE-SECRET-KEY-1",
+        "age1" + text[16:],
+        text + "Q",
+        mixed_case,
+        not_ascii,
+    ):
         with pytest.raises(ValueError):
             identity_secret(bad)
     # the text never leaks into the error
@@ -160,3 +170,83 @@ def test_the_header_mac_covers_the_stanzas() -> None:
     assert forged.index(b"\n---") == header_end
     with pytest.raises(IntegrityError, match="none of the identities"):
         _decrypt(forged)
+
+
+# -- hand-made files with valid MACs around hostile contents ---------------------------------
+
+FILE_KEY = os.urandom(16)
+GOOD = agecraft.x25519_stanza(agecraft.public_of(SECRET), FILE_KEY)
+LOW_ORDER = base64.b64decode("X5yVvKNQjCSx0LFVnIPvWwREXMRYHI6G2CJO3dCfEdc=")
+FULL = os.urandom(65_536)
+
+HANDMADE: dict[str, tuple[list[agecraft.Stanza], list[tuple[bytes, bool]], str | None]] = {
+    "as an honest writer makes it": ([GOOD], [(FULL, False), (b"end", True)], None),
+    "a low-order share before a good stanza": (
+        [([b"X25519", agecraft.b64(LOW_ORDER)], os.urandom(32)), GOOD],
+        [(b"x", True)],
+        "low-order share",
+    ),
+    "an all-zero share before a good stanza": (
+        [([b"X25519", agecraft.b64(bytes(32))], os.urandom(32)), GOOD],
+        [(b"x", True)],
+        "low-order share",
+    ),
+    "a passphrase stanza beside a key": (
+        [GOOD, ([b"scrypt", agecraft.b64(os.urandom(16)), b"10"], os.urandom(32))],
+        [(b"x", True)],
+        "not alone",
+    ),
+    "an unknown stanza is skipped": (
+        [([b"grease", b"x"], os.urandom(48)), GOOD],
+        [(b"ok", True)],
+        None,
+    ),
+    "an empty last chunk after a full one": (
+        [GOOD],
+        [(FULL, False), (b"", True)],
+        "ends before its last chunk",
+    ),
+    "a chunk flagged last before another": (
+        [GOOD],
+        [(FULL, True), (b"more", True)],
+        "chunk 0 does not authenticate",
+    ),
+    "a short chunk not flagged last": ([GOOD], [(b"short", False)], "last chunk"),
+}
+
+
+@pytest.mark.parametrize("case", list(HANDMADE))
+def test_handmade_files(case: str) -> None:
+    stanzas, chunks, refused = HANDMADE[case]
+    stored = agecraft.header(stanzas, FILE_KEY) + agecraft.payload(FILE_KEY, chunks)
+    if refused is None:
+        assert _decrypt(stored, piece=4096) == b"".join(plain for plain, _ in chunks)
+    else:
+        with pytest.raises(IntegrityError, match=refused):
+            _decrypt(stored, piece=4096)
+
+
+def test_a_failed_stream_stays_failed() -> None:
+    stored = bytearray(_stored(200_000))
+    stored[-70_000] ^= 1
+    decryptor = AgeDecryptor([SECRET])
+    with pytest.raises(IntegrityError) as first:
+        decryptor.update(bytes(stored))
+    kept = first.value  # a caller that keeps the error (as the read-ahead queue does)
+    with pytest.raises(IntegrityError) as again:
+        decryptor.finish()
+    assert again.value is kept
+
+
+def test_finish_twice_is_a_usage_error() -> None:
+    decryptor = AgeDecryptor([SECRET])
+    stored = _stored(10)
+    decryptor.update(stored)
+    decryptor.finish()
+    with pytest.raises(ValueError, match="already finished"):
+        decryptor.finish()
+
+
+def test_a_header_fed_byte_by_byte_reads_the_same() -> None:
+    stored = _stored(1000)
+    assert _decrypt(stored, piece=1) == _decrypt(stored)
