@@ -59,6 +59,57 @@ class BlockReader(io.RawIOBase):
         return size
 
 
+class _AheadStream:
+    """The consumer's side of :func:`reading_ahead`: a read fills the request from the blocks
+    in order, as a buffered file does, except that bytes which arrived before an error are
+    handed out first and the error is raised by the next read (so a consumer sees exactly
+    the bytes that were good, never fewer)."""
+
+    def __init__(self, blocks: Iterator[bytes], progress: Callable[[int], None] | None) -> None:
+        self._blocks = blocks
+        self._progress = progress
+        self._rest = memoryview(b"")
+        self._error: Exception | None = None
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int | None = -1) -> bytes:
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+        want = -1 if size is None or size < 0 else size
+        parts: list[memoryview] = []
+        got = 0
+        while want < 0 or got < want:
+            if not self._rest:
+                try:
+                    block = next(self._blocks, b"")
+                except Exception as exc:
+                    if not got:
+                        raise
+                    self._error = exc
+                    break
+                if not block:
+                    break
+                if self._progress is not None:
+                    self._progress(len(block))
+                self._rest = memoryview(block)
+            take = len(self._rest) if want < 0 else min(want - got, len(self._rest))
+            parts.append(self._rest[:take])
+            self._rest = self._rest[take:]
+            got += take
+        return b"".join(parts)
+
+    def read1(self, size: int = -1) -> bytes:
+        return self.read(size)
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+
 @contextmanager
 def blocks_ahead(next_block: Callable[[], bytes], *, blocks: int = 8) -> Iterator[Iterator[bytes]]:
     """The blocks ``next_block`` returns (``b""`` at the end), produced on a helper thread up
@@ -114,12 +165,10 @@ def reading_ahead(
     next_block: Callable[[], bytes],
     *,
     blocks: int = 8,
-    buffer_bytes: int = 1 << 16,
     progress: Callable[[int], None] | None = None,
 ) -> Iterator[BinaryIO]:
-    """A buffered reader of the blocks ``next_block`` returns (``b""`` at the end), called on
-    a helper thread up to ``blocks`` blocks ahead of the reader.  ``progress`` counts the
+    """A reader of the blocks ``next_block`` returns (``b""`` at the end), called on a
+    helper thread up to ``blocks`` blocks ahead of the reader.  ``progress`` counts the
     bytes as the consumer takes them."""
     with blocks_ahead(next_block, blocks=blocks) as produced:
-        reader = BlockReader(lambda: next(produced, b""), progress)
-        yield cast(BinaryIO, io.BufferedReader(reader, buffer_bytes))
+        yield cast(BinaryIO, _AheadStream(produced, progress))

@@ -108,3 +108,18 @@ def test_a_restore_stream_left_midway_or_damaged_leaves_no_thread_behind(
                 raise RuntimeError("the consumer had enough")
             plain.read()
     assert threading.active_count() == before
+
+
+def test_bytes_before_an_error_are_handed_out_before_it() -> None:
+    calls = [0]
+
+    def next_block() -> bytes:
+        calls[0] += 1
+        if calls[0] == 3:
+            raise IntegrityError("the stored copy is damaged.")
+        return b"ok"
+
+    with reading_ahead(next_block) as reader:
+        assert reader.read(10) == b"okok"  # what was good, though fewer than asked
+        with pytest.raises(IntegrityError, match="damaged"):
+            reader.read(10)
