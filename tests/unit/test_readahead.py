@@ -43,16 +43,21 @@ def test_the_producer_stays_a_bounded_number_of_blocks_ahead() -> None:
         assert produced[0] <= 1 + 4 + 1  # taken, queued, and one in the helper's hands
 
 
-def test_an_error_in_the_helper_is_raised_where_the_bytes_would_be() -> None:
+def _failing_at(call: int) -> Callable[[], bytes]:
+    """Blocks of b"ok", then (at call number ``call``) a damaged copy."""
     calls = [0]
 
     def next_block() -> bytes:
         calls[0] += 1
-        if calls[0] == 3:
+        if calls[0] == call:
             raise IntegrityError("the stored copy is damaged.")
         return b"ok"
 
-    with reading_ahead(next_block) as reader:
+    return next_block
+
+
+def test_an_error_in_the_helper_is_raised_where_the_bytes_would_be() -> None:
+    with reading_ahead(_failing_at(3)) as reader:
         assert reader.read(4) == b"okok"
         with pytest.raises(IntegrityError, match="damaged"):
             reader.read(1)
@@ -111,15 +116,7 @@ def test_a_restore_stream_left_midway_or_damaged_leaves_no_thread_behind(
 
 
 def test_bytes_before_an_error_are_handed_out_before_it() -> None:
-    calls = [0]
-
-    def next_block() -> bytes:
-        calls[0] += 1
-        if calls[0] == 3:
-            raise IntegrityError("the stored copy is damaged.")
-        return b"ok"
-
-    with reading_ahead(next_block) as reader:
+    with reading_ahead(_failing_at(3)) as reader:
         assert reader.read(10) == b"okok"  # what was good, though fewer than asked
         with pytest.raises(IntegrityError, match="damaged"):
             reader.read(10)
