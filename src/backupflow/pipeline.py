@@ -153,12 +153,8 @@ def store_stream(
 
     def compressed() -> Iterator[bytes]:
         while block := raw.read(chunk_bytes):
-            out = compressor.compress(block)
-            if out:
-                yield out
-        tail = compressor.flush()
-        if tail:
-            yield tail
+            yield from _pieces(compressor.compress(block), chunk_bytes)
+        yield from _pieces(compressor.flush(), chunk_bytes)
 
     def chunks(ready: Iterator[bytes]) -> Iterator[bytes]:
         nonlocal stored_size
@@ -198,6 +194,19 @@ def store_stream(
     if verify and not storage.verified_writes:
         verify_stored(storage, record, chunk_bytes=chunk_bytes)
     return record
+
+
+def _pieces(out: bytes, size: int) -> Iterator[bytes]:
+    """``out`` in pieces of at most ``size`` bytes: zstd's multi-threaded compressor hands
+    back whole finished jobs at once (tens of MiB), and what waits in a queue must stay
+    bounded by the chunk size."""
+    if len(out) <= size:
+        if out:
+            yield out
+        return
+    view = memoryview(out)
+    for start in range(0, len(out), size):
+        yield bytes(view[start : start + size])
 
 
 def verify_stored(storage: Storage, record: StoredObject, *, chunk_bytes: int = 1 << 20) -> None:

@@ -439,3 +439,43 @@ def test_a_tier_copy_stops_at_the_recorded_size(tmp_path: Path) -> None:
         copy_object(source, dest, record, chunk_bytes=64 << 10, write_once=False)
     assert source.served <= record.size + 1
     assert [p for p in (tmp_path / "dr").rglob("*") if p.is_file()] == []  # no copy, no debris
+
+
+class _RecordingPuts(MemoryStorage):
+    """Remembers the size of every piece a put was handed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pieces: list[int] = []
+
+    def put(self, key: str, chunks: Iterable[bytes]) -> ObjectInfo:
+        def recorded() -> Iterator[bytes]:
+            for chunk in chunks:
+                self.pieces.append(len(chunk))
+                yield chunk
+
+        return super().put(key, recorded())
+
+
+@pytest.mark.parametrize("encrypt", [False, True])
+def test_a_backup_hands_its_storage_pieces_no_larger_than_the_chunk_size(encrypt: bool) -> None:
+    """zstd's multi-threaded compressor returns whole finished jobs (tens of MiB at once);
+    what is queued and written stays within the chunk size whatever the input."""
+    from backupflow.codecs import ZstdCodec
+
+    storage = _RecordingPuts()
+    data = (os.urandom(MiB) + bytes(3 * MiB)) * 12  # 48 MiB, jobs of several MiB
+    record = store_stream(
+        storage,
+        "database/x/data.zst",
+        io.BytesIO(data),
+        ZstdCodec(3, -1),
+        role="data",
+        chunk_bytes=256 << 10,
+        keyring=KEYRING if encrypt else None,
+    )
+    largest = MiB if encrypt else 256 << 10  # age's writer flushes at most 1 MiB
+    assert max(storage.pieces) <= largest
+    assert sum(storage.pieces) == record.size
+    with open_verified(storage, record, keyring=KEYRING) as handle:
+        assert handle.read() == data
