@@ -83,6 +83,13 @@ def _swap_chunks(stored: bytes) -> bytes:
     return stored[:start] + second + first + stored[start + 2 * SEALED_CHUNK :]
 
 
+def _rewrap(stored: bytes) -> bytes:
+    """One base64 character of the wrapped file key changed to another (still base64)."""
+    at = stored.index(b"\n", stored.index(b"-> X25519")) + 3
+    other = b"B" if stored[at : at + 1] == b"A" else b"A"
+    return stored[:at] + other + stored[at + 1 :]
+
+
 def _many_stanzas(stored: bytes) -> bytes:
     lines = stored.split(b"\n", 1)
     return lines[0] + b"\n" + b"-> grease\n\n" * 300 + lines[1]
@@ -105,10 +112,7 @@ DAMAGE: dict[str, tuple[Callable[[bytes], bytes], str]] = {
     "a payload byte flipped": (_flip(lambda s: _payload_start(s) + 70_000), "chunk 1"),
     "the payload nonce changed": (_flip(lambda s: _payload_start(s) - 3), "chunk 0"),
     "the header MAC changed": (_flip(lambda s: s.index(b"\n---") + 10), "header MAC"),
-    "the wrapped key changed": (
-        _flip(lambda s: s.index(b"\n", s.index(b"-> X25519")) + 3),
-        "none of the identities",
-    ),
+    "the wrapped key changed": (_rewrap, "none of the identities"),
     "not an age file": (lambda s: b"age-encryption.org/v2" + s[21:], "not an age v1 file"),
     "a header without end": (lambda s: s[:22] + b"A" * 70_000, "header is too long"),
     "too many stanzas": (_many_stanzas, "too many stanzas"),
