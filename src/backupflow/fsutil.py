@@ -87,6 +87,9 @@ def make_dirs(path: Path, mode: int = PRIVATE_DIR) -> None:
         except FileExistsError:
             continue  # made meanwhile by someone else: judged by the caller, not widened here
         _fix_mode(folder, mode)
+        # A new folder is an entry in its parent: durable only once the parent is synced,
+        # or a power cut loses it (and whatever was acknowledged inside it).
+        fsync_dir(folder.parent)
 
 
 def _fix_mode(folder: Path, mode: int) -> None:
