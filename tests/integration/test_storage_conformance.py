@@ -241,6 +241,26 @@ def test_overwrite_replaces_the_object(storage: Storage) -> None:
     assert keys(storage) == [KEY]
 
 
+def test_create_stores_only_when_the_key_is_free(storage: Storage) -> None:
+    assert storage.create(KEY, b"first writer") is True
+    assert storage.create(KEY, b"second writer") is False
+
+    assert read(storage, KEY) == b"first writer"
+    assert keys(storage) == [KEY]
+
+
+def test_racing_creates_have_exactly_one_winner(storage: Storage) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    bodies = [f"writer {i} ".encode() * 50 for i in range(8)]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        won = list(pool.map(lambda body: storage.create(KEY, body), bodies))
+
+    assert won.count(True) == 1
+    assert read(storage, KEY) == bodies[won.index(True)]
+    assert keys(storage) == [KEY]
+
+
 def test_interrupted_put_leaves_no_object_and_keeps_the_previous_one(storage: Storage) -> None:
     storage.put(KEY, [b"previous version"])
 
@@ -516,5 +536,8 @@ def test_a_wrapper_passes_every_operation_through(tmp_path: Path) -> None:
     assert counting.opened == 1
     assert keys(counting) == keys(inner) == [KEY]
     assert counting.stat(KEY) == inner.stat(KEY)
+    assert counting.create(KEY, b"taken") is False
     counting.delete(KEY)
     assert keys(inner) == []
+    assert counting.create(KEY, b"new") is True
+    assert read(inner, KEY) == b"new"

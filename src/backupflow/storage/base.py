@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import BinaryIO
 
-from backupflow.errors import InvalidKeyError
+from backupflow.errors import InvalidKeyError, StorageError
 
 __all__ = [
     "TMP_PREFIX",
@@ -157,6 +157,15 @@ class Storage(ABC):
     @abstractmethod
     def delete(self, key: str) -> None:
         """Remove ``key``; a missing key is not an error."""
+
+    def create(self, key: str, data: bytes) -> bool:
+        """Store the small object ``data`` under ``key`` only if no object is there yet,
+        atomically and durably: True when it was stored, False when ``key`` already existed
+        (nothing was changed).  Backends that cannot do it atomically refuse."""
+        del data
+        raise StorageError(
+            f"{self.name} cannot create {key} only if it is absent; use a folder, S3 or memory."
+        )
 
     def cleanup_incomplete(self, older_than: datetime) -> builtins.list[str]:
         """Remove left-overs of interrupted writes older than ``older_than``.

@@ -119,6 +119,29 @@ class LocalStorage(Storage):
             raise
         return self.stat(key)
 
+    def create(self, key: str, data: bytes) -> bool:
+        # Written and synced under a private temporary name, then hard-linked to the key:
+        # link() never replaces an existing name, so exactly one of two racing writers wins.
+        path = self._path(key)
+        tmp = path.with_name(f"{TMP_PREFIX}{path.name}.{secrets.token_hex(4)}")
+        try:
+            make_dirs(path.parent, PRIVATE_DIR)
+            with os.fdopen(create_private_file(tmp, PRIVATE_FILE), "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            try:
+                os.link(tmp, path, follow_symlinks=False)
+            except FileExistsError:
+                return False
+            fsync_dir(path.parent)
+            return True
+        except OSError as exc:
+            raise _translate(exc, "write", key) from exc
+        finally:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+
     @contextlib.contextmanager
     def _opened(self, key: str) -> Iterator[BinaryIO]:
         path = self._path(key)

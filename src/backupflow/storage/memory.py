@@ -30,6 +30,14 @@ class MemoryStorage(Storage):
             self._objects[key] = (data, datetime.now(UTC))
         return self.stat(key)
 
+    def create(self, key: str, data: bytes) -> bool:
+        validate_key(key)
+        with self._lock:
+            if key in self._objects:
+                return False
+            self._objects[key] = (bytes(data), datetime.now(UTC))
+        return True
+
     def _get(self, key: str) -> tuple[bytes, datetime]:
         validate_key(key)
         with self._lock:

@@ -166,6 +166,36 @@ class S3Storage(Storage):
             return self._check(key, full_key, len(first), _b64(digest))[0]
         return self._multipart(key, full_key, first, second, parts)
 
+    def create(self, key: str, data: bytes) -> bool:
+        full_key = self._key(key)
+        digest = hashlib.sha256(data).digest()
+        try:
+            self.client.put_object(
+                Bucket=self.bucket,
+                Key=full_key,
+                Body=data,
+                IfNoneMatch="*",  # S3's conditional write: refused when the key exists
+                ChecksumAlgorithm="SHA256",
+                ChecksumSHA256=_b64(digest),
+                **self._put_args,
+                **self._lock_args(),
+            )
+        except ClientError as exc:
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            code = exc.response.get("Error", {}).get("Code")
+            # 409 ConditionalRequestConflict: a racing conditional write to the same key.
+            if status == 412 or code in ("PreconditionFailed", "ConditionalRequestConflict"):
+                return False
+            raise translate_s3_error(
+                exc, bucket=self.bucket, operation="PutObject", key=key
+            ) from exc
+        except BotoCoreError as exc:
+            raise translate_s3_error(
+                exc, bucket=self.bucket, operation="PutObject", key=key
+            ) from exc
+        self._check(key, full_key, len(data), _b64(digest))
+        return True
+
     def _multipart(
         self, key: str, full_key: str, first: bytes, second: bytes, rest: Iterator[bytes]
     ) -> ObjectInfo:

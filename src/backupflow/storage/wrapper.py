@@ -34,6 +34,9 @@ class StorageWrapper(Storage):
     def put(self, key: str, chunks: Iterable[bytes]) -> ObjectInfo:
         return self.inner.put(key, chunks)
 
+    def create(self, key: str, data: bytes) -> bool:
+        return self.inner.create(key, data)
+
     def open(self, key: str) -> AbstractContextManager[BinaryIO]:
         return self.inner.open(key)
 
