@@ -29,6 +29,7 @@ are one rule set (what is ours, what is foreign), kept in one place.
 from __future__ import annotations
 
 import re
+import secrets
 from collections.abc import Collection, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -58,12 +59,14 @@ __all__ = [
     "content_prefix",
     "expected_key",
     "manifest_key",
+    "new_push_id",
     "object_key",
     "owned_keys",
     "read_unsigned",
     "series_prefix",
     "wal_key",
     "wal_prefix",
+    "wal_push_id",
     "wal_record_key",
 ]
 
@@ -90,10 +93,32 @@ def wal_prefix(category: Category, name: str) -> str:
     return f"{category.value}/{name}/wal/"
 
 
-def wal_key(category: Category, name: str, wal_path: str, extension: str) -> str:
+#: The push id in an archived WAL file's key: each push stores its own object
+#: (``<name>.p<16 hex>.zst.age``), so two pushes of one segment never replace each other's.
+WAL_PUSH_ID = re.compile(r"\.(?P<push>p[0-9a-f]{16})(?=(?:\.zst|\.gz)?(?:\.age)?$)")
+
+
+def new_push_id() -> str:
+    """A fresh push id (64 random bits)."""
+    return "p" + secrets.token_hex(8)
+
+
+def wal_key(
+    category: Category, name: str, wal_path: str, extension: str, push_id: str | None = None
+) -> str:
     """Where one archived WAL file is stored; ``wal_path`` is ``<sysid>/<file name>``
-    (checked by the caller), ``extension`` its codec's and encryption's."""
-    return f"{wal_prefix(category, name)}{wal_path}{extension}"
+    (checked by the caller), ``extension`` its codec's and encryption's, ``push_id`` the
+    push that wrote it (None: a key written before push ids)."""
+    if push_id is not None and not re.fullmatch(r"p[0-9a-f]{16}", push_id):
+        raise ValueError(f"{push_id[:40]!r} is not a push id")
+    middle = f".{push_id}" if push_id else ""
+    return f"{wal_prefix(category, name)}{wal_path}{middle}{extension}"
+
+
+def wal_push_id(key: str) -> str | None:
+    """The push id in an archived WAL file's key, None when it has none."""
+    found = WAL_PUSH_ID.search(key)
+    return found["push"] if found else None
 
 
 def wal_record_key(category: Category, name: str, wal_path: str) -> str:
@@ -165,7 +190,11 @@ def expected_key(manifest: Manifest, obj: StoredObject) -> str:
         )
     if obj.role.startswith(WAL_ROLE):
         return wal_key(
-            manifest.category, manifest.database, obj.role.removeprefix(WAL_ROLE), extension
+            manifest.category,
+            manifest.database,
+            obj.role.removeprefix(WAL_ROLE),
+            extension,
+            wal_push_id(obj.key),
         )
     if obj.role.startswith(CONTENT_ROLE):
         sha = obj.role.removeprefix(CONTENT_ROLE)

@@ -208,6 +208,7 @@ def remove_loose_wal(
         doomed = loose_wal(archived, wal_prefix(category, name), scan.manifests, now - grace)
     except CatalogError:
         return []
+    doomed += _superseded(tier, category, name, archived, scan.manifests, now - grace)
     removed = []
     for key in doomed:  # records first: a file without its record is never served
         try:
@@ -216,3 +217,28 @@ def remove_loose_wal(
             continue
         removed.append(key)
     return removed
+
+
+def _superseded(
+    tier: Tier,
+    category: Category,
+    name: str,
+    archived: Sequence[tuple[str, datetime]],
+    manifests: Sequence[Manifest],
+    cutoff: datetime,
+) -> list[str]:
+    """Pushed WAL objects their file's record does not name (a push killed before its
+    record, the loser of a race, a repaired copy), once older than the grace period."""
+    from backupflow.engines.postgres.archive import read_record
+    from backupflow.engines.postgres.chain import superseded_pushes
+
+    doomed: list[str] = []
+    groups = superseded_pushes(archived, wal_prefix(category, name), manifests, cutoff)
+    for (sysid, wal_name), keys in sorted(groups.items()):
+        try:
+            record = read_record(tier, name, sysid, wal_name)
+        except BackupflowError:
+            continue  # unreadable or foreign: never removed on a guess
+        named = record.object.key if record is not None else None
+        doomed += [key for key in keys if key != named]
+    return doomed

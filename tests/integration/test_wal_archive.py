@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import struct
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -39,7 +42,7 @@ from backupflow.engines.postgres.walnames import segment_name
 from backupflow.envelope import seal
 from backupflow.errors import ForeignManifestError, IntegrityError, ParameterError, StorageError
 from backupflow.keys import generate_keys
-from backupflow.storage import Tier, open_tiers
+from backupflow.storage import Storage, StorageWrapper, Tier, open_tiers
 from tests.support.keys import key_env
 from tests.support.s3 import MotoServer, client_for, make_bucket
 
@@ -540,3 +543,140 @@ def test_history_files_are_always_served_and_a_second_partial_is_kept_aside(
     )
     assert read_record(primary, DB, SYSID, partial.name) == first  # the first one stays
     assert "already archived with other content" in warnings[0]
+
+
+class _HeldRecords(StorageWrapper):
+    """Holds the first record creation (after its object is stored) until released."""
+
+    def __init__(self, inner: Storage) -> None:
+        super().__init__(inner)
+        self.reached = threading.Event()
+        self.release = threading.Event()
+
+    def create(self, key: str, data: bytes) -> bool:
+        if key.endswith(".rec") and not self.reached.is_set():
+            self.reached.set()
+            assert self.release.wait(60), "the held record was never released"
+        return super().create(key, data)
+
+
+def _wal_objects(tier: Tier, name: str) -> list[str]:
+    return [i.key for i in tier.storage.list(f"database/{DB}/wal/") if name in i.key]
+
+
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_two_racing_pushes_of_one_segment_leave_a_record_that_names_its_object(
+    where: str, settings: Settings, s3_settings: Settings, data: Path, tmp_path: Path
+) -> None:
+    """The reproduction from issue 22: push A stores its object and its record write is
+    held; push B of the same file runs to completion; then A's record lands.  Both succeed,
+    and the record names an object the tier holds, so the segment can be fetched."""
+    tier = open_tiers(s3_settings if where == "s3" else settings)[0]
+    held = _HeldRecords(tier.storage)
+    slow = Tier(tier.name, held, tier.keyring)
+    segment = make_segment(data, 21)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        first = pool.submit(_push, slow, data, segment)
+        assert held.reached.wait(60)
+        second = _push(tier, data, segment)  # runs to completion meanwhile
+        held.release.set()
+        late = first.result(timeout=60)
+
+    assert second.stored is True  # type: ignore[attr-defined]
+    assert late.stored is False  # type: ignore[attr-defined]  # it found B's record
+    record = read_record(tier, DB, SYSID, segment.name)
+    assert record is not None
+    assert _wal_objects(tier, segment.name) == sorted(
+        [record.object.key, record.object.key.rsplit("/", 1)[0] + f"/{segment.name}.rec"]
+    )  # A removed its own object: one object, one record
+    dest = tmp_path / "RECOVERYXLOG"
+    assert fetch_wal([tier], DB, SYSID, segment.name, dest).outcome == "fetched"
+    assert dest.read_bytes() == segment.read_bytes()
+
+
+def test_a_racing_push_of_other_content_loses_and_says_so(
+    settings: Settings, data: Path, tmp_path: Path
+) -> None:
+    tier = open_tiers(settings)[0]
+    held = _HeldRecords(tier.storage)
+    slow = Tier(tier.name, held, tier.keyring)
+    segment = make_segment(data, 22)
+    original = segment.read_bytes()
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        first = pool.submit(_push, slow, data, segment)
+        assert held.reached.wait(60)
+        # B pushes other bytes under the same name (another cluster sharing the series)
+        other = make_data_dir(tmp_path / "other")
+        twin = make_segment(other, 22)
+        _push(tier, other, twin)
+        held.release.set()
+        with pytest.raises(WalConflictError, match="other content"):
+            first.result(timeout=60)
+    record = read_record(tier, DB, SYSID, segment.name)
+    assert record is not None and record.object.raw_size == SEGMENT
+    assert len(_wal_objects(tier, segment.name)) == 2  # B's object and record only
+    dest = tmp_path / "RECOVERYXLOG"
+    fetch_wal([tier], DB, SYSID, segment.name, dest)
+    assert dest.read_bytes() == twin.read_bytes() != original
+
+
+def test_a_damaged_archived_copy_is_not_taken_for_archived(
+    settings: Settings, data: Path, tmp_path: Path
+) -> None:
+    """Same size, other bytes: a re-push notices (hashes, not sizes) and stores it again."""
+    tier = open_tiers(settings)[0]
+    segment = make_segment(data, 23)
+    _push(tier, data, segment)
+    record = read_record(tier, DB, SYSID, segment.name)
+    assert record is not None
+    on_disk = Path(settings.repository.primary.url) / record.object.key
+    raw = bytearray(on_disk.read_bytes())
+    raw[len(raw) // 3] ^= 0x40
+    on_disk.write_bytes(bytes(raw))
+    warnings: list[str] = []
+
+    again = push_wal(
+        tier, DB, segment.relative_to(data), data_dir=data, codec=get_codec("zstd"),
+        warn=warnings.append,
+    )  # fmt: skip
+
+    assert again.stored is True
+    assert "damaged" in warnings[0]
+    repaired = read_record(tier, DB, SYSID, segment.name)
+    assert repaired is not None and repaired.object.key != record.object.key
+    dest = tmp_path / "RECOVERYXLOG"
+    assert fetch_wal([tier], DB, SYSID, segment.name, dest).outcome == "fetched"
+    assert dest.read_bytes() == segment.read_bytes()
+
+
+def test_objects_no_record_names_are_removed_after_the_grace_period(
+    settings: Settings, data: Path
+) -> None:
+    """A push killed between its object and its record leaves an object nobody names; the
+    next clean-up removes it once older than the grace period, never the named one."""
+    from datetime import UTC, datetime, timedelta
+
+    from backupflow.maintenance import remove_loose_wal
+    from backupflow.models import Category
+
+    tier = open_tiers(settings)[0]
+    segment = make_segment(data, 24)
+    _push(tier, data, segment)
+    record = read_record(tier, DB, SYSID, segment.name)
+    assert record is not None
+    orphan = re.sub(r"\.p[0-9a-f]{16}\.", ".p0123456789abcdef.", record.object.key)
+    assert orphan != record.object.key
+    tier.storage.put(orphan, [b"a killed push's object"])
+    lone = make_segment(data, 25)  # killed before its record: no record at all
+    lone_key = record.object.key.replace(segment.name, lone.name)
+    tier.storage.put(lone_key, [b"another killed push's object"])
+    now = datetime.now(UTC)
+
+    fresh = remove_loose_wal(tier, Category.DATABASE, DB, now=now, grace=timedelta(minutes=60))
+    later = remove_loose_wal(
+        tier, Category.DATABASE, DB, now=now + timedelta(hours=2), grace=timedelta(minutes=60)
+    )
+
+    assert fresh == []  # a push in progress writes its object before its record
+    assert sorted(later) == sorted([orphan, lone_key])
+    assert record.object.key in _wal_objects(tier, segment.name)

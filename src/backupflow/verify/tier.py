@@ -54,11 +54,12 @@ _DATA_KEY = re.compile(
 _CONTENT_KEY = re.compile(
     r"^content/(?P<fan>[0-9a-f]{2})/(?P<sha>[0-9a-f]{64})(?:\.zst|\.gz)?(?:\.age)?$"
 )
-#: ``wal/<system identifier>/<WAL file name>`` then the pipeline's extensions (the file) or
+#: ``wal/<system identifier>/<WAL file name>`` then its push id and the pipeline's extensions
+#: (the file) or
 #: ``.rec`` (its signed archive record): PostgreSQL's archived WAL, written by wal-push.
 _WAL_KEY = re.compile(
     r"^wal/[1-9][0-9]{0,19}/[0-9A-F]{8}(?:[0-9A-F]{16}(?:\.partial|\.[0-9A-F]{8}\.backup)?"
-    r"|\.history)(?:(?:\.zst|\.gz)?(?:\.age)?|\.rec)$"
+    r"|\.history)(?:(?:\.p[0-9a-f]{16})?(?:\.zst|\.gz)?(?:\.age)?|\.rec)$"
 )
 #: The engine whose chains follow LSNs (``backupflow.engines.mssql``).
 SQLSERVER = "sqlserver"

@@ -42,7 +42,15 @@ from typing import Any, BinaryIO, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from backupflow.catalog import WAL_RECORD_ROLE, WAL_ROLE, wal_key, wal_prefix, wal_record_key
+from backupflow.catalog import (
+    WAL_RECORD_ROLE,
+    WAL_ROLE,
+    new_push_id,
+    wal_key,
+    wal_prefix,
+    wal_push_id,
+    wal_record_key,
+)
 from backupflow.codecs import Codec, get_codec
 from backupflow.crypto import AGE_FORMAT
 from backupflow.envelope import open_envelope, seal
@@ -207,7 +215,10 @@ def _authentic(
         raise ForeignManifestError(
             f"foreign WAL record {where} ignored: it is no WAL record."
         ) from None
-    data_key, _ = _keys(database, sysid, name, _extension(record.object))
+    data_key = wal_key(
+        Category.DATABASE, database, wal_path(sysid, name), _extension(record.object),
+        wal_push_id(record.object.key),
+    )  # fmt: skip
     if (
         record.database != database
         or record.system_identifier != str(sysid)
@@ -302,6 +313,52 @@ def _raw_sha256(handle: BinaryIO) -> str:
     return digest.hexdigest()
 
 
+def _intact(tier: Tier, obj: StoredObject) -> bool:
+    """Whether ``obj`` is in ``tier`` and every byte of it matches its hashes."""
+    try:
+        with open_verified(tier.storage, obj, chunk_bytes=_CHUNK, keyring=tier.keyring) as plain:
+            while plain.read(_CHUNK):
+                pass
+    except (ObjectNotFoundError, IntegrityError):
+        return False
+    return True
+
+
+def _existing(tier: Tier, database: str, sysid: int, name: WalName) -> WalRecord | None:
+    try:
+        return read_record(tier, database, sysid, name.name)
+    except ForeignManifestError as exc:
+        # Never overwrite what a kept log backup may pin (a record signed by a key that
+        # was rotated out is still one); an operator looks first.
+        raise WalConflictError(
+            f"wal-push refuses {name.name}: {tier.storage.name} holds a record for it that "
+            f"cannot be authenticated ({exc}); nothing was overwritten: check the verify "
+            "keys (BACKUPFLOW_CRYPTO__VERIFY_KEYS) or remove that record by hand."
+        ) from None
+
+
+def _agree(tier: Tier, name: WalName, existing: WalRecord, raw_sha256: str, warn: Any) -> bool:
+    """Whether the archived ``existing`` holds the same content as the file being pushed;
+    raises :class:`WalConflictError` when it holds other content (a partial file excepted:
+    the first one archived is kept)."""
+    if raw_sha256 == existing.object.raw_sha256:
+        return True
+    if name.kind == "partial":
+        # Recovery never reads a .partial file (the next timeline's first segment holds the
+        # same WAL), and two restores that fork in the same segment both push one.
+        if warn is not None:
+            warn(
+                f"{name.name} is already archived with other content (an earlier restore "
+                "forked in the same segment); kept the first one."
+            )
+        return False
+    raise WalConflictError(
+        f"wal-push refuses {name.name}: {tier.storage.name} already holds it with other "
+        "content (two clusters sharing one series, or a damaged WAL file); nothing was "
+        "overwritten."
+    )
+
+
 def push_wal(
     tier: Tier,
     database: str,
@@ -313,12 +370,20 @@ def push_wal(
     warn: Any = None,
 ) -> PushResult:
     """Archive the WAL file at ``path`` (relative to ``data_dir``, as ``%p`` is) into
-    ``tier``.  Raises on anything short of a durable, verified copy and its record."""
+    ``tier``.  Raises on anything short of a durable, verified copy and its record.
+
+    Each push stores its own object (a fresh push id in its key) and then *creates* the
+    record, which never replaces one: of two pushes of one file, the second finds the
+    first's record (or loses the race to create it) and succeeds only when the archived
+    plaintext has the same SHA-256, removing its own object.  A record whose object is gone
+    or damaged is repaired by a push of the same content (the only time a record is
+    replaced: both name verified copies of the same bytes)."""
     name = check_wal_name(path.name)
     check_database_name(database, "--database or BACKUPFLOW_DATABASE__NAME")
     tier.keyring.require_signer()  # before 16 MiB travel: the record must be signed
     sysid = system_identifier_of(data_dir)
     source = path if path.is_absolute() else data_dir / path
+    record_key = _keys(database, sysid, name.name, "")[1]
     handle, size = _open_source(source)
     with handle:
         limit = _MAX_TEXT_FILE
@@ -326,40 +391,23 @@ def push_wal(
             limit = _check_segment(handle, size, name, sysid, source)
         elif size > _MAX_TEXT_FILE:
             raise ParameterError(f"{source} is too large for a {name.kind} file.")
-        try:
-            existing = read_record(tier, database, sysid, name.name)
-        except ForeignManifestError as exc:
-            # Never overwrite what a kept log backup may pin (a record signed by a key that
-            # was rotated out is still one); an operator looks first.
-            raise WalConflictError(
-                f"wal-push refuses {name.name}: {tier.storage.name} holds a record for it that "
-                f"cannot be authenticated ({exc}); nothing was overwritten: check the verify "
-                "keys (BACKUPFLOW_CRYPTO__VERIFY_KEYS) or remove that record by hand."
-            ) from None
-        # Recovery never reads a .partial file (the next timeline's first segment holds the
-        # same WAL), and two restores that fork in the same segment both push one.
-        if (
-            existing is not None
-            and name.kind == "partial"
-            and _raw_sha256(handle) != existing.object.raw_sha256
-        ):
+        existing = _existing(tier, database, sysid, name)
+        repair = False
+        if existing is not None:
+            if not _agree(tier, name, existing, _raw_sha256(handle), warn):
+                return PushResult(name.name, existing.object.key, False, size)
+            if _intact(tier, existing.object):
+                return PushResult(name.name, existing.object.key, False, size)
+            repair = True
             if warn is not None:
                 warn(
-                    f"{name.name} is already archived with other content (an earlier restore "
-                    "forked in the same segment); kept the first one."
+                    f"the archived copy of {name.name} in {tier.storage.name} is missing or "
+                    "damaged; it is stored again from PostgreSQL's file."
                 )
-            return PushResult(name.name, existing.object.key, False, size)
-        if existing is not None:
-            if _raw_sha256(handle) != existing.object.raw_sha256:
-                raise WalConflictError(
-                    f"wal-push refuses {name.name}: {tier.storage.name} already holds it with "
-                    "other content (two clusters sharing one series, or a damaged WAL file); "
-                    "nothing was overwritten."
-                )
-            with contextlib.suppress(ObjectNotFoundError):
-                if tier.storage.stat(existing.object.key).size == existing.object.size:
-                    return PushResult(name.name, existing.object.key, False, size)
-        data_key = _keys(database, sysid, name.name, codec.extension)[0]
+        data_key = wal_key(
+            Category.DATABASE, database, wal_path(sysid, name.name), codec.extension,
+            new_push_id(),
+        )  # fmt: skip
         reader = HashingReader(
             handle, limit=limit, overflow=f"{source} grew while it was archived; retry."
         )
@@ -380,8 +428,22 @@ def push_wal(
         pushed_at=now or datetime.now(UTC),
     )
     envelope = seal(record.model_dump_json().encode(), tier.keyring)
-    put_bytes(tier.storage, _keys(database, sysid, name.name, "")[1], envelope)
-    return PushResult(name.name, obj.key, True, obj.raw_size)
+    if repair:
+        put_bytes(tier.storage, record_key, envelope)
+        return PushResult(name.name, obj.key, True, obj.raw_size)
+    if tier.storage.create(record_key, envelope):
+        return PushResult(name.name, obj.key, True, obj.raw_size)
+    # Another push of this file created the record first: ours is not referenced.
+    winner = _existing(tier, database, sysid, name)
+    with contextlib.suppress(BackupflowError):
+        tier.storage.delete(obj.key)
+    if winner is None:
+        raise StorageError(
+            f"the record of {name.name} in {tier.storage.name} existed and then vanished "
+            "while it was archived; PostgreSQL keeps the file and retries."
+        )
+    _agree(tier, name, winner, obj.raw_sha256, warn)
+    return PushResult(name.name, winner.object.key, False, size)
 
 
 # -- listing ----------------------------------------------------------------------------
@@ -575,7 +637,10 @@ def planned_object(plan: FetchPlan, name: str) -> StoredObject | None:
     if obj is None:
         return None
     sysid = int(plan.system_identifier)
-    data_key, _ = _keys(plan.database, sysid, name, _extension(obj))
+    data_key = wal_key(
+        Category.DATABASE, plan.database, wal_path(sysid, name), _extension(obj),
+        wal_push_id(obj.key),
+    )  # fmt: skip
     if obj.role != f"{WAL_ROLE}{wal_path(sysid, name)}" or obj.key != data_key:
         raise ConfigError(f"the fetch plan names {obj.key!r} for {name}, which is not its key.")
     if obj.encryption not in (None, AGE_FORMAT):

@@ -399,7 +399,7 @@ def _by_cluster(bases: Sequence[Base]) -> dict[int, list[Base]]:
 #: ``<system identifier>/<WAL file name>`` then the pipeline's extensions or ``.rec``.
 _WAL_OBJECT = re.compile(
     r"^(?P<path>[0-9]{1,20}/[0-9A-F]{8}(?:[0-9A-F]{16}(?:\.partial|\.[0-9A-F]{8}\.backup)?"
-    r"|\.history))(?P<ext>(?:\.zst|\.gz)?(?:\.age)?|\.rec)$"
+    r"|\.history))(?P<ext>(?:\.p[0-9a-f]{16})?(?:\.zst|\.gz)?(?:\.age)?|\.rec)$"
 )
 
 
@@ -438,3 +438,40 @@ def loose_wal(
             continue
         (records if match["ext"] == ".rec" else files).append(key)
     return sorted(records) + sorted(files)
+
+
+def superseded_pushes(
+    archived: Sequence[tuple[str, datetime]],
+    prefix: str,
+    manifests: Sequence[Manifest],
+    cutoff: datetime,
+) -> dict[tuple[int, str], list[str]]:
+    """Per archived WAL file ``(system identifier, name)``: the keys of its pushed objects
+    (keys with a push id) that may be unreferenced, for the files whose record must be read
+    to tell: those with more than one pushed object, or with no record at all (a push
+    killed between its object and its record, or the loser of a race).  Only objects
+    written before ``cutoff`` (the grace period: a push in progress writes its object
+    before its record) and listed by no backup are candidates."""
+    listed = {obj.key for m in manifests for obj in m.objects}
+    records: set[tuple[int, str]] = set()
+    pushed: dict[tuple[int, str], list[tuple[str, bool]]] = {}
+    for key, modified in archived:
+        match = _WAL_OBJECT.match(key.removeprefix(prefix)) if key.startswith(prefix) else None
+        if match is None:
+            continue
+        try:
+            sysid, name = parse_wal_path(match["path"])
+        except ValueError:
+            continue
+        if match["ext"] == ".rec":
+            records.add((sysid, name.name))
+        elif match["ext"].startswith(".p"):
+            old = key not in listed and utc(modified) < utc(cutoff)
+            pushed.setdefault((sysid, name.name), []).append((key, old))
+    found: dict[tuple[int, str], list[str]] = {}
+    for file, objects in pushed.items():
+        if len(objects) > 1 or file not in records:
+            candidates = [key for key, old in objects if old]
+            if candidates:
+                found[file] = sorted(candidates)
+    return found
