@@ -31,6 +31,7 @@ from backupflow.config import Settings
 from backupflow.engines.base import Dump, Engine
 from backupflow.errors import BackupflowError, StorageError, TierError
 from backupflow.keys import Keyring
+from backupflow.leftovers import clean_leftovers
 from backupflow.maintenance import heal_tiers, prune_series
 from backupflow.models import BackupKind, Category, Manifest
 from backupflow.progress import current_progress
@@ -215,7 +216,7 @@ def run_backup(
     try:
         backup.check_backup_keys(all_tiers[0].keyring if all_tiers else Keyring())
         subject.check(kind)
-        _clean_staging(settings, steps.logger)
+        clean_leftovers(subject.engine, settings, steps.logger)
         healing = heal_tiers(all_tiers, subject.category, subject.name, settings, steps)
         job = steps.run(
             DECIDE,
@@ -250,12 +251,6 @@ def run_backup(
     outcome.healing = healing
     outcome.failure = subject.failure(outcome.manifest)
     return _finish(subject, outcome, all_tiers, log, steps, on_stored)
-
-
-def _clean_staging(settings: Settings, logger: Logger) -> None:
-    """Remove staging folders that killed backups left (never a running one's)."""
-    for folder in backup.clean_staging(settings, now=datetime.now(UTC)):
-        logger.warning("removed the staging folder %s of a backup that did not finish", folder)
 
 
 def _finish(

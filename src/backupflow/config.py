@@ -792,7 +792,7 @@ class Settings(BaseSettings):
         le=7 * 24 * 60,
         description="Left-overs of interrupted backups older than this are removed by the "
         "next run: data objects without a manifest, unfinished S3 multipart uploads, and "
-        "staging folders of backups whose process is gone.",
+        "staging folders of backups and scratch copies of restores whose process is gone.",
     )
     repository: RepositorySettings = Field(
         default_factory=RepositorySettings,

@@ -4,6 +4,12 @@ What backupflow writes stays private whatever the umask: files are created ``060
 ``O_CREAT | O_EXCL | O_NOFOLLOW`` and their mode is fixed through the descriptor, folders are
 created ``0700``, and a folder that already exists is used only when it is a real folder, is
 ours and nobody else can write to it.  Nothing here follows a link it did not make.
+
+A file backupflow rewrites (an env-file after ``key rotate``) is replaced by
+:func:`replace_file`: the new version is written to a private temporary file in the same
+folder, given the old file's owner, group and mode through its descriptor, made durable and
+renamed over the old one, so whoever could read it before (PostgreSQL's OS user reading the
+env-file from ``archive_command``) still can.
 """
 
 from __future__ import annotations
@@ -12,6 +18,8 @@ import contextlib
 import fcntl
 import json
 import os
+import re
+import secrets
 import shutil
 import stat
 import time
@@ -30,11 +38,14 @@ __all__ = [
     "fresh_private_dir",
     "fsync_dir",
     "hold_job_marker",
+    "keep_owner_and_mode",
     "make_dirs",
+    "matching_entries",
     "privatize_files",
     "readable_size",
     "remove_dead_job_dirs",
     "remove_private_dir",
+    "replace_file",
 ]
 
 #: The file in a job's private folder that says whose it is; its ``flock`` is held for as
@@ -67,6 +78,74 @@ def create_private_file(path: Path, mode: int = PRIVATE_FILE) -> int:
         os.close(fd)
         raise
     return fd
+
+
+def keep_owner_and_mode(fd: int, old: os.stat_result, path: Path) -> None:
+    """Give the open new version ``fd`` of ``path`` the owner, group and mode the old
+    version ``old`` had.  The owner and group can be given when we are root, or when the
+    file is ours and we are a member of its group; otherwise a ConfigError says so (a new
+    version its readers cannot read is worse than none)."""
+    new = os.fstat(fd)
+    if (new.st_uid, new.st_gid) != (old.st_uid, old.st_gid):
+        if os.geteuid() != 0 and old.st_uid != os.geteuid():
+            raise ConfigError(
+                f"{path} belongs to user id {old.st_uid}; rewrite it as that user or as root, "
+                "so that its new version keeps its owner."
+            )
+        try:
+            os.fchown(fd, old.st_uid, old.st_gid)
+        except PermissionError:
+            raise ConfigError(
+                f"{path} belongs to group id {old.st_gid}, which this user cannot give its new "
+                "version; rewrite it as root or as a member of that group."
+            ) from None
+    os.fchmod(fd, stat.S_IMODE(old.st_mode))  # after fchown, which clears set-id bits
+
+
+def replace_file(path: Path, data: bytes) -> bool:
+    """Make ``data`` the content of the file ``path``, atomically; returns whether a file
+    was there before.
+
+    The new version is written to a private temporary file in the same folder, given the
+    old file's owner, group and mode (:func:`keep_owner_and_mode`; a new file is ``0600``
+    and ours), fsynced, renamed over ``path``, and the folder is fsynced.  A link or
+    anything but a regular file at ``path`` is refused (ConfigError), never written
+    through; on any failure the old version is left as it was.
+    """
+    try:
+        old: os.stat_result | None = os.lstat(path)
+    except FileNotFoundError:
+        old = None
+    except OSError as exc:
+        raise ConfigError(f"cannot check {path} ({exc.strerror}).") from None
+    if old is not None and stat.S_ISLNK(old.st_mode):
+        raise ConfigError(
+            f"{path} is a link; give the real file, backupflow never writes through a link."
+        )
+    if old is not None and not stat.S_ISREG(old.st_mode):
+        raise ConfigError(f"{path} is not a regular file; it was left as it is.")
+    temporary = path.with_name(f".{path.name}.backupflow-{secrets.token_hex(6)}.tmp")
+    try:
+        fd = create_private_file(temporary)
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot write a new version of {path} in its folder ({exc.strerror})."
+        ) from None
+    try:
+        with os.fdopen(fd, "wb", closefd=False) as handle:
+            handle.write(data)
+        if old is not None:
+            keep_owner_and_mode(fd, old, path)
+        os.fsync(fd)
+        os.replace(temporary, path)  # replaces a link put there meanwhile, never follows it
+    except BaseException:
+        with contextlib.suppress(OSError):
+            temporary.unlink()
+        raise
+    finally:
+        os.close(fd)
+    fsync_dir(path.parent)
+    return old is not None
 
 
 def make_dirs(path: Path, mode: int = PRIVATE_DIR) -> None:
@@ -223,6 +302,16 @@ def remove_dead_job_dirs(
         finally:
             os.close(fd)
     return removed
+
+
+def matching_entries(folder: Path, pattern: re.Pattern[str]) -> list[Path]:
+    """The entries of ``folder`` whose whole name matches ``pattern`` (links included, none
+    followed), sorted; none when ``folder`` cannot be listed."""
+    try:
+        with os.scandir(folder) as entries:
+            return sorted(Path(e.path) for e in entries if pattern.fullmatch(e.name))
+    except OSError:
+        return []
 
 
 def privatize_files(folder: Path) -> None:

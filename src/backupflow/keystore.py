@@ -7,7 +7,8 @@ into the files and blocks they are meant for.
 
 * env-file: ``BACKUPFLOW_CRYPTO__*`` lines written into a private file (``0600`` when
   created; an existing one must be a regular file, not a link, and not readable by others),
-  replaced atomically through a temporary file in the same folder;
+  replaced atomically through a temporary file in the same folder, keeping its owner, group
+  and mode (PostgreSQL's OS user may read it from ``archive_command``);
 * Secret blocks: :data:`SIGNING_KEY_BLOCK` and :data:`IDENTITIES_BLOCK`;
 * escrow file: the age identity in ``age-keygen``'s format (``# public key: age1...``), which
   ``age -d -i FILE`` reads, with the signing key as a comment line.
@@ -23,7 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from backupflow.errors import ConfigError, ParameterError
-from backupflow.fsutil import create_private_file, fsync_dir
+from backupflow.fsutil import create_private_file, replace_file
 from backupflow.keys import GeneratedKeys, Keyring, key_id, parse_identities, parse_recipients
 from backupflow.prefect_adapter import find_secret, save_secret
 
@@ -237,30 +238,18 @@ def _variable(line: str) -> str:
 
 def write_env_file(path: Path, values: dict[str, str]) -> bool:
     """Put ``values`` into the env-file at ``path``: every earlier line of a
-    ``BACKUPFLOW_CRYPTO__*`` key variable is dropped, other lines are kept.  Atomic (a private
-    temporary file renamed over it); a new file is ``0600``.  Returns whether it existed."""
+    ``BACKUPFLOW_CRYPTO__*`` key variable is dropped, other lines are kept.  Atomic, and an
+    existing file keeps its owner, group and mode (:func:`~backupflow.fsutil.replace_file`);
+    a new file is ``0600``.  Returns whether it existed."""
     check_env_file(path)
     existing = _existing_env_file(path)
-    lines, mode = existing if existing is not None else ([], 0o600)
+    lines = existing[0] if existing is not None else []
     kept = [line for line in lines if _variable(line) not in KEY_VARIABLES]
     for name, value in values.items():
         if "\n" in value or "'" in value:
             raise ConfigError(f"the value of {name} cannot be written to an env-file.")
         kept.append(f"{name}='{value}'")
-    temporary = path.with_name(f".{path.name}.backupflow-{os.getpid()}.tmp")
-    fd = create_private_file(temporary, mode & 0o640)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", closefd=False) as handle:
-            handle.write("\n".join(kept) + "\n")
-            handle.flush()
-            os.fsync(fd)
-    except BaseException:
-        os.close(fd)
-        temporary.unlink(missing_ok=True)
-        raise
-    os.close(fd)
-    os.replace(temporary, path)
-    fsync_dir(path.parent)
+    replace_file(path, ("\n".join(kept) + "\n").encode("utf-8"))
     return existing is not None
 
 

@@ -99,12 +99,22 @@ def _take(path: Path, busy: str, wait: Callable[[str], None] | None) -> int:
         os.close(fd)  # the holder removed it as we waited: take the new one
 
 
+def _target_name(target: Path | str) -> str:
+    """What a restore target's lock is named from: an absolute path by its real folder and
+    its own name, so two spellings of one path (through a linked folder) share one lock."""
+    if isinstance(target, Path) and target.is_absolute():
+        return str(Path(os.path.realpath(target.parent)) / target.name)
+    return str(target)
+
+
 @contextmanager
 def target_lock(staging_dir: Path, target: Path | str, *, run: str | None = None) -> Iterator[None]:
     """Hold the restore lock of ``target``: two restores, drills or failovers never write
-    the same target at once."""
+    the same target at once.  A restore holds it from before its scratch copy exists until
+    that copy is gone, which is how :mod:`backupflow.leftovers` tells a killed restore's
+    scratch from a running one's."""
     with exclusive(
-        lock_path(staging_dir, "restore", str(target)),
+        lock_path(staging_dir, "restore", _target_name(target)),
         f"another restore is writing {target} ({{holder}}); wait for it or choose another target.",
         run=run,
     ):

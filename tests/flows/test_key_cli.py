@@ -3,12 +3,15 @@ files and blocks it leaves, and what reaches the terminal (never a secret unless
 
 from __future__ import annotations
 
+import grp
 import io
 import os
 import re
+import shutil
 import stat
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -18,6 +21,8 @@ from backupflow.crypto import decrypting, encrypting
 from backupflow.envelope import open_envelope, seal
 from backupflow.errors import MissingKeyError
 from backupflow.keys import GeneratedKeys, Keyring, generate_keys, key_id, load_keyring
+from tests.conftest import need
+from tests.support.pgcluster import OS_USER, as_cluster_user, launcher, pg_missing, pg_workdir
 
 CLI = [sys.executable, "-m", "backupflow_app"]
 SECRET_SHAPES = re.compile(r"AGE-SECRET-KEY-1[0-9A-Z]{20}|BACKUPFLOW-SIGNING-KEY-1[0-9a-f]{16}")
@@ -197,6 +202,50 @@ def test_rotate_keeps_old_identities_and_verify_keys(
     with decrypting(io.BytesIO(new_object), new.age_identities(new.recipient_ids)) as plain:
         assert plain.read() == b"new backup"
     assert old.identity_ids()[0] in done.stdout  # "kept: ..."
+
+
+def test_rotate_keeps_the_env_files_owner_group_and_mode_so_postgres_still_reads_it(
+    env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The env-file PostgreSQL's archive_command reads (root:postgres 0640): after a
+    rotation it is still root:postgres 0640, and the postgres OS user still loads the
+    keys from it through backupflow itself (as wal-push does), now the new ones."""
+    need(os.geteuid() == 0, "giving a file to the postgres group needs root (CI runs as root)")
+    need(pg_missing() is None, pg_missing() or "")
+    group = grp.getgrnam(OS_USER).gr_gid
+    etc = Path(tempfile.mkdtemp(prefix="bf-etc-", dir="/tmp"))  # like /etc/backupflow
+    work = pg_workdir()
+    try:
+        etc.chmod(0o711)
+        env_file = etc / "backupflow.env"
+        env_file.write_text("BACKUPFLOW_DATABASE__NAME=gantt\n")
+        os.chown(env_file, 0, group)
+        env_file.chmod(0o640)
+        assert key(env, "init", "--env-file", str(env_file)).returncode == 0
+        old = ring_of(env_file, monkeypatch)
+        assert old.signer is not None
+
+        done = key(env, "rotate", "--env-file", str(env_file))
+
+        assert done.returncode == 0, done.stderr
+        info = env_file.stat()
+        assert (info.st_uid, info.st_gid, stat.S_IMODE(info.st_mode)) == (0, group, 0o640)
+        new = ring_of(env_file, monkeypatch)
+        assert new.signer is not None and new.signer.key_id != old.signer.key_id
+        as_postgres = subprocess.run(
+            [*as_cluster_user([str(launcher(work)), "key", "show", "--env-file", str(env_file)])],
+            env={**env, "PREFECT_HOME": str(work / "prefect-home"), "HOME": str(work)},
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert as_postgres.returncode == 0, as_postgres.stderr
+        assert new.signer.key_id in as_postgres.stdout
+        assert "no signing key" not in as_postgres.stdout
+    finally:
+        shutil.rmtree(etc, ignore_errors=True)
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def test_rotate_with_nothing_configured_is_one_sentence(

@@ -8,6 +8,7 @@ storage tier: the pipeline streams its files in and out.  Callers branch on
 
 from __future__ import annotations
 
+import re
 import secrets
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
@@ -19,7 +20,7 @@ from typing import Any, BinaryIO, Literal, Protocol
 
 from backupflow.catalog import CatalogEntry
 from backupflow.errors import CatalogError, ConfigError, RestoreTargetError
-from backupflow.fsutil import free_bytes, readable_size
+from backupflow.fsutil import free_bytes, matching_entries, readable_size
 from backupflow.models import BackupKind, Manifest, StoredObject
 from backupflow.parameters import flag
 from backupflow.planning import RestorePlan, plan_restore
@@ -242,6 +243,16 @@ class Engine(ABC):
         A random name: ``restore`` creates it exclusively (``O_EXCL | O_NOFOLLOW``, ``0600``),
         so a file or link planted under a guessed name is never written through."""
         return target.parent / f".{target.name}.restoring-{secrets.token_hex(4)}"
+
+    def scratch_leftovers(self, target: Path) -> list[Path]:
+        """Every entry named as :meth:`scratch_path` names the scratch of a restore into
+        ``target`` (links included, nothing followed or judged here): what a killed restore
+        may have left, for :func:`backupflow.leftovers.remove_dead_scratch`.  Engines that
+        name their scratch otherwise say so here; none when the target is not a path."""
+        if self.capabilities.target != "path":
+            return []
+        pattern = re.escape(f".{target.name}.restoring-") + "[0-9a-f]{8}"
+        return matching_entries(target.parent, re.compile(pattern))
 
     def space_needed(self, chain: Sequence[Manifest]) -> int:
         """Bytes a restore of ``chain`` writes next to its target, from the recorded sizes

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import secrets
 import stat
 from collections.abc import Iterator, Sequence
@@ -44,7 +45,7 @@ from backupflow.filesets.members import (
 )
 from backupflow.filesets.undo import DIR_FLAGS, dir_modes, install_in_place, open_root
 from backupflow.filesets.unpack import extract_tar, fetch_contents
-from backupflow.fsutil import ensure_private_dir
+from backupflow.fsutil import ensure_private_dir, matching_entries
 from backupflow.models import BackupKind
 from backupflow.parameters import flag
 from backupflow.safepaths import DiskView, TreeBuilder, check_tree, open_dir_at
@@ -227,8 +228,19 @@ class FileSetEngine(Engine):
     # -- restore -----------------------------------------------------------------------
 
     def scratch_path(self, target: Path) -> Path:
-        base = target if target.is_dir() else target.parent
-        return base / f".backupflow-restore-{secrets.token_hex(4)}"
+        """Inside an existing target folder, else beside it under a name that says which
+        target it is for (so a restore into a new sub-folder of a root never looks like one
+        into the root)."""
+        token = secrets.token_hex(4)
+        if target.is_dir():
+            return target / f".backupflow-restore-{token}"
+        return target.parent / f".{target.name}.backupflow-restore-{token}"
+
+    def scratch_leftovers(self, target: Path) -> list[Path]:
+        inside = re.compile(r"\.backupflow-restore-[0-9a-f]{8}")
+        beside = re.compile(re.escape(f".{target.name}.backupflow-restore-") + "[0-9a-f]{8}")
+        found = matching_entries(target, inside) if target.is_dir() else []
+        return found + matching_entries(target.parent, beside)
 
     def check_target(self, target: Path, replace: bool) -> None:
         self._check_target(target, replace)
