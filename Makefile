@@ -24,7 +24,9 @@ tools: pg-tools
 # The live PostgreSQL tests (tests/live/test_postgres_*.py) start throwaway clusters, which
 # PostgreSQL refuses to run as root: they run as the "postgres" OS user, created here when
 # missing (a system user without a login shell). The server's programs come from Debian's
-# postgresql package when no PostgreSQL 15+ is installed.
+# postgresql package when no PostgreSQL 15+ is installed, and pgBackRest (the bench's
+# PostgreSQL rows measure it beside ours; tests/integration/test_bench.py runs them) from
+# Debian's pgbackrest package: installed here, never downloaded while the bench runs.
 pg-tools:
 	@id postgres >/dev/null 2>&1 || { \
 	  group=--user-group; getent group postgres >/dev/null && group="-g postgres"; \
@@ -34,6 +36,9 @@ pg-tools:
 	@ls /usr/lib/postgresql/*/bin/pg_basebackup >/dev/null 2>&1 || \
 	  ($(APT_INSTALL) postgresql || sudo $(APT_INSTALL) postgresql) || \
 	  echo "warning: could not install PostgreSQL; the PostgreSQL tests cannot run"
+	@command -v pgbackrest >/dev/null || \
+	  ($(APT_INSTALL) pgbackrest || sudo $(APT_INSTALL) pgbackrest) || \
+	  echo "warning: could not install Debian's pgbackrest; the bench's pgBackRest rows cannot run"
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -47,8 +52,10 @@ demo: $(STAMP)
 # The benchmark: ~1 GiB and 4 GiB inputs under bench/out/, each local row interleaved five
 # times with the standard-tool chain doing the same work (zstd | age | tee | sha256), about
 # 6 minutes; the PostgreSQL rows at the end (when PostgreSQL 15+ and the postgres OS user are
-# there) add about 6 more. It ends with the LIMIT line. make test runs every scenario on
-# small inputs (tests/integration/test_bench.py). The seed's way needs the AWS CLI.
+# there), with pgBackRest beside ours on the same cluster (installed by pg-tools through
+# tools), add about 10 more. It ends with the LIMIT line, then the PGBACKREST line. make test
+# runs every scenario on small inputs (tests/integration/test_bench.py). The seed's way needs
+# the AWS CLI.
 bench: $(STAMP) tools awscli
 	BENCH_AWS=$$(command -v aws || echo $$PWD/.venv-awscli/bin/aws) $(BIN)/python bench/run.py
 

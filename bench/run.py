@@ -16,8 +16,16 @@ at least 0.9).  ``--quick`` runs every scenario on small inputs in seconds (``ma
 it through tests/integration/test_bench.py and checks that every row was produced).
 
 The PostgreSQL rows (``bench/postgres.py``: base backup, wal-push latency, a restore over an
-hour of WAL) run last when PostgreSQL is installed; ``--postgres-only`` runs only them and
-adds them to the existing results.json under "postgres".
+hour of WAL) run last when PostgreSQL is installed, with pgBackRest measured beside ours on
+the same cluster (``bench/pgbackrest.py``); ``--postgres-only`` runs only them and adds them
+to the existing results.json under "postgres".  After the LIMIT line comes::
+
+    PGBACKREST full=R push_p50=R push_p99=R restore=R
+
+each R being backupflow's speed ÷ pgBackRest's in the same run (pgBackRest's time ÷ ours:
+R ≥ 1.0 is as fast or faster) against pgBackRest's full backup (process-max=2, zst), its
+synchronous archive-push and its restore with asynchronous archive-get.  A ratio below 1 is
+reported, not a failure; a restored copy without the target's rows, or a tool's error, is.
 """
 
 from __future__ import annotations
@@ -45,7 +53,9 @@ QUICK = {
     "BENCH_PLAN_BACKUPS": "300",
     "BENCH_PG_MB": "16",
     "BENCH_PG_WAL_MB": "48",
+    "BENCH_PG_PUSH_SEGMENTS": "1",
 }
+PGBACKREST_KEYS = ("full", "push_p50", "push_p99", "restore")
 LIMIT_KEYS = ("local_backup", "local_restore", "local_backup_encrypted", "local_restore_encrypted")
 #: The text fields of GeneratedKeys kept in bench-keys.json (not its creation time).
 KEY_FIELDS = ("identity", "recipient", "signing_key", "verify_key")
@@ -625,9 +635,10 @@ def main(only_three_tiers: int = 0, limit_only: bool = False) -> None:
     results["finished"] = datetime.now(UTC).isoformat(timespec="seconds")
     (OUT / "results.json").write_text(json.dumps(results, indent=2))
     print_table(results)
-    postgres_rows()
+    pg = postgres_rows()
     over = over_budget(results["planning"])
     print_limit(results["limit"])
+    print_pgbackrest(pg)
     if over:
         raise SystemExit(1)  # requests are what S3 charges for, and do not depend on noise
 
@@ -655,14 +666,23 @@ def print_limit(ratios: dict[str, float]) -> None:
     print("LIMIT " + " ".join(f"{key}={ratios[key]:.2f}" for key in LIMIT_KEYS), flush=True)
 
 
-def postgres_rows() -> None:
+def print_pgbackrest(pg: dict[str, Any] | None) -> None:
+    """After the LIMIT line, for scripts: backupflow's speed ÷ pgBackRest's in the same run
+    (full backup vs process-max=2, archive push p50/p99 vs sync, restore vs async get)."""
+    summary = (pg or {}).get("pgbackrest")
+    if not summary:
+        return
+    print("PGBACKREST " + " ".join(f"{k}={summary[k]:.2f}" for k in PGBACKREST_KEYS), flush=True)
+
+
+def postgres_rows() -> dict[str, Any] | None:
     """The PostgreSQL rows (bench/postgres.py), added to results.json under "postgres"."""
     import postgres
 
     reason = postgres.missing()
     if reason:
         print(f"PostgreSQL rows skipped: {reason}")
-        return
+        return None
     found = OUT / "results.json"
     results = json.loads(found.read_text()) if found.exists() else {}
     results["postgres"] = postgres.run()
@@ -670,6 +690,8 @@ def postgres_rows() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     found.write_text(json.dumps(results, indent=2))
     postgres.print_table(results["postgres"])
+    pg: dict[str, Any] = results["postgres"]
+    return pg
 
 
 def print_table(results: dict[str, Any]) -> None:
@@ -727,6 +749,6 @@ if __name__ == "__main__":
     if options.scenario:
         print(json.dumps(scenario(options.scenario, json.loads(options.args))))
     elif options.postgres_only:
-        postgres_rows()
+        print_pgbackrest(postgres_rows())
     else:
         main(options.three_tiers, options.limit_only)

@@ -1,8 +1,10 @@
 """The benchmark cannot rot: ``make test`` runs every scenario of ``make bench`` on small
-inputs (``bench/run.py --quick``: seconds, PostgreSQL rows included) and checks that each
-produced its row and that the last line is the LIMIT line scripts read.  Speeds are not
-asserted here (timings on a busy test machine mean nothing); request budgets are, because
-they do not depend on the machine.
+inputs (``bench/run.py --quick``: seconds, PostgreSQL and pgBackRest rows included) and
+checks that each produced its row, that the output ends with the LIMIT line and then the
+PGBACKREST line scripts read, and that every restored PostgreSQL copy (ours and
+pgBackRest's, async and sync archive-get) held exactly the rows committed by the target.
+Speeds are not asserted here (timings on a busy test machine mean nothing); request budgets
+are, because they do not depend on the machine.
 """
 
 from __future__ import annotations
@@ -33,6 +35,10 @@ ROWS = {
     "restore from S3 (DR)",
     "memory: backup of 4x the input to local tier",
 }
+NUMBER = r"(\d+\.\d\d)"
+PGBACKREST = re.compile(
+    rf"PGBACKREST full={NUMBER} push_p50={NUMBER} push_p99={NUMBER} restore={NUMBER}"
+)
 LIMIT = re.compile(
     r"LIMIT local_backup=(\d+\.\d\d) local_restore=(\d+\.\d\d) "
     r"local_backup_encrypted=(\d+\.\d\d) local_restore_encrypted=(\d+\.\d\d)"
@@ -52,6 +58,10 @@ def test_every_bench_scenario_produces_its_row(tmp_path: Path) -> None:
     need(aws is not None, "the AWS CLI for the seed's way (make test installs .venv-awscli)")
     reason = pg_missing()
     need(reason is None, f"the bench's PostgreSQL rows: {reason}")
+    need(
+        shutil.which("pgbackrest") is not None,
+        "pgBackRest for the bench's pgBackRest rows (make bootstrap installs Debian's pgbackrest)",
+    )
     out = tmp_path / "out"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("BENCH_", "BACKUPFLOW_"))}
     env.update(BENCH_OUT=str(out), BENCH_AWS=str(aws))
@@ -67,7 +77,11 @@ def test_every_bench_scenario_produces_its_row(tmp_path: Path) -> None:
 
     tail = f"{done.stdout[-4000:]}\n{done.stderr[-4000:]}"
     assert done.returncode == 0, tail
-    assert LIMIT.fullmatch(done.stdout.strip().splitlines()[-1]), tail
+    *_, limit_line, pgbackrest_line = done.stdout.strip().splitlines()
+    assert LIMIT.fullmatch(limit_line), tail
+    ratios = PGBACKREST.fullmatch(pgbackrest_line)
+    assert ratios, tail
+    assert all(float(r) > 0 for r in ratios.groups()), pgbackrest_line
     results = json.loads((out / "results.json").read_text())
     rows = {row["scenario"]: row for row in results["rows"]}
     assert set(rows) == ROWS
@@ -93,3 +107,24 @@ def test_every_bench_scenario_produces_its_row(tmp_path: Path) -> None:
         assert pg[tier]["segments"] > 0 and pg[tier]["failed"] == 0, pg[tier]
     assert pg["restore_one_hour"]["wal_files_in_chain"] > 0
     assert pg["restore_one_hour"]["total_s"] > 0
+    # every restored copy holds exactly the rows committed by the target (count and hash sum
+    # of every table), not the rows inserted and archived after it
+    expected = pg["hour_of_wal"]["rows_at_target"]
+    assert 0 < expected["notes"][0] < pg["hour_of_wal"]["notes_after_target"]
+    assert pg["restore_one_hour"]["rows"] == expected
+    for mode in ("async", "sync"):
+        restored = pg["pgbackrest_restore"][mode]
+        assert restored["rows"] == expected and restored["total_s"] > 0, restored
+    summary = pg["pgbackrest"]
+    assert summary["stored_size"] > 0
+    assert set(summary["worst_backlog"]) == {
+        "ours",
+        "both_sync",
+        "pgbackrest_sync",
+        "pgbackrest_async",
+    }
+    both = pg["pgbackrest_push"]["push-both"]
+    for tool in ("ours", "pgbackrest-sync"):
+        assert both[tool]["segments"] > 0 and both[tool]["failed"] == 0, both[tool]
+        assert len(both[tool]["samples_s"]) == both[tool]["segments"]
+    assert len(pg["base_backup"]["pgbackrest_samples"]) == 2
