@@ -169,6 +169,9 @@ def _drill_one(
         into=chosen or default,
         replace=False,
         now=now,
+        # A drill measures what a restore to its target loses (the RPO): a target after
+        # the last backup is the point of the exercise, not a refusal.
+        accept_earlier=True,
     )
     target = prepared.target
     finish_restore(prepared, steps, chunk_bytes=settings.pipeline.chunk_bytes, started=started)

@@ -42,6 +42,7 @@ def restore_database(
     dry_run: bool = False,
     source: SourceName = "auto",
     database: str | None = None,
+    accept_earlier: bool = False,
 ) -> RestoreReport:
     """Restore the configured database from the backups.
 
@@ -60,6 +61,9 @@ def restore_database(
             nothing.
         source: The tier to read: auto (primary, then secondary, then dr, falling back to
             the next tier when a copy is missing or damaged), primary, secondary or dr.
+        accept_earlier: When target_time cannot be reached (the backups and the archived
+            WAL end before it), restore the latest point they reach instead of failing; the
+            artifact names that point.
         database: Which database to restore, when the settings name several. Empty: the
             configured database.
     """
@@ -87,6 +91,7 @@ def restore_database(
         progress=current_progress(),
         log=BackupLog(settings.backup_log),
         started=started,
+        accept_earlier=accept_earlier,
     )
     if report.outcome is not None:
         create_table_artifact(

@@ -71,6 +71,7 @@ def restore_files(
     dry_run: bool = False,
     source: SourceName = "auto",
     run_post_restore_hook: bool = True,
+    accept_earlier: bool = False,
 ) -> FilesRestoreReport:
     """Restore a file set from the backups.
 
@@ -94,6 +95,8 @@ def restore_files(
             the next tier when a copy is missing or damaged), primary, secondary or dr.
         run_post_restore_hook: Run the configured post-restore command after an in_place
             restore.
+        accept_earlier: When target_time lies after every backup of the set, restore the
+            latest one instead of failing.
     """
     flow_start = datetime.now(UTC)
     started = run_started(flow_start)
@@ -119,6 +122,7 @@ def restore_files(
         into=chosen.root if in_place else (Path(into) if into else None),
         replace=in_place,
         category=FILE_SETS[file_set],
+        accept_earlier=accept_earlier,
     )
     loaded, plan, target = prepared.loaded, prepared.plan, prepared.target
     first: Tier = loaded.sources[plan.last.id][0]

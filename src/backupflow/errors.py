@@ -32,6 +32,8 @@ boundary (``raise StorageError(...) from exc``).  ``retryable`` marks errors wor
 
 from __future__ import annotations
 
+from datetime import datetime
+
 __all__ = [
     "BackupflowError",
     "CatalogError",
@@ -51,6 +53,7 @@ __all__ = [
     "SourceNotFoundError",
     "StorageError",
     "TargetInFutureError",
+    "TargetNotReachedError",
     "TierError",
     "TransientStorageError",
     "UnsupportedManifestError",
@@ -145,6 +148,16 @@ class TargetInFutureError(RestorePlanError):
 
 class ChainGapError(RestorePlanError):
     """A backup that the restore chain needs is missing from the catalog."""
+
+
+class TargetNotReachedError(RestorePlanError):
+    """The requested time lies after everything the backups and the archive hold; the
+    restore stops unless the operator accepts the latest point it can reach."""
+
+    def __init__(self, message: str, reached: datetime | None = None) -> None:
+        super().__init__(message)
+        #: The latest point the restore can reach (None when it is not known).
+        self.reached = reached
 
 
 class RestoreTargetError(BackupflowError):

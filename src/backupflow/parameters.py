@@ -54,12 +54,13 @@ _SPELLINGS: dict[str, tuple[str, str]] = {
     "into": ("--into", "the into parameter"),
     "latest": ("--latest", "target_time=None"),
     "in_place": ("--in-place", "in_place=true"),
+    "accept_earlier": ("--accept-earlier", "accept_earlier=true"),
 }
 
 
 def flag(option: str) -> str:
-    """``option`` (replace, into, latest, in_place) as the caller gives it: ``--replace``
-    from the CLI, ``replace=true`` from a flow run."""
+    """``option`` (replace, into, latest, in_place, accept_earlier) as the caller gives
+    it: ``--replace`` from the CLI, ``replace=true`` from a flow run."""
     cli, parameter = _SPELLINGS[option]
     return cli if vocabulary.get() == "cli" else parameter
 

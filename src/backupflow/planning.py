@@ -122,6 +122,9 @@ class RestorePlan(Generic[B]):
     restore_point: datetime
     now: datetime
     notes: tuple[str, ...] = field(default=())
+    #: The requested time lies after every backup of the series: nothing the repository
+    #: holds reaches it (a restore stops unless the operator accepts ``restore_point``).
+    beyond: bool = False
 
     @property
     def manifests(self) -> tuple[B, ...]:
@@ -135,7 +138,13 @@ class RestorePlan(Generic[B]):
         """The same plan over full manifests (loaded only for the chosen chain)."""
         steps = tuple(PlanStep(loaded[s.manifest.id], s.reason) for s in self.steps)
         return RestorePlan(
-            self.database, self.requested, steps, self.restore_point, self.now, self.notes
+            self.database,
+            self.requested,
+            steps,
+            self.restore_point,
+            self.now,
+            self.notes,
+            self.beyond,
         )
 
     @property
@@ -254,6 +263,7 @@ def plan_restore(
         restore_point=best.restore_point,
         now=now,
         notes=tuple(notes),
+        beyond=target is not None and all(m.restore_point < target for m in series),
     )
 
 

@@ -14,6 +14,7 @@ Prefect tasks, the tests call them directly, so what is tested is what runs.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -23,8 +24,9 @@ from typing import Any
 
 from backupflow.backuplog import BackupLog
 from backupflow.engines.base import Engine
-from backupflow.errors import BackupflowError
+from backupflow.errors import BackupflowError, TargetNotReachedError
 from backupflow.models import Category, Manifest
+from backupflow.parameters import flag
 from backupflow.planning import RestorePlan
 from backupflow.progress import Progress
 from backupflow.reporting import (
@@ -60,6 +62,8 @@ class PreparedRestore:
     replace: bool
     tiers: tuple[str, ...]
     category: Category
+    #: Restore the latest point reachable when the requested time cannot be reached.
+    accept_earlier: bool = False
 
     @property
     def plan(self) -> RestorePlan[Manifest]:
@@ -161,12 +165,28 @@ def prepare_restore(
     category: Category = Category.DATABASE,
     now: datetime | None = None,
     dry_run: bool = False,
+    accept_earlier: bool = False,
 ) -> PreparedRestore:
     """Steps 1 and 2: plan, and the checked target (``into``, else the live database with
-    ``replace``, else a new default target; a dry run does not refuse it for existing)."""
+    ``replace``, else a new default target; a dry run does not refuse it for existing).
+
+    A target after every backup the repository holds is refused (it cannot be reached)
+    unless ``accept_earlier``: then the latest point is restored, and said so."""
     loaded = plan_restore(
         engine, tiers, database, steps, target_time=target_time, category=category, now=now
     )
+    plan = loaded.plan
+    if plan.beyond and plan.requested is not None:
+        message = (
+            f"the target {iso(plan.requested)} lies after every backup of {database}: the "
+            f"latest point a restore reaches is {iso(plan.restore_point)}"
+        )
+        if not accept_earlier:
+            raise TargetNotReachedError(
+                f"{message}; restore to that time, or accept it with {flag('accept_earlier')}.",
+                plan.restore_point,
+            )
+        steps.logger.warning("%s; restoring that point (accepted)", message)
     target = _resolve_target(
         engine, loaded.plan, into, replace, dry_run=dry_run, note=steps.logger.warning
     )
@@ -176,23 +196,48 @@ def prepare_restore(
         iso(loaded.plan.restore_point),
         target,
     )
-    return PreparedRestore(engine, loaded, target, replace, tuple(t.name for t in tiers), category)
+    return PreparedRestore(
+        engine, loaded, target, replace, tuple(t.name for t in tiers), category, accept_earlier
+    )
 
 
 def _restore(
     prepared: PreparedRestore, chunk_bytes: int, progress: Progress | None, logger: Logger
-) -> RestoreOutcome:
+) -> tuple[RestoreOutcome, RestorePlan[Manifest]]:
     plan = prepared.plan
-    outcome = execute_restore(
-        prepared.engine,
-        prepared.loaded,
-        prepared.target,
-        replace=prepared.replace,
-        chunk_bytes=chunk_bytes,
-        progress=progress,
-        report=logger.error,
-        note=logger.info,
-    )
+    loaded = prepared.loaded
+    try:
+        outcome = execute_restore(
+            prepared.engine,
+            loaded,
+            prepared.target,
+            replace=prepared.replace,
+            chunk_bytes=chunk_bytes,
+            progress=progress,
+            report=logger.error,
+            note=logger.info,
+        )
+    except TargetNotReachedError as exc:
+        if not prepared.accept_earlier or exc.reached is None or plan.requested is None:
+            raise
+        # Accepted: the same chain again, to the end of the archive (the point recovery
+        # reached; a time target needs a commit after it, which the archive lacks).
+        logger.warning("%s Restoring %s instead (accepted).", exc, iso(exc.reached))
+        accepted = f"accepted the latest point the archive reaches, {iso(exc.reached)}"
+        plan = dataclasses.replace(
+            plan, requested=None, restore_point=exc.reached, notes=(*plan.notes, accepted)
+        )
+        loaded = dataclasses.replace(loaded, plan=plan)
+        outcome = execute_restore(
+            prepared.engine,
+            loaded,
+            prepared.target,
+            replace=prepared.replace,
+            chunk_bytes=chunk_bytes,
+            progress=progress,
+            report=logger.error,
+            note=logger.info,
+        )
     logger.info(
         "restored %s to %s in %.1f s (restore point %s), from %s",
         plan.database,
@@ -203,7 +248,7 @@ def _restore(
     )
     for aside in outcome.kept_aside:
         logger.warning("the replaced copy was kept aside as %s", aside)
-    return outcome
+    return outcome, plan
 
 
 def finish_restore(
@@ -220,7 +265,7 @@ def finish_restore(
     started = started or datetime.now(UTC)
     plan = prepared.plan
     try:
-        outcome = steps.run(
+        outcome, plan = steps.run(
             RESTORE,
             f"restore-{plan.database}",
             partial(_restore, prepared, chunk_bytes, progress, steps.logger),
@@ -265,6 +310,7 @@ def run_restore(
     progress: Progress | None = None,
     log: BackupLog | None = None,
     started: datetime | None = None,
+    accept_earlier: bool = False,
 ) -> RestoreReport:
     """Plan, resolve the target and (unless ``dry_run``) restore; see the module docstring."""
     started = started or datetime.now(UTC)
@@ -281,6 +327,7 @@ def run_restore(
         category=category,
         now=started,
         dry_run=dry_run,
+        accept_earlier=accept_earlier,
     )
     if dry_run:
         script = engine.restore_script(

@@ -68,6 +68,14 @@ def restore_files_cmd(
         str | None,
         typer.Option("--undo", help="Undo an in-place restore from the folder it kept aside."),
     ] = None,
+    accept_earlier: Annotated[
+        bool,
+        typer.Option(
+            "--accept-earlier",
+            help="When the backups end before --at, restore the latest point it reaches "
+            "instead of failing (the report names that point).",
+        ),
+    ] = False,
 ) -> None:
     """Restore a file set (config, logs, uploads), verified file by file."""
     settings = cli_settings()
@@ -110,6 +118,7 @@ def restore_files_cmd(
             dry_run=dry_run,
             source=source.value,
             run_post_restore_hook=not no_hook,
+            accept_earlier=accept_earlier,
         )
     for problem in report.problems:
         errors.print(f"[yellow]warning:[/yellow] {problem}")
@@ -178,6 +187,14 @@ def restore_database_cmd(
         str | None,
         typer.Option("--database", help="Which database (default: the configured DB_NAME)."),
     ] = None,
+    accept_earlier: Annotated[
+        bool,
+        typer.Option(
+            "--accept-earlier",
+            help="When the archive ends before --at, restore the latest point it reaches "
+            "instead of failing (the report names that point).",
+        ),
+    ] = False,
 ) -> None:
     """Restore the configured database to a point in time (--at) or its latest state."""
     settings = cli_settings()
@@ -200,6 +217,7 @@ def restore_database_cmd(
             dry_run=dry_run,
             source=source.value,
             database=database,
+            accept_earlier=accept_earlier,
         )
     for problem in report.problems:
         errors.print(f"[yellow]warning:[/yellow] {problem}")

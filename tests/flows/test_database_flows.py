@@ -20,7 +20,7 @@ from prefect.client.schemas.sorting import FlowRunSort
 from backupflow.backuplog import BackupLog
 from backupflow.catalog import Catalog
 from backupflow.config import Settings, use_settings
-from backupflow.errors import NoBackupError, ParameterError
+from backupflow.errors import NoBackupError, ParameterError, TargetNotReachedError
 from backupflow.models import BackupKind, Category
 from backupflow.storage import open_primary
 from flows.backup_database import backup_database
@@ -230,7 +230,13 @@ def test_a_restore_to_a_past_time_reports_rto_and_rpo_as_defined(
         full = backup_database(kind=BackupKind.FULL)[0]
         target = (full.restore_point + timedelta(seconds=1, milliseconds=500)).astimezone(seoul)
         time.sleep(3)  # "now" is well past the target: the old RPO was 3 s or more
-        report = restore_database(target_time=target, into=str(live.parent / "past.db"))
+        # After every backup: refused (nothing reaches it) unless the operator accepts
+        with pytest.raises(TargetNotReachedError, match=r"lies after every backup of gantt"):
+            restore_database(target_time=target, into=str(live.parent / "refused.db"))
+        assert not (live.parent / "refused.db").exists()
+        report = restore_database(
+            target_time=target, into=str(live.parent / "past.db"), accept_earlier=True
+        )
     assert report.outcome is not None and report.plan.restore_point == full.restore_point
     run = _latest_run("restore-database")
     assert run.name == f"restore-database-to-{target:%Y-%m-%dT%H:%M}+09:00"

@@ -158,7 +158,7 @@ def test_backups_then_drill_health_verify_and_review(pg: LivePg, settings: Setti
                 verify_backups(read_data_percent=0)
             [finding] = [f for f in json.loads(_artifact(f"verify-{DB}")) if f["kind"] != "summary"]
             assert finding["kind"] == "missing-object"
-            lost = f"/wal/{sysid}/{segment}.zst.age of backup {log.id} is missing"
+            lost = f"{obj.key} of backup {log.id} is missing"
             assert lost in finding["detail"]
         finally:
             storage.put(obj.key, [saved])

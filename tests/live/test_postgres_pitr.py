@@ -12,16 +12,17 @@ it and the latest point that still restores, and a target before it still restor
 from __future__ import annotations
 
 import shutil
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from backupflow.errors import ChainGapError
+from backupflow.errors import ChainGapError, TargetNotReachedError
 from backupflow.models import BackupKind, Manifest
 from backupflow.storage import open_tiers
 from tests.live.postgres_support import LivePg, events_cluster, rows, start_restored
@@ -38,6 +39,37 @@ class History:
     full: Manifest | None = None
     second_full: Manifest | None = None
     logs: list[Manifest] = field(default_factory=list)
+    #: Ticks committed every few ms during and right after the second base backup: id ->
+    #: a time read after its commit returned (so it committed at or before then).
+    ticks: dict[int, datetime] = field(default_factory=dict)
+
+    def tick_during(self, backup: Callable[[], Manifest]) -> Manifest:
+        """Run ``backup`` while another connection commits a tick every few milliseconds,
+        and for a second after it returned."""
+        stop = threading.Event()
+
+        def ticking() -> None:
+            with self.pg.cluster.connect() as conn:
+                conn.autocommit = True
+                while not stop.is_set():
+                    row = conn.execute("INSERT INTO ticks DEFAULT VALUES RETURNING id").fetchone()
+                    (at,) = conn.execute("SELECT clock_timestamp()").fetchone() or (None,)
+                    assert row is not None and isinstance(at, datetime)
+                    self.ticks[int(row[0])] = at
+                    time.sleep(0.003)
+
+        self.pg.cluster.execute("CREATE TABLE IF NOT EXISTS ticks (id serial PRIMARY KEY)")
+        worker = threading.Thread(target=ticking)
+        worker.start()
+        try:
+            taken = backup()
+            deadline = time.monotonic() + 1.0
+            while time.monotonic() < deadline and worker.is_alive():
+                worker.join(0.05)
+        finally:
+            stop.set()
+            worker.join(30)
+        return taken
 
     def write(self, first: int, count: int) -> None:
         """Insert rows one transaction each; remember when each one committed."""
@@ -77,7 +109,7 @@ def history(
             story.write(30, 4)
             # A new base: the first log after it lists the WAL since the previous log, so
             # every second between that log and the new base stays restorable.
-            story.second_full = take_backup(settings, BackupKind.FULL)
+            story.second_full = story.tick_during(lambda: take_backup(settings, BackupKind.FULL))
             story.write(34, 4)
             story.logs.append(take_backup(settings, BackupKind.LOG))
             story.write(38, 3)  # archived below, listed by no log backup yet
@@ -183,3 +215,59 @@ def test_a_deleted_segment_is_a_gap_named_with_the_latest_point_that_restores(
         assert restored_ids(before) == list(range(1, 12))
     finally:
         storage.put(obj.key, [saved])
+
+
+def test_a_target_after_the_last_log_inside_the_archive_is_exact(
+    pitr: tuple[History, Any],
+) -> None:
+    """Rows 38-40 were archived after the last log backup: a time between rows 39 and 40
+    restores exactly rows 1-39 (not the last log's point, an hour short at worst)."""
+    story, settings = pitr
+    target = story.between(39)
+    assert target > story.logs[-1].restore_point
+    data = story.pg.new_folder("after-last-log") / "data"
+    plan, _outcome = restore(settings, target, data)
+    assert plan.restore_point == target
+    assert restored_ids(data) == list(range(1, 40))
+
+
+def test_a_target_beyond_the_archive_fails_naming_the_point_it_reaches(
+    pitr: tuple[History, Any],
+) -> None:
+    story, settings = pitr
+    target = datetime.now(UTC) - timedelta(milliseconds=100)  # nothing committed since row 40
+    assert target > story.committed[40]
+    data = story.pg.new_folder("beyond") / "data"
+    with pytest.raises(TargetNotReachedError) as caught:
+        restore(settings, target, data)
+    reached = caught.value.reached
+    assert reached is not None
+    # The last commit in the archive is row 40's (its time read just after it committed).
+    assert story.committed[39] < reached <= story.committed[40]
+    assert reached.isoformat() in str(caught.value) and "accept_earlier" in str(caught.value)
+    assert not data.exists()
+
+    plan, _outcome = restore(settings, target, data, accept_earlier=True)
+    assert plan.restore_point == reached
+    assert restored_ids(data) == list(range(1, 41))
+
+
+def test_a_base_alone_holds_every_commit_up_to_its_recorded_point(
+    pitr: tuple[History, Any],
+) -> None:
+    """Ticks were committed every few milliseconds during the second base backup and for a
+    second after it: a restore to the base's recorded point holds every tick that had
+    committed by then."""
+    story, settings = pitr
+    base = story.second_full
+    assert base is not None and story.ticks
+    point = base.restore_point
+    due = sorted(i for i, at in story.ticks.items() if at <= point)
+    later = [i for i, at in story.ticks.items() if at > point]
+    assert due and later  # ticks on both sides of the point
+    data = story.pg.new_folder("base-alone") / "data"
+    plan, _outcome = restore(settings, point, data)
+    assert [m.id for m in plan.manifests] == [base.id]
+    with start_restored(data) as copy, copy.connect() as conn:
+        held = {int(r[0]) for r in conn.execute("SELECT id FROM ticks").fetchall()}
+    assert set(due) <= held, f"missing ticks {sorted(set(due) - held)[:10]}"

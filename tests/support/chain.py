@@ -35,6 +35,7 @@ def restore(
     *,
     replace: bool = False,
     tiers: list[Tier] | None = None,
+    accept_earlier: bool = False,
 ) -> tuple[RestorePlan[Manifest], RestoreOutcome]:
     """A restore through the core's one restore run (the flows' run), without Prefect."""
     tiers = tiers if tiers is not None else open_tiers(settings)
@@ -47,6 +48,7 @@ def restore(
         into=into,
         replace=replace,
         chunk_bytes=settings.pipeline.chunk_bytes,
+        accept_earlier=accept_earlier,
     )
     assert report.outcome is not None
     return report.plan, report.outcome

@@ -137,10 +137,12 @@ def test_chain_reaches_the_first_covering_log(
     assert "000000010000000000000002" in result.steps[0].reason
 
 
-def test_a_target_after_the_last_log_stops_there_and_says_so() -> None:
+def test_a_target_after_the_last_log_is_replayed_from_the_archive_and_says_so() -> None:
     result = plan_wal_chain(Catalog(history()), "main", at(300), NOW)
-    assert result.restore_point == at(180)
-    assert "earlier than the requested" in result.notes[0]
+    assert result.restore_point == at(300)  # recovery itself says whether WAL reaches it
+    assert not result.beyond
+    assert "lies after the last backup" in result.notes[0]
+    assert "2026-11-26T03:00" in result.notes[0] and "replayed up to it" in result.notes[0]
 
 
 def test_a_target_before_every_base_has_nothing_to_restore() -> None:

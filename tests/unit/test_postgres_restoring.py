@@ -15,7 +15,7 @@ import pytest
 
 from backupflow.engines.postgres.installing import old_options
 from backupflow.engines.postgres.layout import extract_base, wal_since
-from backupflow.engines.postgres.restoring import recovery_for, restore_command
+from backupflow.engines.postgres.restoring import last_transaction, recovery_for, restore_command
 from backupflow.engines.postgres.walnames import parse_wal_name, segment_name
 from backupflow.errors import IntegrityError
 from backupflow.models import BackupKind, Category, Manifest
@@ -49,8 +49,11 @@ LOGS = [manifest(BackupKind.LOG, m, end_lsn=f"0/{m:X}000028") for m in (10, 20)]
          {"recovery_target_time": "2026-11-26 05:15:00+00:00"}),
         ([BASE, *LOGS], T0 + timedelta(minutes=20),
          {"recovery_target_time": "2026-11-26 05:20:00+00:00"}),
-        ([BASE, *LOGS], T0 + timedelta(minutes=25), {"recovery_target_lsn": "0/14000028"}),
-        ([BASE], T0 + timedelta(minutes=5), {"recovery_target": "immediate"}),
+        ([BASE, *LOGS], T0 + timedelta(minutes=25),
+         {"recovery_target_time": "2026-11-26 05:25:00+00:00"}),
+        ([BASE], T0, {"recovery_target": "immediate"}),
+        ([BASE], T0 + timedelta(minutes=5),
+         {"recovery_target_time": "2026-11-26 05:05:00+00:00"}),
         ([BASE, *LOGS], None, {"recovery_target_timeline": "1"}),
     ],
 )  # fmt: skip
@@ -59,7 +62,20 @@ def test_each_restore_mode_sets_one_recovery_target(
 ) -> None:
     recovery = recovery_for(chain, until)
     assert recovery.settings == expected
-    assert recovery.loose is (until is None)  # only --latest serves names outside the plan
+    # Names outside the plan are served for --latest and for a target after the last
+    # backup (WAL archived since); never for a target the backups cover.
+    covered = until is not None and until <= chain[-1].restore_point
+    assert recovery.loose is not covered
+
+
+def test_the_latest_point_is_read_from_the_copys_log() -> None:
+    log = (
+        "LOG:  redo done at 0/5000148 system usage: CPU: user: 0.00 s\n"
+        "LOG:  last completed transaction was at log time 2026-11-26 05:07:33.512804+00\n"
+        "FATAL:  recovery ended before configured recovery target was reached\n"
+    )
+    assert last_transaction(log) == datetime(2026, 11, 26, 5, 7, 33, 512804, tzinfo=UTC)
+    assert last_transaction("LOG: redo done") is None
 
 
 def test_the_restore_command_quotes_every_part_and_doubles_percent_signs() -> None:

@@ -140,4 +140,5 @@ def plan_by_lsn(
             f"the backups reach {reached:%Y-%m-%dT%H:%M:%SZ}, earlier than the requested "
             f"{utc(target):%Y-%m-%dT%H:%M:%SZ}",
         )
-    return RestorePlan(database, target, steps, reached, utc(now), notes)
+    beyond = target is not None and all(m.restore_point < utc(target) for m in manifests)
+    return RestorePlan(database, target, steps, reached, utc(now), notes, beyond)

@@ -302,13 +302,14 @@ def select_wal_chain(
     reached = chosen[-1].manifest.restore_point if chosen else base.manifest.restore_point
     notes: tuple[str, ...] = ()
     if limit is not None:
-        if reached >= limit:
-            reached = limit
-        else:
+        if reached < limit:
+            # WAL archived after the last log backup (or after the base) is replayed up to
+            # the target; recovery itself says whether the archive reaches it.
             notes = (
-                f"the restore point {iso(reached)} is earlier than the requested {iso(limit)}: "
-                f"no log backup of {database} was taken in between",
+                f"the target {iso(limit)} lies after the last backup of {database} "
+                f"({iso(reached)}): the WAL archived since is replayed up to it",
             )
+        reached = limit
     return RestorePlan(database, limit, tuple(steps), reached, now, notes)
 
 

@@ -24,9 +24,11 @@ import json
 import shutil
 import time
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import psycopg
 
 from backupflow.config import DatabaseSettings
 from backupflow.engines.base import (
@@ -133,6 +135,7 @@ class PostgresEngine(Engine):
         sysid, segment_bytes, version = self._identity()
         out = staging / "base"
         label = f"backupflow-{compact(datetime.now(UTC))}"
+        before = self._query("SELECT clock_timestamp()")[0]
         self.programs.run(
             "pg_basebackup",
             [
@@ -144,7 +147,6 @@ class PostgresEngine(Engine):
             password=self._password(),
             what="pg_basebackup",
         )
-        finished = self._query("SELECT clock_timestamp()")[0]
         known = ("base.tar", "backup_manifest")
         extra = sorted(p.name for p in out.iterdir() if p.name not in known)
         if extra:
@@ -158,9 +160,13 @@ class PostgresEngine(Engine):
         start = parse_lsn(str(first.get("Start-LSN", "")))
         end = parse_lsn(str(last.get("End-LSN", "")))
         timeline = int(last.get("Timeline", 1))
+        start_segment = segment_name(
+            int(first.get("Timeline", timeline)), segment_of(start, segment_bytes), segment_bytes
+        )
+        history = f"{start_segment}.{start % segment_bytes:08X}.backup"
         return Dump(
             kind=BackupKind.FULL,
-            restore_point=finished.astimezone(UTC),
+            restore_point=self._backup_end(history, before).astimezone(UTC),
             files=(
                 DumpFile("base", out / "base.tar"),
                 DumpFile("backup-manifest", out / "backup_manifest"),
@@ -170,15 +176,28 @@ class PostgresEngine(Engine):
                 "timeline": timeline,
                 "start_lsn": format_lsn(start),
                 "end_lsn": format_lsn(end),
-                "start_segment": segment_name(
-                    int(first.get("Timeline", timeline)),
-                    segment_of(start, segment_bytes),
-                    segment_bytes,
-                ),
+                "start_segment": start_segment,
                 "segment_bytes": segment_bytes,
                 "server_version": version,
             },
         )
+
+    def _backup_end(self, history: str, before: datetime) -> datetime:
+        """The latest moment a restore of this base alone (``recovery_target = immediate``)
+        is sure to hold every commit of: the server wrote the backup history file
+        ``history`` in ``pg_wal`` just after the backup's end record, and its time (whole
+        seconds) less one second lies before that record.  ``before`` (read before the
+        backup started) when the file cannot be read."""
+        try:
+            with live_session(self.settings, self._password()) as conn:
+                row = conn.execute(
+                    "SELECT modification FROM pg_ls_waldir() WHERE name = %s", (history,)
+                ).fetchone()
+        except (EngineError, psycopg.Error):
+            row = None
+        if row is None or not isinstance(row[0], datetime):
+            return before
+        return max(before, row[0] - timedelta(seconds=1))
 
     def _log_backup(self, parent: BackupSource | None) -> Dump:
         from backupflow.engines.postgres import archive

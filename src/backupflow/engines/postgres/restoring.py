@@ -8,9 +8,11 @@ What each restore sets (on the copy's command line, never in its configuration):
   in).  A log backup commits a marker transaction *after* reading its restore point, so
   every log's WAL holds a commit later than any target it covers and recovery stops there
   instead of running out of WAL;
-* a target after the last log (the chain falls short): ``recovery_target_lsn = <the last
-  log's end LSN>``;
-* a base backup alone, for a given time: ``recovery_target = immediate`` (consistency);
+* a target after the last log (or after a base with no log): ``recovery_target_time`` over
+  a loose plan (every authenticated file archived since); if the archive ends first,
+  PostgreSQL fails and :func:`copy_failed` names the last transaction it replayed
+  (:class:`~backupflow.errors.TargetNotReachedError`);
+* a base backup's own restore point (or earlier): ``recovery_target = immediate``;
 * the latest point (no target): no ``recovery_target_*``; the fetch plan is ``loose``, so
   every segment recorded in the tiers is replayed, and recovery ends where the archive does;
   ``recovery_target_timeline`` is the timeline of the chain's last backup (a history file
@@ -26,6 +28,7 @@ never pushes, but keeps its new timeline's files ready for when it is installed)
 from __future__ import annotations
 
 import json
+import re
 import shlex
 import time
 from collections.abc import Sequence
@@ -35,11 +38,12 @@ from pathlib import Path
 
 import psycopg
 
-from backupflow.engines.postgres.layout import position_int, position_lsn, position_str
+from backupflow.engines.postgres.layout import position_int, position_str
 from backupflow.engines.postgres.server import Copy, last_error_line
-from backupflow.engines.postgres.walnames import format_lsn, parse_wal_path
-from backupflow.errors import ChainGapError, EngineError, IntegrityError
+from backupflow.engines.postgres.walnames import parse_wal_path
+from backupflow.errors import ChainGapError, EngineError, IntegrityError, TargetNotReachedError
 from backupflow.models import BackupKind, Manifest, StoredObject
+from backupflow.parameters import flag
 
 __all__ = [
     "Recovery",
@@ -96,19 +100,19 @@ def recovery_for(chain: Sequence[Manifest], until: datetime | None) -> Recovery:
             True,
             f"recovery to the end of the archived WAL of timeline {timeline} (latest)",
         )
-    if not logs:
+    if not logs and until <= chain[0].restore_point:
         return Recovery({"recovery_target": "immediate"}, False, "recovery to the base backup")
-    last = logs[-1]
-    if until <= last.restore_point:
-        moment = until.astimezone(UTC).isoformat(sep=" ")
+    moment = until.astimezone(UTC).isoformat(sep=" ")
+    if logs and until <= logs[-1].restore_point:
         return Recovery(
             {"recovery_target_time": moment}, False, f"recovery to {moment} (recovery_target_time)"
         )
-    lsn = format_lsn(position_lsn(last, "end_lsn"))
+    # After the last backup: every authenticated segment archived since is served (loose),
+    # on the chain's own timeline; PostgreSQL fails if the archive ends before the target.
     return Recovery(
-        {"recovery_target_lsn": lsn},
-        False,
-        f"recovery to the end of log backup {last.id} at {lsn} (recovery_target_lsn)",
+        {"recovery_target_time": moment},
+        True,
+        f"recovery to {moment} (recovery_target_time) through WAL archived after the last backup",
     )
 
 
@@ -183,18 +187,49 @@ def copy_failed(copy: Copy, until: datetime | None) -> Exception:
         )
     log = copy.log_tail(200)
     if "recovery ended before configured recovery target was reached" in log:
-        missing = [
+        gaps = [
             str(r.get("name"))
             for r in report
-            if r.get("outcome") == "missing" and not str(r.get("name", "")).endswith(".history")
+            if r.get("outcome") == "missing" and r.get("planned") is True
         ]
-        name = missing[-1] if missing else "a WAL segment"
         shown = until.astimezone(UTC).isoformat() if until else "the target"
-        return ChainGapError(
-            f"WAL segment {name} is missing from the archive, so recovery ended before "
-            f"{shown}; restore to an earlier time."
+        if gaps:
+            return ChainGapError(
+                f"WAL segment {gaps[-1]} is missing from the archive, so recovery ended before "
+                f"{shown}; restore to an earlier time."
+            )
+        reached = last_transaction(log)
+        point = (
+            f"the latest point it reaches is {reached.isoformat()} (its last transaction)"
+            if reached
+            else "no transaction was replayed after the base backup"
+        )
+        return TargetNotReachedError(
+            f"the archived WAL ends before {shown}: {point}; restore to that time, or accept "
+            f"it with {flag('accept_earlier')}.",
+            reached,
         )
     return EngineError(f"the restored copy stopped during recovery: {last_error_line(log)}")
+
+
+_LAST_TRANSACTION = re.compile(
+    r"last completed transaction was at log time "
+    r"(\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}(?:\.\d{1,6})?[+-]\d{2}(?::?\d{2})?)"
+)
+
+
+def last_transaction(log: str) -> datetime | None:
+    """When the last transaction recovery replayed committed, from the copy's log (UTC)."""
+    found = _LAST_TRANSACTION.findall(log)
+    if not found:
+        return None
+    text = found[-1]
+    if re.search(r"[+-]\d{2}$", text):
+        text += ":00"
+    try:
+        return datetime.fromisoformat(text).astimezone(UTC)
+    except ValueError:
+        return None
 
 
 def check_report(copy: Copy, listed: set[str]) -> None:
