@@ -285,6 +285,7 @@ def execute_restore(
                 restored = engine.restore(chain, scratch, until=plan.requested)
                 installed = engine.install(restored, target, replace=replace, stamp=stamp)
                 checks = restored.checks
+                problems += restored.problems
                 break
             except _UnusableCopy as exc:
                 unusable.add((exc.backup_id, exc.tier))

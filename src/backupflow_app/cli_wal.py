@@ -138,6 +138,8 @@ def _fetch(args: argparse.Namespace) -> int:
             args.dest,
         )
     if outcome.outcome == "fetched":
+        if outcome.error:  # served, but another tier's copy failed first: said
+            _say(f"wal-fetch {args.name}: served from the {outcome.tier} tier ({outcome.error})")
         return 0
     if outcome.outcome == "missing":
         return 1

@@ -87,6 +87,9 @@ class Restored:
     checks: tuple[str, ...] = ()
     #: Engine-private detail for ``install`` (the member list of a file set, ...).
     detail: Any = field(default=None, compare=False, repr=False)
+    #: What went wrong on the way but did not stop the restore (a damaged copy of a WAL
+    #: file served from the next tier), for the report.
+    problems: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -563,11 +563,13 @@ def fetch_wal(
                     continue
                 obj = record.object
             _write_verified(tier, obj, dest)
-            return FetchOutcome(name, "fetched", tier.name, planned=listed)
+            skipped = "; ".join(damaged + failed)
+            # Served, but not from the first tier that holds it: said, never silent.
+            return FetchOutcome(name, "fetched", tier.name, error=skipped or None, planned=listed)
         except ObjectNotFoundError:
             continue
         except (IntegrityError, ForeignManifestError) as exc:
-            damaged.append(str(exc))
+            damaged.append(f"{tier.name}: {exc}")
         except BackupflowError as exc:
             failed.append(f"{tier.name}: {exc}")
     if damaged:

@@ -42,6 +42,7 @@ from backupflow.engines.base import (
     Restored,
 )
 from backupflow.engines.postgres import installing, layout, restoring
+from backupflow.engines.postgres.prefetch import Prefetcher, replay_order, spool_command
 from backupflow.engines.postgres.presence import check_presence
 from backupflow.engines.postgres.server import Copy, Programs, live_session, stop_postmaster
 from backupflow.engines.postgres.walnames import (
@@ -326,7 +327,6 @@ class PostgresEngine(Engine):
     def restore(
         self, chain: Sequence[BackupSource], scratch: Path, *, until: datetime | None = None
     ) -> Restored:
-        from backupflow.engines.postgres import archive
 
         manifests = tuple(source.manifest for source in chain)
         if not manifests or manifests[0].kind is not BackupKind.FULL:
@@ -340,6 +340,49 @@ class PostgresEngine(Engine):
         scratch.mkdir(mode=0o700)
         self.programs.chown(scratch)
         copy = Copy(self.programs, scratch)
+        recovery = restoring.recovery_for(manifests, until)
+        report = scratch / restoring.REPORT_FILE
+        report.touch(mode=0o600)
+        self.programs.chown(report)
+        timeline = layout.position_int(manifests[-1], "timeline")
+        segment_bytes = layout.position_int(manifests[0], "segment_bytes")
+        tiers = list(self._tiers())
+        # WAL is fetched ahead from now on, while the base is laid down.
+        prefetcher = Prefetcher(
+            tiers,
+            self.database,
+            sysid,
+            scratch / "wal-spool",
+            replay_order(
+                files, loose=recovery.loose, tier=tiers[0] if tiers else None,
+                database=self.database, sysid=sysid, timeline=timeline,
+                segment_bytes=segment_bytes,
+            ),
+            files,
+            report=report,
+            chown=self.programs.chown,
+        )  # fmt: skip
+        prefetcher.start()
+        try:
+            return self._replay(chain, manifests, scratch, copy, recovery, files, prefetcher, until)
+        finally:
+            prefetcher.stop()
+
+    def _replay(
+        self,
+        chain: Sequence[BackupSource],
+        manifests: tuple[Manifest, ...],
+        scratch: Path,
+        copy: Copy,
+        recovery: restoring.Recovery,
+        files: dict[str, Any],
+        prefetcher: Prefetcher,
+        until: datetime | None,
+    ) -> Restored:
+        from backupflow.engines.postgres import archive
+
+        sysid = restoring.system_identifier(manifests)
+        report = scratch / restoring.REPORT_FILE
         with chain[0].open_object("base") as stream:
             layout.extract_base(stream, copy.data, self.programs.chown, chunk=self.chunk_bytes)
         with chain[0].open_object("backup-manifest") as stream:
@@ -351,11 +394,7 @@ class PostgresEngine(Engine):
         except EngineError as exc:
             raise IntegrityError(f"the base backup {manifests[0].id} {exc}") from None
         manifest_path.unlink()
-        recovery = restoring.recovery_for(manifests, until)
         plan_path = scratch / restoring.PLAN_FILE
-        report = scratch / restoring.REPORT_FILE
-        report.touch(mode=0o600)
-        self.programs.chown(report)
         archive.write_plan(
             plan_path,
             archive.FetchPlan(
@@ -372,7 +411,11 @@ class PostgresEngine(Engine):
         signal_file.touch(mode=0o600)
         self.programs.chown(signal_file)
         copy.prepare()
-        command = restoring.restore_command(self.settings.pg_backupflow_command, plan_path)
+        script = prefetcher.write_script(
+            scratch / "restore-command.sh",
+            restoring.fetch_command(self.settings.pg_backupflow_command, plan_path),
+        )
+        command = spool_command(script)
         copy.start(
             {
                 "archive_mode": "on",
@@ -397,6 +440,7 @@ class PostgresEngine(Engine):
             self._before_check(copy)
             checks = self._amcheck(copy)
             counts = restoring.row_counts(copy, self.settings.pg_superuser)
+            served_elsewhere = restoring.fallbacks(copy)
         finally:
             copy.stop()
         return Restored(
@@ -404,6 +448,7 @@ class PostgresEngine(Engine):
             manifests,
             checks=(f"pg_verifybackup ({manifests[0].id})", recovery.describe, *checks),
             detail=counts,
+            problems=served_elsewhere,
         )
 
     def _before_check(self, copy: Copy) -> None:

@@ -139,11 +139,15 @@ def system_identifier(chain: Sequence[Manifest]) -> int:
     return int(text)
 
 
+def fetch_command(command: str, plan: Path) -> str:
+    """``<command> wal-fetch --plan <plan>``, every part shell-quoted (for a script)."""
+    parts = [*shlex.split(command), "wal-fetch", "--plan", str(plan)]
+    return " ".join(shlex.quote(p) for p in parts)
+
+
 def restore_command(command: str, plan: Path) -> str:
     """``<command> wal-fetch --plan <plan> %f %p``, every part shell-quoted, ``%`` doubled."""
-    parts = [*shlex.split(command), "wal-fetch", "--plan", str(plan)]
-    quoted = " ".join(shlex.quote(p).replace("%", "%%") for p in parts)
-    return f"{quoted} %f %p"
+    return f"{fetch_command(command, plan).replace('%', '%%')} %f %p"
 
 
 def read_report(path: Path) -> list[dict[str, object]]:
@@ -230,6 +234,18 @@ def last_transaction(log: str) -> datetime | None:
         return datetime.fromisoformat(text).astimezone(UTC)
     except ValueError:
         return None
+
+
+def fallbacks(copy: Copy) -> tuple[str, ...]:
+    """Each WAL file served from another tier than the first that holds it, and why."""
+    lines = []
+    for item in read_report(copy.scratch / REPORT_FILE):
+        if item.get("outcome") == "fetched" and item.get("error"):
+            lines.append(
+                f"WAL file {item.get('name')} was served from the {item.get('tier')} tier: "
+                f"{item.get('error')}"
+            )
+    return tuple(dict.fromkeys(lines))
 
 
 def check_report(copy: Copy, listed: set[str]) -> None:
