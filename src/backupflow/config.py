@@ -416,6 +416,13 @@ class DatabaseSettings(BaseModel):
         description="PostgreSQL: how long the log job waits for the server to archive the "
         "segment it just switched (archive_command = backupflow wal-push).",
     )
+    archiver_idle_seconds: int = Field(
+        default=600,
+        ge=1,
+        le=86400,
+        description="PostgreSQL: the resident WAL archiver exits after this long with no "
+        "segment to push or copy (the next wal-push starts it again).",
+    )
     recovery_wait_seconds: int = Field(
         default=4 * 3600,
         ge=10,

@@ -1,5 +1,5 @@
-"""``python -m backupflow``."""
+"""``python -m backupflow_app``."""
 
-from backupflow_app.cli import main
+from backupflow_app.entry import main
 
 main()

@@ -30,7 +30,7 @@ from typing import NoReturn
 
 __all__ = ["WAL_COMMANDS", "run_wal"]
 
-WAL_COMMANDS = ("wal-push", "wal-fetch")
+WAL_COMMANDS = ("wal-push", "wal-fetch", "wal-archiver")
 #: What PostgreSQL must read as "abort recovery" (above 125).
 FETCH_ABORT = 126
 
@@ -40,6 +40,8 @@ _ABOUT = {
     "archive_command: 'backupflow wal-push %p'). Exit 0 once it is stored durably and "
     "recorded (or already was, with the same content); non-zero otherwise, and PostgreSQL "
     "keeps the file and retries.",
+    "wal-archiver": "Run the resident WAL archiver of the cluster in --data-dir in the "
+    "foreground (wal-push starts it on demand; it exits when idle).",
     "wal-fetch": "Write one archived WAL file, verified and decrypted, to DEST (a restore's "
     "restore_command: 'backupflow wal-fetch --plan FILE %f %p'). Exit 0 written, 1 not "
     "archived, 126 anything else (damaged, no tier answered, bad settings): PostgreSQL then "
@@ -66,6 +68,8 @@ def _parser(command: str) -> argparse.ArgumentParser:
     )
     if command == "wal-push":
         parser.add_argument("path", type=Path, help="%%p: the WAL file to archive.")
+    elif command == "wal-archiver":
+        pass
     else:
         parser.add_argument("--plan", type=Path, help="A restore's fetch plan (JSON).")
         parser.add_argument("name", help="%%f: the WAL file name PostgreSQL asks for.")
@@ -98,6 +102,28 @@ def _push(args: argparse.Namespace) -> int:
         warn=lambda text: sys.stderr.write(f"warning: {text}\n"),
     )
     return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from backupflow.codecs import codec_for
+    from backupflow.config import load_settings
+    from backupflow.engines.postgres.archiver import Archiver, state_dir
+    from backupflow.errors import ConfigError
+    from backupflow.storage import open_tiers
+
+    settings = load_settings()
+    tiers = open_tiers(settings)
+    if not tiers:
+        raise ConfigError("every tier is disabled, so the archiver has nowhere to archive.")
+    data_dir = (args.data_dir or Path.cwd()).absolute()
+    return Archiver(
+        tiers,
+        args.database or settings.database.name,
+        data_dir,
+        state_dir(data_dir),
+        codec_for(settings.pipeline),
+        idle_seconds=settings.database.archiver_idle_seconds,
+    ).serve()
 
 
 def _fetch(args: argparse.Namespace) -> int:
@@ -154,6 +180,8 @@ def run_wal(argv: Sequence[str]) -> int:
     debug = os.environ.get("BACKUPFLOW_DEBUG", "") not in ("", "0", "false")
     try:
         args = _parser(command).parse_args(rest)
+        if command == "wal-archiver":
+            return _serve(args)
         return _fetch(args) if fetch else _push(args)
     except SystemExit as exc:  # --help
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)

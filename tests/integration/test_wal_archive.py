@@ -343,6 +343,7 @@ def _env(settings: Settings) -> dict[str, str]:
         "BACKUPFLOW_REPOSITORY__SECONDARY__URL": settings.repository.secondary.url,
         "BACKUPFLOW_REPOSITORY__DR__URL": settings.repository.dr.url,
         "BACKUPFLOW_DATABASE__NAME": DB,
+        "BACKUPFLOW_DATABASE__ARCHIVER_IDLE_SECONDS": "20",
         **key_env(),
     }
 
@@ -483,30 +484,33 @@ def test_push_latency_per_segment(settings: Settings, s3_settings: Settings, dat
         assert timings[len(timings) // 2] < 10
 
 
-def test_the_commands_import_no_prefect(settings: Settings, data: Path) -> None:
-    """wal-push runs once per segment: its start-up is archive latency, so the command line
-    dispatches it before anything imports Prefect (or boto3 for a local tier)."""
-    make_segment(data, 50)
+def _imports(settings: Settings, data: Path, segno: int, **extra: str) -> set[str]:
+    make_segment(data, segno)
     result = subprocess.run(
-        [
-            sys.executable,
-            "-X",
-            "importtime",
-            "-m",
-            "backupflow_app",
-            "wal-push",
-            f"pg_wal/{segment_name(1, 50)}",
-        ],
-        env=_env(settings),
-        cwd=data,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+        [sys.executable, "-X", "importtime", "-m", "backupflow_app", "wal-push",
+         f"pg_wal/{segment_name(1, segno)}"],
+        env={**_env(settings), **extra}, cwd=data, capture_output=True, text=True, check=False,
+    )  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
-    imported = {line.split("|")[-1].strip() for line in result.stderr.splitlines()}
-    assert "backupflow.engines.postgres.archive" in imported
-    assert not {"prefect", "boto3", "flows", "tasks"} & imported
+    return {line.split("|")[-1].strip() for line in result.stderr.splitlines()}
+
+
+def test_the_commands_import_no_prefect(settings: Settings, data: Path) -> None:
+    """wal-push runs once per segment: its start-up is archive latency.  Through the
+    resident archiver a push imports none of the pipeline (only the standard library);
+    pushing in-process (the archiver switched off) it still imports no Prefect (nor boto3
+    for a local tier)."""
+    first = _imports(settings, data, 50)  # starts the archiver
+    assert "backupflow_app.walclient" in first
+    served = _imports(settings, data, 51)
+    assert "backupflow_app.walclient" in served
+    assert not {"backupflow.engines.postgres.archive", "pydantic", "typer", "prefect"} & served
+    primary = open_tiers(settings)[0]
+    assert {n.name for n in archived(primary, DB, SYSID)} >= {segment_name(1, s) for s in (50, 51)}
+
+    alone = _imports(settings, data, 52, BACKUPFLOW_WAL_ARCHIVER="off")
+    assert "backupflow.engines.postgres.archive" in alone
+    assert not {"prefect", "boto3", "flows", "tasks"} & alone
 
 
 def test_history_files_are_always_served_and_a_second_partial_is_kept_aside(

@@ -62,7 +62,7 @@ def test_the_wheel_claims_no_generic_top_level_names(wheel: Path) -> None:
             assert f"backupflow_app/layers/{folder}/{module.name}" in layers
     entry_points = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
     text = zipfile.ZipFile(wheel).read(entry_points).decode()
-    assert "backupflow = backupflow_app.cli:main" in text
+    assert "backupflow = backupflow_app.entry:main" in text
 
 
 def test_the_installed_wheel_runs_without_the_repository(wheel: Path, tmp_path: Path) -> None:

@@ -107,6 +107,7 @@ def tier_env(moto: MotoServer, bucket: str) -> dict[str, str]:
         "BACKUPFLOW_REPOSITORY__PRIMARY__ENDPOINT_URL": moto.url,
         "BACKUPFLOW_REPOSITORY__PRIMARY__ADDRESSING_STYLE": "path",
         "BACKUPFLOW_REPOSITORY__SECONDARY__ENABLED": "false",
+        "BACKUPFLOW_DATABASE__ARCHIVER_IDLE_SECONDS": "30",
         "BACKUPFLOW_REPOSITORY__DR__ENABLED": "false",
         "BACKUPFLOW_DATABASE__NAME": DB,
         **key_env(),

@@ -123,7 +123,7 @@ def launcher(folder: Path) -> Path:
     site_dir = sysconfig.get_paths()["purelib"]
     code = (
         f"import site, sys; site.addsitedir({site_dir!r}); "
-        "from backupflow_app.cli import main; sys.argv[0] = 'backupflow'; main()"
+        "from backupflow_app.entry import main; sys.argv[0] = 'backupflow'; main()"
     )
     script.write_text(f'#!/bin/sh\nexec {cluster_python()} -c "{code}" "$@"\n')
     script.chmod(0o755)
