@@ -11,6 +11,7 @@ from zoneinfo import ZoneInfo
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
+from backupflow.catalog import wal_prefix
 from backupflow.config import Settings, current_settings
 from backupflow.engines import open_engine
 from backupflow.errors import BackupflowError
@@ -22,6 +23,7 @@ from backupflow.objectives import (
     chain_breaks,
     health_summary,
     schedule_interval,
+    wal_lag_rows,
 )
 from backupflow.reporting import iso
 from backupflow.series import Series, all_series
@@ -95,6 +97,23 @@ def _newest(holdings: Holdings, tier: Tier, kind: BackupKind | None) -> datetime
     }[kind]
     points = [e.restore_point for e in held if serves is None or e.kind in serves]
     return max(points) if points else None
+
+
+def _newest_wal(tiers: list[Tier], series: Series) -> dict[str, datetime | None]:
+    """When each tier last received an archived WAL file of ``series`` (its newest record);
+    None for a tier that holds none or could not be listed (its state says why)."""
+    newest: dict[str, datetime | None] = {}
+    for tier in tiers:
+        try:
+            times = [
+                info.modified
+                for info in tier.storage.list(wal_prefix(series.category, series.name))
+                if info.key.endswith(".rec")
+            ]
+        except BackupflowError:
+            times = []
+        newest[tier.name] = max(times) if times else None
+    return newest
 
 
 def _gap(holdings: Holdings, tier: Tier, kind: BackupKind | None) -> str | None:
@@ -179,6 +198,13 @@ def backup_health() -> list[HealthRow]:
         tiers=states,
         gaps=gaps,
     )
+    if settings.database.engine == "postgres" and tiers:
+        for job, _schedule, series, kind in jobs:
+            if kind is BackupKind.LOG:  # one WAL row set per PostgreSQL series
+                label = job.replace("database_log", "database_wal")
+                rows += wal_lag_rows(label, _newest_wal(tiers, series), tiers[0].name, tiers=states)
+        rank = {state: i for i, state in enumerate(HealthState)}
+        rows.sort(key=lambda r: (rank[r.state], r.job, r.tier))
     create_markdown_artifact(key="backup-health", markdown=_table(rows, problems, now))
     findings = health_summary(rows)
     if findings or problems:

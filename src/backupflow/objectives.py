@@ -170,6 +170,43 @@ def assess_health(
     return sorted(rows, key=lambda r: (_RANK[r.state], r.job, r.tier))
 
 
+#: How far behind the first tier another tier's archived WAL may be (docs/postgres.md).
+WAL_COPY_BOUND = timedelta(seconds=60)
+
+
+def wal_lag_rows(
+    job: str,
+    newest: Mapping[str, datetime | None],
+    first: str,
+    *,
+    bound: timedelta = WAL_COPY_BOUND,
+    tiers: Mapping[str, TierState] | None = None,
+) -> list[HealthRow]:
+    """One row per tier for a PostgreSQL series' archived WAL: how far its newest archived
+    file (``newest``, by tier) is behind the first tier's, against ``bound`` (the resident
+    archiver copies each segment to every tier within it)."""
+    lead = newest.get(first)
+    rows = []
+    for tier, moment in newest.items():
+        answer = (tiers or {}).get(tier)
+        lag = (utc(lead) - utc(moment)) if lead is not None and moment is not None else None
+        state, detail = HealthState.OK, ""
+        if answer is not None and not answer.answered:
+            state, detail = HealthState(answer.state), answer.cause
+        elif lead is None:
+            state, detail = HealthState.NEVER, "no WAL archived yet"
+        elif lag is None:
+            state, detail = HealthState.NEVER, f"no WAL copied from the {first} tier yet"
+        elif lag > bound:
+            state = HealthState.STALE
+            detail = f"its WAL is {lag.total_seconds():.0f} s behind the {first} tier's"
+        if tier == first and lead is not None:
+            lag = timedelta(0)
+        stale = state is not HealthState.OK
+        rows.append(HealthRow(job, tier, moment, lag, bound, stale, state, detail))
+    return rows
+
+
 def _hours(delta: timedelta) -> str:
     return f"{delta.total_seconds() / 3600:.1f} h"
 

@@ -136,6 +136,10 @@ def test_backups_then_drill_health_verify_and_review(pg: LivePg, settings: Setti
         assert "| ok | database_full | primary |" in text
         assert "| ok | database_log | primary |" in text
         assert "database_diff" not in text
+        # the archived WAL's own row per tier: its lag behind the first tier
+        [wal] = [r for r in health if r.job == "database_wal"]
+        assert wal.tier == "primary" and wal.state.value == "ok" and wal.newest is not None
+        assert "| ok | database_wal | primary |" in text
 
         verified = verify_backups(read_data_percent=100)
         assert verified.findings == []

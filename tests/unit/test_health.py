@@ -138,3 +138,42 @@ def test_chain_breaks_by_the_parent_ids_in_the_names(
         for index, (backup_id, kind, parent) in enumerate(held)
     ]
     assert [(e.id, parent) for e, parent in chain_breaks(reversed(entries))] == breaks
+
+
+def test_each_tier_s_archived_wal_is_its_own_row_with_its_lag() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from backupflow.objectives import HealthState, wal_lag_rows
+    from backupflow.tiers import TierState
+
+    lead = datetime(2026, 12, 7, 3, 0, tzinfo=UTC)
+    rows = wal_lag_rows(
+        "database_wal",
+        {
+            "primary": lead,
+            "secondary": lead - timedelta(seconds=20),
+            "dr": lead - timedelta(minutes=45),
+        },
+        "primary",
+    )
+    by_tier = {r.tier: r for r in rows}
+    assert [by_tier[t].state for t in ("primary", "secondary", "dr")] == [
+        HealthState.OK,
+        HealthState.OK,
+        HealthState.STALE,
+    ]
+    assert by_tier["secondary"].age == timedelta(seconds=20)
+    assert by_tier["dr"].detail == "its WAL is 2700 s behind the primary tier's"
+
+    down = wal_lag_rows(
+        "database_wal",
+        {"primary": lead, "dr": None},
+        "primary",
+        tiers={"dr": TierState("dr", "unreachable", "connection refused")},
+    )
+    assert {r.tier: r.state for r in down} == {
+        "primary": HealthState.OK,
+        "dr": HealthState.UNREACHABLE,
+    }
+    never = wal_lag_rows("database_wal", {"primary": None, "dr": None}, "primary")
+    assert {r.state for r in never} == {HealthState.NEVER}
