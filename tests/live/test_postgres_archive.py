@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
+import subprocess
 import time
 import uuid
 from collections.abc import Iterator, Sequence
@@ -343,3 +344,120 @@ def test_every_segment_reaches_every_tier_and_the_dr_tier_catches_up_after_an_ou
             dr_server.start()
         cluster.destroy()
         dr_server.stop()
+
+
+def test_racing_and_killed_pushes_never_leave_a_record_that_disagrees_with_its_object(
+    workdir: Path, s3: MotoServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 22's reproduction, live: PostgreSQL's push of a segment stores its object and
+    its record write is held (a proxy holds the request); another push of the same file
+    runs to completion; then the held write lands.  Both succeed, and the record names the
+    object the tier holds.  Then a push is killed between its object and its record:
+    PostgreSQL pushes again, the record names a whole object, and the orphan goes after the
+    grace period."""
+    from datetime import UTC, datetime, timedelta
+
+    from backupflow.engines.postgres.archive import read_record
+    from backupflow.maintenance import remove_loose_wal
+    from backupflow.models import Category
+    from tests.support.pgcluster import as_cluster_user
+    from tests.support.s3 import HoldingProxy
+
+    bucket = f"pgwal-{uuid.uuid4().hex[:10]}"
+    for key, value in AWS.items():
+        monkeypatch.setenv(key, value)
+    make_bucket(client_for(REGION, s3.url), bucket, REGION)
+    proxy = HoldingProxy(s3.port)
+    common = {
+        **AWS,
+        **key_env(),
+        "PYTHONPATH": os.environ.get("PYTHONPATH", ""),
+        "BACKUPFLOW_DATABASE__NAME": DB,
+        "BACKUPFLOW_REPOSITORY__PRIMARY__URL": f"s3://{bucket}/repo",
+        "BACKUPFLOW_REPOSITORY__PRIMARY__REGION": REGION,
+        "BACKUPFLOW_REPOSITORY__PRIMARY__ADDRESSING_STYLE": "path",
+        "BACKUPFLOW_REPOSITORY__SECONDARY__ENABLED": "false",
+        "BACKUPFLOW_REPOSITORY__DR__ENABLED": "false",
+        "BACKUPFLOW_REPOSITORY__REQUEST_ATTEMPTS": "1",
+        "BACKUPFLOW_WAL_ARCHIVER": "off",  # each push its own process, to hold and kill
+    }
+    through_proxy = {**common, "BACKUPFLOW_REPOSITORY__PRIMARY__ENDPOINT_URL": proxy.url}
+    direct = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("BACKUPFLOW_")},
+        **common,
+        "BACKUPFLOW_REPOSITORY__PRIMARY__ENDPOINT_URL": s3.url,
+    }
+    command = launcher(workdir)
+    cluster = Cluster.create(
+        workdir / "cluster-race",
+        archive_command=f"{command} wal-push %p",
+        settings={"wal_keep_size": "'1GB'"},
+        env=through_proxy,
+    )
+    tier = _tier(bucket, s3, monkeypatch)
+    try:
+        cluster.start()
+        sysid = system_identifier_of(cluster.data)
+
+        def switch() -> str:
+            cluster.execute("CREATE TABLE IF NOT EXISTS t (id serial, payload text)")
+            cluster.execute("INSERT INTO t (payload) SELECT 'z' FROM generate_series(1, 100)")
+            return str(cluster.execute("SELECT pg_walfile_name(pg_switch_wal())"))
+
+        def consistent(name: str) -> None:
+            record = read_record(tier, DB, sysid, name)
+            assert record is not None
+            assert tier.storage.stat(record.object.key).size == record.object.size
+            dest = workdir / "RECOVERYXLOG"
+            outcome = fetch_wal([tier], DB, sysid, name, dest)
+            assert outcome.outcome == "fetched", outcome
+            assert dest.read_bytes() == (cluster.data / "pg_wal" / name).read_bytes()
+            dest.unlink()
+
+        def objects(name: str) -> list[str]:
+            prefix = f"database/{DB}/wal/{sysid}/{name}."
+            return [i.key for i in tier.storage.list(prefix) if not i.key.endswith(".rec")]
+
+        def archived_by_server(name: str) -> bool:
+            return cluster.execute("SELECT last_archived_wal FROM pg_stat_archiver") == name
+
+        # 1. the race
+        proxy.hold(".rec")
+        raced = switch()
+        assert proxy.held.wait(60), cluster.log_tail()
+        other = subprocess.run(
+            as_cluster_user([str(command), "wal-push", f"pg_wal/{raced}"]),
+            cwd=cluster.data, env=direct, capture_output=True, text=True, timeout=120,
+            check=False,
+        )  # fmt: skip
+        assert other.returncode == 0, other.stderr
+        proxy.release()
+        _wait("the held push", lambda: archived_by_server(raced))
+        consistent(raced)
+        assert len(objects(raced)) == 1  # the loser removed its own object
+
+        # 2. a push killed between its object and its record
+        proxy.hold(".rec")
+        killed = switch()
+        assert proxy.held.wait(60), cluster.log_tail()
+        pushes = subprocess.run(
+            ["pgrep", "-f", f"wal-push pg_wal/{killed}"], capture_output=True, text=True,
+            check=False,
+        ).stdout.split()  # fmt: skip
+        assert pushes, "no wal-push process to kill"
+        for pid in pushes:
+            os.kill(int(pid), 9)
+        proxy.release()
+        _wait("PostgreSQL's next push", lambda: archived_by_server(killed), timeout=120)
+        consistent(killed)
+        named = read_record(tier, DB, sysid, killed)
+        assert named is not None
+        orphans = [k for k in objects(killed) if k != named.object.key]
+        assert len(orphans) == 1  # the killed push's object: no record names it
+        later = datetime.now(UTC) + timedelta(hours=2)
+        removed = remove_loose_wal(tier, Category.DATABASE, DB, now=later, grace=timedelta(hours=1))
+        assert removed == orphans
+        consistent(killed)
+    finally:
+        proxy.close()
+        cluster.destroy()

@@ -12,7 +12,7 @@ import boto3
 from botocore.config import Config
 from moto.server import ThreadedMotoServer
 
-__all__ = ["CuttingProxy", "MotoServer", "client_for", "make_bucket"]
+__all__ = ["CuttingProxy", "HoldingProxy", "MotoServer", "client_for", "make_bucket"]
 
 
 class MotoServer:
@@ -94,6 +94,91 @@ class CuttingProxy:
                 with contextlib.suppress(OSError):
                     sock.shutdown(socket.SHUT_RDWR)
                 sock.close()
+
+
+class HoldingProxy:
+    """A TCP proxy on 127.0.0.1 in front of ``port`` that can hold requests: once
+    :meth:`hold` is armed with a pattern, a request whose request line (``PUT /bucket/key
+    HTTP/1.1``) starts with ``PUT`` and contains it waits, unsent, until :meth:`release`.
+    ``held`` is set when one is waiting."""
+
+    def __init__(self, port: int) -> None:
+        self._target = port
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self._pattern: bytes | None = None
+        self.held = threading.Event()
+        self._release = threading.Event()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def hold(self, pattern: str) -> None:
+        self.held.clear()
+        self._release.clear()
+        self._pattern = pattern.encode()
+
+    def release(self) -> None:
+        self._pattern = None
+        self._release.set()
+
+    def close(self) -> None:
+        self.release()
+        self._listener.close()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(("127.0.0.1", self._target))
+            threading.Thread(target=self._up, args=(client, server), daemon=True).start()
+            threading.Thread(target=self._down, args=(server, client), daemon=True).start()
+
+    def _up(self, src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(64 << 10):
+                line = data.split(b"\r\n", 1)[0]
+                pattern = self._pattern
+                if pattern is not None and line.startswith(b"PUT ") and pattern in line:
+                    self.held.set()
+                    self._release.wait(120)
+                    if _gone(src):
+                        return  # its sender was killed meanwhile: the request never lands
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            _close(src, dst)
+
+    def _down(self, src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(64 << 10):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            _close(src, dst)
+
+
+def _gone(sock: socket.socket) -> bool:
+    """Whether the peer closed ``sock`` (nothing more to read, ever)."""
+    try:
+        return sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
+
+
+def _close(*socks: socket.socket) -> None:
+    for sock in socks:
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+        sock.close()
 
 
 def client_for(region: str, endpoint_url: str | None = None) -> Any:
