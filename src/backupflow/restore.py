@@ -9,6 +9,7 @@ fails its checksum is reported and the next tier is used.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ from backupflow.errors import (
     TargetInFutureError,
 )
 from backupflow.fsutil import make_dirs
+from backupflow.leftovers import remove_dead_scratch
 from backupflow.locks import target_lock
 from backupflow.models import Category, Manifest, compact, iso, utc
 from backupflow.parameters import flag
@@ -255,11 +257,16 @@ def execute_restore(
     if engine.capabilities.target == "path":
         make_dirs(target.parent)
     # One writer per target: two restores, drills or failovers never build over each other.
-    with target_lock(
-        lock_dir or current_settings().staging_dir,
-        target,
-        run=os.environ.get("PREFECT__FLOW_RUN_ID"),
-    ):
+    lock_dir = lock_dir or current_settings().staging_dir
+    with target_lock(lock_dir, target, run=os.environ.get("PREFECT__FLOW_RUN_ID")):
+        # Scratch copies killed restores into this target left (never a live one's: we
+        # hold the target's lock), once older than the grace period.
+        grace = current_settings().orphan_grace_minutes * 60
+        for left in remove_dead_scratch(
+            engine, target, lock_dir=lock_dir, older_than=time.time() - grace, locked=True
+        ):
+            if note is not None:
+                note(f"removed {left}, left by a restore that was killed")
         saved = engine.before_restore(target, replace=replace, stamp=stamp)
         for line in saved:  # said now: a failure below must not hide where it is
             if note is not None:

@@ -228,3 +228,28 @@ def test_a_backup_of_a_database_whose_folder_holds_no_scratch_is_unaffected(
     )
     assert outcome.complete
     assert sorted(p.name for p in live.parent.iterdir()) == [live.name]
+
+
+def test_a_restore_into_the_same_target_removes_what_a_killed_restore_left(
+    settings: Settings, restores: list[Restore]
+) -> None:
+    """The next restore into the target sweeps too (it holds the target's lock, so every
+    older scratch named for that target is a dead one's), and still restores."""
+    from tests.support.chain import content_digest, restore
+
+    live = settings.database.sqlite_path
+    _seed(live)
+    take_backup(settings, BackupKind.FULL)
+    engine = open_engine(settings)
+    into = live.parent / "restored.db"
+    killed = Restore(settings, into, engine.scratch_path(into), "file")
+    killed.kill()
+    _age(killed.scratch, 2 * HOURS)
+    young = Restore(settings, into, engine.scratch_path(into), "file")
+    young.kill()  # dead, but within the grace period: kept
+
+    restore(settings, None, into)
+
+    assert not killed.scratch.exists()
+    assert young.scratch.exists()
+    assert content_digest(into) == content_digest(live)
