@@ -124,9 +124,12 @@ def push_via_archiver(args: Sequence[str]) -> int | None:
     data_dir = Path.cwd()
     segment = os.path.abspath(os.path.join(data_dir, args[0]))
     folder = _folder(data_dir)
-    if folder is None or len(str(folder / SOCKET)) > _SOCKET_PATH_MAX:
+    if folder is None:
         return None
-    path = folder / SOCKET
+    # Named from the data folder (both sides run there): a Unix socket's path is short.
+    path = Path(os.path.relpath(folder / SOCKET, data_dir))
+    if len(str(path)) > _SOCKET_PATH_MAX:
+        return None
     mine = fingerprint()
     answer = _ask(path, segment, mine)
     if answer is None:

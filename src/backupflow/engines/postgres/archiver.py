@@ -119,7 +119,10 @@ class Archiver:
                     os.close(lock_fd)
                     return 0
                 time.sleep(0.05)
-        path = self.folder / SOCKET
+        # The socket is named from the data folder, as wal-push (run there) names it: a Unix
+        # socket's path must be short.
+        os.chdir(self.data_dir)
+        path = Path(os.path.relpath(self.folder / SOCKET, self.data_dir))
         with contextlib.suppress(FileNotFoundError):
             if stat.S_ISSOCK(os.lstat(path).st_mode):
                 path.unlink()  # a dead instance's: we hold the lock
