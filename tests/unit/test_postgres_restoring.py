@@ -148,3 +148,37 @@ def test_a_replaced_cluster_starts_again_with_the_options_it_ran_with(tmp_path: 
     options = old_options(tmp_path)
     assert shlex.split(options) == ["-c", "config_file=/etc/postgresql/15/main/postgresql.conf"]
     assert old_options(tmp_path / "absent") == ""
+
+
+def test_each_file_is_checked_against_the_backup_manifest_as_it_is_laid_down(
+    tmp_path: Path,
+) -> None:
+    import hashlib
+    import json
+
+    from backupflow.engines.postgres.layout import manifest_checksums
+
+    good = hashlib.sha256(b"abc").hexdigest()
+    manifest = tmp_path / "backup_manifest"
+    manifest.write_text(json.dumps({"Files": [
+        {"Path": "global/pg_control", "Size": 3, "Checksum-Algorithm": "SHA256",
+         "Checksum": good.upper()},
+    ]}))  # fmt: skip
+    checksums = manifest_checksums(manifest)
+    assert checksums == {"global/pg_control": good}
+
+    extract_base(_tar(tarfile.TarInfo("global/pg_control"), b"abc"), tmp_path / "ok",
+                 lambda p: None, checksums=checksums)  # fmt: skip
+    with pytest.raises(IntegrityError, match=r"global/pg_control .* does not match the SHA-256"):
+        extract_base(_tar(tarfile.TarInfo("global/pg_control"), b"abd"), tmp_path / "bad",
+                     lambda p: None, checksums=checksums)  # fmt: skip
+    with pytest.raises(IntegrityError, match="lacks global/pg_control"):
+        extract_base(_tar(tarfile.TarInfo("PG_VERSION"), b"15"), tmp_path / "short",
+                     lambda p: None, checksums=checksums)  # fmt: skip
+
+    # a manifest without SHA-256 (or not one at all) leaves the checksums to pg_verifybackup
+    manifest.write_text(json.dumps({"Files": [{"Path": "x", "Checksum-Algorithm": "CRC32C",
+                                              "Checksum": "00"}]}))  # fmt: skip
+    assert manifest_checksums(manifest) is None
+    manifest.write_text("not json")
+    assert manifest_checksums(manifest) is None

@@ -8,9 +8,11 @@ new folder.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import tarfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO
 
@@ -41,13 +43,54 @@ def _safe_parts(name: str) -> tuple[str, ...]:
     return parts
 
 
+#: The largest backup manifest read (about 200 bytes per file of the cluster).
+_MAX_MANIFEST = 512 << 20
+
+
+def manifest_checksums(path: Path) -> dict[str, str] | None:
+    """Each file's SHA-256 as ``pg_basebackup``'s backup manifest at ``path`` records it
+    (path -> hex), or None when any entry has no plain path or no SHA-256 (then
+    pg_verifybackup checks the checksums itself)."""
+    with path.open("rb") as handle:
+        raw = handle.read(_MAX_MANIFEST + 1)
+    if len(raw) > _MAX_MANIFEST:
+        return None
+    try:
+        files = json.loads(raw).get("Files")
+    except (ValueError, AttributeError):
+        return None  # pg_verifybackup says what is wrong with it
+    if not isinstance(files, list):
+        return None
+    found: dict[str, str] = {}
+    for entry in files:
+        if not isinstance(entry, dict):
+            return None
+        name, algorithm, digest = (
+            entry.get("Path"),
+            entry.get("Checksum-Algorithm"),
+            entry.get("Checksum"),
+        )
+        if not isinstance(name, str) or algorithm != "SHA256" or not isinstance(digest, str):
+            return None
+        found[name] = digest.lower()
+    return found
+
+
 def extract_base(
-    stream: BinaryIO, dest: Path, chown: Callable[[Path], None], *, chunk: int = _CHUNK
+    stream: BinaryIO,
+    dest: Path,
+    chown: Callable[[Path], None],
+    *,
+    chunk: int = _CHUNK,
+    checksums: Mapping[str, str] | None = None,
 ) -> int:
-    """Write the base tar from ``stream`` into the new folder ``dest``; the bytes written."""
+    """Write the base tar from ``stream`` into the new folder ``dest``; the bytes written.
+    With ``checksums`` (:func:`manifest_checksums`), each file it names is checked against
+    its SHA-256 as it is written, and every one it names must be in the tar."""
     dest.mkdir(mode=0o700)
     chown(dest)
     written = 0
+    seen: set[str] = set()
     with tarfile.open(fileobj=stream, mode="r|") as tar:
         for member in tar:
             parts = _safe_parts(member.name)
@@ -66,11 +109,28 @@ def extract_base(
                 raise IntegrityError(f"cannot read {member.name[:80]!r} from the base backup.")
             flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
             fd = os.open(target, flags, 0o600)
+            digest = hashlib.sha256()
             with os.fdopen(fd, "wb") as out:
                 while block := source.read(chunk):
                     out.write(block)
+                    digest.update(block)
                     written += len(block)
             chown(target)
+            relative = "/".join(parts)
+            expected = checksums.get(relative) if checksums is not None else None
+            if expected is not None:
+                if digest.hexdigest() != expected:
+                    raise IntegrityError(
+                        f"{relative[:80]} in the base backup does not match the SHA-256 its "
+                        "backup manifest records; caught before PostgreSQL read it."
+                    )
+                seen.add(relative)
+    if checksums is not None and len(seen) != len(checksums):
+        lost = sorted(set(checksums) - seen)
+        raise IntegrityError(
+            f"the base backup lacks {lost[0][:80]} (and {len(lost) - 1} more), which its "
+            "backup manifest lists."
+        )
     return written
 
 
