@@ -30,6 +30,8 @@ ANSWER_SECONDS = 3600.0
 #: How long the first push waits for a new archiver to listen.
 START_SECONDS = 60.0
 _SOCKET_PATH_MAX = 100
+#: The archiver's log is started anew when it is larger than this.
+_LOG_MAX = 8 << 20
 
 
 def _folder(data_dir: Path) -> Path | None:
@@ -95,6 +97,8 @@ def _start(folder: Path, data_dir: Path, mine: str) -> subprocess.Popen[bytes] |
         log = os.open(
             folder / "archiver.log", os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o600
         )
+        if os.fstat(log).st_size > _LOG_MAX:  # each start may begin it anew: it stays small
+            os.ftruncate(log, 0)
     except OSError:
         return None
     try:

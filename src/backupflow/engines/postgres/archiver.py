@@ -284,6 +284,7 @@ class Archiver:
 
     def _copier(self, tier: Tier) -> None:
         delay = 0.5
+        failing = False  # said once per outage, not once per retry: the log stays small
         while not self._stop.is_set():
             with self._lock:
                 todo = sorted(self._copies[tier.name])
@@ -298,9 +299,16 @@ class Archiver:
                 try:
                     copy_wal(self.first, tier, self.database, self.sysid, name)
                 except BackupflowError as exc:
-                    sys.stderr.write(f"warning: {name} not yet copied to {tier.name}: {exc}\n")
-                    failed = True
+                    if not failing:
+                        sys.stderr.write(
+                            f"warning: {name} not yet copied to {tier.name} (retried until it "
+                            f"answers): {exc}\n"
+                        )
+                    failing = failed = True
                     break
+                if failing:
+                    sys.stderr.write(f"{tier.name} answers again: copying what it missed\n")
+                    failing = False
                 with self._lock:
                     self._copies[tier.name].discard(name)
                     self._last_work = time.monotonic()
