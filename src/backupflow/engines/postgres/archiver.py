@@ -242,19 +242,20 @@ class Archiver:
         status = self.data_dir / "pg_wal" / "archive_status"
         while not self._stop.is_set():
             try:
-                ready = sorted(p.name[: -len(".ready")] for p in status.glob("*.ready"))
+                with os.scandir(status) as entries:
+                    ready = sorted(e.name[:-6] for e in entries if e.name.endswith(".ready"))
             except OSError:
                 ready = []
             with self._lock:
                 running = sum(1 for f in self._pushes.values() if not f.done())
-            for name in ready[: max(0, AHEAD - running)]:
+                fresh = [n for n in ready if n not in self._pushes]
+            for name in fresh[: max(0, AHEAD - running)]:
                 with contextlib.suppress(ValueError):
                     parse_wal_name(name)
-                    with self._lock:
-                        known = name in self._pushes
-                    if not known:
-                        self._push(name)
-            self._stop.wait(0.2)
+                    self._push(name)
+            # Often enough that a push starts while its wal-push is still starting up (one
+            # small folder read each time).
+            self._stop.wait(0.02)
 
     # -- copying to the other tiers -------------------------------------------------------
 
