@@ -130,6 +130,16 @@ def test_backup_then_restore_from_the_command_line(run: Run, tmp_path: Path) -> 
     again = run("restore", "database", "--latest", "--into", str(copy))
     _flow_error(again, EXIT_FAILED, "already exists", "--replace")
 
+    # A time after the only backup: nothing reaches it, so it is refused unless accepted.
+    at = (datetime.now(UTC) - timedelta(seconds=1)).isoformat()
+    late = tmp_path / "app" / "late.db"
+    refused = run("restore", "database", "--at", at, "--into", str(late))
+    _flow_error(refused, EXIT_FAILED, "lies after every backup of gantt", "--accept-earlier")
+    assert not late.exists()
+    accepted = run("restore", "database", "--at", at, "--accept-earlier", "--into", str(late))
+    assert accepted.returncode == 0, accepted.stderr
+    assert content_digest(late) == content_digest(live)
+
     plan = run("prune", "--dry-run")
     assert plan.returncode == 0, plan.stderr
     assert "Retention of gantt in primary (dry run)" in plan.stdout
