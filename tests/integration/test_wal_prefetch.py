@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import subprocess
 import threading
+import time
 from pathlib import Path
+
+import pytest
 
 from backupflow.config import Settings
 from backupflow.engines.postgres.archive import read_record
@@ -162,3 +165,30 @@ def test_the_restore_report_names_every_file_served_from_another_tier(tmp_path: 
         "WAL file 000000010000000000000004 was served from the dr tier: primary: damaged "
         "(checksum)",
     )
+
+
+def test_a_prefetcher_that_fails_hands_every_name_to_wal_fetch_at_once(
+    settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(self: Prefetcher, pending: object) -> None:
+        raise RuntimeError("the prefetch thread died")
+
+    monkeypatch.setattr(Prefetcher, "_serve", broken)
+    names = ["000000010000000000000007", "000000010000000000000008"]
+    prefetcher = _prefetcher(tmp_path, settings, names, window=2)
+    script = prefetcher.write_script(tmp_path / "restore.sh", _fallback(tmp_path))
+    prefetcher.start()
+    try:
+        assert prefetcher._thread is not None
+        prefetcher._thread.join(30)
+        started = time.monotonic()
+        for name in names:
+            result = subprocess.run(
+                ["/bin/sh", str(script), name, str(tmp_path / "X")],
+                capture_output=True, text=True, check=False, timeout=120,
+            )  # fmt: skip
+            assert result.returncode == 1
+        assert time.monotonic() - started < 30  # no waiting on markers nobody serves
+    finally:
+        prefetcher.stop()
+    assert (tmp_path / "fallback.log").read_text().split() == names

@@ -175,6 +175,16 @@ class Prefetcher:
 
     def _run(self) -> None:
         pending = deque(self.names)
+        try:
+            self._serve(pending)
+        except Exception:  # never leave recovery waiting on a spool nobody fills
+            pass
+        finally:
+            for name in pending:  # not fetched here: the script asks wal-fetch at once
+                with contextlib.suppress(OSError):
+                    (self.spool / f"{name}.wait").unlink()
+
+    def _serve(self, pending: deque[str]) -> None:
         futures: dict[str, Future[None]] = {}
         with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="wal-get") as pool:
             while (pending or futures) and not self._stop.is_set():
