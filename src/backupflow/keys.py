@@ -254,9 +254,10 @@ class Keyring:
 class GeneratedKeys:
     """A fresh set of keys (``backupflow key init`` / ``rotate``, the demo, tests)."""
 
-    identity: str  # AGE-SECRET-KEY-1... (secret)
+    # The secrets never show in a repr (a log line, a traceback, a debugger).
+    identity: str = field(repr=False)  # AGE-SECRET-KEY-1... (secret)
     recipient: str  # age1... (public)
-    signing_key: str  # BACKUPFLOW-SIGNING-KEY-1... (secret)
+    signing_key: str = field(repr=False)  # BACKUPFLOW-SIGNING-KEY-1... (secret)
     verify_key: str  # bfverify1... (public)
     #: When they were made: the escrow copy's "# created:" line, the same wherever it is
     #: written (a file, the terminal).

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Literal
 
-from backupflow.catalog import CONTENT_ROLE, Catalog, CatalogEntry
+from backupflow.catalog import Catalog, CatalogEntry
 from backupflow.errors import (
     BackupflowError,
     CatalogError,
@@ -200,12 +200,12 @@ def copy_object(
     """Copy one stored object, checking its size and SHA-256 against the manifest.
 
     An object the destination already holds is never overwritten: when it is the very
-    object the (authenticated) manifest records (size and SHA-256, read in full; for shared
-    content, the size) it is kept, else the copy stops with a
-    :class:`ReplicationConflictError`.  Before writing to a write-once (Object Lock) tier the
-    source is verified first, so a damaged copy is never locked in place.  The copy is read
-    back from the destination only when its writes are not verified (a folder): an S3 tier
-    checked the SHA-256 of every part it received, and a read-back would double the egress.
+    object the (authenticated) manifest records (size and SHA-256, read in full, shared
+    content too) it is kept, else the copy stops with a :class:`ReplicationConflictError`.
+    Before writing to a write-once (Object Lock) tier the source is verified first, so a
+    damaged copy is never locked in place.  The copy is read back from the destination only
+    when its writes are not verified (a folder): an S3 tier checked the SHA-256 of every
+    part it received, and a read-back would double the egress.
     """
     try:
         held = dest.stat(record.key).size
@@ -213,8 +213,8 @@ def copy_object(
         held = None
     if held is not None:
         if held == record.size:
-            if record.role.startswith(CONTENT_ROLE):
-                return  # content-addressed: its key names its content
+            # Shared content too: its key names its plaintext, but whoever can write to the
+            # tier can put other bytes of the same size there.
             try:
                 verify_stored(dest, record, chunk_bytes=chunk_bytes)
                 return

@@ -260,3 +260,43 @@ def test_replication_reports_a_conflict_and_leaves_a_differing_object(
     assert any("conflict" in p and data.key in p for p in report.problems)
     assert get_bytes(dr.storage, data.key) == planted  # left as it is
     assert Catalog(dr.storage, KEYRING).entries(Category.DATABASE, "gantt") == []
+
+
+def test_a_same_size_object_at_a_content_key_is_a_conflict_not_a_copy() -> None:
+    """Shared content's key names its plaintext, but a bucket writer can put other bytes of
+    the same size there: replication reads it in full before it takes it as copied."""
+    import hashlib
+
+    from backupflow.catalog import CONTENT_ROLE
+    from backupflow.models import StoredObject
+    from backupflow.storage import MemoryStorage
+    from backupflow.tiers import ReplicationConflictError, copy_object
+
+    body = b"an upload's bytes" * 100
+    digest = hashlib.sha256(body).hexdigest()
+    record = StoredObject(
+        role=f"{CONTENT_ROLE}{digest}", key=f"files/uploads/content/{digest[:2]}/{digest}",
+        codec="none", size=len(body), sha256=digest, raw_size=len(body), raw_sha256=digest,
+    )  # fmt: skip
+    source, dest = MemoryStorage("primary"), MemoryStorage("dr")
+    source.put(record.key, [body])
+    planted = bytes(len(body))
+    dest.put(record.key, [planted])
+
+    with pytest.raises(ReplicationConflictError, match="conflict"):
+        copy_object(source, dest, record, chunk_bytes=1 << 16, write_once=False)
+    assert get_bytes(dest, record.key) == planted  # left as it is
+
+    dest.delete(record.key)
+    copy_object(source, dest, record, chunk_bytes=1 << 16, write_once=False)
+    assert get_bytes(dest, record.key) == body
+    copy_object(source, dest, record, chunk_bytes=1 << 16, write_once=False)  # held: kept
+
+
+def test_generated_keys_never_show_their_secrets_in_a_repr() -> None:
+    from backupflow.keys import generate_keys
+
+    keys = generate_keys()
+    text = repr(keys)
+    assert keys.identity not in text and keys.signing_key not in text
+    assert keys.recipient in text and keys.verify_key in text
