@@ -205,9 +205,9 @@ def _restore(
     prepared: PreparedRestore, chunk_bytes: int, progress: Progress | None, logger: Logger
 ) -> tuple[RestoreOutcome, RestorePlan[Manifest]]:
     plan = prepared.plan
-    loaded = prepared.loaded
-    try:
-        outcome = execute_restore(
+
+    def build(loaded: LoadedPlan) -> RestoreOutcome:
+        return execute_restore(
             prepared.engine,
             loaded,
             prepared.target,
@@ -217,6 +217,9 @@ def _restore(
             report=logger.error,
             note=logger.info,
         )
+
+    try:
+        outcome = build(prepared.loaded)
     except TargetNotReachedError as exc:
         if not prepared.accept_earlier or exc.reached is None or plan.requested is None:
             raise
@@ -227,17 +230,7 @@ def _restore(
         plan = dataclasses.replace(
             plan, requested=None, restore_point=exc.reached, notes=(*plan.notes, accepted)
         )
-        loaded = dataclasses.replace(loaded, plan=plan)
-        outcome = execute_restore(
-            prepared.engine,
-            loaded,
-            prepared.target,
-            replace=prepared.replace,
-            chunk_bytes=chunk_bytes,
-            progress=progress,
-            report=logger.error,
-            note=logger.info,
-        )
+        outcome = build(dataclasses.replace(prepared.loaded, plan=plan))
     logger.info(
         "restored %s to %s in %.1f s (restore point %s), from %s",
         plan.database,

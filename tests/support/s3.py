@@ -38,94 +38,21 @@ class MotoServer:
         return f"http://127.0.0.1:{self.port}"
 
 
-class CuttingProxy:
-    """A TCP proxy on 127.0.0.1 in front of ``port``.  Once :meth:`cut_after` is armed, the
-    connection that carries the next ``n`` bytes back to the client is dropped right there
-    (a real reset in the middle of a response), then the proxy passes everything again."""
+class _Proxy:
+    """A TCP proxy on 127.0.0.1 in front of ``port``: each connection's bytes go up through
+    :meth:`_up` and down through :meth:`_down`, one thread each."""
 
     def __init__(self, port: int) -> None:
         self._target = port
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port = self._listener.getsockname()[1]
-        self._lock = threading.Lock()
-        self._budget: int | None = None
-        self.cuts = 0
         threading.Thread(target=self._accept, daemon=True).start()
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def cut_after(self, n: int) -> None:
-        with self._lock:
-            self._budget = n
-
     def close(self) -> None:
-        self._listener.close()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self._listener.accept()
-            except OSError:
-                return
-            server = socket.create_connection(("127.0.0.1", self._target))
-            threading.Thread(target=self._pump, args=(client, server, False), daemon=True).start()
-            threading.Thread(target=self._pump, args=(server, client, True), daemon=True).start()
-
-    def _pump(self, src: socket.socket, dst: socket.socket, to_client: bool) -> None:
-        try:
-            while data := src.recv(64 << 10):
-                if to_client:
-                    with self._lock:
-                        budget = self._budget
-                        if budget is not None and len(data) >= budget:
-                            self._budget = None
-                            self.cuts += 1
-                            dst.sendall(data[:budget])
-                            raise ConnectionResetError("cut by the test proxy")
-                        if budget is not None:
-                            self._budget = budget - len(data)
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for sock in (src, dst):
-                with contextlib.suppress(OSError):
-                    sock.shutdown(socket.SHUT_RDWR)
-                sock.close()
-
-
-class HoldingProxy:
-    """A TCP proxy on 127.0.0.1 in front of ``port`` that can hold requests: once
-    :meth:`hold` is armed with a pattern, a request whose request line (``PUT /bucket/key
-    HTTP/1.1``) starts with ``PUT`` and contains it waits, unsent, until :meth:`release`.
-    ``held`` is set when one is waiting."""
-
-    def __init__(self, port: int) -> None:
-        self._target = port
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self._listener.getsockname()[1]
-        self._pattern: bytes | None = None
-        self.held = threading.Event()
-        self._release = threading.Event()
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def hold(self, pattern: str) -> None:
-        self.held.clear()
-        self._release.clear()
-        self._pattern = pattern.encode()
-
-    def release(self) -> None:
-        self._pattern = None
-        self._release.set()
-
-    def close(self) -> None:
-        self.release()
         self._listener.close()
 
     def _accept(self) -> None:
@@ -139,6 +66,81 @@ class HoldingProxy:
             threading.Thread(target=self._down, args=(server, client), daemon=True).start()
 
     def _up(self, src: socket.socket, dst: socket.socket) -> None:
+        self._pass(src, dst)
+
+    def _down(self, src: socket.socket, dst: socket.socket) -> None:
+        self._pass(src, dst)
+
+    @staticmethod
+    def _pass(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(64 << 10):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            _close(src, dst)
+
+
+class CuttingProxy(_Proxy):
+    """Once :meth:`cut_after` is armed, the connection that carries the next ``n`` bytes back
+    to the client is dropped right there (a real reset in the middle of a response), then
+    the proxy passes everything again."""
+
+    def __init__(self, port: int) -> None:
+        self._lock = threading.Lock()
+        self._budget: int | None = None
+        self.cuts = 0
+        super().__init__(port)
+
+    def cut_after(self, n: int) -> None:
+        with self._lock:
+            self._budget = n
+
+    def _down(self, src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(64 << 10):
+                with self._lock:
+                    budget = self._budget
+                    if budget is not None and len(data) >= budget:
+                        self._budget = None
+                        self.cuts += 1
+                        dst.sendall(data[:budget])
+                        raise ConnectionResetError("cut by the test proxy")
+                    if budget is not None:
+                        self._budget = budget - len(data)
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            _close(src, dst)
+
+
+class HoldingProxy(_Proxy):
+    """Can hold requests: once :meth:`hold` is armed with a pattern, a request whose request
+    line (``PUT /bucket/key HTTP/1.1``) starts with ``PUT`` and contains it waits, unsent,
+    until :meth:`release`.  ``held`` is set when one is waiting."""
+
+    def __init__(self, port: int) -> None:
+        self._pattern: bytes | None = None
+        self.held = threading.Event()
+        self._release = threading.Event()
+        super().__init__(port)
+
+    def hold(self, pattern: str) -> None:
+        self.held.clear()
+        self._release.clear()
+        self._pattern = pattern.encode()
+
+    def release(self) -> None:
+        self._pattern = None
+        self._release.set()
+
+    def close(self) -> None:
+        self.release()
+        super().close()
+
+    def _up(self, src: socket.socket, dst: socket.socket) -> None:
         try:
             while data := src.recv(64 << 10):
                 line = data.split(b"\r\n", 1)[0]
@@ -148,15 +150,6 @@ class HoldingProxy:
                     self._release.wait(120)
                     if _gone(src):
                         return  # its sender was killed meanwhile: the request never lands
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            _close(src, dst)
-
-    def _down(self, src: socket.socket, dst: socket.socket) -> None:
-        try:
-            while data := src.recv(64 << 10):
                 dst.sendall(data)
         except OSError:
             pass

@@ -87,6 +87,7 @@ __all__ = [
     "push_wal",
     "read_plan",
     "read_record",
+    "read_record_as_stored",
     "system_identifier_of",
     "write_plan",
 ]
@@ -249,12 +250,21 @@ def read_record(tier: Tier, database: str, sysid: int, name: str) -> WalRecord |
     """The authenticated record of ``name`` in ``tier``, None when there is none;
     :class:`ForeignManifestError` for one no trusted key signed or that describes another
     file (ignored by callers, and reported)."""
+    found = read_record_as_stored(tier, database, sysid, name)
+    return found[0] if found is not None else None
+
+
+def read_record_as_stored(
+    tier: Tier, database: str, sysid: int, name: str
+) -> tuple[WalRecord, bytes] | None:
+    """:func:`read_record`, with the record's stored bytes (the signed envelope), read once."""
     key = _keys(database, sysid, name, "")[1]
     raw = _read_raw(tier, key)
     if raw is None:
         return None
     where = f"{key} in {tier.storage.name}"
-    return _authentic(raw, tier.keyring, database=database, sysid=sysid, name=name, where=where)
+    record = _authentic(raw, tier.keyring, database=database, sysid=sysid, name=name, where=where)
+    return record, raw
 
 
 # -- push -------------------------------------------------------------------------------

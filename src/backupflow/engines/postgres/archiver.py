@@ -44,6 +44,7 @@ from backupflow.engines.postgres.archive import (
     check_wal_name,
     push_wal,
     read_record,
+    read_record_as_stored,
     system_identifier_of,
 )
 from backupflow.engines.postgres.walnames import parse_wal_name, wal_path
@@ -323,9 +324,10 @@ def copy_wal(source: Tier, dest: Tier, database: str, sysid: int, name: str) -> 
     """Copy one archived WAL file (its object, then its record as stored) from ``source`` to
     ``dest``; False when ``dest`` already held it.  A record ``dest`` holds for other
     content is a :class:`WalConflictError`."""
-    record = read_record(source, database, sysid, name)
-    if record is None:
+    found = read_record_as_stored(source, database, sysid, name)
+    if found is None:
         return False  # removed meanwhile (prune): nothing to copy
+    record, raw = found
     there = read_record(dest, database, sysid, name)
     if there is not None:
         if there.object.raw_sha256 != record.object.raw_sha256:
@@ -336,7 +338,5 @@ def copy_wal(source: Tier, dest: Tier, database: str, sysid: int, name: str) -> 
     copy_object(source.storage, dest.storage, record.object, chunk_bytes=1 << 20,
                 write_once=dest.write_once)  # fmt: skip
     record_key = wal_record_key(Category.DATABASE, database, wal_path(sysid, name))
-    with source.storage.open(record_key) as handle:
-        raw = handle.read(64 << 10)
     # False: a racing copy (or a push into that tier) recorded it first.
     return dest.storage.create(record_key, raw)
