@@ -57,7 +57,10 @@ def test_the_demo_says_rto_and_rpo_of_a_dr_drill_and_the_health_check(
     assert "DR drill from the DR tier alone passed" in out
     assert re.search(r"RTO [\d.]+ (s|min) \(objective 4 h\)", out), out
     assert re.search(r"RPO [\d.]+ (s|min) \(objective 1 h\)", out), out
-    health = re.search(r"health check ok: (\d+) job/tier pairs.*RPO right now is [\d.]+ s", out)
+    # seconds, or minutes when a busy host made the demo take over a minute
+    health = re.search(
+        r"health check ok: (\d+) job/tier pairs.*RPO right now is [\d.]+ (s|min)", out
+    )
     assert health, out
     assert int(health.group(1)) == 18  # 3 database jobs and 3 file sets, in 3 tiers
     # The drill comes before the disaster, the health check after the primary was healed.
