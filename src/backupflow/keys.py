@@ -78,6 +78,20 @@ class Signer:
     def sign(self, message: bytes) -> bytes:
         return self.private.sign(message)
 
+    def derive(self, purpose: bytes) -> bytes:
+        """A 32-byte secret for ``purpose``, derived from this key (HKDF-SHA256): only the
+        holders of the signing key can compute it."""
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+        from cryptography.hazmat.primitives.serialization import (
+            Encoding,
+            NoEncryption,
+            PrivateFormat,
+        )
+
+        seed = self.private.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
+        return HKDF(hashes.SHA256(), 32, salt=None, info=purpose).derive(seed)
+
 
 @dataclass(frozen=True)
 class Verifier:
@@ -216,6 +230,15 @@ class Keyring:
     @property
     def verify_key_ids(self) -> tuple[str, ...]:
         return tuple(self._by_id)
+
+    def content_id(self, sha256_hex: str) -> str:
+        """The keyed id of a file content whose plaintext SHA-256 is ``sha256_hex``:
+        HMAC-SHA256 under a key derived from the signing key, so a bucket reader who knows a
+        file cannot tell whether (or where) it is stored."""
+        import hmac
+
+        key = self.require_signer().derive(b"backupflow content ids v1")
+        return hmac.new(key, bytes.fromhex(sha256_hex), "sha256").hexdigest()
 
     # -- encryption -------------------------------------------------------------------
 
