@@ -21,7 +21,7 @@ from backupflow.errors import (
     ObjectNotFoundError,
 )
 from backupflow.filesets import is_content_addressed
-from backupflow.filesets.contents import remove_unreferenced_content
+from backupflow.filesets.contents import sweep_content
 from backupflow.models import Category, Manifest
 from backupflow.pipeline import verify_stored
 from backupflow.steps import CLEAN, REPLICATE, Logger, Steps
@@ -148,7 +148,9 @@ def prune_series(
     log: BackupLog | None = None,
 ) -> tuple[retention.RetentionPlan[CatalogEntry], retention.PruneReport | None]:
     """Apply the tier's retention to one series (a dry run only plans), then remove
-    left-overs of interrupted runs and content no kept backup references."""
+    left-overs of interrupted runs, and shared content no kept backup references in two
+    phases (condemned by one prune, deleted by one a grace period later:
+    :func:`~backupflow.filesets.contents.sweep_content`)."""
     policy = retention.policy_for(settings, tier.name, category)
     now = datetime.now(UTC)
     plan, report = retention.prune_tier(tier, category, name, policy, now=now, dry_run=dry_run)
@@ -170,9 +172,18 @@ def prune_series(
     grace = timedelta(minutes=settings.orphan_grace_minutes)
     orphans = backup.clean_interrupted(tier.storage, category, name, now=now, grace=grace)
     if is_content_addressed(name):
-        orphans += remove_unreferenced_content(
+        swept = sweep_content(
             tier.storage, category, name, now=now, grace=grace, keyring=tier.keyring
         )
+        if swept.condemned:
+            logger.info(
+                "condemned %d shared content object(s) in %s that no backup lists; a prune at "
+                "least %s later deletes those still unlisted",
+                len(swept.condemned),
+                tier.name,
+                grace,
+            )
+        orphans += swept.removed
     orphans += remove_loose_wal(tier, category, name, now=now, grace=grace)
     if log is not None and (report.deleted or report.failed or orphans):
         log.append(

@@ -13,7 +13,15 @@ from enum import StrEnum
 from typing import Any, Literal, get_args
 from zoneinfo import ZoneInfo
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    field_validator,
+    model_serializer,
+)
 
 from backupflow import __version__
 from backupflow.errors import CatalogError, UnsupportedManifestError
@@ -121,6 +129,21 @@ class StoredObject(BaseModel):
     recipients: tuple[str, ...] = Field(
         default=(), max_length=100, description="Key ids of the age recipients it is encrypted to."
     )
+    raw_digest: Literal["content-id"] | None = Field(
+        default=None,
+        description="What raw_sha256 holds: None (never written) for the SHA-256 before "
+        "compression; 'content-id' for the keyed content id of that SHA-256 (HMAC under a key "
+        "derived from the signing key), so an encrypted file content does not show its "
+        "plaintext's hash to whoever can read the manifest.",
+    )
+
+    @model_serializer(mode="wrap")
+    def _without_default_digest(self, handler: SerializerFunctionWrapHandler) -> Any:
+        """A record without ``raw_digest`` is written as before the field existed."""
+        data = handler(self)
+        if isinstance(data, dict) and data.get("raw_digest") is None:
+            data.pop("raw_digest", None)
+        return data
 
 
 class Manifest(BaseModel):

@@ -3,7 +3,9 @@
 Memory stays bounded by the chunk size whatever the size of the backup: nothing reads a
 whole object.  Reading back checks both the stored (encrypted) bytes' and the plaintext
 bytes' SHA-256 against the manifest, and names the object when they differ; age itself
-authenticates every ciphertext chunk on the way.
+authenticates every ciphertext chunk on the way.  A file content's record may hold a keyed
+content id instead of its plaintext's SHA-256 (:data:`CONTENT_ID_DIGEST`): that one is
+checked only where the signing key is held.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from backupflow.readahead import blocks_ahead, reading_ahead
 from backupflow.storage.base import Storage
 
 __all__ = [
+    "CONTENT_ID_DIGEST",
     "ENCRYPTED_SUFFIX",
     "HashThread",
     "HashingReader",
@@ -34,6 +37,9 @@ __all__ = [
 
 #: Appended to the key of every encrypted object (``<id>.data.zst.age``).
 ENCRYPTED_SUFFIX = ".age"
+#: :attr:`StoredObject.raw_digest` of a record whose ``raw_sha256`` is the keyed content id
+#: of its plaintext (:meth:`Keyring.content_id`), not the plaintext's SHA-256.
+CONTENT_ID_DIGEST = "content-id"
 
 Progress = Callable[[int], None]
 
@@ -317,8 +323,25 @@ def open_verified(
             f"{record.key} in {storage.name} does not match its recorded SHA-256; "
             "the stored copy is damaged."
         )
-    if plain.size != record.raw_size or plain.sha256.hexdigest() != record.raw_sha256:
+    if plain.size != record.raw_size or not _same_plaintext(
+        record, plain.sha256.hexdigest(), keyring
+    ):
         raise IntegrityError(
             f"{record.key} in {storage.name} decompresses to data that does not match its "
             "recorded SHA-256; the stored copy is damaged."
         )
+
+
+def _same_plaintext(record: StoredObject, sha256: str, keyring: Keyring | None) -> bool:
+    """Whether the plaintext SHA-256 read agrees with the record.
+
+    A record whose ``raw_sha256`` is a keyed content id can be checked only by a holder of
+    the signing key; without it the object is still proven by its stored SHA-256 (which the
+    signed manifest records) and, encrypted, by age's authentication of every chunk, and
+    the caller checks the plaintext against its own record (a file set's member list).
+    """
+    if record.raw_digest is None:
+        return sha256 == record.raw_sha256
+    if keyring is None or keyring.signer is None:
+        return True
+    return keyring.content_id(sha256) == record.raw_sha256

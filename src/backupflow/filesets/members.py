@@ -2,10 +2,13 @@
 
 Config and log files go into one tar stream per backup (modes, mtimes and symlinks kept),
 through the same compress + checksum + store pipeline as database backups.  Uploads are
-content-addressed: each distinct file content is stored once under its SHA-256, and every
-backup lists which content each path had, so thirty daily restore points of a large uploads
-folder cost little more than one.  Every backup stores a member list (path, type, size,
-mode, mtime, SHA-256, link target) so that a restore is verified file by file.
+content-addressed: each distinct file content is stored once under its content id (keyed:
+an HMAC of its SHA-256 under a key derived from the signing key, so that nobody who lists
+the bucket can tell whether a file they know is stored), and every backup lists which
+content each path had, so thirty daily restore points of a large uploads folder cost little
+more than one.  Every backup stores a member list (path, type, size, mode, mtime, SHA-256,
+link target, content id) so that a restore is verified file by file and finds each file's
+content without the signing key.
 """
 
 from __future__ import annotations
@@ -79,6 +82,9 @@ class Member:
     size: int = 0
     sha256: str | None = None
     target: str | None = None  # symlinks
+    #: Where a content-addressed file's content is stored (``content:<id>``); None in member
+    #: lists written before content ids were keyed (the content is then at its SHA-256).
+    content: str | None = None
 
     def to_json(self) -> str:
         return json.dumps({k: v for k, v in asdict(self).items() if v is not None})
@@ -100,7 +106,7 @@ def encode_members(members: Iterable[Member]) -> Iterator[bytes]:
 MAX_MEMBERS = 2_000_000
 MAX_MEMBER_LINE = 64 * 1024
 MAX_MEMBER_SIZE = 1 << 56
-_FIELDS = {"path", "type", "mode", "mtime", "size", "sha256", "target"}
+_FIELDS = {"path", "type", "mode", "mtime", "size", "sha256", "target", "content"}
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
@@ -113,6 +119,7 @@ def _member(data: object) -> Member:
         raise ValueError(f"unknown field {sorted(unknown)[0]!r}")
     path, kind, mode, mtime = (data.get(k) for k in ("path", "type", "mode", "mtime"))
     size, sha256, target = data.get("size", 0), data.get("sha256"), data.get("target")
+    content = data.get("content")
     if not isinstance(path, str) or kind not in ("file", "dir", "symlink"):
         raise ValueError("a member has no path or an unknown type")
     if isinstance(mode, bool) or not isinstance(mode, int) or not 0 <= mode <= 0o7777:
@@ -132,7 +139,11 @@ def _member(data: object) -> Member:
         raise ValueError(f"{path!r} is not a file but has a size or SHA-256")
     if (kind == "symlink") != isinstance(target, str):
         raise ValueError(f"{path!r} has a link target but is no link, or the reverse")
-    return Member(path, kind, mode, float(mtime), size, sha256, target)
+    if content is not None and not (
+        kind == "file" and isinstance(content, str) and _SHA256.fullmatch(content)
+    ):
+        raise ValueError(f"{path!r} has an invalid content id")
+    return Member(path, kind, mode, float(mtime), size, sha256, target, content)
 
 
 def decode_members(lines: Iterable[bytes], where: str = "the member list") -> list[Member]:
@@ -156,9 +167,10 @@ def decode_members(lines: Iterable[bytes], where: str = "the member list") -> li
     return members
 
 
-def content_key(category: Category, name: str, sha256: str, extension: str) -> str:
-    """Where one distinct content of a content-addressed set is stored."""
-    return f"{category.value}/{name}/content/{sha256[:2]}/{sha256}{extension}"
+def content_key(category: Category, name: str, content_id: str, extension: str) -> str:
+    """Where one distinct content of a content-addressed set is stored: ``content_id`` is
+    its keyed id (its SHA-256 in backups written before content ids were keyed)."""
+    return f"{category.value}/{name}/content/{content_id[:2]}/{content_id}{extension}"
 
 
 def _glob(pattern: str) -> re.Pattern[str]:

@@ -3,7 +3,9 @@
 A tar archive is read as a stream: each entry must be the member the (signed) member list
 names, with that type, size and link target, seen once, and must pass
 ``tarfile.data_filter`` too; the stream is bounded by what the member list allows.  A
-content-addressed backup is fetched one object per file.  Files are written through a
+content-addressed backup is fetched one object per file, found by the content id its
+member list records (so a restore needs no signing key), and checked against the member
+list's SHA-256.  Files are written through a
 :class:`~backupflow.safepaths.TreeBuilder` (sizes bounded, SHA-256 checked while written);
 links are made last.
 """
@@ -138,7 +140,8 @@ def fetch_contents(source: BackupSource, members: Sequence[Member], builder: Tre
         if member.type == "dir":
             builder.make_dir(member.path)
         elif member.type == "file":
-            with source.open_object(f"content:{member.sha256}") as stream:
+            # keyed content id; member lists written before it had the SHA-256 only
+            with source.open_object(f"content:{member.content or member.sha256}") as stream:
                 builder.write_file(
                     member.path,
                     stream,
