@@ -1,4 +1,9 @@
-"""File-set backup steps that database backups do not have: shared content, the hook, GC."""
+"""File-set backup steps that database backups do not have: shared content, the hook, GC.
+
+Size: about 620 lines: storing shared content and collecting it are one protocol (keyed
+content ids, reuse, the last check before the manifest, condemned marks and their two-phase
+deletion), kept in one place so that both sides change together.
+"""
 
 from __future__ import annotations
 
