@@ -36,7 +36,6 @@ from prefect.exceptions import ObjectNotFound
 from backupflow.config import Settings, load_settings
 from backupflow.errors import BackupflowError, ConfigError
 from backupflow.keys import parse_identities, parse_signing_key
-from backupflow.keystore import IDENTITIES_BLOCK, SIGNING_KEY_BLOCK
 from backupflow.schedules import disagreements
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -178,25 +177,28 @@ async def ensure_automation(settings: Settings) -> str:
 
 
 async def _key_blocks(settings: Settings) -> list[str]:
-    """The repository keys' Secret blocks, from keys given in the environment (idempotent:
-    an unchanged block is left alone, and an age identity already in the identities block
-    is never dropped from it)."""
+    """The repository keys' Secret blocks the settings name (``__SIGNING_KEY_BLOCK``,
+    ``__IDENTITIES_BLOCK``), from keys given in the environment.  Only those: every client
+    of an open-source Prefect API reads every Secret block, so keys go there only where the
+    operator chose it (docs/security.md says what that costs).  Idempotent: an unchanged
+    block is left alone, and an age identity already in the identities block is never
+    dropped from it."""
     from prefect.blocks.system import Secret
 
     keys = settings.crypto
     done = []
     signing = keys.signing_key.get_secret_value().strip()
-    if signing:
+    if signing and keys.signing_key_block:
         parse_signing_key(signing, "BACKUPFLOW_CRYPTO__SIGNING_KEY")
-        name = keys.signing_key_block or SIGNING_KEY_BLOCK
+        name = keys.signing_key_block
         if await _block_value(name) == signing:
             done.append(f"Secret block {name} unchanged")
         else:
             await Secret(value=signing).save(name, overwrite=True)
             done.append(f"Secret block {name} saved (signing key)")
     given = keys.identities.get_secret_value()
-    if given.strip():
-        name = keys.identities_block or IDENTITIES_BLOCK
+    if given.strip() and keys.identities_block:
+        name = keys.identities_block
         old = await _block_value(name) or ""
         merged = _merge_identities(old, given)
         if merged == old:

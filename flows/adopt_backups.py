@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prefect import flow, get_run_logger
 
-from backupflow.adopt import AdoptReport, adopt_series
+from backupflow.adopt import AdoptPlan, adopt_series, plan_adoption
 from backupflow.backuplog import BackupLog
 from backupflow.config import current_settings
 from backupflow.errors import CatalogError, ConfigError
@@ -23,15 +23,19 @@ __all__ = ["adopt_backups"]
     flow_run_name=run_name("adopt-backups", "category=database", "name", at_start=True),
     persist_result=False,
 )
-def adopt_backups(category: str = "database", name: str | None = None) -> list[AdoptReport]:
-    """Verify every object of every unsigned backup of one series (a full read, SHA-256),
-    then sign its manifest once; each adopted backup is logged.  ``name`` defaults to the
-    configured database, or the file set of that category.
+def adopt_backups(
+    category: str = "database", name: str | None = None, confirm: str = ""
+) -> AdoptPlan:
+    """Adopt the unsigned backups an earlier backupflow wrote, once.  Without ``confirm``, a
+    dry run: list the unsigned manifests that predate the repository's first key record,
+    with the digest of that list.  With the digest, verify every object of each (a full
+    read, SHA-256) and sign its manifest, recording the adoption; each is logged.
 
     Args:
         category: The series' category: database, or a file set (config, uploads, logs).
         name: The series' name. Empty: the configured database, or the file set of that
             category.
+        confirm: The digest a dry run printed for the exact list to adopt; empty for a dry run.
     """
     settings = current_settings()
     logger = get_run_logger()
@@ -42,9 +46,21 @@ def adopt_backups(category: str = "database", name: str | None = None) -> list[A
             f"unknown category {category!r}; use one of {', '.join(c.value for c in Category)}."
         ) from None
     name = name or (settings.database.name if series is Category.DATABASE else series.value)
+    keyring = load_keyring(settings.crypto)
+    confirm = confirm.strip().lower()
+    if not confirm:
+        plan = plan_adoption(open_tiers(settings), series.value, name, keyring)
+        for line in plan.lines:
+            logger.info("would adopt %s", line)
+        logger.info(
+            "dry run: %d unsigned backup(s) of %s qualify; digest %s",
+            len(plan.candidates),
+            plan.series,
+            plan.digest,
+        )
+        return plan
     log = BackupLog(settings.backup_log)
     log.check_writable()
-    keyring = load_keyring(settings.crypto)
     signer = keyring.require_signer()
 
     def adopted(tier: str, manifest: Manifest) -> None:
@@ -69,15 +85,16 @@ def adopt_backups(category: str = "database", name: str | None = None) -> list[A
             signed_by=signer.key_id,
         )
 
-    reports = adopt_series(
+    plan = adopt_series(
         open_tiers(settings),
         series.value,
         name,
         keyring,
+        confirm=confirm,
         chunk_bytes=settings.pipeline.chunk_bytes,
         on_adopted=adopted,
     )
-    problems = [p for r in reports for p in r.problems]
+    problems = [p for r in plan.reports for p in r.problems]
     for problem in problems:
         logger.error(problem)
     if problems:
@@ -85,4 +102,4 @@ def adopt_backups(category: str = "database", name: str | None = None) -> list[A
             f"{len(problems)} unsigned backup(s) of {series.value}/{name} were not adopted: "
             + "; ".join(problems)
         )
-    return reports
+    return plan

@@ -63,6 +63,7 @@ __all__ = [
     "object_key",
     "owned_keys",
     "read_unsigned",
+    "series_of_key",
     "series_prefix",
     "wal_key",
     "wal_prefix",
@@ -124,6 +125,12 @@ def wal_push_id(key: str) -> str | None:
 def wal_record_key(category: Category, name: str, wal_path: str) -> str:
     """Where the signed record of one archived WAL file is stored."""
     return f"{wal_prefix(category, name)}{wal_path}{WAL_RECORD_SUFFIX}"
+
+
+def series_of_key(key: str) -> str:
+    """The series (``category/name``) a key of a series' folder belongs to: what a signer's
+    scope is checked against."""
+    return "/".join(key.split("/", 2)[:2])
 
 
 def series_prefix(category: Category, name: str) -> str:
@@ -361,14 +368,18 @@ class Catalog:
 
     def load_key(self, key: str) -> Manifest:
         """:meth:`load` for a manifest key."""
+        return self.load_raw(key)[0]
+
+    def load_raw(self, key: str) -> tuple[Manifest, bytes]:
+        """:meth:`load` for a manifest key, with the envelope's exact bytes (which
+        replication copies, so it needs no signing key)."""
         source = f"{self.storage.name}/{key}"
         raw = get_bytes(self.storage, key)
         if not is_envelope(raw):
             raise ForeignManifestError(
-                f"unsigned manifest {source} ignored; adopt it with `backupflow adopt` if it "
-                "was written by an earlier backupflow."
+                f"unsigned manifest {source} ignored: no trusted key signed it."
             )
-        payload = open_envelope(raw, self.keyring, source=source)
+        payload = open_envelope(raw, self.keyring, source=source, series=series_of_key(key))
         try:
             manifest = Manifest.from_json(payload, source=source)
         except CatalogError as exc:
@@ -379,7 +390,29 @@ class Catalog:
                 f"{MANIFEST_VERSION}."
             )
         _check_identity(manifest, key, source)
-        return manifest
+        return manifest, raw
+
+    def copy_envelope(self, manifest: Manifest, raw: bytes) -> str:
+        """Write a manifest's envelope exactly as it was signed (replication): it must be
+        one this tier's keyring trusts for that very manifest, and every object it lists
+        must be stored here at its recorded size.  Needs no signing key."""
+        key = manifest_key(manifest)
+        source = f"the copy of {manifest.id} for {self.storage.name}"
+        payload = open_envelope(raw, self.keyring, source=source, series=series_of_key(key))
+        if Manifest.from_json(payload, source=source) != manifest:
+            raise CatalogError(f"refusing to copy backup {manifest.id}: its envelope differs.")
+        self._check_sizes(manifest)
+        put_bytes(self.storage, key, raw)
+        return key
+
+    def _check_sizes(self, manifest: Manifest) -> None:
+        for obj in manifest.objects:
+            info = self.storage.stat(obj.key)
+            if info.size != obj.size:
+                raise CatalogError(
+                    f"refusing to record backup {manifest.id}: {obj.key} is {info.size} bytes, "
+                    f"not {obj.size}."
+                )
 
     def write(self, manifest: Manifest) -> str:
         """Sign and write a manifest; call only after every object it lists is stored and
@@ -393,13 +426,7 @@ class Catalog:
                 "that backup."
             )
         sealed = seal(manifest.to_json(), self.keyring)
-        for obj in manifest.objects:
-            info = self.storage.stat(obj.key)
-            if info.size != obj.size:
-                raise CatalogError(
-                    f"refusing to record backup {manifest.id}: {obj.key} is {info.size} bytes, "
-                    f"not {obj.size}."
-                )
+        self._check_sizes(manifest)
         key = manifest_key(manifest)
         put_bytes(self.storage, key, sealed)
         return key

@@ -707,11 +707,17 @@ class KeySettings(BaseModel):
     signing_key_block: str | None = Field(
         default=None, description="Prefect Secret block holding the signing key instead."
     )
+    wal_signing_key: SecretStr = Field(
+        default=SecretStr(""),
+        description="The WAL signing key (BACKUPFLOW-SIGNING-KEY-1...): signs archived WAL "
+        "records only; held by PostgreSQL's OS user (archive_command), never the manifest key.",
+    )
     verify_keys: list[str] = Field(
         default_factory=list,
         max_length=100,
-        description="Public verify keys (bfverify1...) of every signing key whose manifests "
-        "are trusted: the current one and older ones.",
+        description="Public verify keys (bfverify1...) trusted to sign, each optionally "
+        "followed by its scope: kinds=manifest|wal and series=category/name,... (see "
+        "docs/security.md).  Without a scope a key is trusted for every record.",
     )
 
 

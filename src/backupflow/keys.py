@@ -18,7 +18,18 @@ printed, logged and stored in manifests without revealing anything.
 Text forms (what ``backupflow key init`` prints and what the settings hold):
 
 * signing key: ``BACKUPFLOW-SIGNING-KEY-1<64 hex digits>`` (the Ed25519 seed, secret);
-* verify key:  ``bfverify1<64 hex digits>`` (the Ed25519 public key).
+* verify key:  ``bfverify1<64 hex digits>`` (the Ed25519 public key), optionally followed by
+  its *scope*: ``kinds=manifest`` or ``kinds=wal`` (which signed records it may vouch for)
+  and ``series=database/main,config/*`` (which series).  Without a scope a verify key is
+  trusted for everything, as before scopes existed.
+
+Two signing keys, two holders: the *manifest key* (backup workers) signs backup manifests;
+the *WAL key* (PostgreSQL's OS user, through ``archive_command``) signs only WAL records, and
+its verify key is scoped ``kinds=wal series=database/<name>``, so whoever reads it (a database
+superuser can) forges nothing but that cluster's WAL records.
+
+Size: every key type, its text form and the keyring that holds them are one vocabulary;
+split, each half would import the other.
 """
 
 from __future__ import annotations
@@ -40,8 +51,10 @@ from backupflow.errors import ConfigError, MissingKeyError
 from backupflow.prefect_adapter import load_secret
 
 __all__ = [
+    "KINDS",
     "GeneratedKeys",
     "Keyring",
+    "Scope",
     "Signer",
     "Verifier",
     "generate_keys",
@@ -57,6 +70,10 @@ _SIGNING_PREFIX = "BACKUPFLOW-SIGNING-KEY-1"
 _VERIFY_PREFIX = "bfverify1"
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _MAX_KEYS = 100
+#: The kinds of signed record a verify key may vouch for.
+KINDS = ("manifest", "wal")
+_SERIES = re.compile(r"[a-z]{1,32}/(\*|[A-Za-z0-9][A-Za-z0-9._-]{0,127})")
+_MAX_SCOPE_SERIES = 1000
 
 
 def key_id(public_text: str) -> str:
@@ -94,15 +111,81 @@ class Signer:
 
 
 @dataclass(frozen=True)
+class Scope:
+    """What a verify key is trusted for: kinds of signed record (None: every kind) and
+    series (``category/name`` or ``category/*``; None: every series)."""
+
+    kinds: frozenset[str] | None = None
+    series: tuple[str, ...] | None = None
+
+    def allows(self, kind: str, series: str | None) -> bool:
+        """Whether a record of ``kind`` for ``series`` (None: a repository-wide record,
+        which only a key unrestricted in series may sign) may be trusted on this key."""
+        if self.kinds is not None and kind not in self.kinds:
+            return False
+        if self.series is None:
+            return True
+        if series is None:
+            return False
+        category = series.split("/", 1)[0]
+        return series in self.series or f"{category}/*" in self.series
+
+    @property
+    def text(self) -> str:
+        """The scope as written after a verify key ("" for everything)."""
+        parts = []
+        if self.kinds is not None:
+            parts.append("kinds=" + ",".join(sorted(self.kinds)))
+        if self.series is not None:
+            parts.append("series=" + ",".join(self.series))
+        return " ".join(parts)
+
+    def describe(self) -> str:
+        kinds = "every kind" if self.kinds is None else "/".join(sorted(self.kinds)) + " records"
+        series = "every series" if self.series is None else ", ".join(self.series)
+        return f"{kinds} of {series}"
+
+
+def parse_scope(words: Sequence[str], where: str) -> Scope:
+    """``kinds=...`` and ``series=...`` words after a verify key."""
+    kinds: frozenset[str] | None = None
+    series: tuple[str, ...] | None = None
+    for word in words:
+        name, _, value = word.partition("=")
+        items = [v for v in value.split(",") if v]
+        if name == "kinds" and kinds is None and items and set(items) <= set(KINDS):
+            kinds = frozenset(items)
+        elif (
+            name == "series"
+            and series is None
+            and 0 < len(items) <= _MAX_SCOPE_SERIES
+            and all(_SERIES.fullmatch(v) for v in items)
+        ):
+            series = tuple(dict.fromkeys(items))
+        else:
+            raise ConfigError(
+                f"{where}: a verify key's scope is kinds=manifest|wal and series=category/name "
+                "(or category/*), each once, comma-separated."
+            )
+    return Scope(kinds, series)
+
+
+@dataclass(frozen=True)
 class Verifier:
-    """Checks manifest signatures (public; kept everywhere)."""
+    """Checks signatures (public; kept everywhere), for the records its scope allows."""
 
     public: Ed25519PublicKey
     public_text: str
+    scope: Scope = Scope()
 
     @property
     def key_id(self) -> str:
         return key_id(self.public_text)
+
+    @property
+    def text(self) -> str:
+        """The verify key as configured: its public text and its scope."""
+        return f"{self.public_text} {self.scope.text}".strip()
 
     def verify(self, signature: bytes, message: bytes) -> bool:
         try:
@@ -131,12 +214,15 @@ def parse_signing_key(text: str, where: str = "the signing key") -> Signer:
 
 
 def parse_verify_keys(texts: Iterable[str], where: str = "the verify keys") -> list[Verifier]:
-    """Verify keys from their text forms (``bfverify1...``)."""
+    """Verify keys from their text forms (``bfverify1...`` and an optional scope)."""
     verifiers = []
     for raw in texts:
-        value = raw.strip()
-        if not value:
+        if len(raw) > 200_000:
+            raise ConfigError(f"{where}: a verify key's entry is too long.")
+        words = raw.split()
+        if not words:
             continue
+        value, scope = words[0], parse_scope(words[1:], where)
         hexpart = value[len(_VERIFY_PREFIX) :]
         if not value.startswith(_VERIFY_PREFIX) or not _HEX64.fullmatch(hexpart):
             raise ConfigError(
@@ -144,7 +230,7 @@ def parse_verify_keys(texts: Iterable[str], where: str = "the verify keys") -> l
                 "prints them)."
             )
         public = Ed25519PublicKey.from_public_bytes(bytes.fromhex(hexpart))
-        verifiers.append(Verifier(public, value))
+        verifiers.append(Verifier(public, value, scope))
     if len(verifiers) > _MAX_KEYS:
         raise ConfigError(f"{where} list more than {_MAX_KEYS} keys.")
     return verifiers
@@ -192,29 +278,59 @@ def parse_identities(text: str, where: str = "the age identities") -> list[x2551
 
 @dataclass(frozen=True)
 class Keyring:
-    """The keys one process holds.  Workers hold a signer and the recipients; restore hosts
-    hold identities; everyone holds the verify keys.  Missing parts are None/empty, and the
-    operation that needs them fails with one sentence naming the key id it needs."""
+    """The keys one process holds.  Backup workers hold the manifest signer and the
+    recipients; PostgreSQL's OS user holds the WAL signer; restore hosts hold identities;
+    everyone holds the verify keys.  Missing parts are None/empty, and the operation that
+    needs them fails with one sentence naming the key it needs.
 
-    recipients: tuple[str, ...] = ()
-    identities: tuple[x25519.Identity, ...] = ()
-    signer: Signer | None = None
+    A signer held here is trusted for what it signs (``kinds``) unless the verify keys
+    configure its scope."""
+
+    recipients: tuple[str, ...] = field(default=(), repr=False)
+    identities: tuple[x25519.Identity, ...] = field(default=(), repr=False)
+    signer: Signer | None = field(default=None, repr=False)
     verifiers: tuple[Verifier, ...] = ()
     encrypt: bool = True
+    wal_signer: Signer | None = field(default=None, repr=False)
     _by_id: dict[str, Verifier] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         by_id = {v.key_id: v for v in self.verifiers}
         if self.signer is not None:
+            kinds = {"manifest"} if self.wal_signer is not None else set(KINDS)
             by_id.setdefault(
                 self.signer.key_id,
-                Verifier(self.signer.private.public_key(), self.signer.public_text),
+                Verifier(
+                    self.signer.private.public_key(),
+                    self.signer.public_text,
+                    Scope(frozenset(kinds)),
+                ),
+            )
+        if self.wal_signer is not None:
+            by_id.setdefault(
+                self.wal_signer.key_id,
+                Verifier(
+                    self.wal_signer.private.public_key(),
+                    self.wal_signer.public_text,
+                    Scope(frozenset({"wal"})),
+                ),
             )
         object.__setattr__(self, "_by_id", by_id)
 
     # -- authentication ---------------------------------------------------------------
 
-    def require_signer(self) -> Signer:
+    def require_signer(self, kind: str = "manifest") -> Signer:
+        """The key that signs records of ``kind``: the manifest key, or for WAL records the
+        WAL key (the manifest key where no WAL key is configured, as before there were two)."""
+        if kind == "wal":
+            signer = self.wal_signer or self.signer
+            if signer is None:
+                raise MissingKeyError(
+                    "no WAL signing key is configured, so no WAL file can be archived; set "
+                    "BACKUPFLOW_CRYPTO__WAL_SIGNING_KEY in the env-file PostgreSQL's "
+                    "archive_command reads; see `backupflow key init`."
+                )
+            return signer
         if self.signer is None:
             raise MissingKeyError(
                 "no signing key is configured, so no backup can be recorded; set "
@@ -228,6 +344,11 @@ class Keyring:
         return self._by_id.get(key_id_)
 
     @property
+    def trusted(self) -> tuple[Verifier, ...]:
+        """Every verify key trusted here (configured, and the signers' own)."""
+        return tuple(self._by_id.values())
+
+    @property
     def verify_key_ids(self) -> tuple[str, ...]:
         return tuple(self._by_id)
 
@@ -237,7 +358,7 @@ class Keyring:
         file cannot tell whether (or where) it is stored."""
         import hmac
 
-        key = self.require_signer().derive(b"backupflow content ids v1")
+        key = self.require_signer("manifest").derive(b"backupflow content ids v1")
         return hmac.new(key, bytes.fromhex(sha256_hex), "sha256").hexdigest()
 
     # -- encryption -------------------------------------------------------------------
@@ -285,32 +406,53 @@ class GeneratedKeys:
     #: When they were made: the escrow copy's "# created:" line, the same wherever it is
     #: written (a file, the terminal).
     created: datetime = field(default_factory=lambda: datetime.now(UTC), compare=False)
+    #: The WAL key (PostgreSQL's OS user signs WAL records with it), if one was made.
+    wal_signing_key: str = field(default="", repr=False)
+    wal_verify_key: str = ""
 
     def keyring(self) -> Keyring:
         return Keyring(
             recipients=(self.recipient,),
             identities=tuple(parse_identities(self.identity)),
             signer=parse_signing_key(self.signing_key),
-            verifiers=tuple(parse_verify_keys([self.verify_key])),
+            verifiers=tuple(parse_verify_keys(self.verify_entries())),
+            wal_signer=(parse_signing_key(self.wal_signing_key) if self.wal_signing_key else None),
         )
 
+    def verify_entries(self, wal_series: Sequence[str] = ()) -> list[str]:
+        """The verify keys as configured: the manifest key trusted for manifests, the WAL
+        key for WAL records (of ``wal_series`` when given); without a WAL key, the one key
+        for everything (as before keys had scopes)."""
+        if not self.wal_verify_key:
+            return [self.verify_key]
+        series = f" series={','.join(wal_series)}" if wal_series else ""
+        return [f"{self.verify_key} kinds=manifest", f"{self.wal_verify_key} kinds=wal{series}"]
 
-def generate_keys() -> GeneratedKeys:
-    """New age and Ed25519 keys."""
+
+def _new_signing_key() -> tuple[str, str]:
     from cryptography.hazmat.primitives.serialization import (
         Encoding,
         NoEncryption,
         PrivateFormat,
     )
 
-    identity = x25519.Identity.generate()
     private = Ed25519PrivateKey.generate()
     seed = private.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption()).hex()
+    return _SIGNING_PREFIX + seed, _verify_text(private.public_key())
+
+
+def generate_keys(*, wal: bool = False) -> GeneratedKeys:
+    """New age and Ed25519 keys (and a separate WAL key with ``wal``)."""
+    identity = x25519.Identity.generate()
+    signing, verify = _new_signing_key()
+    wal_signing, wal_verify = _new_signing_key() if wal else ("", "")
     return GeneratedKeys(
         identity=str(identity),
         recipient=str(identity.to_public()),
-        signing_key=_SIGNING_PREFIX + seed,
-        verify_key=_verify_text(private.public_key()),
+        signing_key=signing,
+        verify_key=verify,
+        wal_signing_key=wal_signing,
+        wal_verify_key=wal_verify,
     )
 
 
@@ -319,6 +461,7 @@ def load_keyring(settings: KeySettings) -> Keyring:
     env-file) or from the named Prefect Secret blocks, never from a flow parameter."""
     signing_text = _secret(settings.signing_key, settings.signing_key_block, "SIGNING_KEY_BLOCK")
     identities_text = _secret(settings.identities, settings.identities_block, "IDENTITIES_BLOCK")
+    wal_text = settings.wal_signing_key.get_secret_value()
     return Keyring(
         recipients=tuple(parse_recipients(settings.recipients, "BACKUPFLOW_CRYPTO__RECIPIENTS")),
         identities=tuple(parse_identities(identities_text, "BACKUPFLOW_CRYPTO__IDENTITIES")),
@@ -329,6 +472,11 @@ def load_keyring(settings: KeySettings) -> Keyring:
         ),
         verifiers=tuple(parse_verify_keys(settings.verify_keys, "BACKUPFLOW_CRYPTO__VERIFY_KEYS")),
         encrypt=settings.encrypt,
+        wal_signer=(
+            parse_signing_key(wal_text, "BACKUPFLOW_CRYPTO__WAL_SIGNING_KEY")
+            if wal_text.strip()
+            else None
+        ),
     )
 
 

@@ -58,6 +58,7 @@ KEY_VARIABLES = tuple(
         "SIGNING_KEY",
         "SIGNING_KEY_BLOCK",
         "VERIFY_KEYS",
+        "WAL_SIGNING_KEY",
     )
 )
 _MAX_ENV_FILE = 1 << 20
@@ -73,50 +74,93 @@ class KeySet:
     signing_key: str = field(repr=False)
     verify_keys: tuple[str, ...]
     new: GeneratedKeys = field(repr=False)
+    #: The WAL key (PostgreSQL's OS user's), when there is one to store.
+    wal_signing_key: str = field(default="", repr=False)
 
     @classmethod
-    def fresh(cls, keys: GeneratedKeys, escrow: tuple[str, ...] = ()) -> KeySet:
+    def fresh(
+        cls, keys: GeneratedKeys, escrow: tuple[str, ...] = (), wal_series: tuple[str, ...] = ()
+    ) -> KeySet:
         return cls(
             recipients=_unique((keys.recipient, *escrow)),
             identities=(keys.identity,),
             signing_key=keys.signing_key,
-            verify_keys=(keys.verify_key,),
+            verify_keys=tuple(keys.verify_entries(wal_series)),
             new=keys,
+            wal_signing_key=keys.wal_signing_key,
         )
 
-    def env_values(self, *, blocks: bool) -> dict[str, str]:
+    def env_values(
+        self, *, blocks: bool, identities_block: bool = False, wal: bool = True
+    ) -> dict[str, str]:
         """The ``BACKUPFLOW_CRYPTO__*`` values for an env-file: the secrets themselves, or the
-        names of the blocks that hold them."""
+        names of the blocks that hold them (the identities stay in the file unless
+        ``identities_block``); the WAL key too unless ``wal`` is False (it has its own file)."""
         values = {
             _PREFIX + "RECIPIENTS": json.dumps(list(self.recipients)),
             _PREFIX + "VERIFY_KEYS": json.dumps(list(self.verify_keys)),
         }
         if blocks:
             values[_PREFIX + "SIGNING_KEY_BLOCK"] = SIGNING_KEY_BLOCK
-            values[_PREFIX + "IDENTITIES_BLOCK"] = IDENTITIES_BLOCK
         else:
             values[_PREFIX + "SIGNING_KEY"] = self.signing_key
+        if blocks and identities_block:
+            values[_PREFIX + "IDENTITIES_BLOCK"] = IDENTITIES_BLOCK
+        else:
             values[_PREFIX + "IDENTITIES"] = " ".join(self.identities)
+        if wal and self.wal_signing_key:
+            values[_PREFIX + "WAL_SIGNING_KEY"] = self.wal_signing_key
         return values
+
+    def wal_env_values(self) -> dict[str, str]:
+        """What PostgreSQL's OS user holds: the WAL key, the recipients, the verify keys;
+        never the manifest key or an identity."""
+        return {
+            _PREFIX + "RECIPIENTS": json.dumps(list(self.recipients)),
+            _PREFIX + "VERIFY_KEYS": json.dumps(list(self.verify_keys)),
+            _PREFIX + "WAL_SIGNING_KEY": self.wal_signing_key,
+        }
 
 
 def _unique(items: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(item for item in items if item))
 
 
-def rotated(current: Keyring, keys: GeneratedKeys, escrow: tuple[str, ...] = ()) -> KeySet:
-    """The key set after a rotation: new backups are signed with the new signing key and
-    encrypted to the new recipient (and ``escrow``); every identity and verify key held
-    now is kept, so older backups stay restorable and trusted."""
-    old_verify = [v.public_text for v in current.verifiers]
-    if current.signer is not None:
-        old_verify.append(current.signer.public_text)
+def rotated(
+    current: Keyring,
+    keys: GeneratedKeys,
+    escrow: tuple[str, ...] = (),
+    *,
+    revoke: bool = False,
+    wal_series: tuple[str, ...] = (),
+) -> KeySet:
+    """The key set after a rotation: new backups are signed with the new signing key (and
+    WAL records with the new WAL key, if one was made) and encrypted to the new recipient
+    (and ``escrow``); every identity is kept, so older backups stay restorable.
+
+    The old verify keys are kept until every tier was re-signed with the new keys; with
+    ``revoke`` (re-signing is complete) they are dropped, so the old signing keys can no
+    longer make a trusted manifest.  A WAL verify key is kept when the WAL key was not
+    rotated here (it lives with PostgreSQL's OS user)."""
+    configured = {v.key_id for v in current.verifiers}
+    old = [v.text for v in current.verifiers]
+    for signer in (current.signer, current.wal_signer):
+        own = current.verifier(signer.key_id) if signer is not None else None
+        if own is not None and own.key_id not in configured:
+            old.append(own.text)
+    kept = (
+        [v.text for v in current.verifiers if v.scope.kinds == frozenset({"wal"})]
+        if not keys.wal_verify_key
+        else []
+    )
+    new_entries = keys.verify_entries(wal_series)
     return KeySet(
         recipients=_unique((keys.recipient, *escrow)),
         identities=_unique((keys.identity, *(str(i) for i in current.identities))),
         signing_key=keys.signing_key,
-        verify_keys=_unique((keys.verify_key, *old_verify)),
+        verify_keys=_unique((*new_entries, *kept, *(() if revoke else old))),
         new=keys,
+        wal_signing_key=keys.wal_signing_key,
     )
 
 
@@ -301,10 +345,16 @@ def block_exists(name: str) -> bool:
     return find_secret(name) is not None
 
 
-def save_blocks(keyset: KeySet) -> list[str]:
-    """Save the signing key and the identities as Secret blocks.  Identities already in the
-    identities block are kept (a key is never dropped from it); returns what was done."""
+def save_blocks(keyset: KeySet, *, with_identities: bool = False) -> list[str]:
+    """Save the signing key (and with ``identities``, the identities) as Secret blocks.
+    Identities already in the identities block are kept (a key is never dropped from it);
+    returns what was done."""
     done = []
+    if not with_identities:
+        save_secret(SIGNING_KEY_BLOCK, keyset.signing_key)
+        return [
+            f"Secret block {SIGNING_KEY_BLOCK} saved (signing key {key_id(keyset.new.verify_key)})"
+        ]
     old = find_secret(IDENTITIES_BLOCK)
     identities = list(keyset.identities)
     if old:

@@ -31,6 +31,7 @@ __all__ = [
     "MANIFEST_VERSION",
     "READABLE_VERSIONS",
     "TIER_NAMES",
+    "Adoption",
     "BackupKind",
     "Category",
     "Manifest",
@@ -146,6 +147,18 @@ class StoredObject(BaseModel):
         return data
 
 
+class Adoption(BaseModel):
+    """How an unsigned (format 1) backup came to be signed: ``backupflow adopt``, when, by
+    which key, and the digest of the list the operator confirmed."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    at: datetime
+    by: str = Field(pattern=r"^[0-9a-f]{16}$", description="Key id of the signing key.")
+    confirmed: str = Field(pattern=r"^[0-9a-f]{20}$", description="The confirmed list's digest.")
+    cutoff: datetime = Field(description="The repository's first key record: all was older.")
+
+
 class Manifest(BaseModel):
     """The catalog record of one backup (format version 2; version 1 only for adopt)."""
 
@@ -171,6 +184,17 @@ class Manifest(BaseModel):
     objects: tuple[StoredObject, ...]
     tool_version: str = __version__
     notes: tuple[str, ...] = ()
+    adopted: Adoption | None = Field(
+        default=None, description="Set when `backupflow adopt` signed an unsigned backup."
+    )
+
+    @model_serializer(mode="wrap")
+    def _without_adoption(self, handler: SerializerFunctionWrapHandler) -> Any:
+        """A manifest that was not adopted is written as before the field existed."""
+        data = handler(self)
+        if isinstance(data, dict) and data.get("adopted") is None:
+            data.pop("adopted", None)
+        return data
 
     @field_validator("started_at", "finished_at")
     @classmethod

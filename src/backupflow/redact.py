@@ -41,6 +41,7 @@ def known_secrets(
     values = {settings.database.password.get_secret_value()}
     keys = settings.crypto
     values.add(keys.signing_key.get_secret_value())
+    values.add(keys.wal_signing_key.get_secret_value())
     values.update(keys.identities.get_secret_value().replace(",", " ").split())
     values.update(value for key, value in env.items() if _SECRET_NAME.search(key))
     if load_blocks:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Literal
 
-from backupflow.catalog import Catalog, CatalogEntry
+from backupflow.catalog import Catalog, CatalogEntry, manifest_key
 from backupflow.errors import (
     BackupflowError,
     CatalogError,
@@ -246,7 +246,14 @@ def copy_object(
 
 
 def copy_backup(manifest: Manifest, source: Tier, dest: Tier, *, chunk_bytes: int) -> None:
-    """Copy every object of a backup, then its manifest (last)."""
+    """Copy every object of a backup, then its manifest (last): the very envelope the
+    source holds, signature and all, so copying needs no signing key."""
+    original, raw = Catalog(source.storage, source.keyring).load_raw(manifest_key(manifest))
+    if original != manifest:
+        raise CatalogError(
+            f"backup {manifest.id} changed in tier {source.name} while it was copied; "
+            "replicate again."
+        )
     for record in manifest.objects:
         copy_object(
             source.storage,
@@ -255,7 +262,7 @@ def copy_backup(manifest: Manifest, source: Tier, dest: Tier, *, chunk_bytes: in
             chunk_bytes=chunk_bytes,
             write_once=dest.write_once,
         )
-    Catalog(dest.storage, dest.keyring).write(manifest)
+    Catalog(dest.storage, dest.keyring).copy_envelope(manifest, raw)
 
 
 def _kept_by(keep: Mapping[str, set[str]]) -> Wanted:

@@ -55,6 +55,7 @@ from backupflow_app.cli_common import (
     flow_context,
     quiet_prefect_tracebacks,
 )
+from backupflow_app.cli_keygen import key_init_cmd, key_resign_cmd, key_rotate_cmd
 from backupflow_app.cli_keys import key_app
 from backupflow_app.cli_options import one_line
 from backupflow_app.cli_repository import adopt_cmd, prune_cmd, replicate_cmd, verify_cmd
@@ -93,6 +94,8 @@ app.add_typer(restore_app, name="restore")
 app.add_typer(config_app, name="config")
 app.add_typer(dr_app, name="dr")
 app.add_typer(key_app, name="key")
+#: Defined on key_app in their own module; imported here so that they are registered.
+KEY_COMMANDS = (key_init_cmd, key_rotate_cmd, key_resign_cmd)
 
 
 @backup_app.command("database")

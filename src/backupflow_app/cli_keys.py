@@ -1,4 +1,4 @@
-"""``backupflow key init | show | rotate``: the repository keys from the command line.
+"""``backupflow key init | show | rotate | resign``: the repository keys from the command line.
 
 Secrets (age identities, the signing key) go only where they are stored (an env-file, the
 Secret blocks, an escrow file) and reach standard output only with ``--print-secrets``.
@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
@@ -19,18 +20,14 @@ from rich.markup import escape
 
 from backupflow.config import CONFIG_ENV_VAR, Settings, load_settings
 from backupflow.errors import BackupflowError, ConfigError, ParameterError
-from backupflow.keys import GeneratedKeys, Keyring, generate_keys, key_id, load_keyring
+from backupflow.keys import GeneratedKeys, Keyring, key_id, load_keyring
 from backupflow.keystore import (
     IDENTITIES_BLOCK,
     SIGNING_KEY_BLOCK,
     KeySet,
-    block_exists,
     check_env_file,
-    check_escrow_recipients,
-    configured_parts,
     describe,
     escrow_text,
-    rotated,
     save_blocks,
     write_env_file,
     write_escrow_file,
@@ -58,8 +55,26 @@ BlocksOption = Annotated[
     bool,
     typer.Option(
         "--blocks",
-        help=f"Store the secrets as the Prefect Secret blocks {SIGNING_KEY_BLOCK} and "
-        f"{IDENTITIES_BLOCK} (needs PREFECT_API_URL).",
+        help=f"Store the signing key as the Prefect Secret block {SIGNING_KEY_BLOCK} (needs "
+        "PREFECT_API_URL; every client of that API can read it: docs/security.md).",
+    ),
+]
+IdentitiesBlockOption = Annotated[
+    bool,
+    typer.Option(
+        "--identities-block",
+        help=f"With --blocks, also store the age identities as the Secret block "
+        f"{IDENTITIES_BLOCK}: then every client of the Prefect API can decrypt every backup "
+        "(docs/security.md); by default they stay in the env-file or escrow of restore hosts.",
+    ),
+]
+WalEnvFileOption = Annotated[
+    str | None,
+    typer.Option(
+        "--wal-env-file",
+        help="Store the WAL key (PostgreSQL only) in this env-file for PostgreSQL's OS user, "
+        "with the recipients and verify keys, and not in --env-file: archive_command then "
+        "holds a key that can sign only WAL records of this cluster.",
     ),
 ]
 IdentityFileOption = Annotated[
@@ -123,14 +138,27 @@ def _keyring(settings: Settings) -> Keyring:
 
 
 def _check_storage(
-    env_file: Path | None, blocks: bool, print_secrets: bool, escrow: Path | None
+    env_file: Path | None,
+    blocks: bool,
+    print_secrets: bool,
+    escrow: Path | None,
+    *,
+    identities_block: bool = False,
+    wal_env_file: Path | None = None,
 ) -> None:
     if env_file is not None:
         check_env_file(env_file)
-    if env_file is None and not blocks and not print_secrets and escrow is None:
+    if wal_env_file is not None:
+        check_env_file(wal_env_file)
+        if wal_env_file == env_file:
+            raise ParameterError("--wal-env-file must be another file than --env-file.")
+    if identities_block and not blocks:
+        raise ParameterError("--identities-block goes with --blocks.")
+    if env_file is None and not identities_block and not print_secrets and escrow is None:
         raise ParameterError(
-            "say where the keys go: --env-file PATH, --blocks (Prefect Secret blocks), "
-            "--identity-file PATH or --print-secrets; otherwise they would be lost."
+            "say where the keys go: --env-file PATH, --identity-file PATH or --print-secrets "
+            "(--blocks holds only the signing key, unless --identities-block); otherwise the "
+            "age identity would be lost."
         )
     if blocks:
         from prefect.settings import PREFECT_API_URL
@@ -141,22 +169,28 @@ def _check_storage(
             )
 
 
-def _store(
-    keyset: KeySet,
-    *,
-    env_file: Path | None,
-    blocks: bool,
-    identity_file: Path | None,
-    print_secrets: bool,
-) -> list[str]:
+@dataclass(frozen=True)
+class _Places:
+    """Where the options say new keys go."""
+
+    env_file: Path | None
+    blocks: bool
+    identity_file: Path | None
+    print_secrets: bool
+    identities_block: bool = False
+    wal_env_file: Path | None = None
+
+
+def _store(keyset: KeySet, places: _Places) -> list[str]:
     """Store ``keyset`` where the options say; returns one line per place."""
+    env_file, blocks = places.env_file, places.blocks
     done: list[str] = []
-    if identity_file is not None:
-        write_escrow_file(identity_file, keyset.new)
-        done.append(f"escrow copy written to {identity_file} (mode 0600)")
+    if places.identity_file is not None:
+        write_escrow_file(places.identity_file, keyset.new)
+        done.append(f"escrow copy written to {places.identity_file} (mode 0600)")
     if blocks:
         try:
-            done += save_blocks(keyset)
+            done += save_blocks(keyset, with_identities=places.identities_block)
         except BackupflowError:
             raise
         except Exception as exc:
@@ -164,8 +198,18 @@ def _store(
                 f"the Secret blocks cannot be saved ({type(exc).__name__}); check that the "
                 "Prefect API at PREFECT_API_URL is up."
             ) from None
+    if places.wal_env_file is not None and keyset.wal_signing_key:
+        values = keyset.wal_env_values()
+        existed = write_env_file(places.wal_env_file, values)
+        done.append(
+            f"{'updated' if existed else 'created (mode 0600)'} {places.wal_env_file} (for "
+            "PostgreSQL's OS user): " + ", ".join(sorted(values))
+        )
+    wal_here = places.wal_env_file is None
     if env_file is not None:
-        values = keyset.env_values(blocks=blocks)
+        values = keyset.env_values(
+            blocks=blocks, identities_block=places.identities_block, wal=wal_here
+        )
         existed = write_env_file(env_file, values)
         done.append(
             f"{'updated' if existed else 'created (mode 0600)'} {env_file}: "
@@ -181,8 +225,9 @@ def _store(
             )
     elif blocks:
         done.append("set these in the environment of every worker and restore host:")
-        done += [f"  {k}='{v}'" for k, v in sorted(keyset.env_values(blocks=True).items())]
-    if print_secrets:
+        public = keyset.env_values(blocks=True, identities_block=True, wal=False)
+        done += [f"  {k}='{v}'" for k, v in sorted(public.items())]
+    if places.print_secrets:
         done.append("secrets printed below (escrow copy)")
     return done
 
@@ -232,126 +277,38 @@ def _print_done(lines: list[str]) -> None:
         console.print(escape(line), highlight=False)
 
 
-@key_app.command("init")
-def key_init_cmd(
-    env_file: EnvFileOption = None,
-    blocks: BlocksOption = False,
-    identity_file: IdentityFileOption = None,
-    print_secrets: PrintOption = False,
-    escrow_recipient: EscrowOption = None,
-    force: Annotated[
-        bool,
-        typer.Option(
-            "--force",
-            help="Replace keys that are already configured (backups made with them become "
-            "unrestorable unless their identity is kept); `key rotate` keeps them.",
-        ),
-    ] = False,
-) -> None:
-    """Generate the repository keys, store them, and print what to escrow."""
-    target = _path(env_file, "--env-file")
-    escrow_path = _path(identity_file, "--identity-file")
-    _check_storage(target, blocks, print_secrets, escrow_path)
-    escrow = check_escrow_recipients(escrow_recipient or [])
-    settings = _settings()
-    parts = configured_parts(
-        _keyring(settings),
-        blocks=(settings.crypto.signing_key_block, settings.crypto.identities_block),
-    )
-    if target is not None and target != Path(os.environ.get(CONFIG_ENV_VAR) or "/").absolute():
-        parts += configured_parts(_keyring(_settings(target)))
-    if blocks:
-        parts += [
-            f"Secret block {n}" for n in (SIGNING_KEY_BLOCK, IDENTITIES_BLOCK) if block_exists(n)
-        ]
-    parts = list(dict.fromkeys(parts))
-    if parts and not force:
-        raise ConfigError(
-            f"keys are already configured ({', '.join(parts[:6])}); use `backupflow key "
-            "rotate` to change them and keep old backups restorable, or --force to replace them."
-        )
-    keys = generate_keys()
-    keyset = KeySet.fresh(keys, escrow)
-    _store_and_show("New repository keys", keyset, keys, target, blocks, escrow_path, print_secrets)
-    if escrow:
-        console.print(
-            "new backups are also encrypted to the escrow key(s) "
-            + ", ".join(key_id(r) for r in escrow)
-            + "."
-        )
-    console.print(
-        "Workers need the signing key, the recipients and the verify keys; restore hosts need "
-        "the identities and the verify keys. Remove BACKUPFLOW_CRYPTO__IDENTITIES from workers "
-        "that never restore."
-    )
-    _escrow_advice(keys, print_secrets)
-
-
-def _store_and_show(
-    title: str,
-    keyset: KeySet,
-    keys: GeneratedKeys,
-    env_file: Path | None,
+def _places(
+    env_file: str | None,
     blocks: bool,
-    identity_file: Path | None,
+    identity_file: str | None,
     print_secrets: bool,
-) -> None:
-    """Store a new key set where the options say, then show its public parts and where it went."""
-    done = _store(
-        keyset,
-        env_file=env_file,
-        blocks=blocks,
-        identity_file=identity_file,
-        print_secrets=print_secrets,
+    identities_block: bool,
+    wal_env_file: str | None,
+) -> _Places:
+    places = _Places(
+        _path(env_file, "--env-file"),
+        blocks,
+        _path(identity_file, "--identity-file"),
+        print_secrets,
+        identities_block,
+        _path(wal_env_file, "--wal-env-file"),
     )
+    _check_storage(
+        places.env_file,
+        blocks,
+        print_secrets,
+        places.identity_file,
+        identities_block=identities_block,
+        wal_env_file=places.wal_env_file,
+    )
+    return places
+
+
+def _store_and_show(title: str, keyset: KeySet, keys: GeneratedKeys, places: _Places) -> None:
+    """Store a new key set where the options say, then show its public parts and where it went."""
+    done = _store(keyset, places)
     _summary(title, keys)
     _print_done(done)
-
-
-@key_app.command("rotate")
-def key_rotate_cmd(
-    env_file: EnvFileOption = None,
-    blocks: BlocksOption = False,
-    identity_file: IdentityFileOption = None,
-    print_secrets: PrintOption = False,
-    escrow_recipient: EscrowOption = None,
-) -> None:
-    """New keys for new backups; older identities and verify keys are kept, so older backups
-    stay restorable."""
-    target = _path(env_file, "--env-file")
-    escrow_path = _path(identity_file, "--identity-file")
-    _check_storage(target, blocks, print_secrets, escrow_path)
-    escrow = check_escrow_recipients(escrow_recipient or [])
-    current = _keyring(_settings(target))
-    if current.signer is None and not current.identities and not current.verifiers:
-        raise ConfigError(
-            "no keys are configured here to rotate (no signing key, identity or verify key); "
-            "run `backupflow key init` first, or point --env-file at the file that holds them."
-        )
-    keys = generate_keys()
-    keyset = rotated(current, keys, escrow)
-    _store_and_show(
-        "New repository keys (rotation)", keyset, keys, target, blocks, escrow_path, print_secrets
-    )
-    kept_ids = [key_id(str(i.to_public())) for i in current.identities]
-    console.print(
-        f"kept: age identities {', '.join(kept_ids) or 'none held here'}; verify keys "
-        f"{', '.join(key_id(v) for v in keyset.verify_keys[1:]) or 'none'}."
-    )
-    dropped = [key_id(r) for r in current.recipients if r not in keyset.recipients]
-    if dropped:
-        console.print(
-            f"new backups are no longer encrypted to {', '.join(dropped)}; to keep an escrow "
-            "key, rotate again with --escrow-recipient age1... for it."
-        )
-    held = set(current.identity_ids())
-    lacking = [r for r in current.recipient_ids if r not in held]
-    if lacking:
-        console.print(
-            f"[yellow]note:[/yellow] backups encrypted to {', '.join(lacking)} need that "
-            "identity, which is not held here; keep it where restores run or in escrow."
-        )
-    _escrow_advice(keys, print_secrets)
 
 
 @key_app.command("show")

@@ -5,6 +5,7 @@ backups already in the tiers.  They are registered on the top-level app by
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -91,23 +92,32 @@ def adopt_cmd(
     ] = None,
     database: Annotated[
         str | None,
-        typer.Option("--database", help="Which database (default: the configured DB_NAME)."),
+        typer.Option("--database", help="Which database (default: the configured one)."),
+    ] = None,
+    confirm: Annotated[
+        str | None,
+        typer.Option(
+            "--confirm",
+            help="The digest a dry run printed: adopt exactly that list (without it, a dry run).",
+        ),
     ] = None,
 ) -> None:
-    """Sign the unsigned backups made before keys existed, once every object's SHA-256 has
-    been read and checked (one log line per adopted backup)."""
+    """Sign, once, the unsigned backups an earlier backupflow made before the repository had
+    keys.  Without --confirm it lists what qualifies and prints the list's digest."""
     if file_set is not None and database is not None:
         raise ParameterError("give --set or --database, not both.")
     if database is not None:
         database = check_database_option(database, "--database")
+    if confirm is not None and not re.fullmatch(r"[0-9a-f]{20}", confirm.strip().lower()):
+        raise ParameterError("--confirm takes the 20 hex digits a dry run of adopt printed.")
     settings = cli_settings()
     from flows.adopt_backups import adopt_backups
 
     category = file_set.value if file_set is not None else Category.DATABASE.value
     with flow_context(settings, show_progress=True):
-        reports = adopt_backups(category=category, name=database)
+        plan = adopt_backups(category=category, name=database, confirm=confirm or "")
     problems = 0
-    for report in reports:
+    for report in plan.reports:
         for backup_id in report.adopted:
             console.print(f"[green]adopted[/green] {backup_id} (every object's SHA-256 checked)")
         for skipped in report.skipped:
@@ -115,7 +125,18 @@ def adopt_cmd(
         for problem in report.problems:
             errors.print(f"[red]not adopted:[/red] {escape(one_line(problem))}", highlight=False)
         problems += len(report.problems)
-    adopted = sum(len(r.adopted) for r in reports)
+    if not confirm:
+        for line in plan.lines:
+            console.print(f"would adopt {line}", highlight=False)
+        if plan.candidates:
+            console.print(
+                f"dry run: {len(plan.candidates)} unsigned backups qualify. To adopt exactly "
+                f"these, run again with --confirm {plan.digest}"
+            )
+        else:
+            console.print("dry run: no unsigned backup qualifies; nothing to adopt.")
+        raise typer.Exit(1 if problems else 0)
+    adopted = sum(len(r.adopted) for r in plan.reports)
     console.print(f"{adopted} backups adopted, {problems} refused.")
     if problems:
         raise typer.Exit(1)

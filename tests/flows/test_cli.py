@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import shutil
 import sqlite3
 import subprocess
@@ -16,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.chain import content_digest
-from tests.support.keys import key_env
+from tests.support.keys import KEYRING, key_env
 from tests.support.trees import make_api_tree
 
 CLI = [sys.executable, "-m", "backupflow_app"]
@@ -306,15 +307,38 @@ def test_adopt_signs_old_unsigned_backups_once_their_objects_check_out(
     assert unsigned.returncode != 0  # never restored before it is adopted
     assert not (tmp_path / "app" / "a.db").exists()
 
-    adopted = run("adopt")
+    no_record = run("adopt")
+    assert no_record.returncode == 1 and "no tier holds a key record" in no_record.stderr
+    _key_records(tmp_path)  # what `backupflow key init` leaves: the keys came after
+    dry = run("adopt")
+    assert dry.returncode == 0, dry.stderr
+    digest = re.search(r"--confirm ([0-9a-f]{20})", dry.stdout)
+    assert digest and dry.stdout.count("would adopt ") == 3  # one backup, three tiers
+    assert unsigned_manifests(tmp_path) == 3  # a dry run changes nothing
+
+    adopted = run("adopt", "--confirm", digest[1])
 
     assert adopted.returncode == 0, adopted.stderr
-    assert "adopted" in adopted.stdout
+    assert "3 backups adopted" in adopted.stdout
+    assert unsigned_manifests(tmp_path) == 0
     restored = run("restore", "database", "--latest", "--into", str(tmp_path / "app" / "b.db"))
     assert restored.returncode == 0, restored.stderr
     assert content_digest(tmp_path / "app" / "b.db") == content_digest(live)
     again = run("adopt")
-    assert again.returncode == 0 and "0 backups adopted" in again.stdout
+    assert again.returncode == 0 and "no unsigned backup qualifies" in again.stdout
+
+
+def unsigned_manifests(root: Path) -> int:
+    return sum('"payloadType"' not in m.read_text() for m in root.rglob("*.manifest.json"))
+
+
+def _key_records(tmp_path: Path) -> None:
+    from backupflow.rekey import write_key_record
+    from backupflow.storage.local import LocalStorage
+
+    for folder in ("backups", "secondary", "dr"):
+        storage = LocalStorage(tmp_path / folder, name=folder)
+        assert write_key_record(storage, KEYRING, datetime.now(UTC))
 
 
 def test_adopt_refuses_an_unsigned_backup_whose_object_does_not_match(
@@ -325,7 +349,11 @@ def test_adopt_refuses_an_unsigned_backup_whose_object_does_not_match(
     for manifest in tmp_path.rglob("*.manifest.json"):
         _unsign(manifest, raw_sha256="0" * 64, sha256="0" * 64)
 
-    refused = run("adopt")
+    _key_records(tmp_path)
+    dry = run("adopt")
+    digest = re.search(r"--confirm ([0-9a-f]{20})", dry.stdout)
+    assert digest, dry.stdout + dry.stderr
+    refused = run("adopt", "--confirm", digest[1])
 
     _flow_error(refused, EXIT_FAILED, "were not adopted", "does not match its recorded SHA-256")
     for manifest in tmp_path.rglob("*.manifest.json"):

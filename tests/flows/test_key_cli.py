@@ -19,7 +19,7 @@ import pytest
 from backupflow.config import CONFIG_ENV_VAR, Settings, load_settings
 from backupflow.crypto import decrypting, encrypting
 from backupflow.envelope import open_envelope, seal
-from backupflow.errors import MissingKeyError
+from backupflow.errors import ForeignManifestError, MissingKeyError
 from backupflow.keys import GeneratedKeys, Keyring, generate_keys, key_id, load_keyring
 from tests.conftest import need
 from tests.support.pgcluster import OS_USER, as_cluster_user, launcher, pg_missing, pg_workdir
@@ -37,6 +37,9 @@ def env(tmp_path: Path, prefect_server: str) -> dict[str, str]:
         "PREFECT_HOME": str(tmp_path / "prefect-home"),
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "DO_NOT_TRACK": "1",
+        "BACKUPFLOW_REPOSITORY__PRIMARY__URL": str(tmp_path / "primary"),
+        "BACKUPFLOW_REPOSITORY__SECONDARY__URL": str(tmp_path / "secondary"),
+        "BACKUPFLOW_REPOSITORY__DR__URL": str(tmp_path / "dr"),
     }
 
 
@@ -171,13 +174,16 @@ def test_show_prints_public_parts_and_key_ids_only(
     assert "no age identity: this host cannot restore" in worker.stdout
 
 
-def test_rotate_keeps_old_identities_and_verify_keys(
+def test_rotate_keeps_old_identities_and_revokes_the_old_signing_key(
     env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     env_file = tmp_path / "backupflow.env"
     assert key(env, "init", "--env-file", str(env_file)).returncode == 0
     old = ring_of(env_file, monkeypatch)
     old_manifest = seal(b'{"id": "old"}', old)
+    stored = tmp_path / "primary" / "database" / "gantt" / "manifests" / "old.manifest.json"
+    stored.parent.mkdir(parents=True)
+    stored.write_bytes(old_manifest)
     old_object = b"".join(encrypting([b"old backup"], old.age_recipients()))
 
     done = key(env, "rotate", "--env-file", str(env_file))
@@ -189,8 +195,11 @@ def test_rotate_keeps_old_identities_and_verify_keys(
     assert new.signer.key_id != old.signer.key_id
     assert new.recipient_ids != old.recipient_ids and len(new.recipients) == 1
     assert set(old.identity_ids()) < set(new.identity_ids())
-    # old backups stay restorable and trusted ...
-    assert open_envelope(old_manifest, new, source="primary/old") == b'{"id": "old"}'
+    # old backups stay restorable and trusted (re-signed in the tier) ...
+    assert open_envelope(stored.read_bytes(), new, source="primary/old") == b'{"id": "old"}'
+    # ... and the old signing key alone is trusted no more
+    with pytest.raises(ForeignManifestError, match="signed by no trusted key"):
+        open_envelope(old_manifest, new, source="primary/old")
     with decrypting(io.BytesIO(old_object), new.age_identities(old.recipient_ids)) as plain:
         assert plain.read() == b"old backup"
     # ... new ones are signed and encrypted with the new keys only
@@ -327,7 +336,9 @@ def test_init_and_rotate_into_prefect_secret_blocks(
     from prefect.blocks.system import Secret
 
     env_file = tmp_path / "public.env"
-    done = key(env, "init", "--blocks", "--env-file", str(env_file))
+    nowhere = key(env, "init", "--blocks")
+    assert nowhere.returncode == 2 and "age identity would be lost" in nowhere.stderr
+    done = key(env, "init", "--blocks", "--identities-block", "--env-file", str(env_file))
 
     assert done.returncode == 0, done.stderr
     assert not SECRET_SHAPES.search(done.stdout + done.stderr + env_file.read_text())
@@ -335,15 +346,15 @@ def test_init_and_rotate_into_prefect_secret_blocks(
     ring = ring_of(env_file, monkeypatch)  # loads the blocks
     assert ring.signer is not None and ring.identities
     assert round_trip(ring, ring) == b"gantt rows"
-    again = key(env, "init", "--blocks")
+    again = key(env, "init", "--blocks", "--print-secrets")
     assert again.returncode == 3 and "Secret block" in again.stderr
 
-    rotated = key(env, "rotate", "--blocks", "--env-file", str(env_file))
+    rotated = key(env, "rotate", "--blocks", "--identities-block", "--env-file", str(env_file))
     assert rotated.returncode == 0, rotated.stderr
     new = ring_of(env_file, monkeypatch)
     assert set(ring.identity_ids()) < set(new.identity_ids())
     assert new.signer is not None and new.signer.key_id != ring.signer.key_id
-    assert ring.signer.key_id in new.verify_key_ids
+    assert ring.signer.key_id not in new.verify_key_ids  # revoked: nothing left to re-sign
     assert "AGE-SECRET-KEY-1" in str(Secret.load("backupflow-age-identities").get())
     assert key_id(new.recipients[0]) in rotated.stdout
 
@@ -427,13 +438,39 @@ def test_rotation_round_trip_and_a_removed_old_identity_named_by_key_id(
         conn.close()
         return content_digest(live)
 
-    assert key(env, "init", "--env-file", str(env_file)).returncode == 0
+    keys_env = {k: v for k, v in world.items() if k != "BACKUPFLOW_CONFIG"}
+    assert key(keys_env, "init", "--env-file", str(env_file)).returncode == 0
     old = ring_of(env_file, monkeypatch)
     first = write(500)
     assert bf("backup", "database").returncode == 0
-    assert key(env, "rotate", "--env-file", str(env_file)).returncode == 0
+    rotated = key(keys_env, "rotate", "--env-file", str(env_file))
+    assert rotated.returncode == 0, rotated.stderr
+    assert "tier primary: 2 signed records re-signed" in rotated.stdout  # backup, key record
+    assert "revoked: the old signing keys" in rotated.stdout
+    new = ring_of(env_file, monkeypatch)
+    assert old.signer is not None and new.verifier(old.signer.key_id) is None
     second = write(700)
     assert bf("backup", "database").returncode == 0
+
+    # A thief with the old signing key re-signs the old backup's manifest, now claiming a
+    # later restore point: refused everywhere, since the old key is no longer trusted.
+    stolen = Keyring(signer=old.signer)
+    for manifest in (tmp_path / "backups").rglob("*.manifest.json"):
+        payload = open_envelope(manifest.read_bytes(), new, source="primary")
+        forged = tmp_path / "forged.manifest.json"
+        forged.write_bytes(seal(payload.replace(b'"notes": []', b'"notes": ["x"]'), stolen))
+        with pytest.raises(ForeignManifestError, match="signed by no trusted key"):
+            open_envelope(forged.read_bytes(), new, source="forged")
+    planted = tmp_path / "dr" / "database" / "gantt" / "manifests"
+    original = sorted(planted.glob("*.manifest.json"))[0]
+    payload = open_envelope(original.read_bytes(), new, source="dr")
+    original.write_bytes(seal(payload, stolen))  # the old key's signature only
+    verify = bf("verify")
+    assert verify.returncode != 0 and "signed by no trusted key" in verify.stdout + verify.stderr
+    repaired = bf("replicate")  # reports the forgery, and copies the trusted one over it
+    assert "signed by no trusted key" in repaired.stderr
+    assert "from primary to dr" in repaired.stderr
+    assert open_envelope(original.read_bytes(), new, source="dr") == payload
 
     backups = json.loads(bf("catalog", "--json").stdout)["backups"]
     assert len(backups) == 2

@@ -193,7 +193,23 @@ def put_bytes(storage: Storage, key: str, data: bytes) -> ObjectInfo:
     return storage.put(key, [data])
 
 
-def get_bytes(storage: Storage, key: str) -> bytes:
-    """Read a small object whole (manifests only; backups are streamed)."""
+#: The most :func:`get_bytes` reads: anything it reads is a record, never a backup's data.
+MAX_RECORD_BYTES = 64 << 20
+
+
+def get_bytes(storage: Storage, key: str, *, limit: int = MAX_RECORD_BYTES) -> bytes:
+    """Read a small object whole (manifests and records only; backups are streamed); one
+    larger than ``limit`` is refused unread."""
+    parts: list[bytes] = []
+    size = 0
     with storage.open(key) as handle:
-        return handle.read()
+        while size <= limit and (part := handle.read(min(1 << 20, limit + 1 - size))):
+            parts.append(part)
+            size += len(part)
+    data = b"".join(parts)
+    if size > limit:
+        raise StorageError(
+            f"{storage.name}/{key} is larger than {limit >> 20} MiB, which no record of "
+            "backupflow's is; it was not read."
+        )
+    return data

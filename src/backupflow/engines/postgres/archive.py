@@ -209,7 +209,9 @@ def _extension(obj: StoredObject) -> str:
 def _authentic(
     raw: bytes, keyring: Keyring, *, database: str, sysid: int, name: str, where: str
 ) -> WalRecord:
-    payload = open_envelope(raw, keyring, source=where)
+    payload = open_envelope(
+        raw, keyring, source=where, kind="wal", series=f"{Category.DATABASE.value}/{database}"
+    )
     try:
         record = WalRecord.model_validate_json(payload)
     except ValidationError:
@@ -390,7 +392,7 @@ def push_wal(
     replaced: both name verified copies of the same bytes)."""
     name = check_wal_name(path.name)
     check_database_name(database, "--database or BACKUPFLOW_DATABASE__NAME")
-    tier.keyring.require_signer()  # before 16 MiB travel: the record must be signed
+    tier.keyring.require_signer("wal")  # before 16 MiB travel: the record must be signed
     sysid = system_identifier_of(data_dir)
     source = path if path.is_absolute() else data_dir / path
     record_key = _keys(database, sysid, name.name, "")[1]
@@ -437,7 +439,7 @@ def push_wal(
         object=obj,
         pushed_at=now or datetime.now(UTC),
     )
-    envelope = seal(record.model_dump_json().encode(), tier.keyring)
+    envelope = seal(record.model_dump_json().encode(), tier.keyring, kind="wal")
     if repair:
         put_bytes(tier.storage, record_key, envelope)
         return PushResult(name.name, obj.key, True, obj.raw_size)
