@@ -56,9 +56,11 @@ __all__ = [
     "Catalog",
     "CatalogEntry",
     "CatalogScan",
+    "condemned_prefix",
     "content_prefix",
     "expected_key",
     "manifest_key",
+    "mark_key",
     "new_push_id",
     "object_key",
     "owned_keys",
@@ -87,6 +89,17 @@ WAL_RECORD_SUFFIX = ".rec"
 def content_prefix(category: Category, name: str) -> str:
     """The folder of a content-addressed set's shared content."""
     return f"{category.value}/{name}/content/"
+
+
+def condemned_prefix(category: Category, name: str) -> str:
+    """The folder of a content-addressed set's condemned marks (beside its series' folder,
+    so that nothing that lists the series takes a mark for a backup's object)."""
+    return f"{category.value}/{name}.gc/"
+
+
+def mark_key(category: Category, name: str, key: str) -> str:
+    """Where the condemned mark of the content object ``key`` is stored."""
+    return condemned_prefix(category, name) + key.removeprefix(series_prefix(category, name))
 
 
 def wal_prefix(category: Category, name: str) -> str:
@@ -170,11 +183,6 @@ _ID = r"[0-9]{8}T[0-9]{6}Z-(?:full|diff|log)-[0-9a-f]{6}"
 _OBJECT_NAME = re.compile(
     r"^[0-9]{4}-[0-9]{2}-[0-9]{2}/(?P<id>" + _ID + r")\.[a-z][a-z0-9_-]{0,31}"
     r"(?:\.zst|\.gz)?(?:\.age)?$"
-)
-
-
-_CONTENT_NAME = re.compile(
-    r"^(?P<head>[0-9a-f]{2})/(?P=head)[0-9a-f]{62}(?:\.zst|\.gz)?(?:\.age)?$"
 )
 
 
@@ -435,8 +443,9 @@ class Catalog:
         """Remove a backup: its manifest first, then its data (the reverse of writing).
 
         Shared content (``content:*`` objects of a content-addressed set) is left for
-        :meth:`unreferenced_content`, since other backups may still use it; so is any key in
-        ``keep`` (objects another, kept backup also lists, e.g. archived WAL).
+        :func:`~backupflow.filesets.contents.sweep_content`, since other backups may still
+        use it; so is any key in ``keep`` (objects another, kept backup also lists, e.g.
+        archived WAL).
         """
         self.storage.delete(manifest_key(manifest))
         for obj in manifest.objects:
@@ -464,27 +473,6 @@ class Catalog:
                 continue
             found.append(info)
         return found
-
-    def unreferenced_content(
-        self, category: Category, name: str, *, older_than: datetime
-    ) -> list[ObjectInfo]:
-        """Shared content that no readable manifest of the series lists any more.
-
-        If a manifest cannot be read, nothing is reported: content is never removed on a
-        guess.
-        """
-        scan = self.scan(category, name)
-        if scan.problems:
-            return []
-        used = {obj.key for m in scan.manifests for obj in m.objects}
-        prefix = content_prefix(category, name)
-        return [
-            info
-            for info in self.storage.list(prefix)
-            if info.key not in used
-            and info.modified < older_than
-            and _CONTENT_NAME.match(info.key.removeprefix(prefix))
-        ]
 
     def remove(self, infos: Iterable[ObjectInfo]) -> list[str]:
         """Delete the given objects; returns their keys."""

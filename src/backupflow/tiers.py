@@ -11,11 +11,12 @@ from what the source's authenticated manifest says (a conflict, reported and lef
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import suppress
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Literal
 
-from backupflow.catalog import Catalog, CatalogEntry, manifest_key
+from backupflow.catalog import CONTENT_ROLE, Catalog, CatalogEntry, manifest_key, mark_key
 from backupflow.errors import (
     BackupflowError,
     CatalogError,
@@ -255,6 +256,8 @@ def copy_backup(manifest: Manifest, source: Tier, dest: Tier, *, chunk_bytes: in
             "replicate again."
         )
     for record in manifest.objects:
+        if record.role.startswith(CONTENT_ROLE):
+            _revive(manifest, record, source, dest, chunk_bytes=chunk_bytes)
         copy_object(
             source.storage,
             dest.storage,
@@ -263,6 +266,26 @@ def copy_backup(manifest: Manifest, source: Tier, dest: Tier, *, chunk_bytes: in
             write_once=dest.write_once,
         )
     Catalog(dest.storage, dest.keyring).copy_envelope(manifest, raw)
+
+
+def _revive(
+    manifest: Manifest, record: StoredObject, source: Tier, dest: Tier, *, chunk_bytes: int
+) -> None:
+    """Shared content that a prune of ``dest`` condemned (no manifest there listed it) is
+    written again from ``source`` before a manifest listing it is copied, and its mark is
+    removed: a prune deletes condemned content only if it was not written since, so the
+    copied backup never loses it to a prune running meanwhile."""
+    mark = mark_key(manifest.category, manifest.database, record.key)
+    try:
+        dest.storage.stat(mark)
+    except ObjectNotFoundError:
+        return
+    with suppress(ObjectNotFoundError):
+        dest.storage.delete(record.key)
+    copy_object(
+        source.storage, dest.storage, record, chunk_bytes=chunk_bytes, write_once=dest.write_once
+    )
+    dest.storage.delete(mark)
 
 
 def _kept_by(keep: Mapping[str, set[str]]) -> Wanted:

@@ -24,6 +24,7 @@ from backupflow.steps import DirectSteps
 from backupflow.storage import Tier, open_tiers
 from backupflow.storage.base import ObjectInfo, Storage
 from backupflow.storage.wrapper import StorageWrapper
+from backupflow.tiers import replicate
 
 UPLOADS = Category.UPLOADS
 GRACE = timedelta(minutes=60)
@@ -196,3 +197,50 @@ def test_a_planted_mark_does_not_shorten_the_grace_period(
     assert _prune(inner, tier, 2) == ((record.key,), ())  # its own mark replaces it
     assert _prune(inner, tier, 4) == ((), (record.key,))
     assert list(inner.list(condemned_prefix(UPLOADS, "uploads"))) == []
+
+
+class BeforeStat(StorageWrapper):
+    """Runs ``action`` once, just before the first ``stat`` of ``key``."""
+
+    def __init__(self, inner: Storage, key: str, action: Callable[[], None]) -> None:
+        super().__init__(inner)
+        self.key, self.action = key, action
+        self.fired = False
+
+    def stat(self, key: str) -> ObjectInfo:
+        if key == self.key and not self.fired:
+            self.fired = True
+            self.action()
+        return self.inner.stat(key)
+
+
+def test_replication_revives_condemned_content_a_prune_is_about_to_delete(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """The DR tier's prune condemned content no DR manifest listed; replication then copies a
+    backup that lists it, right while a later prune there is about to delete it (after its
+    last read of the manifests): the copy writes the content again, so the prune keeps it."""
+    settings, primary, folder = _setup(settings, tmp_path)
+    dr = open_tiers(settings, ("dr",))[0]
+    shared = os.urandom(40_000)
+    (folder / "shared.bin").write_bytes(shared)
+    old = run_backup(FileSetSubject("uploads", settings), [primary, dr], DirectSteps()).manifest
+    record = next(o for o in old.objects if o.raw_size == len(shared))
+    (folder / "shared.bin").unlink()
+    run_backup(FileSetSubject("uploads", settings), [primary, dr], DirectSteps())
+    Catalog(dr.storage, dr.keyring).delete(old)  # DR's retention let the old one go
+    stored = tmp_path / "dr" / record.key
+    long_ago = stored.stat().st_mtime - 3 * 3600
+    os.utime(stored, (long_ago, long_ago))  # stored hours ago
+    condemned, _ = _prune(dr.storage, dr, hours=0)
+    assert record.key in condemned
+
+    def replicate_now() -> None:
+        report = replicate([primary, dr], "uploads", "uploads", chunk_bytes=1 << 20)
+        assert report.copied == [(old.id, "primary", dr.name)]
+
+    racing = BeforeStat(dr.storage, record.key, replicate_now)
+    _condemned, removed = _prune(racing, dr, hours=2)  # a grace period after the condemning
+    assert racing.fired and removed == ()
+    assert list(dr.storage.list(condemned_prefix(UPLOADS, "uploads"))) == []
+    assert _restored(settings, dr, old, tmp_path / "from-dr") == shared

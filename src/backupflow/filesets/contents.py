@@ -20,7 +20,14 @@ from pathlib import Path
 from typing import BinaryIO
 
 from backupflow.backup import BackupJob
-from backupflow.catalog import CONTENT_ROLE, Catalog, content_prefix, series_prefix
+from backupflow.catalog import (
+    CONTENT_ROLE,
+    Catalog,
+    condemned_prefix,
+    content_prefix,
+    mark_key,
+    series_prefix,
+)
 from backupflow.codecs import Codec
 from backupflow.config import FileSetSettings, Settings
 from backupflow.errors import BackupflowError, IntegrityError, ObjectNotFoundError, StorageError
@@ -364,17 +371,6 @@ MARK_SKEW = timedelta(minutes=5)
 _CONTENT_NAME = re.compile(
     r"^content/(?P<fan>[0-9a-f]{2})/(?P=fan)[0-9a-f]{62}(?:\.zst|\.gz)?(?:\.age)?$"
 )
-
-
-def condemned_prefix(category: Category, name: str) -> str:
-    """The folder of a content-addressed set's condemned marks (beside its series' folder,
-    so that nothing that lists the series takes a mark for a backup's object)."""
-    return f"{category.value}/{name}.gc/"
-
-
-def mark_key(category: Category, name: str, key: str) -> str:
-    """Where the condemned mark of the content object ``key`` is stored."""
-    return condemned_prefix(category, name) + key.removeprefix(series_prefix(category, name))
 
 
 def _marks(storage: Storage, category: Category, name: str) -> dict[str, ObjectInfo]:
