@@ -419,12 +419,15 @@ class GeneratedKeys:
             wal_signer=(parse_signing_key(self.wal_signing_key) if self.wal_signing_key else None),
         )
 
-    def verify_entries(self, wal_series: Sequence[str] = ()) -> list[str]:
+    def verify_entries(
+        self, wal_series: Sequence[str] = (), *, manifest_only: bool = False
+    ) -> list[str]:
         """The verify keys as configured: the manifest key trusted for manifests, the WAL
         key for WAL records (of ``wal_series`` when given); without a WAL key, the one key
-        for everything (as before keys had scopes)."""
+        for manifests only (``manifest_only``: an engine without WAL records) or for
+        everything (as before keys had scopes)."""
         if not self.wal_verify_key:
-            return [self.verify_key]
+            return [f"{self.verify_key} kinds=manifest" if manifest_only else self.verify_key]
         series = f" series={','.join(wal_series)}" if wal_series else ""
         return [f"{self.verify_key} kinds=manifest", f"{self.wal_verify_key} kinds=wal{series}"]
 

@@ -39,8 +39,8 @@ __all__ = [
     "configured_parts",
     "describe",
     "escrow_text",
-    "rotated",
     "save_blocks",
+    "unique",
     "write_env_file",
     "write_escrow_file",
 ]
@@ -79,13 +79,18 @@ class KeySet:
 
     @classmethod
     def fresh(
-        cls, keys: GeneratedKeys, escrow: tuple[str, ...] = (), wal_series: tuple[str, ...] = ()
+        cls,
+        keys: GeneratedKeys,
+        escrow: tuple[str, ...] = (),
+        wal_series: tuple[str, ...] = (),
+        *,
+        manifest_only: bool = False,
     ) -> KeySet:
         return cls(
-            recipients=_unique((keys.recipient, *escrow)),
+            recipients=unique((keys.recipient, *escrow)),
             identities=(keys.identity,),
             signing_key=keys.signing_key,
-            verify_keys=tuple(keys.verify_entries(wal_series)),
+            verify_keys=tuple(keys.verify_entries(wal_series, manifest_only=manifest_only)),
             new=keys,
             wal_signing_key=keys.wal_signing_key,
         )
@@ -122,46 +127,9 @@ class KeySet:
         }
 
 
-def _unique(items: tuple[str, ...]) -> tuple[str, ...]:
+def unique(items: tuple[str, ...]) -> tuple[str, ...]:
+    """``items`` without blanks and repeats, in order."""
     return tuple(dict.fromkeys(item for item in items if item))
-
-
-def rotated(
-    current: Keyring,
-    keys: GeneratedKeys,
-    escrow: tuple[str, ...] = (),
-    *,
-    revoke: bool = False,
-    wal_series: tuple[str, ...] = (),
-) -> KeySet:
-    """The key set after a rotation: new backups are signed with the new signing key (and
-    WAL records with the new WAL key, if one was made) and encrypted to the new recipient
-    (and ``escrow``); every identity is kept, so older backups stay restorable.
-
-    The old verify keys are kept until every tier was re-signed with the new keys; with
-    ``revoke`` (re-signing is complete) they are dropped, so the old signing keys can no
-    longer make a trusted manifest.  A WAL verify key is kept when the WAL key was not
-    rotated here (it lives with PostgreSQL's OS user)."""
-    configured = {v.key_id for v in current.verifiers}
-    old = [v.text for v in current.verifiers]
-    for signer in (current.signer, current.wal_signer):
-        own = current.verifier(signer.key_id) if signer is not None else None
-        if own is not None and own.key_id not in configured:
-            old.append(own.text)
-    kept = (
-        [v.text for v in current.verifiers if v.scope.kinds == frozenset({"wal"})]
-        if not keys.wal_verify_key
-        else []
-    )
-    new_entries = keys.verify_entries(wal_series)
-    return KeySet(
-        recipients=_unique((keys.recipient, *escrow)),
-        identities=_unique((keys.identity, *(str(i) for i in current.identities))),
-        signing_key=keys.signing_key,
-        verify_keys=_unique((*new_entries, *kept, *(() if revoke else old))),
-        new=keys,
-        wal_signing_key=keys.wal_signing_key,
-    )
 
 
 def configured_parts(ring: Keyring, *, blocks: tuple[str | None, ...] = ()) -> list[str]:
@@ -195,9 +163,23 @@ def describe(ring: Keyring) -> tuple[list[tuple[str, str, str]], list[str]]:
                 "secret: present here, not shown",
             )
         )
+    if ring.wal_signer is not None:
+        rows.append(
+            (
+                "WAL signing key (signs WAL records)",
+                ring.wal_signer.key_id,
+                "secret: present here, not shown",
+            )
+        )
     configured = {v.key_id for v in ring.verifiers}
     for verifier in ring.verifiers:
-        rows.append(("verify key (trusted signer)", verifier.key_id, verifier.public_text))
+        rows.append(
+            (
+                f"verify key (trusted for {verifier.scope.describe()})",
+                verifier.key_id,
+                verifier.text,
+            )
+        )
     if ring.signer is None:
         missing.append("no signing key: this host cannot record backups.")
     elif ring.signer.key_id not in configured:
@@ -205,6 +187,16 @@ def describe(ring: Keyring) -> tuple[list[tuple[str, str, str]], list[str]]:
             f"the signing key's verify key {ring.signer.key_id} is not in "
             f"BACKUPFLOW_CRYPTO__VERIFY_KEYS: add {ring.signer.public_text} there and on every "
             "host that restores."
+        )
+    if ring.signer is not None and ring.wal_signer is not None:
+        missing.append(
+            "this host holds the manifest key and the WAL key: PostgreSQL's OS user should "
+            "hold only the WAL key (`key init --wal-env-file`)."
+        )
+    if any(v.scope.kinds is None and v.scope.series is None for v in ring.verifiers):
+        missing.append(
+            "a verify key has no scope (trusted for every record): `key rotate` replaces it "
+            "with scoped keys."
         )
     if not ring.verifiers and ring.signer is None:
         missing.append("no verify key: this host trusts no manifest.")

@@ -23,7 +23,8 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationErro
 from backupflow.catalog import MANIFEST_SUFFIX, WAL_RECORD_SUFFIX, series_of_key
 from backupflow.envelope import add_signature, is_envelope, open_envelope, seal
 from backupflow.errors import BackupflowError, ForeignManifestError, ObjectNotFoundError
-from backupflow.keys import Keyring, key_id
+from backupflow.keys import GeneratedKeys, Keyring, key_id
+from backupflow.keystore import KeySet, unique
 from backupflow.storage.base import Storage, get_bytes, put_bytes
 
 __all__ = [
@@ -33,6 +34,7 @@ __all__ = [
     "adoption_cutoff",
     "key_records",
     "resign_storage",
+    "rotated",
     "signed_kind",
     "write_key_record",
 ]
@@ -179,3 +181,42 @@ def resign_storage(
     except BackupflowError as exc:
         report.problems.append(f"tier {name}: {exc}")
     return report
+
+
+def rotated(
+    current: Keyring,
+    keys: GeneratedKeys,
+    escrow: tuple[str, ...] = (),
+    *,
+    revoke: bool = False,
+    wal_series: tuple[str, ...] = (),
+    manifest_only: bool = False,
+) -> KeySet:
+    """The key set after a rotation: new backups are signed with the new signing key (and
+    WAL records with the new WAL key, if one was made) and encrypted to the new recipient
+    (and ``escrow``); every identity is kept, so older backups stay restorable.
+
+    The old verify keys are kept until every tier was re-signed with the new keys; with
+    ``revoke`` (re-signing is complete) they are dropped, so the old signing keys can no
+    longer make a trusted manifest.  A WAL verify key is kept when the WAL key was not
+    rotated here (it lives with PostgreSQL's OS user)."""
+    configured = {v.key_id for v in current.verifiers}
+    old = [v.text for v in current.verifiers]
+    for signer in (current.signer, current.wal_signer):
+        own = current.verifier(signer.key_id) if signer is not None else None
+        if own is not None and own.key_id not in configured:
+            old.append(own.text)
+    kept = (
+        [v.text for v in current.verifiers if v.scope.kinds == frozenset({"wal"})]
+        if not keys.wal_verify_key
+        else []
+    )
+    new_entries = keys.verify_entries(wal_series, manifest_only=manifest_only)
+    return KeySet(
+        recipients=unique((keys.recipient, *escrow)),
+        identities=unique((keys.identity, *(str(i) for i in current.identities))),
+        signing_key=keys.signing_key,
+        verify_keys=unique((*new_entries, *kept, *(() if revoke else old))),
+        new=keys,
+        wal_signing_key=keys.wal_signing_key,
+    )

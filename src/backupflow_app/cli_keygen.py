@@ -26,9 +26,9 @@ from backupflow.keystore import (
     check_env_file,
     check_escrow_recipients,
     configured_parts,
-    rotated,
     write_env_file,
 )
+from backupflow.rekey import rotated
 from backupflow_app.cli_keys import (
     BlocksOption,
     EnvFileOption,
@@ -129,7 +129,7 @@ def key_init_cmd(
         )
     wal = _wants_wal(settings, places.wal_env_file)
     keys = generate_keys(wal=wal)
-    keyset = KeySet.fresh(keys, escrow, _wal_series(settings) if wal else ())
+    keyset = KeySet.fresh(keys, escrow, _wal_series(settings) if wal else (), manifest_only=not wal)
     _store_and_show("New repository keys", keyset, keys, places)
     _print_done(_key_records(settings, keys))
     if escrow:
@@ -214,7 +214,12 @@ def key_rotate_cmd(
     )
     complete, lines = _resign(settings, resigning, _resigned_kinds(current, wal))
     keyset = rotated(
-        current, keys, escrow, revoke=complete, wal_series=_wal_series(settings) if wal else ()
+        current,
+        keys,
+        escrow,
+        revoke=complete,
+        wal_series=_wal_series(settings) if wal else (),
+        manifest_only=settings.database.engine != "postgres",
     )
     _store_and_show("New repository keys (rotation)", keyset, keys, places)
     _print_done(lines + _key_records(settings, keys))

@@ -249,6 +249,22 @@ def _summary(title: str, keys: GeneratedKeys) -> None:
             ("verify key (checks manifests)", key_id(keys.verify_key), keys.verify_key),
             ("age identity (decrypts)", key_id(keys.recipient), "secret: stored, not shown"),
             ("signing key (signs manifests)", key_id(keys.verify_key), "secret: stored, not shown"),
+            *(
+                [
+                    (
+                        "WAL verify key (checks WAL records)",
+                        key_id(keys.wal_verify_key),
+                        keys.wal_verify_key,
+                    ),
+                    (
+                        "WAL signing key (PostgreSQL's OS user)",
+                        key_id(keys.wal_verify_key),
+                        "secret: stored, not shown",
+                    ),
+                ]
+                if keys.wal_verify_key
+                else []
+            ),
         ],
     )
 

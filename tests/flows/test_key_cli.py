@@ -514,3 +514,43 @@ def test_an_escrow_recipient_decrypts_every_new_backup_and_survives_rotation(
     kept = key(env, "rotate", "--env-file", str(env_file), "--escrow-recipient", escrow.recipient)
     assert kept.returncode == 0, kept.stderr
     assert round_trip(ring_of(env_file, monkeypatch), offline) == b"gantt rows"
+
+
+def test_init_for_postgres_gives_the_wal_key_its_own_file_and_scopes(
+    env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PostgreSQL's OS user gets a file with the WAL key, the recipients and the verify keys,
+    and nothing else; the workers' file has no WAL key; every verify key is scoped."""
+    postgres = {
+        **env,
+        "BACKUPFLOW_DATABASE__ENGINE": "postgres",
+        "BACKUPFLOW_DATABASE__NAME": "main",
+    }
+    workers, postgres_user = tmp_path / "workers.env", tmp_path / "postgres.env"
+    done = key(postgres, "init", "--env-file", str(workers), "--wal-env-file", str(postgres_user))
+    assert done.returncode == 0, done.stderr
+    assert not SECRET_SHAPES.search(done.stdout + done.stderr)
+    assert "WAL verify key" in done.stdout
+    assert stat.S_IMODE(postgres_user.stat().st_mode) == 0o600
+    held = postgres_user.read_text()
+    assert "WAL_SIGNING_KEY" in held and "__SIGNING_KEY=" not in held
+    assert "IDENTITIES" not in held
+    assert "WAL_SIGNING_KEY" not in workers.read_text()
+    ring = ring_of(workers, monkeypatch)
+    scopes = sorted(v.scope.text for v in ring.verifiers)
+    assert scopes == ["kinds=manifest", "kinds=wal series=database/main"]
+    wal_host = ring_of(postgres_user, monkeypatch)
+    assert wal_host.signer is None and wal_host.wal_signer is not None and not wal_host.identities
+    shown = key(postgres, "show", "--env-file", str(postgres_user))
+    assert "WAL signing key" in shown.stdout and "no signing key" in shown.stdout
+    # a key record of the manifest key is in the (folder) tier
+    assert list((tmp_path / "primary" / "keys").glob("*.key.json"))
+    wrong = key(
+        env,
+        "init",
+        "--env-file",
+        str(tmp_path / "x.env"),
+        "--wal-env-file",
+        str(tmp_path / "y.env"),
+    )
+    assert wrong.returncode == 2 and "PostgreSQL" in wrong.stderr

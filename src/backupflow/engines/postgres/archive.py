@@ -206,6 +206,19 @@ def _extension(obj: StoredObject) -> str:
     return get_codec(obj.codec).extension + (".age" if obj.encryption else "")
 
 
+def _check_wal_signer(keyring: Keyring, database: str) -> None:
+    """The key this process signs WAL records with must be one it trusts for this cluster's
+    WAL records; otherwise every record it wrote would be refused at restore time."""
+    signer = keyring.require_signer("wal")
+    trusted = keyring.verifier(signer.key_id)
+    if trusted is None or not trusted.scope.allows("wal", f"{Category.DATABASE.value}/{database}"):
+        raise ConfigError(
+            f"the key {signer.key_id} that would sign this WAL file is not trusted for WAL "
+            f"records of database/{database} (BACKUPFLOW_CRYPTO__VERIFY_KEYS); give "
+            "PostgreSQL's OS user its WAL key with `backupflow key rotate --wal-env-file PATH`."
+        )
+
+
 def _authentic(
     raw: bytes, keyring: Keyring, *, database: str, sysid: int, name: str, where: str
 ) -> WalRecord:
@@ -392,7 +405,7 @@ def push_wal(
     replaced: both name verified copies of the same bytes)."""
     name = check_wal_name(path.name)
     check_database_name(database, "--database or BACKUPFLOW_DATABASE__NAME")
-    tier.keyring.require_signer("wal")  # before 16 MiB travel: the record must be signed
+    _check_wal_signer(tier.keyring, database)  # before 16 MiB travel: a record others trust
     sysid = system_identifier_of(data_dir)
     source = path if path.is_absolute() else data_dir / path
     record_key = _keys(database, sysid, name.name, "")[1]
