@@ -1,27 +1,98 @@
 """What the Prefect UI shows of a run: artifacts with stable keys, the moment the run's
-clock starts (for RTO, docs/objectives.md) and run names that say what the run does."""
+clock starts (for RTO, docs/objectives.md) and run names that say what the run does.
+
+A flow's body also runs without Prefect (``flow.fn``, when the CLI finds no Prefect API
+answering: ``backupflow_app.cli_common.run_flow``).  Outside a flow run there is no run to
+attach an artifact to: :func:`table_artifact` and :func:`markdown_artifact` then do nothing
+(the backup log and the CLI's output say what happened), and :func:`run_logger` is the
+``backupflow`` logger."""
 
 from __future__ import annotations
 
+import logging
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
 
-from prefect.artifacts import create_table_artifact
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.context import FlowRunContext
 
 from backupflow.backup_run import BackupOutcome
 from backupflow.config import current_settings
 from backupflow.reporting import artifact_key, name_time
 
-__all__ = ["publish_backup", "run_name", "run_started", "run_timezone"]
+__all__ = [
+    "in_run",
+    "markdown_artifact",
+    "publish_backup",
+    "run_logger",
+    "run_name",
+    "run_started",
+    "run_timezone",
+    "running_without_prefect",
+    "subflow",
+    "table_artifact",
+    "without_prefect",
+]
+
+
+_WITHOUT_PREFECT: ContextVar[bool] = ContextVar("backupflow_without_prefect", default=False)
+
+
+@contextmanager
+def without_prefect() -> Iterator[None]:
+    """Mark a flow body run without Prefect (its API did not answer): nothing in it may
+    ask the API, not even for a concurrency slot."""
+    token = _WITHOUT_PREFECT.set(True)
+    try:
+        yield
+    finally:
+        _WITHOUT_PREFECT.reset(token)
+
+
+def running_without_prefect() -> bool:
+    return _WITHOUT_PREFECT.get()
+
+
+def in_run() -> bool:
+    """Whether this code runs inside a Prefect flow run (not the CLI's run without Prefect)."""
+    return FlowRunContext.get() is not None
+
+
+def run_logger() -> logging.Logger | logging.LoggerAdapter[logging.Logger]:
+    """The flow run's logger, or the ``backupflow`` logger outside a run."""
+    if not in_run():
+        return logging.getLogger("backupflow")
+    from prefect import get_run_logger
+
+    return get_run_logger()
+
+
+def subflow(flow: Any, **parameters: Any) -> Any:
+    """Call ``flow`` as a subflow of this run, or its body outside a run."""
+    return flow(**parameters) if in_run() else flow.fn(**parameters)
+
+
+def table_artifact(*, key: str, table: Any, description: str | None = None) -> None:
+    """A table artifact of the current run; nothing outside a run."""
+    if in_run():
+        create_table_artifact(key=key, table=table, description=description)
+
+
+def markdown_artifact(*, key: str, markdown: str, description: str | None = None) -> None:
+    """A markdown artifact of the current run; nothing outside a run."""
+    if in_run():
+        create_markdown_artifact(key=key, markdown=markdown, description=description)
 
 
 def publish_backup(outcome: BackupOutcome) -> None:
     """The latest backup of a series, as a one-row table (before a missing tier fails the
     run, so the UI shows where it was stored)."""
     manifest = outcome.manifest
-    create_table_artifact(
+    table_artifact(
         key=artifact_key("backup", manifest.category.value, manifest.database, manifest.kind.value),
         table=[outcome.row()],
         description=f"Latest {manifest.kind.value} backup of {manifest.category.value} "

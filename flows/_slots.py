@@ -59,10 +59,13 @@ def _read_limit(name: str) -> Any:
 
 def _api_configured() -> bool:
     """Whether a Prefect API is configured (not the temporary server a CLI call starts,
-    which holds no limits)."""
+    which holds no limits) and this is a flow run on it (not the CLI running without
+    Prefect because the API did not answer)."""
     from prefect.settings import PREFECT_API_URL
 
-    return bool(PREFECT_API_URL.value())
+    from flows._publish import running_without_prefect
+
+    return bool(PREFECT_API_URL.value()) and not running_without_prefect()
 
 
 @contextmanager

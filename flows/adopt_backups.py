@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prefect import flow, get_run_logger
+from prefect import flow
 
 from backupflow.adopt import AdoptPlan, adopt_series, plan_adoption
 from backupflow.backuplog import BackupLog
@@ -12,7 +12,7 @@ from backupflow.keys import load_keyring
 from backupflow.models import Category, Manifest
 from backupflow.reporting import iso
 from backupflow.storage import open_tiers
-from flows._publish import run_name
+from flows._publish import run_logger, run_name
 from tasks.backuplog import log_event
 
 __all__ = ["adopt_backups"]
@@ -38,7 +38,7 @@ def adopt_backups(
         confirm: The digest a dry run printed for the exact list to adopt; empty for a dry run.
     """
     settings = current_settings()
-    logger = get_run_logger()
+    logger = run_logger()
     try:
         series = Category(category)
     except ValueError:

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from prefect import flow
-from prefect.artifacts import create_markdown_artifact
 
 from backupflow.backup_run import run_database_backups
 from backupflow.config import current_settings
@@ -14,7 +13,7 @@ from backupflow.models import BackupKind, Manifest
 from backupflow.reporting import artifact_key
 from backupflow.storage import open_tiers
 from flows._notify import notify_on_cancellation, notify_on_crashed, notify_on_failure
-from flows._publish import publish_backup
+from flows._publish import markdown_artifact, publish_backup
 from flows._slots import slot
 from tasks.steps import PrefectSteps
 
@@ -23,7 +22,7 @@ __all__ = ["backup_database"]
 
 def _publish_skipped(kind: BackupKind) -> Callable[[str, str], None]:
     def publish(database: str, reason: str) -> None:
-        create_markdown_artifact(
+        markdown_artifact(
             key=artifact_key("backup", "database", database, kind.value),
             markdown=f"**{kind.value} backup of {database}: skipped.** {reason}.",
             description=f"Latest {kind.value} backup of database {database}",

@@ -9,7 +9,6 @@ from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from prefect import flow
-from prefect.artifacts import create_markdown_artifact
 
 from backupflow.catalog import wal_prefix
 from backupflow.config import Settings, current_settings
@@ -30,6 +29,7 @@ from backupflow.series import Series, all_series
 from backupflow.storage import Tier, open_tiers
 from backupflow.tiers import Holdings, TierState, locate
 from flows._notify import notify_on_cancellation, notify_on_crashed, notify_on_failure
+from flows._publish import markdown_artifact
 
 __all__ = ["StaleBackupsError", "backup_health"]
 
@@ -205,7 +205,7 @@ def backup_health() -> list[HealthRow]:
                 rows += wal_lag_rows(label, _newest_wal(tiers, series), tiers[0].name, tiers=states)
         rank = {state: i for i, state in enumerate(HealthState)}
         rows.sort(key=lambda r: (rank[r.state], r.job, r.tier))
-    create_markdown_artifact(key="backup-health", markdown=_table(rows, problems, now))
+    markdown_artifact(key="backup-health", markdown=_table(rows, problems, now))
     findings = health_summary(rows)
     if findings or problems:
         bad = sum(1 for r in rows if r.state is not HealthState.OK)

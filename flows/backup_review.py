@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 from prefect import flow
-from prefect.artifacts import Artifact, create_markdown_artifact
+from prefect.artifacts import Artifact
 
 from backupflow.backuplog import BackupLog
 from backupflow.config import current_settings
@@ -16,7 +16,7 @@ from backupflow.reporting import EMPTY, artifact_key, iso
 from backupflow.series import all_series, databases
 from backupflow.storage import open_tiers
 from backupflow.tiers import locate
-from flows._publish import run_name
+from flows._publish import markdown_artifact, run_name
 
 __all__ = ["backup_review", "review_figures"]
 
@@ -89,7 +89,7 @@ def backup_review(days: int = 92) -> str:
             span = f"{iso(min(points))} .. {iso(max(points))}" if points else "none"
             lines.append(f"* {category.value}/{name} in {tier.name}: {span}")
     markdown = "\n".join(lines)
-    create_markdown_artifact(key="backup-review", markdown=markdown)
+    markdown_artifact(key="backup-review", markdown=markdown)
     return markdown
 
 

@@ -15,8 +15,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
 
-from prefect import flow, get_run_logger
-from prefect.artifacts import Artifact, create_markdown_artifact, create_table_artifact
+from prefect import flow
+from prefect.artifacts import Artifact
 
 from backupflow.backuplog import BackupLog
 from backupflow.config import Settings, current_settings
@@ -40,7 +40,7 @@ from backupflow.restore_run import finish_restore, prepare_restore
 from backupflow.series import databases, for_database
 from backupflow.storage import tiers_for
 from flows._notify import notify_on_cancellation, notify_on_crashed, notify_on_failure
-from flows._publish import run_name, run_started
+from flows._publish import markdown_artifact, run_logger, run_name, run_started, table_artifact
 from tasks.backuplog import log_event
 from tasks.steps import PrefectSteps
 
@@ -239,7 +239,7 @@ def _record(settings: Settings, source: Source, report: DrillReport, keep: bool)
         f"* chain: {row['chain']}",
     ]
     _publish(settings, row, details)
-    get_run_logger().info(
+    run_logger().info(
         "drill %s: RTO %s min, RPO %s min", row["result"], row["rto_minutes"], row["rpo_minutes"]
     )
     return reason
@@ -271,7 +271,7 @@ def _record_failure(
         # A refused parameter touched nothing: it is on record in Prefect, not in the log.
         _publish(settings, row, [], log=not isinstance(exc, ParameterError))
     except Exception as publish_error:  # the drill's own failure is what the run reports
-        get_run_logger().warning("the failed drill could not be recorded: %s", publish_error)
+        run_logger().warning("the failed drill could not be recorded: %s", publish_error)
 
 
 def _publish(
@@ -283,7 +283,7 @@ def _publish(
     key = artifact_key("dr-drill", database)
     previous = cast(Artifact | None, Artifact.get(key))
     history = json.loads(str(previous.data)) if previous is not None and previous.data else []
-    create_table_artifact(key=key, table=[*history, row], description=f"DR drills of {database}")
+    table_artifact(key=key, table=[*history, row], description=f"DR drills of {database}")
     lines = [
         f"# DR drill of {database} from the {row['tier']} tier: {row['result']}",
         "",
@@ -298,7 +298,7 @@ def _publish(
         "",
         "RTO and RPO as defined in docs/objectives.md.",
     ]
-    create_markdown_artifact(
+    markdown_artifact(
         key=artifact_key("dr-drill", database, "summary"),
         markdown="\n".join(lines) + "\n",
         description=f"Latest DR drill of {database}",

@@ -7,8 +7,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from prefect import flow, get_run_logger
-from prefect.artifacts import create_table_artifact
+from prefect import flow
 
 from backupflow.config import Settings, current_settings
 from backupflow.engines import open_engine
@@ -26,7 +25,7 @@ from backupflow.reporting import artifact_key, iso, local_and_utc
 from backupflow.restore_run import plan_restore
 from backupflow.storage import open_tier
 from flows._notify import notify_on_cancellation, notify_on_crashed, notify_on_failure
-from flows._publish import run_name, run_timezone
+from flows._publish import run_logger, run_name, run_timezone, subflow, table_artifact
 from flows.restore_system import restore_system
 from tasks.steps import PrefectSteps
 
@@ -93,7 +92,7 @@ def failover(replace: bool = False, dry_run: bool = False) -> FailoverReport:
             nothing.
     """
     settings = current_settings()
-    logger = get_run_logger()
+    logger = run_logger()
     report = FailoverReport()
     key = artifact_key("failover", settings.database.name)
     try:
@@ -110,12 +109,12 @@ def failover(replace: bool = False, dry_run: bool = False) -> FailoverReport:
         )
         if dry_run:
             clock = time.monotonic()
-            restore_system(source="dr", replace=replace, dry_run=True)
+            subflow(restore_system, source="dr", replace=replace, dry_run=True)
             _record(report, "restore (plan)", clock, "see the restore-system plan")
             _record(report, "DNS (plan)", time.monotonic(), plan)
             return report
         clock = time.monotonic()
-        restored = restore_system(source="dr", replace=replace)
+        restored = subflow(restore_system, source="dr", replace=replace)
         _record(report, "whole-system restore", clock, f"{len(restored.steps)} steps, verified")
         clock = time.monotonic()
         try:
@@ -144,6 +143,6 @@ def failover(replace: bool = False, dry_run: bool = False) -> FailoverReport:
         _record(report, "stopped", time.monotonic(), str(exc), ok=False)
         raise
     finally:
-        create_table_artifact(key=key, table=report.steps, description="Failover steps")
+        table_artifact(key=key, table=report.steps, description="Failover steps")
         for step in report.steps:
             logger.info("%s: %s", step["step"], step["detail"])

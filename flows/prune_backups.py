@@ -6,7 +6,6 @@ from dataclasses import dataclass
 from functools import partial
 
 from prefect import flow
-from prefect.artifacts import create_table_artifact
 
 from backupflow.backuplog import BackupLog
 from backupflow.catalog import CatalogEntry
@@ -19,7 +18,7 @@ from backupflow.retention import PruneReport, RetentionPlan
 from backupflow.series import all_series
 from backupflow.steps import PRUNE
 from backupflow.storage import open_tiers
-from flows._publish import run_name
+from flows._publish import run_name, table_artifact
 from flows._slots import slot
 from tasks.steps import PrefectSteps
 
@@ -83,7 +82,7 @@ def _prune(tiers: list[TierChoice] | None, dry_run: bool) -> list[TierPrune]:
                 ),
             )
             results.append(TierPrune(tier.name, series.name, plan, report))
-            create_table_artifact(
+            table_artifact(
                 key=artifact_key("retention", series.name, tier.name),
                 table=[
                     {

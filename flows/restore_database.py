@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from prefect import flow
-from prefect.artifacts import create_table_artifact
 
 from backupflow.backuplog import BackupLog
 from backupflow.config import current_settings
@@ -21,7 +20,7 @@ from backupflow.restore_run import RestoreReport, run_restore
 from backupflow.series import for_database
 from backupflow.storage import SourceName, tiers_for
 from flows._notify import notify_on_cancellation, notify_on_crashed, notify_on_failure
-from flows._publish import run_name, run_started
+from flows._publish import run_name, run_started, table_artifact
 from tasks.steps import PrefectSteps
 
 __all__ = ["RestoreReport", "restore_database"]
@@ -94,7 +93,7 @@ def restore_database(
         accept_earlier=accept_earlier,
     )
     if report.outcome is not None:
-        create_table_artifact(
+        table_artifact(
             key=artifact_key("restore", name),
             table=[report.summary(started, settings.timezone)],
             description=f"Latest restore of {name} (RTO and RPO as docs/objectives.md "

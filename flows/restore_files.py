@@ -8,8 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from prefect import flow, get_run_logger
-from prefect.artifacts import create_table_artifact
+from prefect import flow
 
 from backupflow.backup import source_of
 from backupflow.backuplog import BackupLog
@@ -36,7 +35,7 @@ from backupflow.restore_run import finish_restore, prepare_restore
 from backupflow.storage import SourceName, Tier, tiers_for
 from backupflow.targets import check_restore_target
 from flows._notify import notify_on_cancellation, notify_on_crashed, notify_on_failure
-from flows._publish import run_name, run_started
+from flows._publish import run_logger, run_name, run_started, table_artifact
 from tasks.backuplog import log_event
 from tasks.steps import PrefectSteps
 
@@ -101,7 +100,7 @@ def restore_files(
     flow_start = datetime.now(UTC)
     started = run_started(flow_start)
     settings = current_settings()
-    logger = get_run_logger()
+    logger = run_logger()
     if in_place and into is not None:
         raise ParameterError("give into or in_place, not both.")
     if into is not None:
@@ -196,7 +195,7 @@ def restore_files(
         hook_output=hook.output if hook else None,
         **summary,
     )
-    create_table_artifact(
+    table_artifact(
         key=artifact_key("restore", file_set),
         table=[row(lambda moment: local_and_utc(moment, settings.timezone))],
         description=f"Latest {file_set} restore",

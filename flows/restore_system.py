@@ -7,8 +7,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from prefect import flow, get_run_logger
-from prefect.artifacts import create_table_artifact
+from prefect import flow
 
 from backupflow.config import current_settings
 from backupflow.engines import open_engine
@@ -26,7 +25,7 @@ from backupflow.reporting import (
 )
 from backupflow.series import databases, for_database
 from flows._notify import notify_on_cancellation, notify_on_crashed, notify_on_failure
-from flows._publish import run_name, run_started
+from flows._publish import run_logger, run_name, run_started, subflow, table_artifact
 from flows.restore_database import restore_database
 from flows.restore_files import restore_files
 
@@ -105,12 +104,13 @@ def restore_system(
     report = SystemRestore(started=run_started(flow_start), timezone=settings.timezone)
     target_time = check_target_time(target_time, settings.timezone, flow_start)
     report.requested = target_time
-    logger = get_run_logger()
+    logger = run_logger()
     names, _skipped = databases(settings)
     for name in names:
         live = open_engine(for_database(settings, name)).live_target()
         clock = time.monotonic()
-        db = restore_database(
+        db = subflow(
+            restore_database,
             target_time=target_time,
             into=str(live),
             replace=replace,
@@ -131,7 +131,8 @@ def restore_system(
     file_sets: tuple[Literal["config", "uploads"], ...] = ("config", "uploads")
     for file_set in file_sets:
         clock = time.monotonic()
-        files = restore_files(
+        files = subflow(
+            restore_files,
             file_set=file_set,
             target_time=target_time,
             in_place=True,
@@ -162,7 +163,7 @@ def restore_system(
 
 
 def _publish(report: SystemRestore, database: str) -> None:
-    create_table_artifact(
+    table_artifact(
         key=artifact_key("restore-system", database),
         table=report.steps,
         description="Whole-system restore: steps, durations, RTO and RPO",

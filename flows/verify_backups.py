@@ -5,8 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from prefect import flow, get_run_logger
-from prefect.artifacts import create_table_artifact
+from prefect import flow
 
 from backupflow.config import current_settings
 from backupflow.reporting import artifact_key
@@ -21,7 +20,7 @@ from backupflow.verify import (
     verify,
 )
 from flows._notify import notify_on_cancellation, notify_on_crashed, notify_on_failure
-from flows._publish import run_name
+from flows._publish import run_logger, run_name, table_artifact
 
 __all__ = ["verify_backups"]
 
@@ -57,9 +56,9 @@ def verify_backups(read_data_percent: float | None = None) -> VerifyReport:
         policy=lambda tier, category: policy_for(settings, tier, category),
         chunk_bytes=settings.pipeline.chunk_bytes,
     )
-    logger = get_run_logger()
+    logger = run_logger()
     for one in series:
-        create_table_artifact(
+        table_artifact(
             key=artifact_key("verify", one.name),
             table=report.table(one.label),
             description=f"Verification of {one.label} at {now:%Y-%m-%d %H:%M} UTC "

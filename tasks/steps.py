@@ -4,16 +4,20 @@ The core's runs (:mod:`backupflow.backup_run`, :mod:`backupflow.restore_run`) ca
 ``steps.run(name, label, fn)``; here that becomes a task named ``name`` (``dump``,
 ``compress-and-store``, ``copy-to-tier``, ``write-manifest``, ``prune`` ...) whose run is
 called ``label``, never cached, its result never persisted.  No task retries: each storage
-backend has exactly one retry layer of its own (botocore's for S3).
+backend has exactly one retry layer of its own (botocore's for S3).  Outside a flow run (the
+CLI running a flow's body without Prefect) a step is simply called, and logs to the
+``backupflow`` logger.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import TypeVar
 
 from prefect import Task, get_run_logger
 from prefect.cache_policies import NO_CACHE
+from prefect.context import FlowRunContext
 
 from backupflow.steps import Logger
 
@@ -27,9 +31,14 @@ class PrefectSteps:
 
     @property
     def logger(self) -> Logger:
+        if FlowRunContext.get() is None:
+            return logging.getLogger("backupflow")
         return get_run_logger()
 
     def run(self, name: str, label: str, fn: Callable[[], T]) -> T:
+        if FlowRunContext.get() is None:
+            return fn()
+
         def step() -> T:
             return fn()
 

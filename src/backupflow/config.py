@@ -848,6 +848,13 @@ class Settings(BaseSettings):
         description="Name of a Prefect global concurrency limit (created by the bootstrap) that "
         "every database backup holds, strictly: backups never overlap.",
     )
+    prefect_wait_seconds: float = Field(
+        default=30.0,
+        ge=1.0,
+        le=600.0,
+        description="How long a CLI backup or restore waits for the Prefect API (PREFECT_API_URL) "
+        "to answer before it runs without Prefect (said in one line, recorded in the backup log).",
+    )
 
     @field_validator("staging_dir", "backup_log")
     @classmethod

@@ -54,6 +54,7 @@ from backupflow_app.cli_common import (
     errors,
     flow_context,
     quiet_prefect_tracebacks,
+    run_flow,
 )
 from backupflow_app.cli_keygen import key_init_cmd, key_resign_cmd, key_rotate_cmd
 from backupflow_app.cli_keys import key_app
@@ -109,7 +110,7 @@ def backup_database_cmd(
     from flows.backup_database import backup_database
 
     with flow_context(settings, show_progress=True):
-        manifests = backup_database(kind=kind)
+        manifests = run_flow(backup_database, settings, kind=kind)
     if not manifests:  # a differential on an engine that has none (PostgreSQL)
         from backupflow.backup_run import skip_reason
         from backupflow.engines import open_engine
@@ -138,7 +139,7 @@ def backup_files_cmd(
     from flows.backup_files import backup_files
 
     with flow_context(settings, show_progress=True):
-        manifest = backup_files(file_set=file_set.value)
+        manifest = run_flow(backup_files, settings, file_set=file_set.value)
     position = manifest.position
     console.print(
         f"[green]{file_set.value} backup {manifest.id}[/green]: {position.get('files')} files, "

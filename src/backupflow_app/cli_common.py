@@ -7,9 +7,10 @@ import logging
 import os
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
 from rich.console import Console
 from rich.progress import DownloadColumn, Progress, TransferSpeedColumn
@@ -30,7 +31,9 @@ __all__ = [
     "errors",
     "flow_context",
     "pick_target_time",
+    "prefect_unavailable",
     "quiet_prefect_tracebacks",
+    "run_flow",
 ]
 
 console = Console(width=None if sys.stdout.isatty() else 160, soft_wrap=True)
@@ -85,6 +88,10 @@ def quiet_prefect_tracebacks(level: int | None = None) -> None:
     from prefect.logging.handlers import PrefectConsoleHandler
 
     ensure_logging_setup()
+    # Prefect's background services say "Still processing items" while they drain at exit,
+    # after the command's own last line: nothing an operator can act on.
+    for service in ("EventsWorker", "APILogWorker"):
+        logging.getLogger(service).setLevel(logging.ERROR)
     for name in ["", *logging.root.manager.loggerDict]:
         for handler in getattr(logging.getLogger(name), "handlers", []):
             if isinstance(handler, PrefectConsoleHandler) and not isinstance(
@@ -148,3 +155,67 @@ def pick_target_time(at: str | None, latest: bool, settings: Settings) -> dateti
     if at is None and not latest:
         raise ParameterError("give --at TIME (ISO-8601) or --latest to say what to restore.")
     return None if at is None else parse_target_time(at, settings.timezone)
+
+
+def prefect_unavailable(wait: float) -> str | None:
+    """Why no Prefect API can run this command's flow, or None when one answers: none is
+    configured (``PREFECT_API_URL``; the CLI starts no temporary server), or the one
+    configured did not answer its health check within ``wait`` seconds (refused, down, or
+    accepting connections and never answering)."""
+    from prefect.settings import PREFECT_API_URL
+
+    url = str(PREFECT_API_URL.value() or "").rstrip("/")
+    if not url:
+        return "no Prefect API is configured (PREFECT_API_URL)"
+    import httpx
+
+    try:
+        with httpx.Client(timeout=httpx.Timeout(wait, connect=min(wait, 10.0))) as client:
+            answer = client.get(f"{url}/health")
+    except httpx.TimeoutException:
+        return f"the Prefect API at {url} did not answer within {wait:.0f} s"
+    except httpx.HTTPError as exc:
+        return f"the Prefect API at {url} cannot be reached ({type(exc).__name__})"
+    if answer.status_code >= 500:
+        return f"the Prefect API at {url} answered HTTP {answer.status_code}"
+    return None
+
+
+def run_flow(flow: Any, settings: Settings, **parameters: Any) -> Any:
+    """Run ``flow`` as a Prefect flow run when the Prefect API answers; otherwise run the
+    same body without Prefect (``flow.fn``: the same core run, checks and exit codes, no
+    artifacts), saying so in one line and recording it in the backup log.  An operator's
+    backup or restore never waits on an orchestrator that is down with everything else."""
+    reason = prefect_unavailable(settings.prefect_wait_seconds)
+    if reason is None:
+        return flow(**parameters)
+    errors.print(
+        f"[yellow]note:[/yellow] {reason}: {flow.name} runs without Prefect (recorded in the "
+        "backup log; the Prefect UI will not show it).",
+        highlight=False,
+    )
+    from backupflow.backuplog import BackupLog
+
+    with suppress(BackupflowError):
+        BackupLog(settings.backup_log).append(
+            "run-without-prefect", status="started", flow=flow.name, reason=reason
+        )
+    _log_to_stderr()
+    from flows._publish import without_prefect
+
+    with without_prefect():
+        return flow.fn(**parameters)
+
+
+def _log_to_stderr() -> None:
+    """The ``backupflow`` logger's INFO lines on standard error, as a flow run's would be."""
+    logger = logging.getLogger("backupflow")
+    if not any(getattr(h, "_backupflow_cli", False) for h in logger.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(
+            logging.Formatter("%(asctime)s | %(levelname)-7s | %(message)s", "%H:%M:%S")
+        )
+        handler._backupflow_cli = True  # type: ignore[attr-defined]
+        logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False

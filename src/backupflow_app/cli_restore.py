@@ -19,6 +19,7 @@ from backupflow_app.cli_common import (
     errors,
     flow_context,
     pick_target_time,
+    run_flow,
 )
 from backupflow_app.cli_options import (
     check_database_option,
@@ -110,7 +111,9 @@ def restore_files_cmd(
     from flows.restore_files import restore_files
 
     with flow_context(settings, show_progress=not dry_run):
-        report = restore_files(
+        report = run_flow(
+            restore_files,
+            settings,
             file_set=file_set.value,
             target_time=target_time,
             into=str(target) if target is not None else None,
@@ -210,7 +213,9 @@ def restore_database_cmd(
     from flows.restore_database import restore_database
 
     with flow_context(settings, show_progress=not dry_run):
-        report = restore_database(
+        report = run_flow(
+            restore_database,
+            settings,
             target_time=target_time,
             into=target,
             replace=replace,
@@ -282,7 +287,9 @@ def dr_restore_system_cmd(
     from flows.restore_system import restore_system
 
     with flow_context(settings, show_progress=not dry_run):
-        report = restore_system(  # type: ignore[call-overload]
+        report = run_flow(
+            restore_system,
+            settings,
             source=source.value,
             target_time=target_time,
             replace=replace,
@@ -323,7 +330,7 @@ def dr_failover_cmd(
     from flows.failover import failover
 
     with flow_context(settings, show_progress=not dry_run):
-        report = failover(replace=replace, dry_run=dry_run)
+        report = run_flow(failover, settings, replace=replace, dry_run=dry_run)
     table = Table(title="Failover" + (" (dry run: nothing changed)" if dry_run else ""))
     for column in ("time", "step", "seconds", "result", "detail"):
         table.add_column(column)

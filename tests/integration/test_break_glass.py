@@ -88,6 +88,13 @@ def backed_up(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path | str]
     glass = tmp_path / "glass"
     glass.mkdir()
     env_file = tmp_path / "backupflow.env"
+    env.update(  # key init leaves its key record in these tiers
+        {
+            "BACKUPFLOW_REPOSITORY__PRIMARY__URL": str(tmp_path / "backups"),
+            "BACKUPFLOW_REPOSITORY__SECONDARY__URL": str(tmp_path / "secondary"),
+            "BACKUPFLOW_REPOSITORY__DR__URL": str(tmp_path / "dr"),
+        }
+    )
     cli = [sys.executable, "-m", "backupflow_app"]
     init = subprocess.run(
         [*cli, "key", "init", "--env-file", str(env_file), "--identity-file", "identity.txt"],
