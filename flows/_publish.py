@@ -9,30 +9,36 @@ attach an artifact to: :func:`table_artifact` and :func:`markdown_artifact` then
 
 from __future__ import annotations
 
+import html
+import json
 import logging
 import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.context import FlowRunContext
 
 from backupflow.backup_run import BackupOutcome
 from backupflow.config import current_settings
-from backupflow.reporting import artifact_key, name_time
+from backupflow.reporting import EMPTY, artifact_key, local_and_utc, name_time
 
 __all__ = [
+    "HISTORY_ROWS",
+    "failed_row",
     "in_run",
     "markdown_artifact",
+    "prepend_history",
     "publish_backup",
     "run_logger",
     "run_name",
     "run_started",
     "run_timezone",
     "running_without_prefect",
+    "short_reason",
     "subflow",
     "table_artifact",
     "without_prefect",
@@ -69,6 +75,60 @@ def run_logger() -> logging.Logger | logging.LoggerAdapter[logging.Logger]:
     from prefect import get_run_logger
 
     return get_run_logger()
+
+
+#: Rows kept in a history artifact (newest first).
+HISTORY_ROWS = 100
+_URL = re.compile(r"\b(?:s3|https?)://([^/\s,;)'\"]+)[^\s,;)'\"]*")
+_REASON_CHARS = 240
+
+
+def short_reason(exc: BaseException) -> str:
+    """What went wrong, for a history row: one line, at most 240 characters, no HTML entity,
+    and a URL shortened to its host or bucket."""
+    text = html.unescape(str(exc) or type(exc).__name__)
+    text = " ".join(_URL.sub(lambda found: found.group(1), text).split())
+    return text if len(text) <= _REASON_CHARS else text[: _REASON_CHARS - 1] + "…"
+
+
+def prepend_history(key: str, row: dict[str, Any], description: str) -> None:
+    """Put ``row`` first in the table artifact ``key`` (a history, newest first, at most
+    :data:`HISTORY_ROWS` rows); nothing outside a run.  Rows already there that are not
+    objects are dropped: the artifact is input like any other."""
+    if not in_run():
+        return
+    from prefect.artifacts import Artifact
+
+    previous = cast(Artifact | None, Artifact.get(key))
+    history: list[dict[str, Any]] = []
+    if previous is not None and previous.data:
+        try:
+            data = json.loads(str(previous.data)[: 16 << 20])
+        except (ValueError, RecursionError):
+            data = []
+        if isinstance(data, list):
+            history = [r for r in data[:HISTORY_ROWS] if isinstance(r, dict)]
+    table_artifact(key=key, table=[row, *history][:HISTORY_ROWS], description=description)
+
+
+def failed_row(
+    exc: BaseException, requested: datetime | str | None, timezone: str, target: str | None
+) -> dict[str, Any]:
+    """A history row of a restore that failed: the result, then why, short."""
+    if isinstance(requested, datetime):
+        shown = local_and_utc(requested, timezone)
+    else:
+        shown = str(requested)[:80] if requested else "latest"
+    return {
+        "result": "failed",
+        "reason": short_reason(exc),
+        "rto_seconds": EMPTY,
+        "rpo_seconds": EMPTY,
+        "requested": shown,
+        "restore_point": EMPTY,
+        "target": (target or EMPTY)[:200],
+        "failed_at": local_and_utc(datetime.now(UTC), timezone),
+    }
 
 
 def subflow(flow: Any, **parameters: Any) -> Any:

@@ -3,24 +3,26 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 from prefect import flow
 
 from backupflow.backuplog import BackupLog
-from backupflow.config import current_settings
+from backupflow.config import Settings, current_settings
 from backupflow.engines import open_engine
+from backupflow.errors import BackupflowError
 from backupflow.parameters import (
     check_database_parameter,
     check_database_target,
     check_target_time,
 )
 from backupflow.progress import current_progress
-from backupflow.reporting import artifact_key
+from backupflow.reporting import EMPTY, artifact_key
 from backupflow.restore_run import RestoreReport, run_restore
 from backupflow.series import for_database
 from backupflow.storage import SourceName, tiers_for
 from flows._notify import notify_on_cancellation, notify_on_crashed, notify_on_failure
-from flows._publish import run_name, run_started, table_artifact
+from flows._publish import failed_row, prepend_history, run_name, run_started
 from tasks.steps import PrefectSteps
 
 __all__ = ["RestoreReport", "restore_database"]
@@ -69,34 +71,44 @@ def restore_database(
     flow_start = datetime.now(UTC)
     started = run_started(flow_start)
     settings = current_settings()
-    # Parameters come from whoever starts the run: checked before anything is read.
-    checked = check_database_parameter(database)
-    if checked is not None:
-        settings = for_database(settings, checked)
-    target_time = check_target_time(target_time, settings.timezone, flow_start)
-    engine = open_engine(settings)
-    chosen = None if into is None else check_database_target(into, engine, settings, "into")
-    name = settings.database.name
-    report = run_restore(
-        engine,
-        tiers_for(settings, source),
-        name,
-        PrefectSteps(),
-        target_time=target_time,
-        into=chosen,
-        replace=replace,
-        dry_run=dry_run,
-        chunk_bytes=settings.pipeline.chunk_bytes,
-        progress=current_progress(),
-        log=BackupLog(settings.backup_log),
-        started=started,
-        accept_earlier=accept_earlier,
-    )
-    if report.outcome is not None:
-        table_artifact(
-            key=artifact_key("restore", name),
-            table=[report.summary(started, settings.timezone)],
-            description=f"Latest restore of {name} (RTO and RPO as docs/objectives.md "
-            "defines them)",
+    try:
+        # Parameters come from whoever starts the run: checked before anything is read.
+        checked = check_database_parameter(database)
+        if checked is not None:
+            settings = for_database(settings, checked)
+        target_time = check_target_time(target_time, settings.timezone, flow_start)
+        engine = open_engine(settings)
+        chosen = None if into is None else check_database_target(into, engine, settings, "into")
+        report = run_restore(
+            engine,
+            tiers_for(settings, source),
+            settings.database.name,
+            PrefectSteps(),
+            target_time=target_time,
+            into=chosen,
+            replace=replace,
+            dry_run=dry_run,
+            chunk_bytes=settings.pipeline.chunk_bytes,
+            progress=current_progress(),
+            log=BackupLog(settings.backup_log),
+            started=started,
+            accept_earlier=accept_earlier,
         )
+    except BackupflowError as exc:
+        if not dry_run:
+            _record(settings, failed_row(exc, target_time, settings.timezone, into))
+        raise
+    if report.outcome is not None:
+        row = report.summary(started, settings.timezone)
+        _record(settings, {"result": row.pop("result"), "reason": EMPTY, **row})
     return report
+
+
+def _record(settings: Settings, row: dict[str, Any]) -> None:
+    """Put ``row`` first in the restore history ``restore-<database>``."""
+    name = settings.database.name
+    prepend_history(
+        artifact_key("restore", name),
+        row,
+        f"Restores of {name}, newest first (RTO and RPO as docs/objectives.md defines them)",
+    )

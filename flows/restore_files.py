@@ -35,7 +35,7 @@ from backupflow.restore_run import finish_restore, prepare_restore
 from backupflow.storage import SourceName, Tier, tiers_for
 from backupflow.targets import check_restore_target
 from flows._notify import notify_on_cancellation, notify_on_crashed, notify_on_failure
-from flows._publish import run_logger, run_name, run_started, table_artifact
+from flows._publish import failed_row, prepend_history, run_logger, run_name, run_started
 from tasks.backuplog import log_event
 from tasks.steps import PrefectSteps
 
@@ -100,112 +100,126 @@ def restore_files(
     flow_start = datetime.now(UTC)
     started = run_started(flow_start)
     settings = current_settings()
-    logger = run_logger()
-    if in_place and into is not None:
-        raise ParameterError("give into or in_place, not both.")
-    if into is not None:
-        check_restore_target(Path(into), settings, "into")
-    target_time = check_target_time(target_time, settings.timezone, flow_start)
-    log = BackupLog(settings.backup_log)
-    if not dry_run:
-        log.check_writable()
-    chosen = getattr(settings.files, file_set)
-    engine = FileSetEngine(file_set, chosen, staging_dir=settings.staging_dir)
-    steps = PrefectSteps()
-    prepared = prepare_restore(
-        engine,
-        tiers_for(settings, source),
-        file_set,
-        steps,
-        target_time=target_time,
-        into=chosen.root if in_place else (Path(into) if into else None),
-        replace=in_place,
-        category=FILE_SETS[file_set],
-        accept_earlier=accept_earlier,
-    )
-    loaded, plan, target = prepared.loaded, prepared.plan, prepared.target
-    first: Tier = loaded.sources[plan.last.id][0]
-    members = read_members(
-        source_of(
-            first.storage,
-            plan.last,
-            chunk_bytes=settings.pipeline.chunk_bytes,
-            keyring=first.keyring,
-        )
-    )
-    changes = tuple(plan_changes(members, target, where=f"backup {plan.last.id}"))
-    counts = {a: sum(1 for _p, act in changes if act == a) for a in ("create", "replace")}
-    logger.info(
-        "restore %s (%s) into %s: %d to create, %d to replace",
-        file_set,
-        iso(plan.restore_point),
-        target,
-        counts["create"],
-        counts["replace"],
-    )
-    if dry_run:
-        return FilesRestoreReport(plan, target, changes, loaded.problems, None)
     try:
-        outcome = finish_restore(
-            prepared,
+        logger = run_logger()
+        if in_place and into is not None:
+            raise ParameterError("give into or in_place, not both.")
+        if into is not None:
+            check_restore_target(Path(into), settings, "into")
+        target_time = check_target_time(target_time, settings.timezone, flow_start)
+        log = BackupLog(settings.backup_log)
+        if not dry_run:
+            log.check_writable()
+        chosen = getattr(settings.files, file_set)
+        engine = FileSetEngine(file_set, chosen, staging_dir=settings.staging_dir)
+        steps = PrefectSteps()
+        prepared = prepare_restore(
+            engine,
+            tiers_for(settings, source),
+            file_set,
             steps,
-            chunk_bytes=settings.pipeline.chunk_bytes,
-            progress=current_progress(),
-            started=started,
-        ).outcome
-        assert outcome is not None
-    except BackupflowError as exc:
-        log_event(log, "restore-files", "failed", set=file_set, target=str(target), error=str(exc))
-        raise
-    hook = None
-    if in_place and run_post_restore_hook and settings.files.post_restore_hook:
-        hook = run_configured_hook(settings)
+            target_time=target_time,
+            into=chosen.root if in_place else (Path(into) if into else None),
+            replace=in_place,
+            category=FILE_SETS[file_set],
+            accept_earlier=accept_earlier,
+        )
+        loaded, plan, target = prepared.loaded, prepared.plan, prepared.target
+        first: Tier = loaded.sources[plan.last.id][0]
+        members = read_members(
+            source_of(
+                first.storage,
+                plan.last,
+                chunk_bytes=settings.pipeline.chunk_bytes,
+                keyring=first.keyring,
+            )
+        )
+        changes = tuple(plan_changes(members, target, where=f"backup {plan.last.id}"))
+        counts = {a: sum(1 for _p, act in changes if act == a) for a in ("create", "replace")}
         logger.info(
-            "post-restore command %s exited %d: %s", hook.command, hook.returncode, hook.output
+            "restore %s (%s) into %s: %d to create, %d to replace",
+            file_set,
+            iso(plan.restore_point),
+            target,
+            counts["create"],
+            counts["replace"],
         )
+        if dry_run:
+            return FilesRestoreReport(plan, target, changes, loaded.problems, None)
+        try:
+            outcome = finish_restore(
+                prepared,
+                steps,
+                chunk_bytes=settings.pipeline.chunk_bytes,
+                progress=current_progress(),
+                started=started,
+            ).outcome
+            assert outcome is not None
+        except BackupflowError as exc:
+            log_event(
+                log, "restore-files", "failed", set=file_set, target=str(target), error=str(exc)
+            )
+            raise
+        hook = None
+        if in_place and run_post_restore_hook and settings.files.post_restore_hook:
+            hook = run_configured_hook(settings)
+            logger.info(
+                "post-restore command %s exited %d: %s", hook.command, hook.returncode, hook.output
+            )
 
-    def row(when: Callable[[datetime], str]) -> dict[str, Any]:
-        """Result, RTO, RPO, the requested target and the restore point first; chain last."""
-        assert outcome is not None
-        return {
-            "result": "restored and verified"
-            if hook is None or hook.ok
-            else "restored, post-restore command failed",
-            "rto_seconds": round(recovery_time(started, outcome.finished_at).total_seconds(), 2),
-            "rpo_seconds": round(
-                recovery_point(plan.restore_point, plan.requested, started).total_seconds(), 2
-            ),
-            "requested": when(plan.requested) if plan.requested else "latest",
-            "restore_point": when(plan.restore_point),
-            "set": file_set,
-            "target": str(target),
-            "created": counts["create"],
-            "replaced": counts["replace"],
-            "kept_aside": ", ".join(str(p) for p in outcome.kept_aside) or EMPTY,
-            "tiers_used": ", ".join(sorted(set(outcome.tiers_used.values()))) or EMPTY,
-            "hook": f"exit {hook.returncode}" if hook else EMPTY,
-            "chain": short_chain([m.id for m in plan.manifests]),
-        }
+        def row(when: Callable[[datetime], str]) -> dict[str, Any]:
+            """Result, RTO, RPO, the requested target and the restore point first; chain last."""
+            assert outcome is not None
+            return {
+                "result": "restored and verified"
+                if hook is None or hook.ok
+                else "restored, post-restore command failed",
+                "rto_seconds": round(
+                    recovery_time(started, outcome.finished_at).total_seconds(), 2
+                ),
+                "rpo_seconds": round(
+                    recovery_point(plan.restore_point, plan.requested, started).total_seconds(), 2
+                ),
+                "requested": when(plan.requested) if plan.requested else "latest",
+                "restore_point": when(plan.restore_point),
+                "set": file_set,
+                "target": str(target),
+                "created": counts["create"],
+                "replaced": counts["replace"],
+                "kept_aside": ", ".join(str(p) for p in outcome.kept_aside) or EMPTY,
+                "tiers_used": ", ".join(sorted(set(outcome.tiers_used.values()))) or EMPTY,
+                "hook": f"exit {hook.returncode}" if hook else EMPTY,
+                "chain": short_chain([m.id for m in plan.manifests]),
+            }
 
-    summary = row(iso)
-    log_event(
-        log,
-        "restore-files",
-        "completed" if hook is None or hook.ok else "hook-failed",
-        hook_output=hook.output if hook else None,
-        **summary,
-    )
-    table_artifact(
-        key=artifact_key("restore", file_set),
-        table=[row(lambda moment: local_and_utc(moment, settings.timezone))],
-        description=f"Latest {file_set} restore",
-    )
-    if hook is not None and not hook.ok:
-        raise EngineError(
-            f"the {file_set} files were restored into {target}, but the post-restore command "
-            f"{' '.join(hook.command)} failed with exit code {hook.returncode}: "
-            f"{hook.output.strip()[-300:]}"
+        summary = row(iso)
+        log_event(
+            log,
+            "restore-files",
+            "completed" if hook is None or hook.ok else "hook-failed",
+            hook_output=hook.output if hook else None,
+            **summary,
         )
-    return FilesRestoreReport(
-        plan, target, changes, loaded.problems + outcome.problems, outcome, hook
-    )
+        shown = row(lambda moment: local_and_utc(moment, settings.timezone))
+        prepend_history(
+            artifact_key("restore", file_set),
+            {"result": shown.pop("result"), "reason": EMPTY, **shown},
+            f"Restores of the {file_set} files, newest first",
+        )
+        if hook is not None and not hook.ok:
+            raise EngineError(
+                f"the {file_set} files were restored into {target}, but the post-restore command "
+                f"{' '.join(hook.command)} failed with exit code {hook.returncode}: "
+                f"{hook.output.strip()[-300:]}"
+            )
+        return FilesRestoreReport(
+            plan, target, changes, loaded.problems + outcome.problems, outcome, hook
+        )
+    except BackupflowError as exc:
+        if not dry_run:
+            prepend_history(
+                artifact_key("restore", file_set),
+                {**failed_row(exc, target_time, settings.timezone, into), "set": file_set},
+                f"Restores of the {file_set} files, newest first",
+            )
+        raise

@@ -242,8 +242,14 @@ def test_a_restore_to_a_past_time_reports_rto_and_rpo_as_defined(
     assert run.name == f"restore-database-to-{target:%Y-%m-%dT%H:%M}+09:00"
     artifact = Artifact.get("restore-gantt")
     assert artifact is not None
-    [row] = json.loads(str(artifact.data))
-    assert list(row)[:5] == ["result", "rto_seconds", "rpo_seconds", "requested", "restore_point"]
+    # The history, newest first: this restore, then the refused one with its reason.
+    row, refused = json.loads(str(artifact.data))[:2]
+    assert refused["result"] == "failed" and list(refused)[:2] == ["result", "reason"]
+    assert "lies after every backup of gantt" in refused["reason"]
+    assert "\n" not in refused["reason"] and len(refused["reason"]) <= 240
+    assert list(row)[:6] == [
+        "result", "reason", "rto_seconds", "rpo_seconds", "requested", "restore_point",
+    ]  # fmt: skip
     assert list(row)[-1] == "chain" and row["chain"] == f"{full.id} (1 backup)"
     assert row["result"] == "restored and verified"
     assert row["rpo_seconds"] == 1.5
