@@ -178,7 +178,14 @@ def catalog_cmd(
     else:
         table = Table(title=f"Backups of {settings.database.name}")
         for column in rows[0] if rows else ("id", "tiers"):
-            table.add_column(column.replace("_", " "))
+            # Ids, times and sizes are copied from here: never cut or wrapped.
+            longest = max((len(str(row[column])) + 2 for row in rows), default=0)
+            keep = column in ("id", "parent", "restore_point")
+            table.add_column(
+                column.replace("_", " "),
+                no_wrap=keep,
+                min_width=min(longest, 64) if keep else None,
+            )
         for row in rows:
             table.add_row(*(f"{v:,}" if isinstance(v, int) else str(v) for v in row.values()))
         console.print(table)

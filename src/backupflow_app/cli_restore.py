@@ -188,7 +188,10 @@ def restore_database_cmd(
     ] = SourceChoice.AUTO,
     database: Annotated[
         str | None,
-        typer.Option("--database", help="Which database (default: the configured DB_NAME)."),
+        typer.Option(
+            "--database",
+            help="Which database (default: the configured one, BACKUPFLOW_DATABASE__NAME).",
+        ),
     ] = None,
     accept_earlier: Annotated[
         bool,

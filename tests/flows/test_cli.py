@@ -358,3 +358,20 @@ def test_adopt_refuses_an_unsigned_backup_whose_object_does_not_match(
     _flow_error(refused, EXIT_FAILED, "were not adopted", "does not match its recorded SHA-256")
     for manifest in tmp_path.rglob("*.manifest.json"):
         assert json.loads(manifest.read_text())["format_version"] == 1  # left as it was
+
+
+def test_the_catalog_table_never_cuts_an_id(run: Run, tmp_path: Path) -> None:
+    """A full, a differential and a log backup: every id (and parent id) is printed whole,
+    on one line, so it can be copied from the table."""
+    _seed(tmp_path / "app" / "gantt.db")
+    for kind in ("full", "diff", "log"):
+        assert run("backup", "database", "--type", kind).returncode == 0
+    table = run("catalog")
+    assert table.returncode == 0, table.stderr
+    backups = json.loads(run("catalog", "--json").stdout)["backups"]
+    assert len(backups) == 3
+    for backup in backups:
+        line = next(line for line in table.stdout.splitlines() if backup["id"] in line)
+        assert backup["restore_point"] in line
+        if backup["parent"] != "-":
+            assert backup["parent"] in line
