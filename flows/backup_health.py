@@ -31,7 +31,7 @@ from backupflow.tiers import Holdings, TierState, locate
 from flows._notify import notify_on_cancellation, notify_on_crashed, notify_on_failure
 from flows._publish import markdown_artifact
 
-__all__ = ["StaleBackupsError", "backup_health"]
+__all__ = ["StaleBackupsError", "TierUnreachableError", "backup_health"]
 
 #: The database jobs (their schedules are ``settings.jobs.<job>``) and the kind each takes.
 DATABASE_JOBS: dict[str, BackupKind] = {
@@ -70,6 +70,11 @@ def _differential(settings: Settings) -> bool:
 
 class StaleBackupsError(BackupflowError):
     """A job's backups in some tier are stale, missing, broken or unreadable: RPO is at risk."""
+
+
+class TierUnreachableError(StaleBackupsError):
+    """Every finding is a tier that could not be read (unreachable or denied): the backups
+    may be fine, the tier is not."""
 
 
 def _hours(delta: timedelta | None) -> str:
@@ -214,5 +219,11 @@ def backup_health() -> list[HealthRow]:
             parts[0] += ": " + "; ".join(findings)
         if problems:
             parts.append(f"{len(problems)} manifest problem(s): " + "; ".join(problems[:5]))
-        raise StaleBackupsError(", and ".join(parts) + ".")
+        unread = {HealthState.UNREACHABLE, HealthState.DENIED}
+        only_tiers = not problems and all(
+            r.state in unread for r in rows if r.state is not HealthState.OK
+        )
+        raise (TierUnreachableError if only_tiers else StaleBackupsError)(
+            ", and ".join(parts) + "."
+        )
     return rows

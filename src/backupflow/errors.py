@@ -36,6 +36,7 @@ from datetime import datetime
 
 __all__ = [
     "BackupflowError",
+    "BackupsUnreadableError",
     "CatalogError",
     "ChainGapError",
     "ConfigError",
@@ -140,6 +141,11 @@ class RestorePlanError(BackupflowError):
 
 class NoBackupError(RestorePlanError):
     """No full backup exists at or before the target."""
+
+
+class BackupsUnreadableError(NoBackupError):
+    """No restore could be planned because a tier that may hold the backups could not be
+    read (unreachable or denied): not "there are no backups"."""
 
 
 class TargetInFutureError(RestorePlanError):

@@ -22,6 +22,7 @@ from backupflow.config import current_settings
 from backupflow.engines.base import BackupSource, Engine
 from backupflow.errors import (
     BackupflowError,
+    BackupsUnreadableError,
     IntegrityError,
     NoBackupError,
     RestoreTargetError,
@@ -157,6 +158,8 @@ def _with_problems(
             f" (and {len(skipped) - 3} more)" if len(skipped) > 3 else ""
         )
         message += f", and some backups were skipped: {shown}"
+    if unread and isinstance(exc, NoBackupError):
+        return BackupsUnreadableError(f"{message}.")
     return type(exc)(f"{message}.")
 
 

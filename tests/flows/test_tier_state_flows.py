@@ -10,7 +10,7 @@ import pytest
 from prefect.artifacts import Artifact
 
 from backupflow.config import FailoverSettings, Settings, use_settings
-from backupflow.errors import BackupflowError, NoBackupError
+from backupflow.errors import BackupflowError, BackupsUnreadableError, NoBackupError
 from backupflow.failover import FailoverError
 from backupflow.models import BackupKind
 from backupflow.objectives import HealthState
@@ -49,6 +49,9 @@ def test_restore_from_the_dr_tier_names_it_and_the_cause(dr_down: Settings) -> N
             restore_database(dry_run=True)
     _names_dr_and_cause(str(only_dr.value))
     _names_dr_and_cause(str(auto.value))
+    # the error says what happened: the backups could not be read, not "no backup"
+    assert type(only_dr.value) is BackupsUnreadableError
+    assert type(auto.value) is BackupsUnreadableError
     assert "no backups of gantt were found in tier(s) primary, secondary" in str(auto.value)
 
 
@@ -86,6 +89,8 @@ def test_health_shows_the_unreachable_tier_once_with_its_cause(
     with use_settings(dr_down), pytest.raises(StaleBackupsError) as raised:
         backup_health()
     message = str(raised.value)
+    # never backed-up file sets are findings too, so this is not only an unreachable tier
+    assert type(raised.value) is StaleBackupsError
     assert message.count("tier dr is unreachable") == 1 and REFUSED in message
     assert "config in primary: never backed up" in message and "(- old)" not in message
     health = Artifact.get("backup-health")
