@@ -14,7 +14,7 @@ import json
 import logging
 import re
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -97,6 +97,13 @@ def prepend_history(key: str, row: dict[str, Any], description: str) -> None:
     objects are dropped: the artifact is input like any other."""
     if not in_run():
         return
+    try:
+        _prepend(key, row, description)
+    except Exception as exc:  # the run's own outcome is what it reports
+        run_logger().warning("the history %s could not be updated: %s", key, exc)
+
+
+def _prepend(key: str, row: dict[str, Any], description: str) -> None:
     from prefect.artifacts import Artifact
 
     previous = cast(Artifact | None, Artifact.get(key))
@@ -115,10 +122,10 @@ def failed_row(
     exc: BaseException, requested: datetime | str | None, timezone: str, target: str | None
 ) -> dict[str, Any]:
     """A history row of a restore that failed: the result, then why, short."""
+    shown = str(requested)[:80] if requested else "latest"
     if isinstance(requested, datetime):
-        shown = local_and_utc(requested, timezone)
-    else:
-        shown = str(requested)[:80] if requested else "latest"
+        with suppress(OverflowError, ValueError):
+            shown = local_and_utc(requested, timezone)
     return {
         "result": "failed",
         "reason": short_reason(exc),

@@ -25,6 +25,7 @@ from backupflow.errors import BackupflowError, ParameterError
 from backupflow.models import TierName
 from backupflow.objectives import DrillResult, drill_result
 from backupflow.parameters import (
+    LocalTime,
     check_database_parameter,
     check_database_target,
     check_target_time,
@@ -79,7 +80,7 @@ class DrillReport:
 )
 def dr_drill(
     source: Source = "dr",
-    target_time: datetime | None = None,
+    target_time: LocalTime = None,
     scratch: str | None = None,
     keep: bool = False,
     database: str | None = None,

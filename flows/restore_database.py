@@ -12,6 +12,7 @@ from backupflow.config import Settings, current_settings
 from backupflow.engines import open_engine
 from backupflow.errors import BackupflowError
 from backupflow.parameters import (
+    LocalTime,
     check_database_parameter,
     check_database_target,
     check_target_time,
@@ -37,7 +38,7 @@ __all__ = ["RestoreReport", "restore_database"]
     on_cancellation=[notify_on_cancellation("recovery_owner")],
 )
 def restore_database(
-    target_time: datetime | None = None,
+    target_time: LocalTime = None,
     into: str | None = None,
     replace: bool = False,
     dry_run: bool = False,

@@ -18,7 +18,7 @@ from backupflow.filesets import FILE_SETS, FileSetName
 from backupflow.filesets.contents import HookResult, run_configured_hook
 from backupflow.filesets.engine import Change, FileSetEngine, plan_changes, read_members
 from backupflow.models import Manifest
-from backupflow.parameters import check_target_time
+from backupflow.parameters import LocalTime, check_target_time
 from backupflow.planning import RestorePlan
 from backupflow.progress import current_progress
 from backupflow.reporting import (
@@ -64,7 +64,7 @@ class FilesRestoreReport:
 )
 def restore_files(
     file_set: FileSetName = "config",
-    target_time: datetime | None = None,
+    target_time: LocalTime = None,
     into: str | None = None,
     in_place: bool = False,
     dry_run: bool = False,

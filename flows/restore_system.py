@@ -14,7 +14,7 @@ from backupflow.engines import open_engine
 from backupflow.errors import EngineError
 from backupflow.filesets.contents import run_configured_hook
 from backupflow.models import TierName
-from backupflow.parameters import check_target_time
+from backupflow.parameters import LocalTime, check_target_time
 from backupflow.reporting import (
     EMPTY,
     artifact_key,
@@ -80,7 +80,7 @@ class SystemRestore:
 )
 def restore_system(
     source: Source = "dr",
-    target_time: datetime | None = None,
+    target_time: LocalTime = None,
     replace: bool = False,
     dry_run: bool = False,
 ) -> SystemRestore:

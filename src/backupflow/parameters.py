@@ -22,8 +22,10 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 from zoneinfo import ZoneInfo
+
+from pydantic import WithJsonSchema
 
 from backupflow.config import Settings
 from backupflow.errors import ConfigError, ParameterError
@@ -35,6 +37,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "EARLIEST_YEAR",
+    "LocalTime",
     "Vocabulary",
     "check_database_parameter",
     "check_database_target",
@@ -42,6 +45,21 @@ __all__ = [
     "flag",
     "use_vocabulary",
     "vocabulary",
+]
+
+#: A flow's time parameter as the run form shows it: a text box, not Prefect's date-time
+#: picker (which fills in UTC: 18:12 typed in Seoul would be sent as 18:12Z).  The run form
+#: sends the text as typed; it is parsed as ISO-8601 (``2026-12-07 18:12``,
+#: ``2026-12-07T18:12:00+09:00``, ``...Z``), and a time without an offset is read in the
+#: settings' timezone by :func:`check_target_time`.
+LocalTime = Annotated[
+    datetime | None,
+    WithJsonSchema(
+        {
+            "anyOf": [{"type": "string"}, {"type": "null"}],
+            "examples": ["2026-12-07 18:12", "2026-12-07T18:12:00+09:00"],
+        }
+    ),
 ]
 
 Vocabulary = Literal["cli", "flow"]

@@ -197,3 +197,32 @@ def test_chains_are_shortened_to_first_last_and_count() -> None:
     assert short_chain(["a-full", "b-diff", "c-log", "d-log"]) == "a-full … d-log (4 backups)"
     assert short_chain(["a-full"]) == "a-full (1 backup)"
     assert short_chain([]) == "—"
+
+
+TIMED = [
+    "flows/restore_database.py:restore_database",
+    "flows/restore_files.py:restore_files",
+    "flows/restore_system.py:restore_system",
+    "flows/dr_drill.py:dr_drill",
+]
+
+
+@pytest.mark.parametrize("entrypoint", TIMED, ids=[e.rsplit(":", 1)[1] for e in TIMED])
+def test_the_run_form_reads_a_time_typed_in_seoul_as_seoul_time(
+    entrypoint: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The form shows a text box (no date-time picker, which would send 18:12 as 18:12Z), and
+    18:12 typed by an operator in Seoul restores to 09:12Z, as the help text says."""
+    from backupflow.parameters import check_target_time
+
+    flow = _flow(entrypoint, monkeypatch)
+    spec = parameter_schema(flow).model_dump()["properties"]["target_time"]
+    assert "format" not in str(spec) and {"type": "string"} in spec["anyOf"]
+    assert "timezone" in spec["description"]
+    # What the server does with the form's text before the flow runs, then the flow itself.
+    given = flow.validate_parameters({"target_time": "2026-12-07 18:12"})["target_time"]
+    now = datetime.fromisoformat("2026-12-08T00:00:00+00:00")
+    read = check_target_time(given, "Asia/Seoul", now)
+    assert read is not None
+    assert read.astimezone(UTC).isoformat() == "2026-12-07T09:12:00+00:00"
+    assert flow.validate_parameters({"target_time": None})["target_time"] is None
