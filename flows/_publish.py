@@ -30,6 +30,7 @@ __all__ = [
     "HISTORY_ROWS",
     "failed_row",
     "in_run",
+    "log_target",
     "markdown_artifact",
     "prepend_history",
     "publish_backup",
@@ -136,6 +137,14 @@ def failed_row(
         "target": (target or EMPTY)[:200],
         "failed_at": local_and_utc(datetime.now(UTC), timezone),
     }
+
+
+def log_target(target: datetime | None, timezone: str) -> None:
+    """The run's first line about its target: how ``target_time`` was read."""
+    if target is None:
+        run_logger().info("target_time: none given, so the latest state")
+    else:
+        run_logger().info("target_time read as %s", local_and_utc(target, timezone))
 
 
 def subflow(flow: Any, **parameters: Any) -> Any:

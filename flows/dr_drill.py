@@ -41,7 +41,14 @@ from backupflow.restore_run import finish_restore, prepare_restore
 from backupflow.series import databases, for_database
 from backupflow.storage import tiers_for
 from flows._notify import notify_on_cancellation, notify_on_crashed, notify_on_failure
-from flows._publish import markdown_artifact, run_logger, run_name, run_started, table_artifact
+from flows._publish import (
+    log_target,
+    markdown_artifact,
+    run_logger,
+    run_name,
+    run_started,
+    table_artifact,
+)
 from tasks.backuplog import log_event
 from tasks.steps import PrefectSteps
 
@@ -110,6 +117,7 @@ def dr_drill(
     try:
         # Parameters come from whoever starts the run: checked before anything is read.
         wanted = check_target_time(target_time, settings.timezone, flow_start)
+        log_target(wanted, settings.timezone)
         if scratch is not None and len(names) > 1:
             raise ParameterError(
                 "the settings name several databases, so give the database parameter with scratch."

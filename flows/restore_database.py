@@ -23,7 +23,7 @@ from backupflow.restore_run import RestoreReport, run_restore
 from backupflow.series import for_database
 from backupflow.storage import SourceName, tiers_for
 from flows._notify import notify_on_cancellation, notify_on_crashed, notify_on_failure
-from flows._publish import failed_row, prepend_history, run_name, run_started
+from flows._publish import failed_row, log_target, prepend_history, run_name, run_started
 from tasks.steps import PrefectSteps
 
 __all__ = ["RestoreReport", "restore_database"]
@@ -78,6 +78,7 @@ def restore_database(
         if checked is not None:
             settings = for_database(settings, checked)
         target_time = check_target_time(target_time, settings.timezone, flow_start)
+        log_target(target_time, settings.timezone)
         engine = open_engine(settings)
         chosen = None if into is None else check_database_target(into, engine, settings, "into")
         report = run_restore(

@@ -35,7 +35,14 @@ from backupflow.restore_run import finish_restore, prepare_restore
 from backupflow.storage import SourceName, Tier, tiers_for
 from backupflow.targets import check_restore_target
 from flows._notify import notify_on_cancellation, notify_on_crashed, notify_on_failure
-from flows._publish import failed_row, prepend_history, run_logger, run_name, run_started
+from flows._publish import (
+    failed_row,
+    log_target,
+    prepend_history,
+    run_logger,
+    run_name,
+    run_started,
+)
 from tasks.backuplog import log_event
 from tasks.steps import PrefectSteps
 
@@ -107,6 +114,7 @@ def restore_files(
         if into is not None:
             check_restore_target(Path(into), settings, "into")
         target_time = check_target_time(target_time, settings.timezone, flow_start)
+        log_target(target_time, settings.timezone)
         log = BackupLog(settings.backup_log)
         if not dry_run:
             log.check_writable()

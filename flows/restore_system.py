@@ -25,7 +25,7 @@ from backupflow.reporting import (
 )
 from backupflow.series import databases, for_database
 from flows._notify import notify_on_cancellation, notify_on_crashed, notify_on_failure
-from flows._publish import run_logger, run_name, run_started, subflow, table_artifact
+from flows._publish import log_target, run_logger, run_name, run_started, subflow, table_artifact
 from flows.restore_database import restore_database
 from flows.restore_files import restore_files
 
@@ -103,6 +103,7 @@ def restore_system(
     settings = current_settings()
     report = SystemRestore(started=run_started(flow_start), timezone=settings.timezone)
     target_time = check_target_time(target_time, settings.timezone, flow_start)
+    log_target(target_time, settings.timezone)
     report.requested = target_time
     logger = run_logger()
     names, _skipped = databases(settings)

@@ -247,8 +247,12 @@ def restore_database_cmd(
         f"[green]restored[/green] {report.plan.database} to {iso(report.plan.restore_point)} "
         f"into {outcome.target} in {outcome.seconds:.2f} s from {used} (integrity check passed)."
     )
+    side = [a for a in outcome.kept_aside if str(a).endswith(("-wal", "-shm", "-journal"))]
     for aside in outcome.kept_aside:
-        console.print(f"the replaced file was kept as {aside}")
+        if aside not in side:
+            console.print(f"the replaced database was kept as {aside}")
+    if side:
+        console.print(f"with its side files {', '.join(str(a) for a in side)}")
 
 
 def _plan_table(database: str, rows: list[dict[str, Any]]) -> Table:

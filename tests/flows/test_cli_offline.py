@@ -132,6 +132,7 @@ def test_backup_and_restore_run_without_prefect(case: str, tmp_path: Path) -> No
         assert len(notes) == 1, done.stderr
         assert "Traceback" not in done.stderr
     assert "full backup" in backup.stdout and "restored gantt" in restored.stdout
+    assert "target_time: none given, so the latest state" in restored.stderr
     assert content_digest(live.parent / "r.db") == content_digest(live)
     events = [json.loads(line) for line in log.read_text().splitlines()]
     offline = [e for e in events if e["event"] == "run-without-prefect"]
