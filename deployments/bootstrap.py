@@ -121,8 +121,11 @@ async def _block_ids(client: Any, names: list[str]) -> tuple[list[UUID], list[st
 
 
 async def ensure_automation(settings: Settings) -> str:
-    """Create or update the automation that notifies the owners' blocks of every Failed or
-    Crashed backupflow run; a sentence saying what was done (or why nothing was)."""
+    """Create or update the automation that tells the owners' blocks of every Crashed
+    backupflow run (a killed process runs no hook; Failed and Cancelled runs tell their
+    owner from their own hooks, so every failure is told exactly once); a sentence saying
+    what was done.  Without any notification block an automation left from before is
+    removed; a block the settings name that does not exist is a :class:`ConfigError`."""
     from prefect.automations import Automation
     from prefect.events.actions import SendNotification
     from prefect.events.schemas.automations import EventTrigger, Posture
@@ -136,22 +139,27 @@ async def ensure_automation(settings: Settings) -> str:
         }
     )
     if not names:
+        removed = await _remove_automation(Automation)
         return (
-            f"automation {AUTOMATION} skipped: no owner has a notification block (set "
-            "BACKUPFLOW_OWNERS__<ROLE>__NOTIFICATION_BLOCK, then run the bootstrap again)"
+            f"automation {AUTOMATION} {'removed' if removed else 'skipped'}: no owner has a "
+            "notification block (set BACKUPFLOW_OWNERS__<ROLE>__NOTIFICATION_BLOCK, then run "
+            "the bootstrap again)"
         )
     async with get_client() as client:
         ids, missing = await _block_ids(client, names)
     if missing:
-        return (
-            f"automation {AUTOMATION} skipped: there is no notification block "
-            f"{', '.join(missing)}; create it (prefect block create) and run the bootstrap again"
+        removed = await _remove_automation(Automation)
+        raise ConfigError(
+            f"there is no notification block {', '.join(missing)}: create it (prefect block "
+            "create) or fix BACKUPFLOW_OWNERS__<ROLE>__NOTIFICATION_BLOCK, then run the "
+            f"bootstrap again{'; the old automation was removed' if removed else ''}."
         )
     wanted = Automation(
         name=AUTOMATION,
-        description="Tell the backupflow owners about every Failed or Crashed run.",
+        description="Tell the backupflow owners about every Crashed run (Failed and Cancelled "
+        "runs tell them from their own hooks).",
         trigger=EventTrigger(
-            expect={"prefect.flow-run.Failed", "prefect.flow-run.Crashed"},
+            expect={"prefect.flow-run.Crashed"},
             match={"prefect.resource.id": "prefect.flow-run.*"},
             match_related={"prefect.resource.role": "flow", "prefect.resource.name": flow_names()},
             posture=Posture.Reactive,
@@ -174,6 +182,16 @@ async def ensure_automation(settings: Settings) -> str:
     wanted.id = existing.id
     await wanted.aupdate()
     return f"automation {AUTOMATION} updated ({len(ids)} notification block(s))"
+
+
+async def _remove_automation(automation: Any) -> bool:
+    """Delete the automation of an earlier bootstrap, if there is one."""
+    try:
+        existing = await automation.aread(name=AUTOMATION)
+    except ValueError:
+        return False
+    await existing.adelete()
+    return True
 
 
 async def _key_blocks(settings: Settings) -> list[str]:

@@ -1,11 +1,13 @@
 """Failure hooks: tell the role the seed makes responsible (a Prefect notification block).
 
-A flow lists :func:`notify_on_failure`, :func:`notify_on_crashed` and
-:func:`notify_on_cancellation` for its role.  A notification can never hide the failure
-itself, but it never fails silently either: when the role has no notification block, or
-when sending fails, a warning is logged to the run (the cause with every known secret
-masked) and the run gets a markdown artifact ``notification-<flow>`` saying who was told,
-or why nobody was.
+A flow lists :func:`notify_on_failure` and :func:`notify_on_cancellation` for its role.  A
+run that crashes (its process killed) cannot run a hook: the bootstrap's automation tells the
+owners of crashed runs, and only of those, so each failure is told exactly once.
+
+A notification can never hide the failure itself, but it never fails silently either: when
+the role has no notification block, or when sending fails, a warning is logged to the run
+(the cause with every known secret masked) and the run gets a markdown artifact
+``notification-<flow>`` saying who was told, or why nobody was.
 """
 
 from __future__ import annotations
@@ -22,8 +24,8 @@ __all__ = [
     "Role",
     "notify",
     "notify_on_cancellation",
-    "notify_on_crashed",
     "notify_on_failure",
+    "notify_recovered",
 ]
 
 Role = Literal["backup_administrator", "recovery_owner", "dr_lead"]
@@ -108,12 +110,39 @@ def _load_block(name: str) -> Any:
     raise ValueError(f"there is no notification block named {name!r}")
 
 
+def _told_before(state: Any) -> bool:
+    """Whether the run's error says its owners were already told of this very failure (a
+    health check finding the same failing pairs as the last one)."""
+    try:
+        error = state.result(raise_on_failure=False)
+    except Exception:
+        return False
+    return getattr(error, "notify", True) is False
+
+
+def notify_recovered(role: Role, what: str) -> bool:
+    """Tell ``role``, from inside a run, that what failed before is well again."""
+    from prefect.context import FlowRunContext
+
+    context = FlowRunContext.get()
+    if context is None:
+        return False
+
+    class _Recovered:
+        message = what
+
+    return notify(role, context.flow, context.flow_run, _Recovered(), "recovered")
+
+
 def notify(role: Role, flow: Any, flow_run: Any, state: Any, what: str) -> bool:
-    """Tell ``role`` that ``flow_run`` of ``flow`` ``what`` (failed, crashed, was cancelled);
-    True when a notification was sent.  Never raises."""
+    """Tell ``role`` that ``flow_run`` of ``flow`` ``what`` (failed, crashed, was cancelled,
+    recovered); True when a notification was sent.  Never raises."""
     logger = _run_logger(flow, flow_run)
     shown = _SHOWN[role]
     settings: Settings | None = None
+    if what == "failed" and _told_before(state):
+        logger.info(f"the {shown} is not told again: the same failure was reported before")
+        return False
     try:
         settings = current_settings()
         contact = getattr(settings.owners, role)
@@ -149,15 +178,6 @@ def notify_on_failure(role: Role) -> Any:
 
     def hook(flow: Any, flow_run: Any, state: Any) -> None:
         notify(role, flow, flow_run, state, "failed")
-
-    return hook
-
-
-def notify_on_crashed(role: Role) -> Any:
-    """An ``on_crashed`` hook (the process died or was killed) that notifies ``role``."""
-
-    def hook(flow: Any, flow_run: Any, state: Any) -> None:
-        notify(role, flow, flow_run, state, "crashed")
 
     return hook
 

@@ -12,7 +12,7 @@ from backupflow.engines import open_engine
 from backupflow.models import BackupKind, Manifest
 from backupflow.reporting import artifact_key
 from backupflow.storage import open_tiers
-from flows._notify import notify_on_cancellation, notify_on_crashed, notify_on_failure
+from flows._notify import notify_on_cancellation, notify_on_failure
 from flows._publish import markdown_artifact, publish_backup
 from flows._slots import slot
 from tasks.steps import PrefectSteps
@@ -36,7 +36,6 @@ def _publish_skipped(kind: BackupKind) -> Callable[[str, str], None]:
     flow_run_name="backup-database-{kind}",
     persist_result=False,
     on_failure=[notify_on_failure("backup_administrator")],
-    on_crashed=[notify_on_crashed("backup_administrator")],
     on_cancellation=[notify_on_cancellation("backup_administrator")],
 )
 def backup_database(kind: BackupKind = BackupKind.FULL) -> list[Manifest]:

@@ -10,7 +10,7 @@ from backupflow.filesets import FileSetName
 from backupflow.models import Manifest
 from backupflow.progress import current_progress
 from backupflow.storage import open_tiers
-from flows._notify import notify_on_cancellation, notify_on_crashed, notify_on_failure
+from flows._notify import notify_on_cancellation, notify_on_failure
 from flows._publish import publish_backup
 from tasks.steps import PrefectSteps
 
@@ -22,7 +22,6 @@ __all__ = ["backup_files"]
     flow_run_name="backup-files-{file_set}",
     persist_result=False,
     on_failure=[notify_on_failure("backup_administrator")],
-    on_crashed=[notify_on_crashed("backup_administrator")],
     on_cancellation=[notify_on_cancellation("backup_administrator")],
 )
 def backup_files(file_set: FileSetName = "config") -> Manifest:

@@ -5,7 +5,9 @@ never, stale or ok), worst first."""
 from __future__ import annotations
 
 import contextlib
+import json
 from datetime import UTC, datetime, timedelta
+from typing import cast
 from zoneinfo import ZoneInfo
 
 from prefect import flow
@@ -28,10 +30,14 @@ from backupflow.reporting import iso
 from backupflow.series import Series, all_series
 from backupflow.storage import Tier, open_tiers
 from backupflow.tiers import Holdings, TierState, locate
-from flows._notify import notify_on_cancellation, notify_on_crashed, notify_on_failure
-from flows._publish import markdown_artifact
+from flows._notify import (
+    notify_on_cancellation,
+    notify_on_failure,
+    notify_recovered,
+)
+from flows._publish import in_run, markdown_artifact, run_logger, table_artifact
 
-__all__ = ["StaleBackupsError", "TierUnreachableError", "backup_health"]
+__all__ = ["FINDINGS_KEY", "StaleBackupsError", "TierUnreachableError", "backup_health"]
 
 #: The database jobs (their schedules are ``settings.jobs.<job>``) and the kind each takes.
 DATABASE_JOBS: dict[str, BackupKind] = {
@@ -69,7 +75,68 @@ def _differential(settings: Settings) -> bool:
 
 
 class StaleBackupsError(BackupflowError):
-    """A job's backups in some tier are stale, missing, broken or unreadable: RPO is at risk."""
+    """A job's backups in some tier are stale, missing, broken or unreadable: RPO is at risk.
+
+    ``notify`` is False when the previous health check found the very same job/tier pairs
+    failing (the owners were told then): the run still fails, nobody is told again."""
+
+    notify: bool = True
+
+
+#: The failing pairs of the last health check (``job|tier|state``).
+FINDINGS_KEY = "backup-health-findings"
+
+
+def _finding_keys(rows: list[HealthRow], problems: list[str]) -> list[str]:
+    keys = {f"{r.job}|{r.tier}|{r.state.value}" for r in rows if r.state is not HealthState.OK}
+    return sorted(keys | ({"manifests|unreadable"} if problems else set()))
+
+
+def _previous_findings() -> list[str] | None:
+    """The last health check's failing pairs, or None when there is no record of one."""
+    from prefect.artifacts import Artifact
+
+    found = cast(Artifact | None, Artifact.get(FINDINGS_KEY))
+    if found is None or not found.data:
+        return None
+    try:
+        rows = json.loads(str(found.data)[: 1 << 20])
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(rows, list):
+        return None
+    return [str(r.get("finding")) for r in rows[:10_000] if isinstance(r, dict)]
+
+
+def _transition(rows: list[HealthRow], problems: list[str]) -> bool:
+    """Record this check's failing pairs; True when the owners are to be told of a failure
+    (the first failing check, or a pair that was not failing before).  A check that finds
+    everything well after one that did not tells the DR lead it recovered."""
+    if not in_run():
+        return True
+    findings = _finding_keys(rows, problems)
+    try:
+        previous = _previous_findings()
+        table_artifact(
+            key=FINDINGS_KEY,
+            table=[{"finding": f} for f in findings] or [{"finding": "none"}],
+            description="What the last health check found failing (job|tier|state)",
+        )
+    except Exception as exc:  # without the record, tell rather than stay quiet
+        run_logger().warning("the health findings could not be recorded: %s", exc)
+        return True
+    before = [f for f in previous or [] if f != "none"]
+    if not findings and before:
+        notify_recovered("dr_lead", f"every job/tier pair is ok again ({len(before)} were failing)")
+        return False
+    new = [f for f in findings if f not in before]
+    if findings and not new:
+        run_logger().info(
+            "the same %d job/tier pair(s) as the last health check are failing; the owners "
+            "were told then, so they are not told again",
+            len(findings),
+        )
+    return bool(new)
 
 
 class TierUnreachableError(StaleBackupsError):
@@ -165,7 +232,6 @@ def _table(rows: list[HealthRow], problems: list[str], now: datetime) -> str:
     flow_run_name=_run_name,
     persist_result=False,
     on_failure=[notify_on_failure("dr_lead")],
-    on_crashed=[notify_on_crashed("dr_lead")],
     on_cancellation=[notify_on_cancellation("dr_lead")],
 )
 def backup_health() -> list[HealthRow]:
@@ -212,6 +278,7 @@ def backup_health() -> list[HealthRow]:
         rows.sort(key=lambda r: (rank[r.state], r.job, r.tier))
     markdown_artifact(key="backup-health", markdown=_table(rows, problems, now))
     findings = health_summary(rows)
+    told = _transition(rows, problems)
     if findings or problems:
         bad = sum(1 for r in rows if r.state is not HealthState.OK)
         parts = [f"{bad} of {len(rows)} job/tier pair(s) need attention"]
@@ -223,7 +290,9 @@ def backup_health() -> list[HealthRow]:
         only_tiers = not problems and all(
             r.state in unread for r in rows if r.state is not HealthState.OK
         )
-        raise (TierUnreachableError if only_tiers else StaleBackupsError)(
+        error = (TierUnreachableError if only_tiers else StaleBackupsError)(
             ", and ".join(parts) + "."
         )
+        error.notify = told
+        raise error
     return rows

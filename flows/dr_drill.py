@@ -40,7 +40,7 @@ from backupflow.reporting import (
 from backupflow.restore_run import finish_restore, prepare_restore
 from backupflow.series import databases, for_database
 from backupflow.storage import tiers_for
-from flows._notify import notify_on_cancellation, notify_on_crashed, notify_on_failure
+from flows._notify import notify_on_cancellation, notify_on_failure
 from flows._publish import (
     log_target,
     markdown_artifact,
@@ -82,7 +82,6 @@ class DrillReport:
     flow_run_name=run_name("dr-drill", "source=dr", target=True),
     persist_result=False,
     on_failure=[notify_on_failure("dr_lead")],
-    on_crashed=[notify_on_crashed("dr_lead")],
     on_cancellation=[notify_on_cancellation("dr_lead")],
 )
 def dr_drill(

@@ -24,7 +24,7 @@ from backupflow.failover import (
 from backupflow.reporting import artifact_key, iso, local_and_utc
 from backupflow.restore_run import plan_restore
 from backupflow.storage import open_tier
-from flows._notify import notify_on_cancellation, notify_on_crashed, notify_on_failure
+from flows._notify import notify_on_cancellation, notify_on_failure
 from flows._publish import run_logger, run_name, run_timezone, subflow, table_artifact
 from flows.restore_system import restore_system
 from tasks.steps import PrefectSteps
@@ -78,7 +78,6 @@ def _preflight(settings: Settings, replace: bool) -> str:
     flow_run_name=run_name("failover", at_start=True),
     persist_result=False,
     on_failure=[notify_on_failure("dr_lead")],
-    on_crashed=[notify_on_crashed("dr_lead")],
     on_cancellation=[notify_on_cancellation("dr_lead")],
 )
 def failover(replace: bool = False, dry_run: bool = False) -> FailoverReport:

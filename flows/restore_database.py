@@ -22,7 +22,7 @@ from backupflow.reporting import EMPTY, artifact_key
 from backupflow.restore_run import RestoreReport, run_restore
 from backupflow.series import for_database
 from backupflow.storage import SourceName, tiers_for
-from flows._notify import notify_on_cancellation, notify_on_crashed, notify_on_failure
+from flows._notify import notify_on_cancellation, notify_on_failure
 from flows._publish import failed_row, log_target, prepend_history, run_name, run_started
 from tasks.steps import PrefectSteps
 
@@ -34,7 +34,6 @@ __all__ = ["RestoreReport", "restore_database"]
     flow_run_name=run_name("restore-database", "database", target=True),
     persist_result=False,
     on_failure=[notify_on_failure("recovery_owner")],
-    on_crashed=[notify_on_crashed("recovery_owner")],
     on_cancellation=[notify_on_cancellation("recovery_owner")],
 )
 def restore_database(

@@ -34,7 +34,7 @@ from backupflow.restore import RestoreOutcome
 from backupflow.restore_run import finish_restore, prepare_restore
 from backupflow.storage import SourceName, Tier, tiers_for
 from backupflow.targets import check_restore_target
-from flows._notify import notify_on_cancellation, notify_on_crashed, notify_on_failure
+from flows._notify import notify_on_cancellation, notify_on_failure
 from flows._publish import (
     failed_row,
     log_target,
@@ -66,7 +66,6 @@ class FilesRestoreReport:
     flow_run_name=run_name("restore-files", "file_set=config", target=True),
     persist_result=False,
     on_failure=[notify_on_failure("recovery_owner")],
-    on_crashed=[notify_on_crashed("recovery_owner")],
     on_cancellation=[notify_on_cancellation("recovery_owner")],
 )
 def restore_files(

@@ -24,7 +24,7 @@ from backupflow.reporting import (
     short_chain,
 )
 from backupflow.series import databases, for_database
-from flows._notify import notify_on_cancellation, notify_on_crashed, notify_on_failure
+from flows._notify import notify_on_cancellation, notify_on_failure
 from flows._publish import log_target, run_logger, run_name, run_started, subflow, table_artifact
 from flows.restore_database import restore_database
 from flows.restore_files import restore_files
@@ -75,7 +75,6 @@ class SystemRestore:
     flow_run_name=run_name("restore-system", "source=dr", target=True),
     persist_result=False,
     on_failure=[notify_on_failure("recovery_owner")],
-    on_crashed=[notify_on_crashed("recovery_owner")],
     on_cancellation=[notify_on_cancellation("recovery_owner")],
 )
 def restore_system(

@@ -19,7 +19,7 @@ from backupflow.verify import (
     sample_window,
     verify,
 )
-from flows._notify import notify_on_cancellation, notify_on_crashed, notify_on_failure
+from flows._notify import notify_on_cancellation, notify_on_failure
 from flows._publish import run_logger, run_name, table_artifact
 
 __all__ = ["verify_backups"]
@@ -30,7 +30,6 @@ __all__ = ["verify_backups"]
     flow_run_name=run_name("verify-backups", at_start=True),
     persist_result=False,
     on_failure=[notify_on_failure("backup_administrator")],
-    on_crashed=[notify_on_crashed("backup_administrator")],
     on_cancellation=[notify_on_cancellation("backup_administrator")],
 )
 def verify_backups(read_data_percent: float | None = None) -> VerifyReport:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -22,8 +23,10 @@ from prefect.logging.handlers import APILogWorker
 from prefect.states import State
 
 from backupflow.config import Contact, OwnersSettings, Settings, use_settings
-from backupflow.errors import NoBackupError
+from backupflow.errors import ConfigError, NoBackupError
+from backupflow.models import BackupKind
 from deployments.bootstrap import AUTOMATION, ensure_automation
+from flows.backup_database import backup_database
 from flows.restore_database import restore_database
 
 TOKEN = "tok-5ecret-value-9f3"
@@ -142,7 +145,7 @@ def test_a_working_block_tells_the_owner_by_its_plain_name(
     assert "was told that this run failed" in _note()
 
 
-def test_every_notifying_flow_also_notifies_crashed_and_cancelled_runs(
+def test_every_notifying_flow_tells_of_cancelled_runs_and_leaves_crashes_to_the_automation(
     settings: Settings, webhook: tuple[str, list[dict[str, Any]]]
 ) -> None:
     import importlib
@@ -155,24 +158,11 @@ def test_every_notifying_flow_also_notifies_crashed_and_cancelled_runs(
         if not flow.on_failure_hooks:
             continue
         notifying.append(flow.name)
-        crashed = [h.__qualname__ for h in flow.on_crashed_hooks]
+        # A crash is told by the bootstrap's automation only: a hook too would tell twice.
+        assert not flow.on_crashed_hooks, flow.name
         cancelled = [h.__qualname__ for h in flow.on_cancellation_hooks]
-        assert crashed and all("notify_on_crashed" in h for h in crashed), flow.name
         assert cancelled and all("notify_on_cancellation" in h for h in cancelled), flow.name
     assert {"backup-database", "restore-database", "dr-drill", "failover"} <= set(notifying)
-    # The crashed hook tells the owner, in those words.
-    url, received = webhook
-    _block(f"{url}/ok", "owner-hook")
-    before = len(received)
-    hook = restore_database.on_crashed_hooks[0]
-
-    class Run:
-        name = "killed-run"
-
-    with use_settings(_owned(settings, "owner-hook")):
-        hook(restore_database, Run(), State(type="CRASHED", message="the worker was killed"))
-    (message,) = received[before:]
-    assert message["body"] == "restore-database run killed-run crashed: the worker was killed"
 
 
 def test_the_bootstrap_automation_notifies_failed_and_crashed_runs_idempotently(
@@ -180,8 +170,8 @@ def test_the_bootstrap_automation_notifies_failed_and_crashed_runs_idempotently(
 ) -> None:
     said = asyncio.run(ensure_automation(_owned(settings, None)))
     assert said.startswith(f"automation {AUTOMATION} skipped: no owner has a notification block")
-    said = asyncio.run(ensure_automation(_owned(settings, "no-such-block")))
-    assert "there is no notification block no-such-block" in said
+    with pytest.raises(ConfigError, match="there is no notification block no-such-block"):
+        asyncio.run(ensure_automation(_owned(settings, "no-such-block")))
     with pytest.raises(ValueError):
         Automation.read(name=AUTOMATION)  # skipping created nothing
 
@@ -196,10 +186,66 @@ def test_the_bootstrap_automation_notifies_failed_and_crashed_runs_idempotently(
 
     (automation,) = asyncio.run(named())
     trigger = automation.trigger
-    assert trigger.expect == {"prefect.flow-run.Failed", "prefect.flow-run.Crashed"}
+    assert trigger.expect == {"prefect.flow-run.Crashed"}  # Failed runs tell from their hooks
     related = trigger.match_related
     related = related[0] if isinstance(related, list) else related
     names = related["prefect.resource.name"]
     assert {"backup-database", "restore-database", "dr-drill", "restore-system"} <= set(names)
     assert [a.block_document_id for a in automation.actions] == [block_id]
     assert automation.enabled
+    # A renamed block: one sentence, and the stale automation is gone; no block: removed.
+    with pytest.raises(ConfigError, match="the old automation was removed"):
+        asyncio.run(ensure_automation(_owned(settings, "renamed-block")))
+    assert asyncio.run(named()) == []
+    assert asyncio.run(ensure_automation(owned)).endswith("created (1 notification block(s))")
+    assert "removed: no owner" in asyncio.run(ensure_automation(_owned(settings, None)))
+    assert asyncio.run(named()) == []
+
+
+def test_health_tells_the_dr_lead_once_per_outage_and_once_on_recovery(
+    settings: Settings, webhook: tuple[str, list[dict[str, Any]]], tmp_path: Path
+) -> None:
+    """Every job backed up, then the DR tier goes down for three health checks and comes
+    back: one message when it fails, none while the same pairs stay failing, one when all
+    is well again."""
+    from flows.backup_files import backup_files
+    from flows.backup_health import FINDINGS_KEY, StaleBackupsError, backup_health
+    from tests.integration.test_tier_state import with_dr_down
+    from tests.support.trees import make_api_tree
+
+    url, received = webhook
+    _block(f"{url}/ok", "health-lead")
+    api = make_api_tree(tmp_path / "api")
+    files = settings.files.model_copy(
+        update={
+            name: getattr(settings.files, name).model_copy(update={"root": api})
+            for name in ("config", "logs", "uploads")
+        }
+    )
+    healthy = _owned(settings, "health-lead").model_copy(update={"files": files})
+    live = healthy.database.sqlite_path
+    live.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(live)
+    with conn:
+        conn.execute("CREATE TABLE tasks (id INTEGER PRIMARY KEY, name TEXT)")
+    conn.close()
+    with use_settings(healthy):
+        for kind in (BackupKind.FULL, BackupKind.DIFF, BackupKind.LOG):
+            backup_database(kind=kind)
+        for name in ("config", "logs", "uploads"):
+            backup_files(file_set=name)
+        backup_health()  # all well: the baseline
+    start = len(received)
+    with use_settings(with_dr_down(healthy)):
+        for _check in range(3):
+            with pytest.raises(StaleBackupsError, match="tier dr is unreachable"):
+                backup_health()
+    down = received[start:]
+    assert len(down) == 1 and "backup-health" in down[0]["subject"]
+    assert "failed" in down[0]["subject"]
+    with use_settings(healthy):
+        backup_health()
+    back = received[start + 1 :]
+    assert len(back) == 1 and "recovered" in back[0]["subject"]
+    assert "every job/tier pair is ok again" in back[0]["body"]
+    assert Artifact.get(FINDINGS_KEY) is not None
