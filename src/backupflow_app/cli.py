@@ -39,10 +39,10 @@ from rich.markup import escape
 from rich.table import Table
 from typer._click.exceptions import NoArgsIsHelpError, UsageError
 
-from backupflow.errors import BackupflowError, ParameterError
+from backupflow.errors import BackupflowError, ConfigError, ParameterError
 from backupflow.models import BackupKind, Category
 from backupflow.parameters import use_vocabulary
-from backupflow.reporting import manifest_row
+from backupflow.reporting import local_and_utc, manifest_row
 from backupflow.storage import TIER_NAMES, TierName, open_tiers
 from backupflow.tiers import locate
 from backupflow_app.cli_common import (
@@ -53,6 +53,7 @@ from backupflow_app.cli_common import (
     debug,
     errors,
     flow_context,
+    prefect_unavailable,
     quiet_prefect_tracebacks,
     run_flow,
 )
@@ -204,6 +205,62 @@ app.command("replicate")(replicate_cmd)
 app.command("prune")(prune_cmd)
 app.command("adopt")(adopt_cmd)
 app.command("verify")(verify_cmd)
+
+
+@app.command("runs")
+def runs_cmd(
+    limit: Annotated[int, typer.Option("--limit", min=1, max=200, help="How many runs.")] = 20,
+    failed: Annotated[
+        bool, typer.Option("--failed", help="Only runs that failed, crashed or were cancelled.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """The latest backupflow runs on the Prefect API, newest first, each with why it ended
+    as it did (the state's message, in one line)."""
+    settings = cli_settings(for_flows=False)
+    reason = prefect_unavailable(settings.prefect_wait_seconds)
+    if reason is not None:
+        raise ConfigError(f"{reason}; the backup log ({settings.backup_log}) has every run.")
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+    )
+    from prefect.client.schemas.objects import StateType
+    from prefect.client.schemas.sorting import FlowRunSort
+
+    bad = [StateType.FAILED, StateType.CRASHED, StateType.CANCELLED]
+    wanted = (
+        FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(any_=bad)))
+        if failed
+        else None
+    )
+    with get_client(sync_client=True) as client:
+        found = client.read_flow_runs(
+            flow_run_filter=wanted, sort=FlowRunSort.START_TIME_DESC, limit=limit
+        )
+    rows = []
+    for run in found:
+        state = run.state
+        started = run.start_time or run.expected_start_time
+        rows.append(
+            {
+                "started": local_and_utc(started, settings.timezone) if started else "-",
+                "run": run.name,
+                "state": state.name if state else "-",
+                "why": one_line((state.message or "") if state else "")[:300],
+            }
+        )
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    table = Table(title="backupflow runs, newest first")
+    for column in ("started", "run", "state", "why"):
+        table.add_column(column, no_wrap=column != "why", overflow="fold")
+    for row in rows:
+        table.add_row(*row.values())
+    console.print(table)
 
 
 @config_app.command("show")

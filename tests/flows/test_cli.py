@@ -375,3 +375,19 @@ def test_the_catalog_table_never_cuts_an_id(run: Run, tmp_path: Path) -> None:
         assert backup["restore_point"] in line
         if backup["parent"] != "-":
             assert backup["parent"] in line
+
+
+def test_runs_shows_why_a_run_failed(run: Run, tmp_path: Path) -> None:
+    """`backupflow runs --failed`: the failed restore, newest first, with its reason."""
+    failed = run("restore", "database", "--latest", "--into", str(tmp_path / "app" / "x.db"))
+    assert failed.returncode != 0
+    shown = run("runs", "--failed", "--limit", "5")
+    assert shown.returncode == 0, shown.stderr
+    line = next(line for line in shown.stdout.splitlines() if "restore-database" in line)
+    assert "Failed" in line
+    rows = json.loads(run("runs", "--failed", "--json").stdout)
+    newest = next(r for r in rows if r["run"].startswith("restore-database"))
+    assert newest["state"] == "Failed" and "no backups of gantt" in newest["why"]
+    assert "+09:00" in newest["started"] and "UTC" in newest["started"]
+    gone = run("runs", extra={"PREFECT_API_URL": "http://127.0.0.1:9/api"})
+    _one_line_error(gone, EXIT_CONFIG, "cannot be reached", "backup log")
