@@ -166,11 +166,15 @@ def markdown_artifact(*, key: str, markdown: str, description: str | None = None
 
 def publish_backup(outcome: BackupOutcome) -> None:
     """The latest backup of a series, as a one-row table (before a missing tier fails the
-    run, so the UI shows where it was stored)."""
+    run, so the UI shows where it was stored); its restore point in the settings' timezone
+    and in UTC."""
     manifest = outcome.manifest
+    row = outcome.row()
+    # Read by an operator: in the settings' timezone, and in UTC.
+    row["restore_point"] = local_and_utc(manifest.restore_point, current_settings().timezone)
     table_artifact(
         key=artifact_key("backup", manifest.category.value, manifest.database, manifest.kind.value),
-        table=[outcome.row()],
+        table=[row],
         description=f"Latest {manifest.kind.value} backup of {manifest.category.value} "
         f"{manifest.database}",
     )

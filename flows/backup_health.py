@@ -26,7 +26,7 @@ from backupflow.objectives import (
     schedule_interval,
     wal_lag_rows,
 )
-from backupflow.reporting import iso
+from backupflow.reporting import iso, local_and_utc
 from backupflow.series import Series, all_series
 from backupflow.storage import Tier, open_tiers
 from backupflow.tiers import Holdings, TierState, locate
@@ -209,16 +209,16 @@ def _gap(holdings: Holdings, tier: Tier, kind: BackupKind | None) -> str | None:
     )
 
 
-def _table(rows: list[HealthRow], problems: list[str], now: datetime) -> str:
+def _table(rows: list[HealthRow], problems: list[str], now: datetime, timezone: str) -> str:
     lines = [
-        f"# Backup health at {iso(now)}",
+        f"# Backup health at {local_and_utc(now, timezone)}",
         "",
         "| state | job | tier | newest backup | age | allowed | detail |",
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     lines += [
         f"| {r.state.value if r.state is HealthState.OK else f'**{r.state.value}**'} | {r.job} "
-        f"| {r.tier} | {iso(r.newest) if r.newest else '—'} | "
+        f"| {r.tier} | {local_and_utc(r.newest, timezone) if r.newest else '—'} | "
         f"{'never' if r.state is HealthState.NEVER else _hours(r.age)} | {_hours(r.allowed)} "
         f"| {r.detail.replace('|', '/') or '—'} |"
         for r in rows
@@ -276,7 +276,7 @@ def backup_health() -> list[HealthRow]:
                 rows += wal_lag_rows(label, _newest_wal(tiers, series), tiers[0].name, tiers=states)
         rank = {state: i for i, state in enumerate(HealthState)}
         rows.sort(key=lambda r: (rank[r.state], r.job, r.tier))
-    markdown_artifact(key="backup-health", markdown=_table(rows, problems, now))
+    markdown_artifact(key="backup-health", markdown=_table(rows, problems, now, settings.timezone))
     findings = health_summary(rows)
     told = _transition(rows, problems)
     if findings or problems:

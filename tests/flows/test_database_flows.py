@@ -84,6 +84,7 @@ def test_full_diff_log_then_point_in_time_restore(settings: Settings, tmp_path: 
     artifact = Artifact.get("backup-database-gantt-log")
     assert artifact is not None
     assert json.loads(str(artifact.data))[0]["id"] == log.id
+    assert "+09:00 (" in json.loads(str(artifact.data))[0]["restore_point"]
     restored = Artifact.get("restore-gantt")
     assert restored is not None
     assert json.loads(str(restored.data))[0]["backups_applied"] == 3

@@ -154,6 +154,8 @@ def test_health_fails_when_jobs_are_stale_and_the_review_reports(settings: Setti
     assert health is not None
     text = str(health.data)
     assert "| ok | database_full | primary |" in text and "| **never** | config | primary |" in text
+    # read by an operator in Seoul: the settings' timezone first, then UTC
+    assert text.startswith("# Backup health at ") and "+09:00 (" in text.splitlines()[0]
     assert "(- old)" not in text
     assert "| database/full | 1 | 0 |" in markdown
     assert "database/gantt in dr:" in markdown
