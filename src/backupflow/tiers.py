@@ -16,7 +16,14 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Literal
 
-from backupflow.catalog import CONTENT_ROLE, Catalog, CatalogEntry, manifest_key, mark_key
+from backupflow.catalog import (
+    CONTENT_ROLE,
+    Catalog,
+    CatalogEntry,
+    condemned_prefix,
+    manifest_key,
+    mark_key,
+)
 from backupflow.errors import (
     BackupflowError,
     CatalogError,
@@ -255,9 +262,11 @@ def copy_backup(manifest: Manifest, source: Tier, dest: Tier, *, chunk_bytes: in
             f"backup {manifest.id} changed in tier {source.name} while it was copied; "
             "replicate again."
         )
+    marked = _marked(manifest, dest)
     for record in manifest.objects:
-        if record.role.startswith(CONTENT_ROLE):
-            _revive(manifest, record, source, dest, chunk_bytes=chunk_bytes)
+        mark = mark_key(manifest.category, manifest.database, record.key)
+        if record.role.startswith(CONTENT_ROLE) and mark in marked:
+            _revive(record, mark, source, dest, chunk_bytes=chunk_bytes)
         copy_object(
             source.storage,
             dest.storage,
@@ -268,18 +277,20 @@ def copy_backup(manifest: Manifest, source: Tier, dest: Tier, *, chunk_bytes: in
     Catalog(dest.storage, dest.keyring).copy_envelope(manifest, raw)
 
 
-def _revive(
-    manifest: Manifest, record: StoredObject, source: Tier, dest: Tier, *, chunk_bytes: int
-) -> None:
+def _marked(manifest: Manifest, dest: Tier) -> set[str]:
+    """The condemned marks in ``dest`` of the series a backup belongs to (one LIST, and
+    only for a backup that lists shared content)."""
+    if not any(obj.role.startswith(CONTENT_ROLE) for obj in manifest.objects):
+        return set()
+    prefix = condemned_prefix(manifest.category, manifest.database)
+    return {info.key for info in dest.storage.list(prefix)}
+
+
+def _revive(record: StoredObject, mark: str, source: Tier, dest: Tier, *, chunk_bytes: int) -> None:
     """Shared content that a prune of ``dest`` condemned (no manifest there listed it) is
     written again from ``source`` before a manifest listing it is copied, and its mark is
     removed: a prune deletes condemned content only if it was not written since, so the
     copied backup never loses it to a prune running meanwhile."""
-    mark = mark_key(manifest.category, manifest.database, record.key)
-    try:
-        dest.storage.stat(mark)
-    except ObjectNotFoundError:
-        return
     with suppress(ObjectNotFoundError):
         dest.storage.delete(record.key)
     copy_object(

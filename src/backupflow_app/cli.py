@@ -236,10 +236,18 @@ def runs_cmd(
         if failed
         else None
     )
-    with get_client(sync_client=True) as client:
-        found = client.read_flow_runs(
-            flow_run_filter=wanted, sort=FlowRunSort.START_TIME_DESC, limit=limit
-        )
+    import httpx
+
+    try:
+        with get_client(sync_client=True) as client:
+            found = client.read_flow_runs(
+                flow_run_filter=wanted, sort=FlowRunSort.START_TIME_DESC, limit=limit
+            )
+    except (httpx.HTTPError, RuntimeError) as exc:
+        raise ConfigError(
+            f"the Prefect API stopped answering ({type(exc).__name__}); the backup log "
+            f"({settings.backup_log}) has every run."
+        ) from None
     rows = []
     for run in found:
         state = run.state
