@@ -19,6 +19,7 @@ from prefect import Task, get_run_logger
 from prefect.cache_policies import NO_CACHE
 from prefect.context import FlowRunContext
 
+from backupflow.errors import ConfigError
 from backupflow.steps import Logger
 
 __all__ = ["PrefectSteps"]
@@ -35,9 +36,11 @@ class PrefectSteps:
             return logging.getLogger("backupflow")
         return get_run_logger()
 
-    def run(self, name: str, label: str, fn: Callable[[], T]) -> T:
+    def run(self, name: str, label: str, fn: Callable[[], T], *, hold: str | None = None) -> T:
         if FlowRunContext.get() is None:
             return fn()
+        if hold is not None:
+            return _holding(hold, lambda: self.run(name, label, fn))
 
         def step() -> T:
             return fn()
@@ -48,3 +51,21 @@ class PrefectSteps:
             step, name=name, task_run_name=label, cache_policy=NO_CACHE, persist_result=False
         )
         return runner()
+
+
+def _holding(limit: str, fn: Callable[[], T]) -> T:
+    """``fn()`` while holding one slot of the global concurrency limit ``limit``, strictly (a
+    limit the bootstrap never created is a one-sentence error, not a silent overlap)."""
+    from prefect.concurrency._asyncio import ConcurrencySlotAcquisitionError
+    from prefect.concurrency.sync import concurrency
+
+    try:
+        with concurrency(limit, occupy=1, strict=True):
+            return fn()
+    except ConcurrencySlotAcquisitionError as exc:
+        if "must be created" in str(exc):
+            raise ConfigError(
+                f"the global concurrency limit {limit!r} does not exist on the Prefect API; run "
+                "the bootstrap (python deployments/bootstrap.py) to create it."
+            ) from None
+        raise

@@ -136,6 +136,7 @@ def _store_on_tiers(
                     STORE,
                     f"compress-and-store-{job.backup_id}-{tier.name}",
                     partial(subject.store, tier, job, dump, codec, steps.logger),
+                    hold=settings.upload_limit(tier.name),
                 )
                 manifest = backup.build_manifest(
                     job, subject.engine, dump, objects, datetime.now(UTC), subject.notes()
@@ -146,6 +147,7 @@ def _store_on_tiers(
                     COPY,
                     f"copy-{this.id}-{source.name}-to-{tier.name}",
                     partial(_copy, this, source, tier, settings, steps.logger),
+                    hold=settings.upload_limit(tier.name),
                 )
             steps.run(
                 MANIFEST,

@@ -54,6 +54,14 @@ from pydantic_settings import (
 )
 
 from backupflow.errors import ConfigError
+from backupflow.fleetfile import (
+    FLEET_ENV_VAR,
+    RUN_SITE_ENV_VAR,
+    SITE_ENV_VAR,
+    check_site_name,
+    read_fleet_file,
+    site_values,
+)
 from backupflow.names import DATABASE_NAME_PATTERN, is_database_name
 
 __all__ = [
@@ -75,6 +83,7 @@ __all__ = [
     "TierSettings",
     "current_settings",
     "load_settings",
+    "secret_paths",
     "use_settings",
 ]
 
@@ -769,6 +778,46 @@ class _LegacyConfSource(PydanticBaseSettingsSource):
         return values
 
 
+class _FleetSource(PydanticBaseSettingsSource):
+    """A fleet site's values (``$BACKUPFLOW_FLEET``, site ``$BACKUPFLOW_SITE``), beneath the
+    host's environment and env-file (:mod:`backupflow.fleetfile`)."""
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False  # pragma: no cover - __call__ does the work
+
+    def __call__(self) -> dict[str, Any]:
+        path, site = os.environ.get(FLEET_ENV_VAR), os.environ.get(SITE_ENV_VAR)
+        if not path or not site:
+            return {}
+        check_site_name(site, SITE_ENV_VAR)
+        return site_values(
+            read_fleet_file(Path(path)),
+            site,
+            where=f"the fleet file {path}",
+            secret_paths=secret_paths(),
+            tier_urls={
+                name: tier.url
+                for name, tier in (
+                    ("primary", RepositorySettings().primary),
+                    ("secondary", RepositorySettings().secondary),
+                    ("dr", RepositorySettings().dr),
+                )
+            },
+        )
+
+
+def secret_paths(model: type[BaseModel] | None = None) -> list[tuple[str, ...]]:
+    """Every secret field of the settings, as a path of field names."""
+    found: list[tuple[str, ...]] = []
+    for name, field in (model or Settings).model_fields.items():
+        annotation = field.annotation
+        if annotation is SecretStr:
+            found.append((name,))
+        elif isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            found += [(name, *rest) for rest in secret_paths(annotation)]
+    return found
+
+
 class Settings(BaseSettings):
     """Every setting of backupflow; defaults reproduce the seed's strategy."""
 
@@ -848,6 +897,18 @@ class Settings(BaseSettings):
         description="Name of a Prefect global concurrency limit (created by the bootstrap) that "
         "every database backup holds, strictly: backups never overlap.",
     )
+    site: str | None = Field(
+        default=None,
+        description="The fleet site this host serves (set with BACKUPFLOW_FLEET, the fleet "
+        "file, which gives the site's settings beneath this host's own; docs/fleet.md). Unset: "
+        "a single installation.",
+    )
+    tier_upload_limit: str | None = Field(
+        default=None,
+        description="Prefix of the fleet-wide Prefect global concurrency limits "
+        "'<prefix>-<tier>' (created by the bootstrap) that every upload to a tier holds, so "
+        "the hourly storm of a fleet spreads instead of swamping a bucket. Unset: no limit.",
+    )
     prefect_wait_seconds: float = Field(
         default=30.0,
         ge=1.0,
@@ -870,6 +931,16 @@ class Settings(BaseSettings):
             if not item.is_absolute():
                 raise ValueError(f"{item} must be an absolute path")
         return value
+
+    def upload_limit(self, tier: str) -> str | None:
+        """The fleet-wide limit on concurrent uploads to ``tier`` (``<prefix>-<tier>``), if any."""
+        prefix = self.tier_upload_limit
+        return f"{prefix}-{tier}" if prefix else None
+
+    @field_validator("site")
+    @classmethod
+    def _site_name(cls, value: str | None) -> str | None:
+        return None if value is None else check_site_name(value, "the site")
 
     @field_validator("timezone")
     @classmethod
@@ -894,6 +965,7 @@ class Settings(BaseSettings):
             init_settings,
             env_settings,
             dotenv_settings,
+            _FleetSource(settings_cls),
             _LegacyConfSource(settings_cls, env_file),
             file_secret_settings,
         )
@@ -909,7 +981,7 @@ def load_settings(**overrides: Any) -> Settings:
     if env_file is not None:
         _check_env_file(Path(env_file))
     try:
-        return Settings(_env_file=env_file, **overrides)
+        settings = Settings(_env_file=env_file, **overrides)
     except SettingsError as exc:
         raise ConfigError(
             f"{_settings_error(exc)}; check the BACKUPFLOW_* variables and {CONFIG_ENV_VAR}."
@@ -927,10 +999,20 @@ def load_settings(**overrides: Any) -> Settings:
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(part) for part in first["loc"]) or "settings"
+        fleet, site = os.environ.get(FLEET_ENV_VAR), os.environ.get(SITE_ENV_VAR)
+        also = f", or site {site!r} in the fleet file {fleet}" if fleet and site else ""
         raise ConfigError(
             f"invalid setting {where}: {first['msg']}; check BACKUPFLOW_"
-            f"{where.upper().replace('.', '__')} or {CONFIG_ENV_VAR}."
+            f"{where.upper().replace('.', '__')} or {CONFIG_ENV_VAR}{also}."
         ) from None
+    wanted = os.environ.get(RUN_SITE_ENV_VAR)
+    if wanted and wanted != settings.site:
+        raise ConfigError(
+            f"this run is for the site {wanted!r} but this host serves "
+            f"{settings.site or 'no fleet site'!r} ({SITE_ENV_VAR}); its deployment's work "
+            "queue routes it to the wrong worker, so it was refused."
+        )
+    return settings
 
 
 _ENV_FILE_LIMIT = 1 << 20

@@ -60,9 +60,11 @@ class Steps(Protocol):
     @property
     def logger(self) -> Logger: ...
 
-    def run(self, name: str, label: str, fn: Callable[[], T]) -> T:
+    def run(self, name: str, label: str, fn: Callable[[], T], *, hold: str | None = None) -> T:
         """Run one step: ``name`` is the step (one of the constants above), ``label`` names
-        this occurrence (e.g. ``copy-<id>-primary-to-dr``)."""
+        this occurrence (e.g. ``copy-<id>-primary-to-dr``); ``hold`` names a fleet-wide
+        limit (a tier's uploads) the step holds one slot of while it runs, where the runner
+        has such limits (a Prefect flow run)."""
         ...
 
 
@@ -72,6 +74,6 @@ class DirectSteps:
 
     logger: Logger = field(default_factory=lambda: logging.getLogger("backupflow"))
 
-    def run(self, name: str, label: str, fn: Callable[[], T]) -> T:
-        del name, label
+    def run(self, name: str, label: str, fn: Callable[[], T], *, hold: str | None = None) -> T:
+        del name, label, hold  # no orchestrator, no fleet-wide limits: the host's lock serialises
         return fn()

@@ -57,6 +57,7 @@ from backupflow_app.cli_common import (
     quiet_prefect_tracebacks,
     run_flow,
 )
+from backupflow_app.cli_fleet import fleet_app, worker_cmd
 from backupflow_app.cli_keygen import key_init_cmd, key_resign_cmd, key_rotate_cmd
 from backupflow_app.cli_keys import key_app
 from backupflow_app.cli_options import one_line
@@ -96,6 +97,7 @@ app.add_typer(restore_app, name="restore")
 app.add_typer(config_app, name="config")
 app.add_typer(dr_app, name="dr")
 app.add_typer(key_app, name="key")
+app.add_typer(fleet_app, name="fleet")
 #: Defined on key_app in their own module; imported here so that they are registered.
 KEY_COMMANDS = (key_init_cmd, key_rotate_cmd, key_resign_cmd)
 
@@ -205,6 +207,7 @@ app.command("replicate")(replicate_cmd)
 app.command("prune")(prune_cmd)
 app.command("adopt")(adopt_cmd)
 app.command("verify")(verify_cmd)
+app.command("worker")(worker_cmd)
 
 
 @app.command("runs")

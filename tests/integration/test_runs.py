@@ -38,7 +38,7 @@ class Recording:
     labels: list[str] = field(default_factory=list)
     logger: logging.Logger = field(default_factory=lambda: logging.getLogger("test"))
 
-    def run(self, name: str, label: str, fn: Callable[[], T]) -> T:
+    def run(self, name: str, label: str, fn: Callable[[], T], *, hold: str | None = None) -> T:
         self.names.append(name)
         self.labels.append(label)
         return fn()
