@@ -3,8 +3,12 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# Every host installs the same versions: requirements.lock pins the runtime dependencies and
+# the dev extra of pyproject.toml, each with its hashes (CPython 3.11, Linux x86_64). Edit
+# pyproject.toml, run `make lock`, commit both. The lock tool is needed only to regenerate it.
+LOCK   := requirements.lock
 
-.PHONY: bootstrap tools pg-tools awscli bench demo serve test test-mssql lint typecheck clean
+.PHONY: bootstrap lock tools pg-tools awscli bench demo serve test test-mssql lint typecheck clean
 
 bootstrap: $(STAMP) tools
 
@@ -40,11 +44,27 @@ pg-tools:
 	  ($(APT_INSTALL) pgbackrest || sudo $(APT_INSTALL) pgbackrest) || \
 	  echo "warning: could not install Debian's pgbackrest; the bench's pgBackRest rows cannot run"
 
-$(STAMP): pyproject.toml
+# pip's hash-checking mode refuses anything unpinned or unhashed; the project itself goes in
+# editable (src/, flows/ and tasks/ import from the checkout) without resolving anything more.
+$(STAMP): pyproject.toml $(LOCK)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --require-hashes -r $(LOCK)
+	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
+
+# Regenerates $(LOCK) from pyproject.toml with uv (pinned here, in its own virtualenv), from
+# PyPI. The pins already in $(LOCK) are kept unless pyproject.toml needs others; to move
+# everything to the newest allowed: make lock LOCK_FLAGS=--upgrade (or
+# LOCK_FLAGS='--upgrade-package prefect'). Then make bootstrap, make test, commit both files.
+UV_VERSION := 0.13.8
+LOCK_FLAGS ?=
+lock:
+	test -x .venv-lock/bin/uv || ($(PYTHON) -m venv .venv-lock && \
+	  .venv-lock/bin/pip install --quiet uv==$(UV_VERSION))
+	.venv-lock/bin/uv pip compile pyproject.toml --extra dev --generate-hashes \
+	  --python-version 3.11 --python-platform x86_64-unknown-linux-gnu \
+	  --custom-compile-command 'make lock' --quiet $(LOCK_FLAGS) -o $(LOCK)
 
 demo: $(STAMP)
 	$(BIN)/backupflow demo
@@ -65,9 +85,10 @@ awscli:
 	@command -v aws >/dev/null 2>&1 || test -x .venv-awscli/bin/aws || \
 	  ($(PYTHON) -m venv .venv-awscli && .venv-awscli/bin/pip install --quiet awscli)
 
+# The API behind basic auth: the string in .prefect/api-auth (made on the first run) unless
+# PREFECT_API_AUTH_STRING is exported; deployments/serve.sh says how another shell uses it.
 serve: $(STAMP)
-	mkdir -p .prefect
-	deployments/serve.sh
+	@deployments/serve.sh
 
 # tests/integration/test_bench.py runs every bench scenario on small inputs (bench/run.py
 # --quick), so it needs what make bench needs.
@@ -89,4 +110,4 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .prefect
+	rm -rf $(VENV) .venv-lock .pytest_cache .mypy_cache .ruff_cache .prefect
