@@ -10,19 +10,16 @@ sentence names the parameter as the deployment user typed it.
 Messages deeper in the core (an engine refusing an existing target, a file set refusing a
 folder that is not empty) name an option too, and must name it as the caller gave it: a
 CLI flag (``--replace``) from the command line, a flow parameter (``replace=true``) from a
-deployment run.  :data:`vocabulary` says which; the CLI sets it to ``"cli"`` around the
-flows it runs (:func:`use_vocabulary`), and :func:`flag` spells an option in it.
+deployment run.  :mod:`backupflow.vocabulary` says which (:func:`flag`, :func:`use_vocabulary`,
+re-exported here).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
-from contextvars import ContextVar
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import TYPE_CHECKING, Annotated
 from zoneinfo import ZoneInfo
 
 from pydantic import WithJsonSchema
@@ -31,6 +28,7 @@ from backupflow.config import Settings
 from backupflow.errors import ConfigError, ParameterError
 from backupflow.names import check_database_name
 from backupflow.targets import check_restore_target
+from backupflow.vocabulary import Vocabulary, flag, use_vocabulary, vocabulary
 
 if TYPE_CHECKING:
     from backupflow.engines.base import Engine
@@ -61,37 +59,6 @@ LocalTime = Annotated[
         }
     ),
 ]
-
-Vocabulary = Literal["cli", "flow"]
-#: Whose words a message uses for an option: the CLI's flags or the flows' parameters.
-vocabulary: ContextVar[Vocabulary] = ContextVar("backupflow_vocabulary", default="flow")
-
-_SPELLINGS: dict[str, tuple[str, str]] = {
-    # option: (CLI flag, flow parameter)
-    "replace": ("--replace", "replace=true"),
-    "into": ("--into", "the into parameter"),
-    "latest": ("--latest", "target_time=None"),
-    "in_place": ("--in-place", "in_place=true"),
-    "accept_earlier": ("--accept-earlier", "accept_earlier=true"),
-}
-
-
-def flag(option: str) -> str:
-    """``option`` (replace, into, latest, in_place, accept_earlier) as the caller gives
-    it: ``--replace`` from the CLI, ``replace=true`` from a flow run."""
-    cli, parameter = _SPELLINGS[option]
-    return cli if vocabulary.get() == "cli" else parameter
-
-
-@contextmanager
-def use_vocabulary(words: Vocabulary) -> Iterator[None]:
-    """Messages raised inside name options in ``words``."""
-    token = vocabulary.set(words)
-    try:
-        yield
-    finally:
-        vocabulary.reset(token)
-
 
 #: No backup of this system predates it; an earlier target time is a typo.
 EARLIEST_YEAR = 2000

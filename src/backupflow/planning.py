@@ -13,7 +13,7 @@ from typing import Generic, Literal, Protocol, TypeVar
 
 from backupflow.errors import ChainGapError, NoBackupError, TargetInFutureError
 from backupflow.models import BackupKind, Manifest, iso, utc
-from backupflow.parameters import flag
+from backupflow.vocabulary import flag
 
 __all__ = [
     "Backup",

@@ -33,11 +33,11 @@ from backupflow.fsutil import make_dirs
 from backupflow.leftovers import remove_dead_scratch
 from backupflow.locks import target_lock
 from backupflow.models import Category, Manifest, compact, iso, utc
-from backupflow.parameters import flag
 from backupflow.pipeline import open_verified
 from backupflow.planning import RestorePlan
 from backupflow.storage import Tier
 from backupflow.tiers import Holdings, TierState, locate
+from backupflow.vocabulary import flag
 
 __all__ = [
     "LoadedPlan",

@@ -26,7 +26,6 @@ from backupflow.backuplog import BackupLog
 from backupflow.engines.base import Engine
 from backupflow.errors import BackupflowError, TargetNotReachedError
 from backupflow.models import Category, Manifest
-from backupflow.parameters import flag
 from backupflow.planning import RestorePlan
 from backupflow.progress import Progress
 from backupflow.reporting import (
@@ -41,6 +40,7 @@ from backupflow.restore import LoadedPlan, RestoreOutcome, execute_restore, load
 from backupflow.restore import resolve_target as _resolve_target
 from backupflow.steps import LOG, PLAN, RESTORE, Logger, Steps
 from backupflow.storage import Tier
+from backupflow.vocabulary import flag
 
 __all__ = [
     "PreparedRestore",

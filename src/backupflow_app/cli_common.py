@@ -17,8 +17,8 @@ from rich.progress import DownloadColumn, Progress, TransferSpeedColumn
 
 from backupflow.config import CONFIG_ENV_VAR, Settings, load_settings, use_settings
 from backupflow.errors import BackupflowError, ConfigError, ParameterError
-from backupflow.parameters import use_vocabulary
 from backupflow.progress import report_progress
+from backupflow.vocabulary import use_vocabulary
 from backupflow_app.cli_options import check_config_file, check_places, parse_target_time
 
 __all__ = [

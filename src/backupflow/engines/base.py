@@ -22,8 +22,8 @@ from backupflow.catalog import CatalogEntry
 from backupflow.errors import CatalogError, ConfigError, RestoreTargetError
 from backupflow.fsutil import free_bytes, matching_entries, readable_size
 from backupflow.models import BackupKind, Manifest, StoredObject
-from backupflow.parameters import flag
 from backupflow.planning import RestorePlan, plan_restore
+from backupflow.vocabulary import flag
 
 __all__ = [
     "BackupSource",

@@ -55,7 +55,7 @@ from backupflow.fsutil import (
     readable_size,
 )
 from backupflow.models import BackupKind, Manifest, compact
-from backupflow.parameters import flag
+from backupflow.vocabulary import flag
 
 __all__ = ["SqliteEngine"]
 

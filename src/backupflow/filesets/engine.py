@@ -47,8 +47,8 @@ from backupflow.filesets.undo import DIR_FLAGS, dir_modes, install_in_place, ope
 from backupflow.filesets.unpack import extract_tar, fetch_contents
 from backupflow.fsutil import ensure_private_dir, matching_entries
 from backupflow.models import BackupKind
-from backupflow.parameters import flag
 from backupflow.safepaths import DiskView, TreeBuilder, check_tree, open_dir_at
+from backupflow.vocabulary import flag
 
 __all__ = [
     "Change",

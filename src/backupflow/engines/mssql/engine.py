@@ -56,8 +56,8 @@ from backupflow.errors import (
 )
 from backupflow.models import BackupKind, Manifest
 from backupflow.names import check_database_name
-from backupflow.parameters import flag
 from backupflow.planning import RestorePlan
+from backupflow.vocabulary import flag
 
 __all__ = ["SqlServerEngine"]
 

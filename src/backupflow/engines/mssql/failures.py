@@ -29,7 +29,7 @@ from backupflow.errors import (
     RestoreTargetError,
 )
 from backupflow.models import Manifest
-from backupflow.parameters import flag
+from backupflow.vocabulary import flag
 
 __all__ = ["is_consistency_error", "refuse_replace", "restore_failed", "run_swap", "tail_failed"]
 

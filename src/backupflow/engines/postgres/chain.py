@@ -41,8 +41,8 @@ from backupflow.engines.postgres.walnames import (
 )
 from backupflow.errors import CatalogError, ChainGapError, NoBackupError, TargetInFutureError
 from backupflow.models import BackupKind, Manifest, iso, utc
-from backupflow.parameters import flag
 from backupflow.planning import PlanStep, RestorePlan
+from backupflow.vocabulary import flag
 
 if TYPE_CHECKING:
     from backupflow.engines.base import ChainCatalog

@@ -25,7 +25,7 @@ from pathlib import Path
 from backupflow.engines.base import Installed
 from backupflow.engines.postgres.server import Programs, postmaster_pid, stop_postmaster
 from backupflow.errors import EngineError, RestoreTargetError
-from backupflow.parameters import flag
+from backupflow.vocabulary import flag
 
 __all__ = ["check_target", "install", "old_options"]
 

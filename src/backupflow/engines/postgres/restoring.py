@@ -43,7 +43,7 @@ from backupflow.engines.postgres.server import Copy, last_error_line
 from backupflow.engines.postgres.walnames import parse_wal_path
 from backupflow.errors import ChainGapError, EngineError, IntegrityError, TargetNotReachedError
 from backupflow.models import BackupKind, Manifest, StoredObject
-from backupflow.parameters import flag
+from backupflow.vocabulary import flag
 
 __all__ = [
     "Recovery",
