@@ -6,8 +6,11 @@ structural check of what the issue asked for: the bootstrap runs, both buckets a
 (DR with Object Lock), the Prefect server's database is on a volume, restart policies and
 health checks, start-up order by conditions, SQL Server's non-root user owns its backup
 folder, the database exists on a fresh server, a `.dockerignore`, and every file a compose
-file or the Dockerfile names exists.  Where Docker runs, `docker compose -f docker/compose.yaml
-config` is the stronger check.
+file or the Dockerfile names exists.  Issue 25 adds: the Prefect API behind basic auth in
+every compose file that runs a server (the secret only from a variable), the fleet's file
+(docker/compose.fleet.yaml: one worker per site on its own queue, env-file and volumes), and
+an image installed from requirements.lock in pip's hash-checking mode.  Where Docker runs,
+`docker compose -f docker/compose.yaml config` is the stronger check.
 """
 
 from __future__ import annotations
@@ -25,7 +28,11 @@ from backupflow.settings_doc import env_name, rows
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKER = ROOT / "docker"
-COMPOSE_FILES = [DOCKER / "compose.yaml", DOCKER / "compose.test.yaml"]
+COMPOSE_FILES = [
+    DOCKER / "compose.yaml",
+    DOCKER / "compose.test.yaml",
+    DOCKER / "compose.fleet.yaml",
+]
 
 #: Top-level and service keys of the compose specification (the ones a typo would miss).
 TOP_LEVEL = {"name", "services", "volumes", "networks", "configs", "secrets", "include"}
@@ -276,3 +283,157 @@ def test_the_build_context_leaves_out_the_virtualenv_and_caches() -> None:
     for source in copied:
         assert (ROOT / source).exists(), f"the Dockerfile copies a missing {source}"
         assert source not in ignored, f".dockerignore drops {source}, which the image needs"
+
+
+# --- issue 25: the API behind basic auth, the fleet, the image from the lock -----------------
+
+#: The compose files that run a Prefect server, and so its clients.
+SERVER_FILES = [path for path in COMPOSE_FILES if "prefect" in _services(path)]
+FROM_VARIABLE = re.compile(r"^\$\{PREFECT_API_AUTH_STRING:\?[^}]+\}$")
+LOCK = ROOT / "requirements.lock"
+
+
+def _locked(name: str) -> str:
+    match = re.search(rf"^{re.escape(name)}==(\S+)", LOCK.read_text(), re.MULTILINE)
+    assert match, f"requirements.lock does not pin {name}"
+    return match.group(1)
+
+
+@pytest.mark.parametrize("path", SERVER_FILES, ids=lambda p: p.name)
+def test_the_prefect_api_needs_the_auth_string_from_a_variable(path: Path) -> None:
+    services = _services(path)
+    server = services["prefect"]
+    assert FROM_VARIABLE.match(server["environment"]["PREFECT_SERVER_API_AUTH_STRING"])
+    # The server runs the prefect version every client has.
+    assert server["image"] == f"prefecthq/prefect:{_locked('prefect')}-python3.11"
+    clients = {n: s for n, s in services.items() if "PREFECT_API_URL" in s.get("environment", {})}
+    # Every service of the backupflow image talks to the API.
+    assert {n for n, s in services.items() if "build" in s} <= set(clients)
+    assert len(clients) >= 2
+    for name, service in clients.items():
+        value = service["environment"].get("PREFECT_API_AUTH_STRING")
+        assert value and FROM_VARIABLE.match(value), f"{name}: PREFECT_API_AUTH_STRING {value!r}"
+    # No line of the file holds a literal auth string.
+    for line in path.read_text().splitlines():
+        if re.match(r"\s*PREFECT_(SERVER_)?API_AUTH_STRING:", line):
+            assert FROM_VARIABLE.match(line.split(":", 1)[1].strip()), line
+
+
+def test_the_server_health_check_needs_no_auth_string() -> None:
+    """The compose health checks GET /api/health without credentials: the pinned prefect
+    (the one installed here) leaves it open while the rest of the API asks for the string."""
+    import asyncio
+
+    import httpx
+    import prefect
+    from prefect.server.api.server import create_api_app
+    from prefect.settings import PREFECT_SERVER_API_AUTH_STRING, temporary_settings
+
+    assert prefect.__version__ == _locked("prefect")
+
+    async def statuses() -> list[int]:
+        transport = httpx.ASGITransport(app=create_api_app(final=True))
+        async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
+            return [
+                (await client.get("/health")).status_code,
+                (await client.get("/admin/version")).status_code,
+                (await client.get("/admin/version", auth=("admin", "not-it"))).status_code,
+                (await client.get("/admin/version", auth=("admin", "s3cret"))).status_code,
+            ]
+
+    with temporary_settings({PREFECT_SERVER_API_AUTH_STRING: "admin:s3cret"}):
+        assert asyncio.run(statuses()) == [200, 401, 401, 200]
+    for path in SERVER_FILES:
+        check = " ".join(_services(path)["prefect"]["healthcheck"]["test"])
+        assert "127.0.0.1:4200/api/health" in check and "AUTH" not in check, path.name
+
+
+FLEET = _services(DOCKER / "compose.fleet.yaml")
+SITE_WORKERS = {n: s for n, s in FLEET.items() if "BACKUPFLOW_SITE" in s.get("environment", {})}
+FLEET_FILE_IN_IMAGE = "/opt/backupflow/docker/fleet.example.yaml"
+FLEET_EXAMPLE = DOCKER / "fleet.example.yaml"
+
+
+def test_the_fleet_runs_one_worker_per_site_each_with_its_own_env_file_and_volumes() -> None:
+    assert set(SITE_WORKERS) == {"worker-seoul", "worker-tokyo"}
+    sites = [s["environment"]["BACKUPFLOW_SITE"] for s in SITE_WORKERS.values()]
+    assert sorted(sites) == ["seoul", "tokyo"]
+    env_files = [entry["path"] for s in SITE_WORKERS.values() for entry in s["env_file"]]
+    assert sorted(env_files) == ["./site-seoul.env", "./site-tokyo.env"]
+    gitignored = (ROOT / ".gitignore").read_text().splitlines()
+    dockerignored = (ROOT / ".dockerignore").read_text().splitlines()
+    assert "/docker/*.env" in gitignored and "*.env" in dockerignored
+    own: dict[str, set[str]] = {}
+    for name, service in SITE_WORKERS.items():
+        assert service["command"] == ["backupflow", "worker"], name
+        assert service["environment"]["BACKUPFLOW_FLEET"] == FLEET_FILE_IN_IMAGE
+        assert _depends(service) == {
+            "prefect": "service_healthy",
+            "bootstrap": "service_completed_successfully",
+        }
+        own[name] = {source for source, _t in _mounts(service) if not source.startswith(".")}
+        assert len(own[name]) >= 2, f"{name}: its own volumes for its data and folder tier"
+    seoul, tokyo = own.values()
+    assert not seoul & tokyo, f"the sites share volumes {seoul & tokyo}"
+    # The fleet's own jobs have a worker too, which writes to no site's tier.
+    fleet_worker = FLEET["worker-fleet"]
+    assert fleet_worker["command"] == ["backupflow", "worker", "--fleet-jobs"]
+    for source, _target in _mounts(fleet_worker):
+        if source in seoul | tokyo:
+            assert any(
+                m.startswith(f"{source}:") and m.endswith(":ro") for m in fleet_worker["volumes"]
+            ), source
+
+
+def test_the_fleet_bootstrap_deploys_the_fleet_file_every_worker_reads() -> None:
+    bootstrap = FLEET["bootstrap"]
+    assert bootstrap["command"] == ["python", "deployments/bootstrap.py"]
+    assert bootstrap["environment"]["BACKUPFLOW_FLEET"] == FLEET_FILE_IN_IMAGE
+    assert "BACKUPFLOW_SITE" not in bootstrap["environment"]
+    assert "env_file" not in bootstrap, "the bootstrap needs no site's secrets"
+    for name, service in FLEET.items():
+        if "build" in service:
+            targets = {target: source for source, target in _mounts(service)}
+            assert targets.get(FLEET_FILE_IN_IMAGE) == "./fleet.example.yaml", name
+
+
+def test_every_queue_of_the_fleet_file_has_its_worker() -> None:
+    """docker/fleet.example.yaml and this compose file agree: each site a worker on the
+    site's own queue, its database and folder tier on that worker's volumes."""
+    from backupflow.fleet import load_fleet
+
+    fleet = load_fleet(FLEET_EXAMPLE)
+    by_site = {s["environment"]["BACKUPFLOW_SITE"]: s for s in SITE_WORKERS.values()}
+    assert {site.name for site in fleet.sites} == set(by_site)
+    queues = [fleet.site(name).queue for name in by_site]
+    assert len(set(queues)) == len(queues) and fleet.queue not in queues
+    served = set(queues)
+    for site in fleet.sites:
+        assert site.test_queue in served, f"{site.name}'s restore tests go to no worker"
+        targets = [target for _source, target in _mounts(by_site[site.name])]
+        settings = site.settings
+        wanted = [settings.staging_dir]
+        if settings.database.engine == "sqlite":
+            wanted.append(Path(settings.database.sqlite_path).parent)
+        primary = settings.repository.primary.url
+        if "://" not in primary:
+            wanted.append(Path(primary))
+        for folder in wanted:
+            assert any(Path(folder).is_relative_to(t) for t in targets), (site.name, folder)
+
+
+def test_the_image_installs_the_locked_versions_with_hashes() -> None:
+    lines = [
+        line.strip()
+        for line in (DOCKER / "Dockerfile").read_text().splitlines()
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
+    installs = [line for line in lines if "pip install" in line]
+    assert installs == [
+        "RUN pip install --no-cache-dir --require-hashes -r requirements.lock",
+        "RUN pip install --no-cache-dir --no-deps .",
+    ]
+    assert "COPY requirements.lock ./" in lines
+    assert lines.index("COPY requirements.lock ./") < lines.index(installs[0])
+    assert LOCK.is_file() and "--hash=sha256:" in LOCK.read_text()
+    assert "-e " not in LOCK.read_text() and "file://" not in LOCK.read_text()
