@@ -9,6 +9,9 @@ the parameter checks (which import the settings and the targets).
 from __future__ import annotations
 
 import ast
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -114,3 +117,41 @@ def test_the_vocabulary_is_a_leaf() -> None:
 def test_engines_and_planners_never_import_the_parameter_checks() -> None:
     for module in ("backupflow.engines.base", "backupflow.planning", "backupflow.engines.sqlite"):
         assert "backupflow.parameters" not in all_imports(MODULES[module]), module
+
+
+ENGINE_SETTINGS = (
+    "backupflow.engines.sqlite_settings",
+    "backupflow.engines.mssql.settings",
+    "backupflow.engines.postgres.settings",
+)
+
+
+def test_each_engine_settings_module_imports_only_pydantic() -> None:
+    for module in ENGINE_SETTINGS:
+        assert all_imports(MODULES[module]) == set(), module
+
+
+def test_any_module_can_be_imported_first() -> None:
+    """The settings import the engines' settings, the engines import the settings: whichever
+    comes first, both load (the engine packages' ``__init__`` load their names lazily)."""
+    first = (
+        *ENGINE_SETTINGS,
+        "backupflow.engines",
+        "backupflow.engines.mssql",
+        "backupflow.engines.registry",
+        "backupflow.config",
+        "backupflow.catalog",
+        "backupflow.targets",
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    for module in first:
+        script = (
+            f"import {module}\n"
+            "from backupflow.config import DatabaseSettings\n"
+            "from backupflow.engines import SqliteEngine, open_engine\n"
+            "from backupflow.engines.mssql import SqlServerEngine\n"
+        )
+        done = subprocess.run(
+            [sys.executable, "-c", script], capture_output=True, text=True, env=env, check=False
+        )
+        assert done.returncode == 0, f"{module}: {done.stderr}"

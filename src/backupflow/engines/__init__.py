@@ -1,17 +1,26 @@
-"""Database engines behind one interface; :func:`open_engine` is where one is chosen."""
+"""Database engines behind one interface; :func:`open_engine` is where one is chosen.
+
+Light on purpose: the settings compose each engine's own fields (``sqlite_settings.py``,
+``mssql/settings.py``, ``postgres/settings.py``, pydantic only), so importing this package
+must not import the settings; its names are loaded on first use.
+"""
 
 from __future__ import annotations
 
+from importlib import import_module
 from typing import TYPE_CHECKING
 
-from backupflow.config import Settings
-from backupflow.engines.base import BackupSource, Capabilities, Dump, DumpFile, Engine, Installed
-from backupflow.engines.sqlite import SqliteEngine
-from backupflow.errors import ConfigError
-from backupflow.models import TIER_NAMES
-
 if TYPE_CHECKING:
-    from backupflow.storage import Tier
+    from backupflow.engines.base import (
+        BackupSource,
+        Capabilities,
+        Dump,
+        DumpFile,
+        Engine,
+        Installed,
+    )
+    from backupflow.engines.registry import database_password, open_engine
+    from backupflow.engines.sqlite import SqliteEngine
 
 __all__ = [
     "BackupSource",
@@ -25,51 +34,19 @@ __all__ = [
     "open_engine",
 ]
 
-
-def open_engine(settings: Settings) -> Engine:
-    """The engine the settings name."""
-    db = settings.database
-    if db.engine == "sqlite":
-        return SqliteEngine(db.sqlite_path, chunk_bytes=settings.pipeline.chunk_bytes)
-    if db.engine == "sqlserver":
-        from backupflow.engines.mssql import SqlServerEngine
-        from backupflow.engines.mssql.connection import SqlSession, odbc_connect
-
-        return SqlServerEngine(
-            db,
-            db.name,  # checked again by the engine: flows copy settings with a new name
-            SqlSession(lambda: odbc_connect(db, database_password(settings))),
-            chunk_bytes=settings.pipeline.chunk_bytes,
-        )
-    if db.engine == "postgres":
-        from backupflow.engines.postgres.engine import PostgresEngine
-        from backupflow.storage import open_tiers
-
-        names = [n for n in TIER_NAMES if getattr(settings.repository, n).enabled]
-
-        def first_tier() -> Tier:
-            tiers = open_tiers(settings)
-            if not tiers:
-                raise ConfigError("no storage tier is enabled; enable the primary tier.")
-            return tiers[0]
-
-        return PostgresEngine(
-            db,
-            lambda: database_password(settings),
-            first_tier=first_tier,
-            tier_names=names,
-            tiers=lambda: open_tiers(settings),
-            chunk_bytes=settings.pipeline.chunk_bytes,
-        )
-    raise ConfigError(f"database engine {db.engine!r} is not available.")
+_HOMES = {
+    **dict.fromkeys(
+        ("BackupSource", "Capabilities", "Dump", "DumpFile", "Engine", "Installed"),
+        "backupflow.engines.base",
+    ),
+    "SqliteEngine": "backupflow.engines.sqlite",
+    "database_password": "backupflow.engines.registry",
+    "open_engine": "backupflow.engines.registry",
+}
 
 
-def database_password(settings: Settings) -> str:
-    """The password: a Prefect Secret block when one is named, else the settings (env-file or
-    environment).  Never a flow parameter or a command-line argument."""
-    block = settings.database.password_block
-    if block:
-        from backupflow.prefect_adapter import load_secret
-
-        return load_secret(block, "BACKUPFLOW_DATABASE__PASSWORD_BLOCK")
-    return settings.database.password.get_secret_value()
+def __getattr__(name: str) -> object:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(import_module(home), name)
