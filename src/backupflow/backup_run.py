@@ -29,6 +29,7 @@ from backupflow.catalog import Catalog
 from backupflow.codecs import codec_for
 from backupflow.config import Settings
 from backupflow.engines.base import Dump, Engine
+from backupflow.engines.registry import ENGINES
 from backupflow.errors import BackupflowError, StorageError, TierError
 from backupflow.keys import Keyring
 from backupflow.leftovers import clean_leftovers
@@ -50,15 +51,6 @@ __all__ = [
     "skip_reason",
 ]
 
-#: How an engine without differential backups is named when a diff run skips it (display
-#: text only: whether to skip is decided by ``Capabilities.differential``).
-_NO_DIFFERENTIAL = {
-    "postgres": (
-        "PostgreSQL has no differential backups; nothing was taken: the WAL archive and the "
-        "hourly log backups cover the time since the full"
-    ),
-}
-
 
 def skip_reason(engine: Engine, kind: BackupKind) -> str | None:
     """Why a ``kind`` backup is not taken at all with ``engine`` (a differential on an engine
@@ -66,10 +58,12 @@ def skip_reason(engine: Engine, kind: BackupKind) -> str | None:
     None when it is taken."""
     if kind is not BackupKind.DIFF or engine.capabilities.differential:
         return None
-    return _NO_DIFFERENTIAL.get(
-        engine.name,
+    spec = ENGINES.get(engine.name)
+    if spec is not None and spec.no_differential is not None:
+        return spec.no_differential
+    return (
         f"the {engine.name} engine has no differential backups; nothing was taken: the log "
-        "backups cover the time since the full",
+        "backups cover the time since the full"
     )
 
 

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from backupflow.codecs import get_codec
+from backupflow.engines.registry import ENGINES
 from backupflow.envelope import is_envelope, open_envelope, seal
 from backupflow.errors import (
     BackupflowError,
@@ -50,9 +51,7 @@ from backupflow.storage.base import ObjectInfo, Storage, get_bytes, put_bytes
 __all__ = [
     "CONTENT_ROLE",
     "MANIFEST_SUFFIX",
-    "WAL_RECORD_ROLE",
     "WAL_RECORD_SUFFIX",
-    "WAL_ROLE",
     "Catalog",
     "CatalogEntry",
     "CatalogScan",
@@ -77,12 +76,6 @@ MANIFEST_SUFFIX = ".manifest.json"
 
 
 CONTENT_ROLE = "content:"
-#: Roles of a PostgreSQL log backup's archived WAL files: ``wal:<sysid>/<name>`` (the file,
-#: through the pipeline) and ``walrec:<sysid>/<name>`` (its signed archive record, stored as
-#: is); ``<sysid>`` is the cluster's system identifier.  Both live
-#: in the series' ``wal/`` folder, where ``backupflow wal-push`` wrote them.
-WAL_ROLE = "wal:"
-WAL_RECORD_ROLE = "walrec:"
 WAL_RECORD_SUFFIX = ".rec"
 
 
@@ -192,25 +185,9 @@ def expected_key(manifest: Manifest, obj: StoredObject) -> str:
     from backupflow.filesets import content_key
 
     extension = get_codec(obj.codec).extension + (".age" if obj.encryption else "")
-    if obj.role.startswith((WAL_RECORD_ROLE, WAL_ROLE)):
-        from backupflow.engines.postgres.walnames import parse_wal_path
-
-        try:
-            parse_wal_path(obj.role.partition(":")[2])
-        except ValueError:
-            return f"(no key: {obj.role[:60]!r} names no WAL file)"
-    if obj.role.startswith(WAL_RECORD_ROLE):
-        return wal_record_key(
-            manifest.category, manifest.database, obj.role.removeprefix(WAL_RECORD_ROLE)
-        )
-    if obj.role.startswith(WAL_ROLE):
-        return wal_key(
-            manifest.category,
-            manifest.database,
-            obj.role.removeprefix(WAL_ROLE),
-            extension,
-            wal_push_id(obj.key),
-        )
+    for spec in ENGINES.values():  # roles an engine owns (PostgreSQL's archived WAL)
+        if spec.object_key is not None and obj.role.startswith(spec.object_roles):
+            return spec.object_key(manifest, obj, extension)
     if obj.role.startswith(CONTENT_ROLE):
         sha = obj.role.removeprefix(CONTENT_ROLE)
         return content_key(manifest.category, manifest.database, sha, extension)

@@ -11,13 +11,12 @@ from functools import partial
 
 from backupflow import backup, retention, tiers
 from backupflow.backuplog import BackupLog
-from backupflow.catalog import Catalog, CatalogEntry, wal_prefix
+from backupflow.catalog import CatalogEntry
 from backupflow.config import Settings
+from backupflow.engines.registry import ENGINES
 from backupflow.errors import (
     BackupflowError,
-    CatalogError,
     IntegrityError,
-    ObjectLockedError,
     ObjectNotFoundError,
 )
 from backupflow.filesets import is_content_addressed
@@ -184,7 +183,9 @@ def prune_series(
                 grace,
             )
         orphans += swept.removed
-    orphans += remove_loose_wal(tier, category, name, now=now, grace=grace)
+    for spec in ENGINES.values():  # what an engine keeps beside its backups (archived WAL)
+        if spec.remove_loose is not None:
+            orphans += spec.remove_loose(tier, category, name, now, grace)
     if log is not None and (report.deleted or report.failed or orphans):
         log.append(
             "prune",
@@ -197,59 +198,3 @@ def prune_series(
             leftovers_removed=orphans,
         )
     return plan, report
-
-
-def remove_loose_wal(
-    tier: Tier, category: Category, name: str, *, now: datetime, grace: timedelta
-) -> list[str]:
-    """Delete archived WAL (PostgreSQL) that no restore can use any more: listed by no
-    backup, older than the grace period, before the oldest kept base backup's start
-    segment (:func:`backupflow.engines.postgres.chain.loose_wal`).  Nothing while any
-    manifest of the series is foreign or unreadable, or when a manifest's position is
-    damaged: WAL is never removed on a guess."""
-    archived = [(i.key, i.modified) for i in tier.storage.list(wal_prefix(category, name))]
-    if not archived:
-        return []
-    scan = Catalog(tier.storage, tier.keyring).scan(category, name)
-    if scan.problems:
-        return []
-    from backupflow.engines.postgres.chain import loose_wal
-
-    try:
-        doomed = loose_wal(archived, wal_prefix(category, name), scan.manifests, now - grace)
-    except CatalogError:
-        return []
-    doomed += _superseded(tier, category, name, archived, scan.manifests, now - grace)
-    removed = []
-    for key in doomed:  # records first: a file without its record is never served
-        try:
-            tier.storage.delete(key)
-        except ObjectLockedError:
-            continue
-        removed.append(key)
-    return removed
-
-
-def _superseded(
-    tier: Tier,
-    category: Category,
-    name: str,
-    archived: Sequence[tuple[str, datetime]],
-    manifests: Sequence[Manifest],
-    cutoff: datetime,
-) -> list[str]:
-    """Pushed WAL objects their file's record does not name (a push killed before its
-    record, the loser of a race, a repaired copy), once older than the grace period."""
-    from backupflow.engines.postgres.archive import read_record
-    from backupflow.engines.postgres.chain import superseded_pushes
-
-    doomed: list[str] = []
-    groups = superseded_pushes(archived, wal_prefix(category, name), manifests, cutoff)
-    for (sysid, wal_name), keys in sorted(groups.items()):
-        try:
-            record = read_record(tier, name, sysid, wal_name)
-        except BackupflowError:
-            continue  # unreadable or foreign: never removed on a guess
-        named = record.object.key if record is not None else None
-        doomed += [key for key in keys if key != named]
-    return doomed

@@ -2,7 +2,8 @@
 
 A deployment parameter or ``--into`` comes from whoever can start a run, so a target path
 must be absolute and lie, after resolving links, under one of the allowed roots: the live
-database's folder, each file set's root, the staging folder and ``restore_roots``.
+database's folder (its engine's restore root, :mod:`backupflow.engines.registry`), each file
+set's root, the staging folder and ``restore_roots``.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import os
 from pathlib import Path
 
 from backupflow.config import Settings
+from backupflow.engines.registry import engine_spec
 from backupflow.errors import ParameterError
 
 __all__ = ["allowed_roots", "check_restore_target"]
@@ -19,11 +21,8 @@ __all__ = ["allowed_roots", "check_restore_target"]
 def allowed_roots(settings: Settings) -> list[Path]:
     """Every folder a restore target may lie under (in the order they are reported)."""
     files = settings.files
-    database = settings.database
     roots = [
-        database.pg_data_dir.parent
-        if database.engine == "postgres"
-        else database.sqlite_path.parent,
+        engine_spec(settings.database.engine).restore_root(settings),
         files.config.root,
         files.logs.root,
         files.uploads.root,

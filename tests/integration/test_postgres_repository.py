@@ -181,7 +181,7 @@ def test_a_file_under_wal_that_is_no_wal_name_is_foreign() -> None:
 
 
 def test_prune_removes_only_wal_no_restore_can_use() -> None:
-    from backupflow.maintenance import remove_loose_wal
+    from backupflow.engines.postgres.pruning import remove_loose_wal
 
     storage, keyring, tier = _memory_tier()
     position = _base_position(6)
@@ -218,7 +218,7 @@ def test_wal_pushed_by_wal_push_is_verified_through_its_log_and_pruned_when_loos
     prune removes only the loose ones before the base."""
     from backupflow.codecs import get_codec
     from backupflow.engines.postgres.archive import archived_objects, push_wal
-    from backupflow.maintenance import remove_loose_wal
+    from backupflow.engines.postgres.pruning import remove_loose_wal
     from tests.integration.test_wal_archive import SYSID as PUSHED
     from tests.integration.test_wal_archive import make_data_dir, make_segment
 

@@ -660,7 +660,7 @@ def test_objects_no_record_names_are_removed_after_the_grace_period(
     next clean-up removes it once older than the grace period, never the named one."""
     from datetime import UTC, datetime, timedelta
 
-    from backupflow.maintenance import remove_loose_wal
+    from backupflow.engines.postgres.pruning import remove_loose_wal
     from backupflow.models import Category
 
     tier = open_tiers(settings)[0]

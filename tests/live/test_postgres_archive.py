@@ -358,7 +358,7 @@ def test_racing_and_killed_pushes_never_leave_a_record_that_disagrees_with_its_o
     from datetime import UTC, datetime, timedelta
 
     from backupflow.engines.postgres.archive import read_record
-    from backupflow.maintenance import remove_loose_wal
+    from backupflow.engines.postgres.pruning import remove_loose_wal
     from backupflow.models import Category
     from tests.support.pgcluster import as_cluster_user
     from tests.support.s3 import HoldingProxy

@@ -1,57 +1,42 @@
-"""Where an engine is chosen: :func:`open_engine` builds the one the settings name."""
+"""The one registry of engines: each engine's :class:`~backupflow.engines.spec.EngineSpec`
+(settings, factory, restore root, object roles, verify and retention hooks), and
+:func:`open_engine`, where one is chosen.
+
+A new engine is one package with a ``spec.py`` (and a ``settings.py`` that
+:class:`~backupflow.config.DatabaseSettings` composes), listed here.
+"""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from backupflow.config import Settings
-from backupflow.engines.base import Engine
-from backupflow.engines.sqlite import SqliteEngine
+from backupflow.engines.mssql.spec import SPEC as SQLSERVER
+from backupflow.engines.postgres.spec import SPEC as POSTGRES
+from backupflow.engines.spec import EngineSpec
+from backupflow.engines.sqlite_spec import SPEC as SQLITE
 from backupflow.errors import ConfigError
-from backupflow.models import TIER_NAMES
 
 if TYPE_CHECKING:
-    from backupflow.storage import Tier
+    from backupflow.config import Settings
+    from backupflow.engines.base import Engine
 
-__all__ = ["database_password", "open_engine"]
+__all__ = ["ENGINES", "database_password", "engine_spec", "open_engine"]
+
+#: Every engine by name, in the order their hooks run.
+ENGINES: dict[str, EngineSpec] = {spec.name: spec for spec in (SQLITE, SQLSERVER, POSTGRES)}
+
+
+def engine_spec(name: str) -> EngineSpec:
+    """The spec of the engine ``name``; :class:`ConfigError` for an unknown one."""
+    spec = ENGINES.get(name)
+    if spec is None:
+        raise ConfigError(f"database engine {name!r} is not available.")
+    return spec
 
 
 def open_engine(settings: Settings) -> Engine:
     """The engine the settings name."""
-    db = settings.database
-    if db.engine == "sqlite":
-        return SqliteEngine(db.sqlite_path, chunk_bytes=settings.pipeline.chunk_bytes)
-    if db.engine == "sqlserver":
-        from backupflow.engines.mssql import SqlServerEngine
-        from backupflow.engines.mssql.connection import SqlSession, odbc_connect
-
-        return SqlServerEngine(
-            db,
-            db.name,  # checked again by the engine: flows copy settings with a new name
-            SqlSession(lambda: odbc_connect(db, database_password(settings))),
-            chunk_bytes=settings.pipeline.chunk_bytes,
-        )
-    if db.engine == "postgres":
-        from backupflow.engines.postgres.engine import PostgresEngine
-        from backupflow.storage import open_tiers
-
-        names = [n for n in TIER_NAMES if getattr(settings.repository, n).enabled]
-
-        def first_tier() -> Tier:
-            tiers = open_tiers(settings)
-            if not tiers:
-                raise ConfigError("no storage tier is enabled; enable the primary tier.")
-            return tiers[0]
-
-        return PostgresEngine(
-            db,
-            lambda: database_password(settings),
-            first_tier=first_tier,
-            tier_names=names,
-            tiers=lambda: open_tiers(settings),
-            chunk_bytes=settings.pipeline.chunk_bytes,
-        )
-    raise ConfigError(f"database engine {db.engine!r} is not available.")
+    return engine_spec(settings.database.engine).open(settings)
 
 
 def database_password(settings: Settings) -> str:

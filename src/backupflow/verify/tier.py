@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from backupflow.catalog import Catalog, CatalogEntry, manifests_prefix, series_prefix
+from backupflow.engines.registry import ENGINES
 from backupflow.errors import (
     BackupflowError,
     CatalogError,
@@ -61,11 +62,6 @@ _WAL_KEY = re.compile(
     r"^wal/[1-9][0-9]{0,19}/[0-9A-F]{8}(?:[0-9A-F]{16}(?:\.partial|\.[0-9A-F]{8}\.backup)?"
     r"|\.history)(?:(?:\.p[0-9a-f]{16})?(?:\.zst|\.gz)?(?:\.age)?|\.rec)$"
 )
-#: The engine whose chains follow LSNs (``backupflow.engines.mssql``).
-SQLSERVER = "sqlserver"
-#: The engine whose chains are a base backup plus archived WAL
-#: (``backupflow.engines.postgres``).
-POSTGRES = "postgres"
 #: Manifests authenticated at once (each is one GET).
 READ_WORKERS = 8
 
@@ -212,23 +208,11 @@ class Run:
             )
 
     def _chains(self, tier: Tier, series: Series, state: TierState) -> None:
-        sqlserver = [m for m in state.manifests.values() if m.engine == SQLSERVER]
-        if sqlserver:
-            # SQL Server's own rules (LSNs, recovery fork) for the newest chain.
-            from backupflow.engines.mssql.chain import select_chain
-
-            try:
-                select_chain(sorted(sqlserver, key=lambda m: m.restore_point), series.name, None)
-            except BackupflowError as exc:
-                self.find(tier.name, series, BROKEN_CHAIN, str(exc).rstrip("."))
-        postgres = [m for m in state.manifests.values() if m.engine == POSTGRES]
-        if postgres:
-            # PostgreSQL's own rules: continuous WAL from each cluster's oldest base backup,
-            # new timelines only through their history files.
-            from backupflow.engines.postgres.chain import check_series
-
-            for problem in check_series(postgres):
-                self.find(tier.name, series, BROKEN_CHAIN, problem)
+        for spec in ENGINES.values():  # each engine's own chain rules (LSNs, WAL, ...)
+            mine = [m for m in state.manifests.values() if m.engine == spec.name]
+            if mine and spec.check_chains is not None:
+                for problem in spec.check_chains(mine, series.name):
+                    self.find(tier.name, series, BROKEN_CHAIN, problem)
         for manifest in state.manifests.values():
             needed = {("parent", manifest.parent_id), ("base", manifest.base_id)}
             for what, backup_id in sorted(needed, key=str):

@@ -43,8 +43,6 @@ from typing import Any, BinaryIO, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from backupflow.catalog import (
-    WAL_RECORD_ROLE,
-    WAL_ROLE,
     new_push_id,
     wal_key,
     wal_prefix,
@@ -70,7 +68,14 @@ from backupflow.names import DATABASE_NAME_PATTERN, check_database_name
 from backupflow.pipeline import HashingReader, open_verified, store_stream
 from backupflow.storage import Tier, put_bytes
 
-from .walnames import DEFAULT_SEGMENT_BYTES, WalName, parse_wal_name, wal_path
+from .walnames import (
+    DEFAULT_SEGMENT_BYTES,
+    WAL_RECORD_ROLE,
+    WAL_ROLE,
+    WalName,
+    parse_wal_name,
+    wal_path,
+)
 
 __all__ = [
     "FetchOutcome",

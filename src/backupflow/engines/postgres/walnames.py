@@ -16,6 +16,8 @@ from typing import Literal
 
 __all__ = [
     "DEFAULT_SEGMENT_BYTES",
+    "WAL_RECORD_ROLE",
+    "WAL_ROLE",
     "WalName",
     "format_lsn",
     "history_name",
@@ -26,6 +28,13 @@ __all__ = [
     "segment_of",
     "wal_path",
 ]
+
+#: Roles of a PostgreSQL log backup's archived WAL files: ``wal:<sysid>/<name>`` (the file,
+#: through the pipeline) and ``walrec:<sysid>/<name>`` (its signed archive record, stored as
+#: is); ``<sysid>`` is the cluster's system identifier.  Both live in the series' ``wal/``
+#: folder, where ``backupflow wal-push`` wrote them (:func:`backupflow.catalog.wal_key`).
+WAL_ROLE = "wal:"
+WAL_RECORD_ROLE = "walrec:"
 
 DEFAULT_SEGMENT_BYTES = 16 * 1024 * 1024
 _HEX8 = "[0-9A-F]{8}"
