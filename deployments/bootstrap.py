@@ -120,7 +120,7 @@ async def _block_ids(client: Any, names: list[str]) -> tuple[list[UUID], list[st
     return found, missing
 
 
-async def ensure_automation(settings: Settings) -> str:
+async def ensure_automation(settings: Settings, *others: Settings) -> str:
     """Create or update the automation that tells the owners' blocks of every Crashed
     backupflow run (a killed process runs no hook; Failed and Cancelled runs tell their
     owner from their own hooks, so every failure is told exactly once); a sentence saying
@@ -130,10 +130,10 @@ async def ensure_automation(settings: Settings) -> str:
     from prefect.events.actions import SendNotification
     from prefect.events.schemas.automations import EventTrigger, Posture
 
-    owners = settings.owners
     names = sorted(
         {
             contact.notification_block
+            for owners in (one.owners for one in (settings, *others))
             for contact in (owners.backup_administrator, owners.recovery_owner, owners.dr_lead)
             if contact.notification_block
         }
@@ -248,10 +248,36 @@ def _merge_identities(old: str, given: str) -> str:
     return "\n".join([*held, *added]) if added else old
 
 
+async def _prepare_fleet(path: Path) -> list[str]:
+    """The fleet's deployments, limits and automations (``BACKUPFLOW_FLEET``): nothing from
+    prefect.yaml, and no secret (each host holds its own; docs/fleet.md)."""
+    from backupflow.fleet import load_fleet
+    from backupflow_app.fleet_deploy import deploy_fleet
+
+    fleet = load_fleet(path)
+    async with get_client() as client:
+        report = await deploy_fleet(client, fleet)
+    sites = [site.settings for site in fleet.sites]
+    return [*report.lines, await ensure_automation(sites[0], *sites[1:])]
+
+
 def main() -> int:
     if not os.environ.get("PREFECT_API_URL"):
         print("PREFECT_API_URL is not set: bootstrap needs the Prefect API to configure.")
         return 2
+    fleet = os.environ.get("BACKUPFLOW_FLEET")
+    if fleet:
+        try:
+            lines = asyncio.run(_prepare_fleet(Path(fleet)))
+        except BackupflowError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return exc.exit_code
+        except Exception as exc:  # the API's own errors: one sentence, no traceback
+            first = (str(exc) or type(exc).__name__).splitlines()[0][:300]
+            print(f"error: the Prefect API refused the fleet's bootstrap: {first}", file=sys.stderr)
+            return 1
+        print("\n".join(lines))
+        return 0
     try:
         prepared = asyncio.run(_prepare())
     except BackupflowError as exc:

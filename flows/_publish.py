@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from contextvars import ContextVar
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any
 
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.context import FlowRunContext
@@ -105,9 +105,7 @@ def prepend_history(key: str, row: dict[str, Any], description: str) -> None:
 
 
 def _prepend(key: str, row: dict[str, Any], description: str) -> None:
-    from prefect.artifacts import Artifact
-
-    previous = cast(Artifact | None, Artifact.get(key))
+    previous = latest_artifact(key)
     history: list[dict[str, Any]] = []
     if previous is not None and previous.data:
         try:
@@ -152,16 +150,30 @@ def subflow(flow: Any, **parameters: Any) -> Any:
     return flow(**parameters) if in_run() else flow.fn(**parameters)
 
 
+def site_key(key: str) -> str:
+    """``key`` as this host's site writes it: ``<site>-<key>`` in a fleet (several sites on
+    one Prefect server may have a database of the same name), ``key`` alone otherwise."""
+    site = current_settings().site
+    return key if site is None or key.startswith(f"{site}-") else f"{site}-{key}"
+
+
+def latest_artifact(key: str) -> Any:
+    """The latest version of this site's artifact ``key`` (None when there is none)."""
+    from prefect.artifacts import Artifact
+
+    return Artifact.get(site_key(key))
+
+
 def table_artifact(*, key: str, table: Any, description: str | None = None) -> None:
-    """A table artifact of the current run; nothing outside a run."""
+    """A table artifact of the current run, under this site's key; nothing outside a run."""
     if in_run():
-        create_table_artifact(key=key, table=table, description=description)
+        create_table_artifact(key=site_key(key), table=table, description=description)
 
 
 def markdown_artifact(*, key: str, markdown: str, description: str | None = None) -> None:
-    """A markdown artifact of the current run; nothing outside a run."""
+    """A markdown artifact of the current run, under this site's key; nothing outside a run."""
     if in_run():
-        create_markdown_artifact(key=key, markdown=markdown, description=description)
+        create_markdown_artifact(key=site_key(key), markdown=markdown, description=description)
 
 
 def publish_backup(outcome: BackupOutcome) -> None:

@@ -35,7 +35,7 @@ from flows._notify import (
     notify_on_failure,
     notify_recovered,
 )
-from flows._publish import in_run, markdown_artifact, run_logger, table_artifact
+from flows._publish import in_run, latest_artifact, markdown_artifact, run_logger, table_artifact
 
 __all__ = ["FINDINGS_KEY", "StaleBackupsError", "TierUnreachableError", "backup_health"]
 
@@ -96,7 +96,7 @@ def _previous_findings() -> list[str] | None:
     """The last health check's failing pairs, or None when there is no record of one."""
     from prefect.artifacts import Artifact
 
-    found = cast(Artifact | None, Artifact.get(FINDINGS_KEY))
+    found = cast(Artifact | None, latest_artifact(FINDINGS_KEY))
     if found is None or not found.data:
         return None
     try:

@@ -16,7 +16,7 @@ from backupflow.reporting import EMPTY, artifact_key, iso
 from backupflow.series import all_series, databases
 from backupflow.storage import open_tiers
 from backupflow.tiers import locate
-from flows._publish import markdown_artifact, run_name
+from flows._publish import latest_artifact, markdown_artifact, run_name
 
 __all__ = ["backup_review", "review_figures"]
 
@@ -74,7 +74,7 @@ def backup_review(days: int = 92) -> str:
     lines += ["", "## DR drills (RTO / RPO in minutes)", ""]
     names, _skipped = databases(settings)
     for name in names:
-        drills = cast(Artifact | None, Artifact.get(artifact_key("dr-drill", name)))
+        drills = cast(Artifact | None, latest_artifact(artifact_key("dr-drill", name)))
         history = json.loads(str(drills.data)) if drills is not None and drills.data else []
         lines += [_drill_line(name, d) for d in history] or [f"* {name}: no drill on record"]
     lines += ["", "## Restore points per tier", ""]

@@ -42,6 +42,7 @@ from backupflow.series import databases, for_database
 from backupflow.storage import tiers_for
 from flows._notify import notify_on_cancellation, notify_on_failure
 from flows._publish import (
+    latest_artifact,
     log_target,
     markdown_artifact,
     run_logger,
@@ -52,7 +53,7 @@ from flows._publish import (
 from tasks.backuplog import log_event
 from tasks.steps import PrefectSteps
 
-__all__ = ["DrillReport", "ObjectiveMissedError", "dr_drill"]
+__all__ = ["DrillReport", "ObjectiveMissedError", "dr_drill", "drill_one"]
 
 Source = TierName
 
@@ -75,6 +76,7 @@ class DrillReport:
     database: str = ""
     others: tuple[DrillReport, ...] = ()
     requested: datetime | None = None
+    chain_bytes: int = 0  # stored bytes of the chain restored
 
 
 @flow(
@@ -130,7 +132,7 @@ def dr_drill(
     for name in names:
         one = for_database(settings, name)
         try:
-            report = _drill_one(one, source, wanted, scratch, keep, started)
+            report = drill_one(one, source, wanted, scratch, keep, started)
         except Exception as exc:
             _record_failure(one, source, wanted, started, exc)
             if len(names) == 1:
@@ -151,7 +153,7 @@ def dr_drill(
     return replace(reports[0], others=tuple(reports[1:]))
 
 
-def _drill_one(
+def drill_one(
     settings: Settings,
     source: Source,
     target_time: datetime | None,
@@ -197,7 +199,10 @@ def _drill_one(
     if not keep:
         engine.drop(target)
     chain = tuple(m.id for m in prepared.plan.manifests)
-    return DrillReport(result, target, chain, smoke, database, requested=target_time)
+    size = sum(o.size for m in prepared.plan.manifests for o in m.objects)
+    return DrillReport(
+        result, target, chain, smoke, database, requested=target_time, chain_bytes=size
+    )
 
 
 def _shown_target(requested: datetime | str | None, timezone: str) -> str:
@@ -289,7 +294,7 @@ def _publish(
     the event to the backup log."""
     database = settings.database.name
     key = artifact_key("dr-drill", database)
-    previous = cast(Artifact | None, Artifact.get(key))
+    previous = cast(Artifact | None, latest_artifact(key))
     history = json.loads(str(previous.data)) if previous is not None and previous.data else []
     table_artifact(key=key, table=[*history, row], description=f"DR drills of {database}")
     lines = [

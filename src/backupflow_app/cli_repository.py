@@ -179,10 +179,10 @@ def verify_cmd(
 
 def _verify_artifact(label: str) -> list[dict[str, Any]]:
     """The rows of the latest ``verify-<series>`` table artifact (empty when unreadable)."""
-    from prefect.artifacts import Artifact
+    from flows._publish import latest_artifact
 
     try:
-        artifact: Any = Artifact.get(artifact_key("verify", label))
+        artifact: Any = latest_artifact(artifact_key("verify", label))
         rows = json.loads(str(artifact.data)) if artifact is not None else []
     except Exception:
         return []
