@@ -56,23 +56,29 @@ def worker_cmd(
     BACKUPFLOW_SITE), with this host's settings and secrets."""
     fleet = _fleet()
     if fleet_jobs:
-        queue = fleet.queue
-        what = f"the fleet's jobs (queue {queue})"
+        queues = [fleet.queue]
+        what = f"the fleet's jobs (queue {fleet.queue})"
     else:
-        name = os.environ.get(SITE_ENV_VAR)
-        if not name:
+        names = [n.strip() for n in (os.environ.get(SITE_ENV_VAR) or "").split(",") if n.strip()]
+        if not names:
             raise ConfigError(
                 f"{SITE_ENV_VAR} is not set: name the site this host serves, or give --fleet-jobs."
             )
-        site = fleet.site(name)
-        settings = load_settings()  # the site's settings beneath this host's: checked now
-        queue = site.queue
-        what = f"site {site.name} (queue {queue}, database {settings.database.name})"
+        queues, shown = [], []
+        for name in names:  # usually one; a host of several small sites lists them all
+            site = fleet.site(name)
+            # the site's settings beneath this host's: a bad one is a sentence now
+            settings = load_settings(site=name)
+            queues.append(site.queue)
+            shown.append(
+                f"site {site.name} (queue {site.queue}, database {settings.database.name})"
+            )
+        what = ", ".join(shown)
     os.environ.setdefault("BACKUPFLOW_PROJECT_DIR", str(project_dir()))
     console.print(f"worker for {what} on pool {fleet.pool}")
     sys.stdout.flush()
     command = [sys.executable, "-m", "prefect", "worker", "start", "--pool", fleet.pool]
-    os.execv(sys.executable, [*command, "--work-queue", queue])
+    os.execv(sys.executable, [*command, *(arg for q in queues for arg in ("--work-queue", q))])
 
 
 @fleet_app.command("plan")

@@ -219,3 +219,19 @@ def test_drills_rotate_so_every_site_is_drilled_each_quarter() -> None:
         assert sorted((moment.month - 1) // 3 for moment in first) == [0, 1, 2, 3], cron
         days.add((first[0].month, first[0].day))
     assert len(days) == 84  # no two of the first 84 sites on the same day
+
+
+def test_a_host_of_several_small_sites_takes_each_run_as_its_own_site(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("BACKUPFLOW_FLEET", str(_write(tmp_path, FLEET)))
+    monkeypatch.setenv("BACKUPFLOW_SITE", "seoul,tokyo")
+    with pytest.raises(ConfigError, match="this host serves several sites"):
+        load_settings()  # a command by hand must say which
+    monkeypatch.setenv("BACKUPFLOW_RUN_SITE", "tokyo")
+    settings = load_settings()
+    assert (settings.site, settings.database.name) == ("tokyo", "reports")
+    monkeypatch.setenv("BACKUPFLOW_RUN_SITE", "osaka")
+    with pytest.raises(ConfigError, match="this run is for the site 'osaka' but this host"):
+        load_settings()
+    assert load_settings(site="seoul").database.name == "gantt"  # the worker's own check

@@ -30,15 +30,9 @@ from backupflow.config.jobs import JobSettings
 from backupflow.config.keys import KeySettings
 from backupflow.config.people import DrillSettings, FailoverSettings, OwnersSettings
 from backupflow.config.repository import PipelineSettings, RepositorySettings
+from backupflow.config.sites import FleetSource, check_route, route_site
 from backupflow.errors import ConfigError
-from backupflow.fleetfile import (
-    FLEET_ENV_VAR,
-    RUN_SITE_ENV_VAR,
-    SITE_ENV_VAR,
-    check_site_name,
-    read_fleet_file,
-    site_values,
-)
+from backupflow.fleetfile import FLEET_ENV_VAR, SITE_ENV_VAR, check_site_name
 
 __all__ = [
     "CONFIG_ENV_VAR",
@@ -83,34 +77,6 @@ class _LegacyConfSource(PydanticBaseSettingsSource):
             section, field = target
             values.setdefault(section, {})[field] = value
         return values
-
-
-class _FleetSource(PydanticBaseSettingsSource):
-    """A fleet site's values (``$BACKUPFLOW_FLEET``, site ``$BACKUPFLOW_SITE``), beneath the
-    host's environment and env-file (:mod:`backupflow.fleetfile`)."""
-
-    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
-        return None, field_name, False  # pragma: no cover - __call__ does the work
-
-    def __call__(self) -> dict[str, Any]:
-        path, site = os.environ.get(FLEET_ENV_VAR), os.environ.get(SITE_ENV_VAR)
-        if not path or not site:
-            return {}
-        check_site_name(site, SITE_ENV_VAR)
-        return site_values(
-            read_fleet_file(Path(path)),
-            site,
-            where=f"the fleet file {path}",
-            secret_paths=secret_paths(),
-            tier_urls={
-                name: tier.url
-                for name, tier in (
-                    ("primary", RepositorySettings().primary),
-                    ("secondary", RepositorySettings().secondary),
-                    ("dr", RepositorySettings().dr),
-                )
-            },
-        )
 
 
 def secret_paths(model: type[BaseModel] | None = None) -> list[tuple[str, ...]]:
@@ -272,7 +238,7 @@ class Settings(BaseSettings):
             init_settings,
             env_settings,
             dotenv_settings,
-            _FleetSource(settings_cls),
+            FleetSource(settings_cls),
             _LegacyConfSource(settings_cls, env_file),
             file_secret_settings,
         )
@@ -287,6 +253,7 @@ def load_settings(**overrides: Any) -> Settings:
     env_file = os.environ.get(CONFIG_ENV_VAR) or None
     if env_file is not None:
         _check_env_file(Path(env_file))
+    overrides = route_site(overrides)
     try:
         settings = Settings(_env_file=env_file, **overrides)
     except SettingsError as exc:
@@ -312,13 +279,7 @@ def load_settings(**overrides: Any) -> Settings:
             f"invalid setting {where}: {first['msg']}; check BACKUPFLOW_"
             f"{where.upper().replace('.', '__')} or {CONFIG_ENV_VAR}{also}."
         ) from None
-    wanted = os.environ.get(RUN_SITE_ENV_VAR)
-    if wanted and wanted != settings.site:
-        raise ConfigError(
-            f"this run is for the site {wanted!r} but this host serves "
-            f"{settings.site or 'no fleet site'!r} ({SITE_ENV_VAR}); its deployment's work "
-            "queue routes it to the wrong worker, so it was refused."
-        )
+    check_route(settings.site)
     return settings
 
 
