@@ -234,4 +234,5 @@ def test_a_host_of_several_small_sites_takes_each_run_as_its_own_site(
     monkeypatch.setenv("BACKUPFLOW_RUN_SITE", "osaka")
     with pytest.raises(ConfigError, match="this run is for the site 'osaka' but this host"):
         load_settings()
+    monkeypatch.delenv("BACKUPFLOW_RUN_SITE")
     assert load_settings(site="seoul").database.name == "gantt"  # the worker's own check
