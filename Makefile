@@ -75,9 +75,11 @@ demo: $(STAMP)
 # there), with pgBackRest beside ours on the same cluster (installed by pg-tools through
 # tools), add about 10 more. It ends with the LIMIT line, then the PGBACKREST line. make test
 # runs every scenario on small inputs (tests/integration/test_bench.py). The seed's way needs
-# the AWS CLI.
+# the AWS CLI. Then bench/fleet.py: a hundred sites on a real Prefect server (bootstrap,
+# rerun, fleet health's requests, the hourly storm of fifty), ending with the FLEET line.
 bench: $(STAMP) tools awscli
 	BENCH_AWS=$$(command -v aws || echo $$PWD/.venv-awscli/bin/aws) $(BIN)/python bench/run.py
+	$(BIN)/python bench/fleet.py
 
 # The AWS CLI for the bench's "seed's way" rows, in its own virtualenv (it pins its own
 # botocore) when the machine has none.

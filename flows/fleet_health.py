@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -39,8 +40,9 @@ from backupflow.storage import open_tiers
 from flows._notify import notify_on_cancellation, notify_on_failure
 from flows._publish import in_run, markdown_artifact, run_logger, table_artifact
 
-__all__ = ["FleetHealthError", "fleet_health", "fleet_rows"]
+__all__ = ["FleetHealthError", "fleet_health", "fleet_rows", "site_series"]
 
+_READERS = 8
 #: A worker that has not polled its queue for this long is taken as gone.
 POLL_ALLOWED = timedelta(minutes=2)
 
@@ -50,7 +52,7 @@ class FleetHealthError(BackupflowError):
     or a failed restore test."""
 
 
-def _series(site: Site) -> tuple[list[tuple[Category, str, str]], list[str]]:
+def site_series(site: Site) -> tuple[list[tuple[Category, str, str]], list[str]]:
     """(category, name, schedule job) of each series of ``site``, and its database labels."""
     db = site.settings.database
     names = [n for n in db.databases if n != "*"] or [db.name]
@@ -142,46 +144,47 @@ def _number(value: object) -> Any:
     return value if isinstance(value, int | float) and not isinstance(value, bool) else 0
 
 
+def _site_health(site: Site, facts: SiteFacts, now: datetime) -> tuple[SiteHealth, int]:
+    """One site's row and the storage requests it took."""
+    settings = site.settings
+    grace = timedelta(minutes=settings.drill.health_grace_minutes)
+    series, databases = site_series(site)
+    try:
+        tiers = open_tiers(settings)
+    except BackupflowError as exc:
+        row = SiteHealth(site.name, SiteState.UNREACHABLE, None, None, None, str(exc), [str(exc)])
+        return row, 0
+    surveys = []
+    allowed: dict[str, timedelta] = {}
+    for category, name, job in series:
+        cron = getattr(settings.jobs, job).schedule
+        allowed[f"{category.value}/{name}"] = (
+            schedule_interval(cron, settings.timezone, now) + grace
+        )
+        surveys += [survey_series(tier, category, name) for tier in tiers]
+    row = assess_site(
+        site.name,
+        surveys,
+        facts,
+        now=now,
+        allowed=allowed,
+        poll_allowed=POLL_ALLOWED,
+        database_series=databases,
+    )
+    return row, sum(s.requests for s in surveys)
+
+
 def fleet_rows(
     fleet: Fleet, facts: dict[str, SiteFacts], now: datetime
 ) -> tuple[list[SiteHealth], int]:
-    """Every site's health, worst first, and the storage requests it took."""
-    rows: list[SiteHealth] = []
-    requests = 0
-    for site in fleet.sites:
-        settings = site.settings
-        grace = timedelta(minutes=settings.drill.health_grace_minutes)
-        series, databases = _series(site)
-        try:
-            tiers = open_tiers(settings)
-        except BackupflowError as exc:
-            rows.append(
-                SiteHealth(site.name, SiteState.UNREACHABLE, None, None, None, str(exc), [str(exc)])
-            )
-            continue
-        surveys = []
-        allowed: dict[str, timedelta] = {}
-        for category, name, job in series:
-            cron = getattr(settings.jobs, job).schedule
-            allowed[f"{category.value}/{name}"] = (
-                schedule_interval(cron, settings.timezone, now) + grace
-            )
-            for tier in tiers:
-                surveys.append(survey_series(tier, category, name))
-        requests += sum(s.requests for s in surveys)
-        rows.append(
-            assess_site(
-                site.name,
-                surveys,
-                facts.get(site.name, SiteFacts()),
-                now=now,
-                allowed=allowed,
-                poll_allowed=POLL_ALLOWED,
-                database_series=databases,
-            )
+    """Every site's health, worst first, and the storage requests it took (sites are read
+    a few at a time: the time goes in waiting for the tiers)."""
+    with ThreadPoolExecutor(max_workers=_READERS) as pool:
+        found = list(
+            pool.map(lambda s: _site_health(s, facts.get(s.name, SiteFacts()), now), fleet.sites)
         )
-    rows.sort(key=SiteHealth.rank)
-    return rows, requests
+    rows = sorted((row for row, _ in found), key=SiteHealth.rank)
+    return rows, sum(requests for _, requests in found)
 
 
 def _minutes(delta: timedelta | None) -> float | str:

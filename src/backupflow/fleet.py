@@ -351,6 +351,27 @@ def plan_deployments(fleet: Fleet) -> list[DeploymentSpec]:
             concurrency_limit=1,
         )
     )
+    specs += [
+        DeploymentSpec(
+            "fleet-verify",
+            "flows/fleet_verify.py:fleet_verify",
+            "fleet",
+            fleet.queue,
+            "Verify every site's backups in every tier, weekly (Sunday 05:00).",
+            cron="0 5 * * 0",
+            timezone=timezone,
+            concurrency_limit=1,
+        ),
+        DeploymentSpec(
+            "fleet-review",
+            "flows/fleet_review.py:fleet_review",
+            "fleet",
+            fleet.queue,
+            "The quarterly review over every site: restore tests, drills, next drills.",
+            cron="0 9 2 1,4,7,10 *",
+            timezone=timezone,
+        ),
+    ]
     return specs
 
 
