@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
 import socket
 import sqlite3
 import statistics
@@ -312,6 +313,7 @@ def _storm(url: str, env: dict[str, str], path: Path, count: int, limit: int) ->
         "runs": len(runs),
         "lost": len(lost),
         "lost_states": sorted({r.state.name for r in lost}),
+        "lost_messages": [f"{r.name}: {r.state.message}" for r in lost],
         "p50": statistics.median(delays) if delays else float("nan"),
         "p99": p99,
         "done": (max(ends) - at).total_seconds() if ends else float("nan"),
@@ -413,6 +415,9 @@ def main() -> int:
             f"{storm['p50']:.1f} s, p99 {storm['p99']:.1f} s; all done after "
             f"{storm['done']:.1f} s; lost {storm['lost']} {storm['lost_states']}"
         )
+        for line in storm["lost_messages"]:
+            print(f"  lost: {line}")
+
     finally:
         peak = rss.stop()
         for process in (server, s3):
@@ -421,6 +426,7 @@ def main() -> int:
                 process.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 process.kill()
+        shutil.rmtree(work, ignore_errors=True)
     print(f"Prefect server peak RSS (process tree): {peak / 2**20:.0f} MiB")
     print(
         f"FLEET sites={args.sites} bootstrap_s={timings[0]:.1f} rerun_s={timings[1]:.1f} "

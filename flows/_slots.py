@@ -23,16 +23,9 @@ from typing import Any
 from backupflow.config import Settings
 from backupflow.errors import ConfigError
 from backupflow.locks import backup_lock
+from tasks.limits import hold, missing_limit
 
 __all__ = ["missing_limit", "slot"]
-
-
-def missing_limit(name: str) -> ConfigError:
-    """The error for a global concurrency limit ``name`` that the API does not have."""
-    return ConfigError(
-        f"the global concurrency limit {name!r} does not exist on the Prefect API; run the "
-        "bootstrap (python deployments/bootstrap.py) to create it."
-    )
 
 
 def _logger() -> logging.Logger | logging.LoggerAdapter[logging.Logger]:
@@ -82,17 +75,15 @@ def slot(settings: Settings, what: str = "database-backup") -> Iterator[None]:
         ):
             yield
         return
-    from prefect.concurrency._asyncio import ConcurrencySlotAcquisitionError
-    from prefect.concurrency.sync import concurrency
-
-    limit = _read_limit(name)
-    if limit.active_slots >= limit.limit:
-        _logger().info(f"waiting for the {what} slot held by another run ({name})")
     try:
-        # strict: a limit that was never created is an error, not a silent overlap
-        with concurrency(name, occupy=1, strict=True):
-            yield
-    except ConcurrencySlotAcquisitionError as exc:
-        if "must be created" in str(exc):  # deleted between the read and the acquisition
-            raise missing_limit(name) from None
+        limit = _read_limit(name)
+    except ConfigError:
         raise
+    except Exception:  # a busy API: the acquisition below waits for it
+        limit = None
+    if limit is not None and limit.active_slots >= limit.limit:
+        _logger().info(f"waiting for the {what} slot held by another run ({name})")
+    # strict: a limit that was never created is an error, not a silent overlap; a busy API
+    # is asked again (tasks.limits)
+    with hold(name, _logger()):
+        yield

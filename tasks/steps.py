@@ -19,8 +19,8 @@ from prefect import Task, get_run_logger
 from prefect.cache_policies import NO_CACHE
 from prefect.context import FlowRunContext
 
-from backupflow.errors import ConfigError
 from backupflow.steps import Logger
+from tasks.limits import hold
 
 __all__ = ["PrefectSteps"]
 
@@ -54,18 +54,6 @@ class PrefectSteps:
 
 
 def _holding(limit: str, fn: Callable[[], T]) -> T:
-    """``fn()`` while holding one slot of the global concurrency limit ``limit``, strictly (a
-    limit the bootstrap never created is a one-sentence error, not a silent overlap)."""
-    from prefect.concurrency._asyncio import ConcurrencySlotAcquisitionError
-    from prefect.concurrency.sync import concurrency
-
-    try:
-        with concurrency(limit, occupy=1, strict=True):
-            return fn()
-    except ConcurrencySlotAcquisitionError as exc:
-        if "must be created" in str(exc):
-            raise ConfigError(
-                f"the global concurrency limit {limit!r} does not exist on the Prefect API; run "
-                "the bootstrap (python deployments/bootstrap.py) to create it."
-            ) from None
-        raise
+    """``fn()`` while holding one slot of the global concurrency limit ``limit``."""
+    with hold(limit, get_run_logger()):
+        return fn()

@@ -143,7 +143,12 @@ async def deploy_fleet(client: Any, fleet: Fleet) -> FleetDeployReport:
         )
     )
     schemas = {entry: _schema(entry) for entry in set(flows.values())}
-    existing = await _existing_deployments(client)
+    # This fleet's own: another fleet on the same server (another pool) is never touched.
+    existing = {
+        key: d
+        for key, d in (await _existing_deployments(client)).items()
+        if d.work_pool_name == fleet.pool
+    }
     flow_names = {str(flow_id): name for name, flow_id in flow_ids.items()}
     by_name = {f"{flow_names.get(str(d.flow_id), '?')}/{d.name}": d for d in existing.values()}
     ids: dict[str, UUID] = {}
