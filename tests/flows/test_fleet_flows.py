@@ -168,3 +168,26 @@ def test_the_fleet_review_lists_every_site(fleet_file: dict[str, Any]) -> None:
     assert "none on record" in markdown  # no drill yet
     artifact = Artifact.get("fleet-review")
     assert artifact is not None and "| beta |" in str(artifact.data)
+
+
+def test_a_failed_restore_test_fails_its_run_and_is_on_record(
+    fleet_file: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flows.restore_test import RestoreTestError
+
+    monkeypatch.setenv("BACKUPFLOW_SITE", "beta")
+    monkeypatch.setenv("BACKUPFLOW_CRYPTO__IDENTITIES", fleet_file["keys"]["beta"].identity)
+    # beta's stored data is damaged in the tier its restore tests read
+    damaged = [
+        path
+        for path in (fleet_file["tmp"] / "tiers" / "primary" / "beta").rglob("*")
+        if path.is_file() and ".manifest" not in path.name and "keys" not in path.parts
+    ]
+    assert damaged
+    for path in damaged:
+        path.write_bytes(b"\0" * max(1, path.stat().st_size))
+    with pytest.raises(RestoreTestError, match="1 of 1 restore tests failed: gantt"):
+        restore_test()
+    row = _rows("beta-restore-test")[0]
+    assert row["result"] == "failed" and row["reason"] not in ("", "—")
+    assert "\n" not in row["reason"]
