@@ -22,6 +22,7 @@ import asyncio
 import hashlib
 import importlib
 import json
+import random
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -47,7 +48,7 @@ _PULL = [
         }
     }
 ]
-_WRITERS = 6
+_WRITERS = 3
 _PAGE = 200
 
 
@@ -74,12 +75,34 @@ def _schema(entrypoint: str) -> dict[str, Any]:
     return parameter_schema(getattr(module, name).fn).model_dump_for_openapi()
 
 
+_TRANSIENT = ("503", "502", "504", "429", "Service Unavailable", "timed out", "Timeout")
+#: How long a busy API may keep refusing one write before the bootstrap gives up (seconds).
+PATIENCE = 300.0
+
+
+async def _patiently(job: Callable[[], Awaitable[Any]]) -> Any:
+    """``job()``, asked again with a growing pause while the API answers that it is busy
+    (a small server's database, written to by a hundred sites' deployments)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + PATIENCE
+    pause = 1.0
+    while True:
+        try:
+            return await job()
+        except Exception as exc:
+            text = f"{exc} {exc.__cause__ or ''}"
+            if not any(mark in text for mark in _TRANSIENT) or loop.time() + pause > deadline:
+                raise
+        await asyncio.sleep(pause * (0.5 + random.random()))
+        pause = min(pause * 2, 20.0)
+
+
 async def _gather(jobs: Sequence[Callable[[], Awaitable[Any]]]) -> list[Any]:
     gate = asyncio.Semaphore(_WRITERS)
 
     async def one(job: Callable[[], Awaitable[Any]]) -> Any:
         async with gate:
-            return await job()
+            return await _patiently(job)
 
     return list(await asyncio.gather(*(one(job) for job in jobs)))
 
