@@ -27,6 +27,7 @@ from pydantic import ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
 
 from backupflow.config import RepositorySettings, Settings, secret_paths
+from backupflow.engines.registry import engine_spec
 from backupflow.errors import ConfigError
 from backupflow.fleetfile import (
     TIERS,
@@ -254,8 +255,8 @@ def plan_deployments(fleet: Fleet) -> list[DeploymentSpec]:
         uploads = {**base, "BACKUPFLOW_TIER_UPLOAD_LIMIT": tier_limit_prefix()}
         database = settings.database.name
         for kind, job in _DATABASE_JOBS:
-            if kind == "diff" and settings.database.engine == "postgres":
-                continue  # PostgreSQL takes no differentials (docs/postgres.md)
+            if kind == "diff" and not engine_spec(settings.database.engine).differential:
+                continue  # e.g. PostgreSQL takes no differentials (docs/postgres.md)
             schedule = getattr(settings.jobs, job)
             specs.append(
                 DeploymentSpec(

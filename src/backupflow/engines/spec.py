@@ -62,3 +62,6 @@ class EngineSpec:
     #: Why a differential run takes nothing with this engine (display text only: whether to
     #: skip is decided by ``Capabilities.differential``); None: the generic sentence.
     no_differential: str | None = None
+    #: Whether the engine takes differential backups at all (a fleet deploys no differential
+    #: job for one that does not; the engine's ``Capabilities`` say the same at run time).
+    differential: bool = True

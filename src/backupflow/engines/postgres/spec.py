@@ -97,6 +97,7 @@ SPEC = EngineSpec(
     object_key=_object_key,
     check_chains=_check_chains,
     remove_loose=_remove_loose,
+    differential=False,
     no_differential=(
         "PostgreSQL has no differential backups; nothing was taken: the WAL archive and the "
         "hourly log backups cover the time since the full"
