@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
@@ -22,6 +23,7 @@ from typing import Any
 
 from prefect import flow
 
+from backupflow.config import Settings
 from backupflow.errors import BackupflowError, ConfigError
 from backupflow.filesets import FILE_SETS
 from backupflow.fleet import Fleet, Site, load_fleet
@@ -33,10 +35,11 @@ from backupflow.fleet_health import (
     survey_series,
 )
 from backupflow.fleetfile import FLEET_ENV_VAR
-from backupflow.models import Category
+from backupflow.keys import load_keyring
+from backupflow.models import TIER_NAMES, Category
 from backupflow.objectives import schedule_interval
 from backupflow.reporting import local_and_utc
-from backupflow.storage import open_tiers
+from backupflow.storage import Tier, make_s3_client, open_tier
 from flows._notify import notify_on_cancellation, notify_on_failure
 from flows._publish import in_run, markdown_artifact, run_logger, table_artifact
 
@@ -144,13 +147,38 @@ def _number(value: object) -> Any:
     return value if isinstance(value, int | float) and not isinstance(value, bool) else 0
 
 
-def _site_health(site: Site, facts: SiteFacts, now: datetime) -> tuple[SiteHealth, int]:
+def _open_tiers(settings: Settings, clients: dict[tuple[Any, ...], Any]) -> list[Tier]:
+    """The site's enabled tiers, sharing one S3 client per endpoint and credentials across
+    sites (a client costs more to make than the two requests it makes here)."""
+    keyring = load_keyring(settings.crypto)
+    tiers = []
+    for name in TIER_NAMES:
+        tier = getattr(settings.repository, name)
+        if not tier.enabled:
+            continue
+        client = None
+        if tier.is_s3:
+            key = (tier.region, tier.endpoint_url, tier.credentials_block, tier.addressing_style)
+            with _CLIENTS_LOCK:
+                if key not in clients:
+                    clients[key] = make_s3_client(tier, settings.repository)
+                client = clients[key]
+        tiers.append(open_tier(name, settings, client=client, keyring=keyring))
+    return tiers
+
+
+_CLIENTS_LOCK = threading.Lock()
+
+
+def _site_health(
+    site: Site, facts: SiteFacts, now: datetime, clients: dict[tuple[Any, ...], Any]
+) -> tuple[SiteHealth, int]:
     """One site's row and the storage requests it took."""
     settings = site.settings
     grace = timedelta(minutes=settings.drill.health_grace_minutes)
     series, databases = site_series(site)
     try:
-        tiers = open_tiers(settings)
+        tiers = _open_tiers(settings, clients)
     except BackupflowError as exc:
         row = SiteHealth(site.name, SiteState.UNREACHABLE, None, None, None, str(exc), [str(exc)])
         return row, 0
@@ -179,9 +207,13 @@ def fleet_rows(
 ) -> tuple[list[SiteHealth], int]:
     """Every site's health, worst first, and the storage requests it took (sites are read
     a few at a time: the time goes in waiting for the tiers)."""
+    clients: dict[tuple[Any, ...], Any] = {}
     with ThreadPoolExecutor(max_workers=_READERS) as pool:
         found = list(
-            pool.map(lambda s: _site_health(s, facts.get(s.name, SiteFacts()), now), fleet.sites)
+            pool.map(
+                lambda s: _site_health(s, facts.get(s.name, SiteFacts()), now, clients),
+                fleet.sites,
+            )
         )
     rows = sorted((row for row, _ in found), key=SiteHealth.rank)
     return rows, sum(requests for _, requests in found)
