@@ -32,9 +32,7 @@ the host's env-file), and every error is one sentence naming the site and field.
 
 from __future__ import annotations
 
-import os
 import re
-import stat
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -42,6 +40,7 @@ from typing import Any
 import yaml  # type: ignore[import-untyped]
 
 from backupflow.errors import ConfigError
+from backupflow.fsutil import read_regular_file
 
 __all__ = [
     "FLEET_ENV_VAR",
@@ -90,19 +89,14 @@ def read_fleet_file(path: Path) -> dict[str, Any]:
     unique names); a :class:`ConfigError` for anything else."""
     where = f"the fleet file {path}"
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
-        try:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                raise ConfigError(f"{where} is not a regular file; fix {FLEET_ENV_VAR}.")
-            with os.fdopen(os.dup(fd), "rb") as handle:
-                data = handle.read(_LIMIT + 1)
-        finally:
-            os.close(fd)
+        data = read_regular_file(path, _LIMIT)
     except OSError as exc:
         raise ConfigError(
             f"{where} cannot be read ({exc.strerror or type(exc).__name__}); fix "
             f"{FLEET_ENV_VAR} or the file."
         ) from None
+    if data is None:
+        raise ConfigError(f"{where} is not a regular file; fix {FLEET_ENV_VAR}.")
     if len(data) > _LIMIT:
         raise ConfigError(f"{where} is larger than 1 MiB.")
     try:

@@ -354,3 +354,17 @@ def readable_size(size: int) -> str:
             return f"{size} bytes" if unit == "bytes" else f"{value:.1f} {unit}"
         value /= 1024
     return f"{value:.1f} TiB"
+
+
+def read_regular_file(path: Path, limit: int) -> bytes | None:
+    """At most ``limit + 1`` bytes of the regular file at ``path`` (more than ``limit``: it
+    is too large), or None when it is not a regular file (a FIFO planted at the path never
+    hangs the reader: it is opened without blocking).  OSError when it cannot be opened."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        with os.fdopen(os.dup(fd), "rb") as handle:
+            return handle.read(limit + 1)
+    finally:
+        os.close(fd)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import re
-import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -33,6 +32,7 @@ from backupflow.config.repository import PipelineSettings, RepositorySettings
 from backupflow.config.sites import FleetSource, check_route, route_site
 from backupflow.errors import ConfigError
 from backupflow.fleetfile import FLEET_ENV_VAR, SITE_ENV_VAR, check_site_name
+from backupflow.fsutil import read_regular_file
 
 __all__ = [
     "CONFIG_ENV_VAR",
@@ -289,23 +289,17 @@ _ENV_FILE_LIMIT = 1 << 20
 def _check_env_file(path: Path) -> None:
     """The env-file must be a readable UTF-8 text file of bounded size."""
     try:
-        # O_NONBLOCK: a FIFO planted at the path must not hang the worker.
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
-        try:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                raise ConfigError(
-                    f"{CONFIG_ENV_VAR} names {path}, which is not a readable file (not a "
-                    "regular file); fix the path or unset it."
-                )
-            with os.fdopen(os.dup(fd), "rb") as handle:
-                data = handle.read(_ENV_FILE_LIMIT + 1)
-        finally:
-            os.close(fd)
+        data = read_regular_file(path, _ENV_FILE_LIMIT)
     except OSError as exc:
         raise ConfigError(
             f"{CONFIG_ENV_VAR} names {path}, which is not a readable file "
             f"({exc.strerror or type(exc).__name__}); fix the path or unset it."
         ) from None
+    if data is None:
+        raise ConfigError(
+            f"{CONFIG_ENV_VAR} names {path}, which is not a readable file (not a regular "
+            "file); fix the path or unset it."
+        )
     if len(data) > _ENV_FILE_LIMIT:
         raise ConfigError(f"{CONFIG_ENV_VAR} names {path}, which is larger than 1 MiB.")
     try:
