@@ -328,7 +328,7 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="a few sites (make test)")
     args = parser.parse_args()
     if args.quick:
-        args.sites, args.storm = 4, 4
+        args.sites, args.storm = 2, 2
     work = Path(tempfile.mkdtemp(prefix="bf-fleet-bench-"))
     keys = generate_keys()
     port, s3_port = _free_port(), _free_port()
