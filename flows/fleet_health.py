@@ -125,7 +125,7 @@ def _facts(fleet: Fleet) -> dict[str, SiteFacts]:
             test_result=str(row["result"]) if "result" in row else None,
             test_bytes=_number(row.get("chain_bytes")),
             test_seconds=_number(row.get("rto_seconds")),
-            test_when=str(row.get("started", "")),
+            test_when=str(row.get("started", ""))[:80],  # a row is input: bounded
         )
     return facts
 

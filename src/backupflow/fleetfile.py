@@ -103,6 +103,8 @@ def read_fleet_file(path: Path) -> dict[str, Any]:
         document = yaml.safe_load(data.decode("utf-8"))
     except UnicodeDecodeError:
         raise ConfigError(f"{where} is not UTF-8 text.") from None
+    except RecursionError:
+        raise ConfigError(f"{where} is nested too deeply to read.") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f" at line {mark.line + 1}" if mark is not None else ""

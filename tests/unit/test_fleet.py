@@ -86,6 +86,7 @@ def test_the_fleet_file_alone_decides_not_this_shell(
         ("version: 2\nsites:\n  - {name: a}\n", "has version 2"),
         ("sites: [\n", "is not valid YAML at line"),
         ("- a\n", "must be a mapping"),
+        ("sites: " + "[" * 5000 + "]" * 5000 + "\n", "is nested too deeply to read"),
     ],
 )
 def test_bad_fleet_files_get_one_sentence(tmp_path: Path, text: str, sentence: str) -> None:
